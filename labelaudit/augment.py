@@ -1,0 +1,46 @@
+"""Stage 3b — batched augmentation on the device: random translation (crop from a reflect-padded
+image) and horizontal flip, as tensor ops over the whole batch (no per-sample Python).
+
+Flip is on by default (``crop+flip``) for photos; datasets whose classes are not mirror-symmetric
+(digits, text, Roman numerals: a mirrored "iv" reads "vi") should use ``crop``.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .errors import UsageError
+
+AUGMENTS = ("crop+flip", "crop", "none")
+
+
+def check_augment(name: str) -> str:
+    if name not in AUGMENTS:
+        raise UsageError(f"--augment {name!r}: unknown; choose one of {', '.join(AUGMENTS)}")
+    return name
+
+
+def augment_batch(x: torch.Tensor, name: str, generator: torch.Generator, pad: int = 2) -> torch.Tensor:
+    """Augment a (B, C, S, S) batch (any dtype) on its device; returns a new tensor of the same shape.
+
+    ``crop``: each image is shifted by an independent offset in [-pad, pad]² (reflect padding);
+    ``flip``: each image is mirrored left-right with probability 1/2.
+    """
+    if name == "none" or x.shape[0] == 0:
+        return x
+    B, C, S, _ = x.shape
+    dev = x.device
+    if pad > 0:
+        padded = F.pad(x.float(), (pad, pad, pad, pad), mode="reflect").to(x.dtype)  # (B, C, S+2p, S+2p)
+        oy = torch.randint(0, 2 * pad + 1, (B,), device=dev, generator=generator)
+        ox = torch.randint(0, 2 * pad + 1, (B,), device=dev, generator=generator)
+        ar = torch.arange(S, device=dev)
+        rows = (oy[:, None] + ar[None, :])[:, None, :, None]  # (B, 1, S, 1)
+        cols = (ox[:, None] + ar[None, :])[:, None, None, :]  # (B, 1, 1, S)
+        b = torch.arange(B, device=dev)[:, None, None, None]
+        c = torch.arange(C, device=dev)[None, :, None, None]
+        x = padded[b, c, rows, cols]  # (B, C, S, S)
+    if name == "crop+flip":
+        flip = torch.rand(B, device=dev, generator=generator) < 0.5
+        x = torch.where(flip[:, None, None, None], x.flip(3), x)
+    return x

@@ -1,0 +1,38 @@
+"""The ``labelaudit`` command line. One small file per command; each holds only its Typer signature
+and help text, then calls the library."""
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+from .. import __version__
+from .scan import scan_cli
+
+app = typer.Typer(
+    name="labelaudit",
+    help="Find mislabeled samples in image-classification datasets.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"labelaudit {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: Optional[bool] = typer.Option(None, "--version", callback=_version, is_eager=True,
+                                                 help="Show the version and exit.")) -> None:
+    """Find mislabeled samples in image-classification datasets."""
+
+
+app.command("scan")(scan_cli)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,48 @@
+"""Rich progress bars for the library's ``progress(stage, completed, total, info)`` callback."""
+from __future__ import annotations
+
+from rich.console import Console
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn,
+                           TimeElapsedColumn, TimeRemainingColumn)
+
+_TITLES = {"hash": "Reading files", "decode": "Decoding images", "train": "Training proxy"}
+
+
+class RichProgress:
+    """A context manager that shows one bar per stage; call the instance as the progress callback."""
+
+    def __init__(self, console: Console, enabled: bool = True):
+        self.enabled = enabled
+        self._progress = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+            console=console, transient=False, disable=not enabled)
+        self._tasks: dict[str, TaskID] = {}
+        self._info: dict[str, dict] = {}
+
+    def __enter__(self) -> "RichProgress":
+        self._progress.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._progress.__exit__(*exc)
+
+    def __call__(self, stage: str, completed: int, total: int, info: dict) -> None:
+        if stage not in self._tasks:
+            self._tasks[stage] = self._progress.add_task(_TITLES.get(stage, stage), total=total, info="")
+        seen = self._info.setdefault(stage, {})
+        seen.update(info)  # per-batch calls carry the epoch; per-epoch calls add loss and speed
+        self._progress.update(self._tasks[stage], completed=completed, total=total, info=_describe(seen))
+
+
+def _describe(info: dict) -> str:
+    parts = []
+    if "epoch" in info:
+        parts.append(f"epoch {info['epoch']}/{info['epochs']}")
+    if "loss" in info:
+        parts.append(f"loss {info['loss']:.3f}")
+    if "images_per_s" in info:
+        parts.append(f"{info['images_per_s']:,.0f} img/s")
+    if info.get("cached"):
+        parts.append("all cached")
+    return "  ".join(parts)

@@ -1,0 +1,59 @@
+"""``labelaudit scan``: the Typer signature and help; the work is :func:`labelaudit.pipeline.scan`."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+from ..pipeline import ScanConfig, scan
+from ._errors import handle_errors
+from .progress import RichProgress
+from .summary import render_scan_summary
+
+_D = ScanConfig()
+
+
+def scan_cli(
+    data: Optional[Path] = typer.Argument(None, help="Image folder (one subfolder per class), or a manifest file.",
+                                          show_default=False),
+    manifest: Optional[Path] = typer.Option(None, "--manifest", "-m",
+                                            help="CSV/TSV/Parquet/JSONL manifest with path and label columns."),
+    root: Optional[Path] = typer.Option(None, help="Folder the manifest's relative paths resolve against "
+                                                   "[default: the manifest's folder]."),
+    out: Path = typer.Option(Path("labelaudit-out"), "--out", "-o", help="Output folder for the audit."),
+    path_column: str = typer.Option(_D.path_column, help="Manifest column holding image paths."),
+    label_column: str = typer.Option(_D.label_column, help="Manifest column holding labels."),
+    image_size: int = typer.Option(_D.image_size, help="Side in px of the square images the proxy sees."),
+    workers: int = typer.Option(_D.workers, help="Decode processes; 0 = one per core (max 8)."),
+    cache_dir: Optional[Path] = typer.Option(None, help="Decoded-image cache [default: $LABELAUDIT_CACHE "
+                                                        "or ~/.cache/labelaudit]."),
+    cache: bool = typer.Option(_D.cache, "--cache/--no-cache", help="Reuse decoded images across scans."),
+    model: str = typer.Option(_D.model, help="Proxy network: small, medium or resnet18."),
+    epochs: int = typer.Option(_D.epochs, help="Proxy training epochs."),
+    batch_size: int = typer.Option(_D.batch_size, help="Proxy batch size."),
+    lr: float = typer.Option(_D.lr, help="Constant SGD learning rate."),
+    augment: str = typer.Option(_D.augment, help="crop+flip, crop (for digits, text, symbols) or none."),
+    device: str = typer.Option(_D.device, help="auto, cpu, cuda or cuda:N."),
+    seed: int = typer.Option(_D.seed, help="Random seed; same seed, device and data give the same outputs."),
+    score: str = typer.Option(_D.score, help="Ranking score: aum or aul."),
+    threshold: float = typer.Option(_D.threshold, help="Flag a sample when p(mislabeled) exceeds this."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or summary."),
+    as_json: bool = typer.Option(False, "--json", help="Print the run summary as one JSON object."),
+) -> None:
+    """Audit the labels of an image dataset: train a small proxy network, score every sample, estimate
+    the noise rate, and write ranked suspects, noise estimates and weights to the output folder."""
+    config = ScanConfig(image_size=image_size, workers=workers, cache=cache,
+                        cache_dir=str(cache_dir) if cache_dir else None, model=model, epochs=epochs,
+                        batch_size=batch_size, lr=lr, augment=augment, device=device, seed=seed, score=score,
+                        threshold=threshold, path_column=path_column, label_column=label_column)
+    err = Console(stderr=True)
+    with handle_errors():
+        with RichProgress(err, enabled=not quiet and not as_json) as progress:
+            result = scan(data, out=out, manifest=manifest, root=root, config=config, progress=progress)
+    if as_json:
+        typer.echo(json.dumps({**result.summary, "out": str(out), "noise_model": result.run["noise_model"]["method"]}))
+    elif not quiet:
+        render_scan_summary(Console(), result)

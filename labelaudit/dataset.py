@@ -1,0 +1,106 @@
+"""Stage 2 — from a listing to decoded images: hash every file, take what the cache holds, decode
+the rest in worker processes, store them, and collect the failures with their reasons."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from .cache import ImageCache
+from .decode import decode_files, hash_files
+from .errors import DataError
+from .sources import Listing
+
+Progress = Callable[[str, int, int, dict], None]
+
+
+@dataclass
+class Dataset:
+    """Readable samples with their pixels. ``images`` (N, S, S, 3) uint8, ``labels`` (N,) int64
+    indices into ``classes``; ``samples`` has sample_id, path, given_label in the same order."""
+
+    samples: pd.DataFrame
+    images: np.ndarray
+    labels: np.ndarray
+    classes: list[str]
+    errors: pd.DataFrame
+    stats: dict = field(default_factory=dict)
+
+
+class _Counter:
+    """Turns "k more done" callbacks into ``progress(stage, done, total, {})`` calls."""
+
+    def __init__(self, progress: Progress | None, stage: str, total: int):
+        self.progress, self.stage, self.total, self.done = progress, stage, total, 0
+
+    def __call__(self, k: int) -> None:
+        self.done += k
+        if self.progress is not None:
+            self.progress(self.stage, self.done, self.total, {})
+
+
+def sort_classes(names) -> list[str]:
+    """Class order: numeric when every name is an integer ("2" before "10"), else lexicographic."""
+    names = set(names)
+    try:
+        return sorted(names, key=lambda s: (int(s), s))
+    except ValueError:
+        return sorted(names)
+
+
+def load_dataset(listing: Listing, *, image_size: int, workers: int, cache_dir: Path | None,
+                 progress: Progress | None = None) -> Dataset:
+    """Decode (or fetch from the cache) every listed file at ``image_size``; raise DataError when
+    nothing readable is left or fewer than two classes remain."""
+    files = listing.samples["file"].tolist()
+    n = len(files)
+    t0 = time.perf_counter()
+    hashed = hash_files(files, threads=max(2, workers), on_done=_Counter(progress, "hash", n))
+    keys = [h for h, _ in hashed]
+    errors: list[str | None] = [e for _, e in hashed]
+    t_hash = time.perf_counter() - t0
+
+    images = np.zeros((n, image_size, image_size, 3), dtype=np.uint8)
+    hit = np.zeros(n, dtype=bool)
+    cache = ImageCache(cache_dir, image_size) if cache_dir is not None else None
+    if cache is not None:
+        images, hit = cache.lookup(keys)
+    todo = np.flatnonzero(~hit & np.array([k is not None for k in keys], dtype=bool))
+    t1 = time.perf_counter()
+    if len(todo):
+        decoded, dec_errors = decode_files([files[i] for i in todo], image_size, workers=workers,
+                                           on_done=_Counter(progress, "decode", len(todo)))
+        ok = np.array([e is None for e in dec_errors], dtype=bool)
+        images[todo[ok]] = decoded[ok]
+        for i, err in zip(todo, dec_errors):
+            if err is not None:
+                errors[i] = err
+        if cache is not None and ok.any():
+            cache.store([keys[i] for i in todo[ok]], decoded[ok])
+    elif progress is not None:
+        progress("decode", n, n, {"cached": True})
+    t_decode = time.perf_counter() - t1
+
+    good = np.array([e is None for e in errors], dtype=bool)
+    bad_rows = [(p, e) for p, e, g in zip(listing.samples["path"], errors, good) if not g]
+    all_errors = pd.concat([listing.errors, pd.DataFrame(bad_rows, columns=["path", "error"])],
+                           ignore_index=True).astype({"path": str, "error": str})
+    samples = listing.samples.loc[good, ["path", "given_label"]].reset_index(drop=True)
+    if len(samples) == 0:
+        where = f"{listing.root}" if listing.source == "folder" else "the manifest"
+        raise DataError(f"{where}: no readable images ({len(all_errors)} file(s) could not be used; "
+                        "see errors.parquet or run with --json for the reasons)")
+    classes = sort_classes(samples["given_label"])
+    if len(classes) < 2:
+        raise DataError(f"only one class ({classes[0]!r}) among {len(samples)} readable images: a label "
+                        "audit needs at least two classes")
+    samples.insert(0, "sample_id", np.arange(len(samples), dtype=np.int64))
+    index = {c: k for k, c in enumerate(classes)}
+    labels = samples["given_label"].map(index).to_numpy(dtype=np.int64)
+    stats = {"n_listed": n + len(listing.errors), "n_cached": int(hit.sum()), "n_decoded": int(len(todo)),
+             "hash_s": t_hash, "decode_s": t_decode}
+    return Dataset(samples, images[good], labels, classes, all_errors, stats)

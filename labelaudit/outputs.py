@@ -1,0 +1,74 @@
+"""Stage 7 — outputs: the audit folder of ../CONTRACT.md, every file written atomically.
+
+Each Parquet file carries ``labelaudit_schema`` (the contract's version) and the direction of every
+score column in its schema metadata. A file is written under a temporary name in the same folder
+and renamed into place, so a crash never leaves a half-written file under a final name.
+"""
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .scores import DIRECTIONS
+
+SCHEMA_VERSION = "1"
+
+SAMPLE_COLUMNS = [
+    "sample_id", "path", "given_label", "score", "p_mislabeled", "is_label_issue", "label_score",
+    "rank", "predicted_label", "predicted_confidence", "weight", "aul", "aum",
+]
+
+
+def _atomic(path: Path, write) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_parquet(df: pd.DataFrame, path: Path) -> None:
+    """Write ``df`` to ``path`` atomically, with the schema version and score directions attached."""
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    directions = {c: d for c, d in DIRECTIONS.items() if c in df.columns}
+    meta = dict(table.schema.metadata or {})
+    meta[b"labelaudit_schema"] = SCHEMA_VERSION.encode()
+    if directions:
+        meta[b"labelaudit_directions"] = json.dumps(directions).encode()
+    table = table.replace_schema_metadata(meta)
+    _atomic(path, lambda tmp: pq.write_table(table, tmp))
+
+
+def write_json(obj: Any, path: Path) -> None:
+    text = json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n"
+    _atomic(path, lambda tmp: Path(tmp).write_text(text))
+
+
+def read_schema_version(path: Path) -> str | None:
+    meta = pq.read_schema(path).metadata or {}
+    value = meta.get(b"labelaudit_schema")
+    return value.decode() if value else None
+
+
+def write_audit(out: Path, *, samples: pd.DataFrame, noise: pd.DataFrame, trajectories: pd.DataFrame,
+                errors: pd.DataFrame, run: dict) -> None:
+    """Write the audit folder: samples, suspects, weights, noise, trajectories, errors, run.json."""
+    out.mkdir(parents=True, exist_ok=True)
+    suspects = samples[samples["is_label_issue"]].sort_values("rank", kind="stable")
+    write_parquet(samples, out / "samples.parquet")
+    write_parquet(suspects.reset_index(drop=True), out / "suspects.parquet")
+    write_parquet(samples[["path", "given_label", "weight"]], out / "weights.parquet")
+    write_parquet(noise, out / "noise.parquet")
+    write_parquet(trajectories, out / "trajectories.parquet")
+    write_parquet(errors, out / "errors.parquet")
+    write_json(run, out / "run.json")  # last: its presence marks a complete audit

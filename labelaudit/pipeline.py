@@ -1,0 +1,249 @@
+"""The scan: sources → decode/cache → proxy training → scores → noise model → outputs.
+
+``scan()`` is the Python API and the body of ``labelaudit scan``; the CLI only parses options,
+shows progress and prints. Settings live in one frozen dataclass, :class:`ScanConfig`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from . import __version__
+from .augment import check_augment
+from .cache import default_cache_dir
+from .dataset import Dataset, load_dataset
+from .decode import default_workers
+from .errors import UsageError
+from .mixture import NoiseFit, fit_gmm, noise_table
+from .outputs import SAMPLE_COLUMNS, write_audit
+from .scores import aul, aum, rank_descending, ranking_score
+from .sources import Listing, list_folder, list_manifest
+
+Progress = Callable[[str, int, int, dict], None]  # (stage, completed, total, info)
+
+MANIFEST_SUFFIXES = (".csv", ".tsv", ".parquet", ".pq", ".jsonl", ".ndjson", ".json")
+
+
+@dataclass(frozen=True)
+class ScanConfig:
+    """Every setting of a scan, with its default. The CLI's options map one to one onto these."""
+
+    # --- decode + cache
+    image_size: int = 32  # px; images are resized to image_size² for the proxy
+    workers: int = 0  # decode processes; 0 = one per core, at most 8
+    cache: bool = True  # keep decoded images on disk so a re-scan does not decode again
+    cache_dir: str | None = None  # None = $LABELAUDIT_CACHE or ~/.cache/labelaudit
+    # --- proxy training (see proxy.ProxySettings for the why of each)
+    model: str = "small"  # small | medium | resnet18
+    epochs: int = 15  # the default proxy trains 10k 32-px images × 15 epochs in ~2 min on 2 cores
+    batch_size: int = 128
+    lr: float = 0.05  # constant: AUL is read before any learning-rate drop
+    augment: str = "crop+flip"  # crop+flip | crop | none ("crop" for digits, text, symbols)
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    seed: int = 0  # same seed + same device + same data → same outputs
+    # --- scores and decisions
+    score: str = "aum"  # ranking score: aum (default, by benchmarks/detection.py) | aul
+    threshold: float = 0.5  # is_label_issue = p_mislabeled > threshold
+    # --- manifest columns
+    path_column: str = "path"
+    label_column: str = "label"
+
+    def validate(self) -> "ScanConfig":
+        checks = [
+            (8 <= self.image_size <= 1024, "--image-size", self.image_size, "a side length from 8 to 1024 px"),
+            (self.workers >= 0, "--workers", self.workers, "0 (auto) or a positive number"),
+            (self.epochs >= 1, "--epochs", self.epochs, "at least 1"),
+            (self.batch_size >= 2, "--batch-size", self.batch_size, "at least 2"),
+            (self.lr > 0 and np.isfinite(self.lr), "--lr", self.lr, "a positive number"),
+            (0.0 < self.threshold < 1.0, "--threshold", self.threshold, "a probability strictly between 0 and 1"),
+            (self.score in ("aul", "aum"), "--score", self.score, "one of aul, aum"),
+        ]
+        for ok, option, value, expected in checks:
+            if not ok:
+                raise UsageError(f"{option} {value!r}: expected {expected}")
+        check_augment(self.augment)
+        from .models import MODELS
+
+        if self.model not in MODELS:
+            raise UsageError(f"--model {self.model!r}: unknown model; choose one of {', '.join(MODELS)}")
+        return self
+
+
+@dataclass
+class ScanResult:
+    """What a scan produced: the tables of the audit folder, and run.json as a dict."""
+
+    samples: pd.DataFrame
+    noise: pd.DataFrame
+    trajectories: pd.DataFrame
+    errors: pd.DataFrame
+    run: dict
+    classes: list[str]
+    out: Path | None = None
+    noise_fit: NoiseFit | None = field(default=None, repr=False)
+
+    @property
+    def suspects(self) -> pd.DataFrame:
+        """Rows of ``samples`` with ``is_label_issue``, most suspicious first."""
+        s = self.samples[self.samples["is_label_issue"]]
+        return s.sort_values("rank", kind="stable").reset_index(drop=True)
+
+    @property
+    def summary(self) -> dict:
+        return self.run["summary"]
+
+
+def _listing(data, manifest, root, config: ScanConfig) -> Listing:
+    if manifest is None and data is not None and Path(data).is_file() \
+            and Path(data).suffix.lower() in MANIFEST_SUFFIXES:
+        manifest, data = data, None  # `labelaudit scan labels.csv` means the manifest
+    if manifest is not None:
+        if data is not None:
+            raise UsageError("give either DATA (an image folder) or --manifest FILE, not both")
+        return list_manifest(manifest, root=root, path_column=config.path_column,
+                             label_column=config.label_column)
+    if data is None:
+        raise UsageError("nothing to scan: pass an image folder (DATA) or --manifest FILE")
+    if root is not None:
+        raise UsageError("--root goes with --manifest; for a folder, DATA is the root")
+    return list_folder(data)
+
+
+def _fingerprint(samples: pd.DataFrame) -> str:
+    h = hashlib.sha256()
+    for path, label in zip(samples["path"], samples["given_label"]):
+        h.update(f"{path}\t{label}\n".encode())
+    return h.hexdigest()
+
+
+def build_samples(ds: Dataset, *, aul_s: np.ndarray, aum_s: np.ndarray, score: np.ndarray,
+                  fit: NoiseFit, mean_probs: np.ndarray, threshold: float) -> pd.DataFrame:
+    """samples.parquet: the contract's columns (CONTRACT.md), in its order, then extras."""
+    p = np.clip(fit.p_mislabeled, 0.0, 1.0)
+    pred = mean_probs.argmax(axis=1)
+    df = ds.samples.copy()
+    df["score"] = score
+    df["p_mislabeled"] = p
+    df["is_label_issue"] = p > threshold
+    df["label_score"] = 1.0 - p
+    df["rank"] = rank_descending(score)
+    df["predicted_label"] = np.asarray(ds.classes, dtype=object)[pred]
+    df["predicted_confidence"] = mean_probs[np.arange(len(pred)), pred].astype(np.float64)
+    df["weight"] = 1.0 - p  # the clean probability (AUL Sec. 4.2, as its text means it)
+    df["aul"] = aul_s
+    df["aum"] = aum_s
+    df["given_confidence"] = mean_probs[np.arange(len(pred)), ds.labels].astype(np.float64)
+    return df[SAMPLE_COLUMNS + ["given_confidence"]]
+
+
+def trajectories_frame(loss: np.ndarray, margin: np.ndarray) -> pd.DataFrame:
+    """Long form (sample_id, epoch, loss, margin); epochs count from 1."""
+    e, n = loss.shape
+    return pd.DataFrame({
+        "sample_id": np.tile(np.arange(n, dtype=np.int64), e),
+        "epoch": np.repeat(np.arange(1, e + 1, dtype=np.int64), n),
+        "loss": loss.reshape(-1).astype(np.float32),
+        "margin": margin.reshape(-1).astype(np.float32),
+    })
+
+
+def scan(data: str | Path | None = None, *, out: str | Path | None = "labelaudit-out",
+         manifest: str | Path | None = None, root: str | Path | None = None,
+         config: ScanConfig | None = None, progress: Progress | None = None, **options) -> ScanResult:
+    """Audit a dataset's labels and (unless ``out`` is None) write the audit folder.
+
+    Parameters
+    ----------
+    data : an ImageFolder root (``data/<class>/**/<image>``), or a manifest file.
+    out : the output folder (CONTRACT.md); None to only return the tables.
+    manifest, root : a CSV/TSV/Parquet/JSONL manifest of ``path,label`` and the folder its relative
+        paths resolve against (default: the manifest's folder).
+    config : a :class:`ScanConfig`; ``**options`` override single fields (``epochs=5``).
+    progress : called as ``progress(stage, completed, total, info)`` for stages hash, decode, train.
+
+    Raises UsageError for bad arguments, DataError for data that cannot be audited, TrainingError
+    when training diverges.
+    """
+    import torch
+
+    from .device import resolve_device
+    from .proxy import ProxySettings, train_proxy
+
+    config = config or ScanConfig()
+    unknown = set(options) - {f.name for f in dataclasses.fields(ScanConfig)}
+    if unknown:
+        raise UsageError(f"unknown scan option(s): {', '.join(sorted(unknown))}")
+    config = dataclasses.replace(config, **options).validate()
+    device = resolve_device(config.device)
+    workers = config.workers or default_workers()
+    cache_dir = (Path(config.cache_dir) if config.cache_dir else default_cache_dir()) if config.cache else None
+    timings: dict[str, float] = {}
+
+    t = time.perf_counter()
+    listing = _listing(data, manifest, root, config)
+    timings["list_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    ds = load_dataset(listing, image_size=config.image_size, workers=workers, cache_dir=cache_dir,
+                      progress=progress)
+    timings["load_s"] = time.perf_counter() - t
+
+    # --- proxy training, recording dynamics
+    t = time.perf_counter()
+    images = torch.from_numpy(ds.images).permute(0, 3, 1, 2).contiguous().to(device)  # (N, 3, S, S) uint8
+    labels = torch.from_numpy(np.array(ds.labels, dtype=np.int64)).to(device)
+    settings = ProxySettings(model=config.model, epochs=config.epochs, batch_size=config.batch_size,
+                             lr=config.lr, augment=config.augment, seed=config.seed)
+    dyn = train_proxy(images, labels, len(ds.classes), settings, device=device, progress=progress)
+    timings["train_s"] = time.perf_counter() - t
+
+    # --- scores, noise model, decisions
+    t = time.perf_counter()
+    aul_s, aum_s = aul(dyn.loss), aum(dyn.margin)
+    score = ranking_score(config.score, aul_scores=aul_s, aum_scores=aum_s)
+    fit = fit_gmm(score, random_state=config.seed)
+    samples = build_samples(ds, aul_s=aul_s, aum_s=aum_s, score=score, fit=fit,
+                            mean_probs=dyn.mean_probs, threshold=config.threshold)
+    noise = noise_table(samples["p_mislabeled"].to_numpy(), ds.labels, ds.classes)
+    trajectories = trajectories_frame(dyn.loss, dyn.margin)
+    timings["score_s"] = time.perf_counter() - t
+
+    run = {
+        "labelaudit_version": __version__,
+        "config": {**dataclasses.asdict(config), "workers": workers,
+                   "cache_dir": str(cache_dir) if cache_dir else None},
+        "versions": {"labelaudit": __version__, "torch": torch.__version__,
+                     "python": platform.python_version()},
+        "device": str(device),
+        "seed": config.seed,
+        "timings": timings,
+        "data": {"source": listing.source, "root": str(listing.root), "n_samples": len(ds.samples),
+                 "n_classes": len(ds.classes), "classes": ds.classes,
+                 "fingerprint": _fingerprint(ds.samples), **ds.stats},
+        "noise_model": {"method": fit.method, **fit.details},
+        "transition_source": None,
+        "summary": {
+            "noise_rate": fit.noise_rate,
+            "n_label_issues": int(samples["is_label_issue"].sum()),
+            "n_samples": int(len(samples)),
+            "n_errors": int(len(ds.errors)),
+            "n_classes": len(ds.classes),
+        },
+    }
+    result = ScanResult(samples, noise, trajectories, ds.errors, run, ds.classes, None, fit)
+    if out is not None:
+        t = time.perf_counter()
+        out = Path(out)
+        run["timings"]["write_s"] = 0.0
+        write_audit(out, samples=samples, noise=noise, trajectories=trajectories, errors=ds.errors, run=run)
+        run["timings"]["write_s"] = time.perf_counter() - t
+        result.out = out
+    return result

@@ -1,0 +1,113 @@
+"""Stage 3 — proxy training: a small network trained from scratch on the given labels, with a
+constant learning rate (the AUL paper measures loss curves before the first learning-rate drop,
+Sec. 3 and 5), recording every sample's loss and margin in every epoch.
+
+Speed choices, one line each:
+- The whole decoded dataset sits on the device as uint8 (N, 3, S, S): it is faster to move and
+  augment uint8 than preprocessed floats, and the hot loop never touches the file system.
+- Augmentation is batched tensor ops on the device (augment.py).
+- Per-sample losses come from ``cross_entropy(reduction='none')`` of the training forward pass.
+- channels_last everywhere (faster convolutions on CUDA and oneDNN alike); bf16 autocast on CUDA,
+  float32 on the CPU (CPU bf16 is slower on most CPUs).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from .augment import augment_batch
+from .errors import TrainingError
+from .models import build_model
+from .recorders import Dynamics, Recorder
+
+Progress = Callable[[str, int, int, dict], None]  # (stage, completed, total, info)
+
+
+@dataclass(frozen=True)
+class ProxySettings:
+    model: str = "small"  # network name, see models.MODELS
+    epochs: int = 15  # passes over the data; AUL integrates the loss over all of them
+    batch_size: int = 128  # samples per step
+    lr: float = 0.05  # SGD learning rate, constant (no schedule: AUL is read before any drop)
+    momentum: float = 0.9  # SGD Nesterov momentum
+    weight_decay: float = 5e-4  # L2 on all weights
+    augment: str = "crop+flip"  # crop+flip | crop | none (augment.py)
+    seed: int = 0  # model init, data order and augmentation
+
+
+def channel_stats(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and std of a (N, 3, S, S) uint8 tensor, in 0..255 units, shaped (1, 3, 1, 1)."""
+    x = images.float() if images.numel() < 50_000_000 else images[:: max(1, images.shape[0] // 20000)].float()
+    mean = x.mean(dim=(0, 2, 3), keepdim=True)
+    std = x.std(dim=(0, 2, 3), keepdim=True).clamp_min(1.0)
+    return mean, std
+
+
+def _batches(n: int, batch_size: int, generator: torch.Generator, device: torch.device) -> list[torch.Tensor]:
+    """A random permutation of 0..n-1 split into ceil(n / batch_size) near-equal batches, so no batch
+    is a lone sample (BatchNorm needs two) and every sample is seen — and recorded — every epoch."""
+    perm = torch.randperm(n, generator=generator, device="cpu").to(device)
+    return list(torch.tensor_split(perm, max(1, -(-n // batch_size))))
+
+
+def train_proxy(images: torch.Tensor, labels: torch.Tensor, num_classes: int, settings: ProxySettings,
+                *, device: torch.device, progress: Progress | None = None) -> Dynamics:
+    """Train the proxy on ``images`` (N, 3, S, S) uint8 and ``labels`` (N,) int64, both on ``device``.
+
+    Returns the recorded dynamics. Raises TrainingError when the loss stops being finite.
+    """
+    n = images.shape[0]
+    torch.manual_seed(settings.seed)
+    model = build_model(settings.model, num_classes).to(device)
+    cuda = device.type == "cuda"
+    model = model.to(memory_format=torch.channels_last)
+    opt = torch.optim.SGD(model.parameters(), lr=settings.lr, momentum=settings.momentum,
+                          nesterov=True, weight_decay=settings.weight_decay)
+    mean, std = (t.to(device) for t in channel_stats(images))
+    gen = torch.Generator(device=device)
+    gen.manual_seed(settings.seed)
+    order_gen = torch.Generator(device="cpu")
+    order_gen.manual_seed(settings.seed)
+    rec = Recorder(n, num_classes, settings.epochs, device)
+    amp_dtype = torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float16
+
+    steps_per_epoch = max(1, -(-n // settings.batch_size))
+    total = settings.epochs * steps_per_epoch
+    done, t0 = 0, time.perf_counter()
+    model.train()
+    for epoch in range(settings.epochs):
+        loss_sum = torch.zeros((), device=device)
+        for ids in _batches(n, settings.batch_size, order_gen, device):
+            # --- data: uint8 → augment → float, normalised
+            x = augment_batch(images[ids], settings.augment, gen)
+            x = (x.float() - mean) / std  # (B, 3, S, S)
+            x = x.contiguous(memory_format=torch.channels_last)
+            y = labels[ids]
+            # --- forward, per-sample loss, backward
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=cuda):
+                logits = model(x)  # (B, K)
+            loss_i = F.cross_entropy(logits.float(), y, reduction="none")  # (B,)
+            loss = loss_i.mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            # --- record from the same forward pass
+            rec.record(epoch, ids, logits.detach(), y, loss_i.detach())
+            loss_sum += loss.detach() * len(ids)
+            done += 1
+            if progress is not None:
+                progress("train", done, total, {"epoch": epoch + 1, "epochs": settings.epochs})
+        rec.end_epoch()
+        mean_loss = float(loss_sum) / n  # one host sync per epoch
+        if not torch.isfinite(torch.tensor(mean_loss)):
+            raise TrainingError(f"training loss became {mean_loss} in epoch {epoch + 1}; the learning rate "
+                                f"is probably too high: lower --lr (now {settings.lr}) and scan again")
+        if progress is not None:
+            seen = (epoch + 1) * n
+            progress("train", done, total, {"epoch": epoch + 1, "epochs": settings.epochs, "loss": mean_loss,
+                                            "images_per_s": seen / max(time.perf_counter() - t0, 1e-9)})
+    return rec.dynamics()

@@ -1,0 +1,67 @@
+"""Stage 3c — recorders: per-sample training dynamics, keyed by sample id, kept on the device.
+
+Filled from the training forward pass itself (no extra pass). Memory is O(N·E) for the loss and
+margin trajectories plus O(N·K) for the running probability sum — never O(N·E·K).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+
+def logit_margin(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """AUM's margin: assigned logit minus the largest other logit. (B, K), (B,) → (B,).
+
+    Positive when the network predicts the assigned label; lower = more suspicious.
+    """
+    assigned = logits.gather(1, labels[:, None]).squeeze(1)
+    others = logits.scatter(1, labels[:, None], float("-inf")).amax(dim=1)
+    return assigned - others
+
+
+@dataclass
+class Dynamics:
+    """What the proxy run recorded, as NumPy arrays on the host."""
+
+    loss: np.ndarray  # (E, N) float32: training cross-entropy of sample n in epoch e
+    margin: np.ndarray  # (E, N) float32: logit margin of sample n in epoch e
+    mean_probs: np.ndarray  # (N, K) float32: softmax probabilities averaged over epochs
+
+
+class Recorder:
+    """Collects loss, margin and softmax per sample id during training, on ``device``."""
+
+    def __init__(self, n_samples: int, n_classes: int, epochs: int, device: torch.device):
+        self.loss = torch.full((epochs, n_samples), float("nan"), device=device)
+        self.margin = torch.full((epochs, n_samples), float("nan"), device=device)
+        self.prob_sum = torch.zeros((n_samples, n_classes), device=device)
+        self.epochs_seen = 0
+
+    @torch.no_grad()
+    def record(self, epoch: int, ids: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor,
+               loss: torch.Tensor) -> None:
+        """ids (B,), logits (B, K), labels (B,), per-sample loss (B,) from the same forward pass."""
+        logits = logits.float()
+        self.loss[epoch, ids] = loss.float()
+        self.margin[epoch, ids] = logit_margin(logits, labels)
+        self.prob_sum.index_add_(0, ids, torch.softmax(logits, dim=1))
+
+    def end_epoch(self) -> None:
+        self.epochs_seen += 1
+
+    def state(self) -> dict[str, torch.Tensor]:
+        return {"loss": self.loss, "margin": self.margin, "prob_sum": self.prob_sum,
+                "epochs_seen": torch.tensor(self.epochs_seen)}
+
+    def load_state(self, state: dict[str, torch.Tensor]) -> None:
+        self.loss.copy_(state["loss"])
+        self.margin.copy_(state["margin"])
+        self.prob_sum.copy_(state["prob_sum"])
+        self.epochs_seen = int(state["epochs_seen"])
+
+    def dynamics(self) -> Dynamics:
+        e = self.epochs_seen
+        return Dynamics(loss=self.loss[:e].cpu().numpy(), margin=self.margin[:e].cpu().numpy(),
+                        mean_probs=(self.prob_sum / max(e, 1)).cpu().numpy())
