@@ -170,12 +170,17 @@ def decode_files(files: Sequence[str], size: int, *, workers: int,
         collect(None)
     else:
         import multiprocessing as mp
+        import sys
 
-        # forkserver: workers start from a clean process (no torch threads, no progress-bar thread
-        # inherited), and import only this module.
-        method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
-        with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context(method)) as pool:
-            collect(pool)
+        # fork on Linux: workers start without re-importing the caller's script (spawn and
+        # forkserver do, which breaks scripts without a __main__ guard) and run only Pillow and
+        # NumPy, never torch, so the parent's threads are no hazard. Elsewhere fork is unsafe or
+        # missing, and spawn applies (like torch's DataLoader: guard your script's entry point).
+        method = "fork" if sys.platform.startswith("linux") else "spawn"
+        with warnings.catch_warnings():  # Python ≥ 3.12 warns on fork in a threaded process
+            warnings.filterwarnings("ignore", message=".*fork.*", category=DeprecationWarning)
+            with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context(method)) as pool:
+                collect(pool)
     return out, errors
 
 

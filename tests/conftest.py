@@ -1,0 +1,48 @@
+"""Shared fixtures: tiny image datasets that the tests build themselves with Pillow."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+COLORS = {"red": (200, 30, 30), "green": (30, 190, 40), "blue": (30, 40, 200)}
+
+
+def color_image(rgb, rng: np.random.Generator, size: int = 20) -> Image.Image:
+    """A noisy image whose mean colour is ``rgb``; a proxy learns the class from it in a few steps."""
+    base = np.array(rgb, dtype=np.float64)[None, None, :]
+    pixels = base + rng.normal(0, 35, (size, size, 3))
+    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "RGB")
+
+
+def make_color_folder(root: Path, n_per_class: int = 24, flips_per_class: int = 2, seed: int = 0) -> dict:
+    """ImageFolder of 3 colour classes; ``flips_per_class`` images of each colour are filed under the
+    next class. Returns {relative path: true colour}."""
+    rng = np.random.default_rng(seed)
+    names = list(COLORS)
+    truth = {}
+    for k, name in enumerate(names):
+        for i in range(n_per_class):
+            given = names[(k + 1) % len(names)] if i < flips_per_class else name
+            rel = f"{given}/{name}_{i:03d}.png"
+            (root / given).mkdir(parents=True, exist_ok=True)
+            color_image(COLORS[name], rng).save(root / rel)
+            truth[rel] = name
+    return truth
+
+
+@pytest.fixture
+def color_folder(tmp_path) -> tuple[Path, dict]:
+    root = tmp_path / "images"
+    return root, make_color_folder(root)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path, monkeypatch):
+    """Every test gets its own decoded-image cache, never the user's."""
+    monkeypatch.setenv("LABELAUDIT_CACHE", str(tmp_path / "cache"))
+
+
+FAST = dict(epochs=8, image_size=16, batch_size=16, workers=1, lr=0.05, augment="none")

@@ -1,0 +1,168 @@
+"""The CLI end to end through Typer's CliRunner, on a tiny image folder the test creates."""
+import json
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from labelaudit import __version__
+from labelaudit.cli import app
+
+from .conftest import COLORS, FAST, make_color_folder
+
+runner = CliRunner()
+
+FAST_ARGS = [f"--{k.replace('_', '-')}={v}" for k, v in FAST.items()]
+
+CONTRACT = {
+    "sample_id": "int64", "path": "string", "given_label": "string", "score": "float64",
+    "p_mislabeled": "float64", "is_label_issue": "bool", "label_score": "float64", "rank": "int64",
+    "predicted_label": "string", "predicted_confidence": "float64", "weight": "float64",
+    "aul": "float64", "aum": "float64",
+}
+
+
+@pytest.fixture(scope="module")
+def audited(tmp_path_factory):
+    """One scan of a folder with 6 flipped labels and four awkward files, shared by the tests below."""
+    tmp = tmp_path_factory.mktemp("cli")
+    root = tmp / "images"
+    truth = make_color_folder(root)
+    Image.new("L", (20, 20), 90).save(root / "red" / "gray.png")
+    Image.new("RGBA", (20, 20), (30, 190, 40, 128)).save(root / "green" / "alpha.png")
+    Image.new("RGB", (20, 20), (30, 40, 200)).convert("CMYK").save(root / "blue" / "cmyk.jpg")
+    (root / "blue" / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    out = tmp / "audit"
+    res = runner.invoke(app, ["scan", str(root), "--out", str(out), "--cache-dir", str(tmp / "cache"), *FAST_ARGS])
+    return res, out, truth
+
+
+def test_scan_exits_zero_and_prints_summary(audited):
+    res, out, _ = audited
+    assert res.exit_code == 0, res.output
+    assert "Estimated noise rate" in res.output and "Top" in res.output and str(out) in res.output
+
+
+def test_samples_has_every_contract_column(audited):
+    _, out, _ = audited
+    df = pd.read_parquet(out / "samples.parquet")
+    for col, dtype in CONTRACT.items():
+        assert col in df.columns, col
+        if dtype == "string":
+            assert pd.api.types.is_string_dtype(df[col]), (col, df[col].dtype)
+        else:
+            assert str(df[col].dtype) == dtype, (col, df[col].dtype)
+    n = len(df)
+    assert n == 75  # 72 colour images + gray + alpha + cmyk; the corrupt file is not a sample
+    assert df["sample_id"].tolist() == list(range(n))
+    assert sorted(df["rank"]) == list(range(1, n + 1))
+    assert df["p_mislabeled"].between(0, 1).all()
+    np.testing.assert_allclose(df["label_score"], 1 - df["p_mislabeled"])
+    np.testing.assert_allclose(df["weight"], 1 - df["p_mislabeled"])
+    assert (df["is_label_issue"] == (df["p_mislabeled"] > 0.5)).all()
+    assert df["predicted_label"].isin(list(COLORS)).all()
+    assert df["predicted_confidence"].between(0, 1).all()
+    assert not df[list(CONTRACT)].isna().any().any()
+    # rank follows score, higher score = rank 1
+    assert df.sort_values("rank")["score"].is_monotonic_decreasing
+    assert pq.read_schema(out / "samples.parquet").metadata[b"labelaudit_schema"] == b"1"
+
+
+def test_flipped_labels_rank_on_top_and_get_the_true_label(audited):
+    _, out, truth = audited
+    df = pd.read_parquet(out / "samples.parquet").set_index("path")
+    flipped = [p for p, c in truth.items() if p.split("/")[0] != c]
+    assert len(flipped) == 6
+    assert df.loc[flipped, "rank"].max() <= 9  # all six among the 9 most suspicious of 75
+    assert (df.loc[flipped, "predicted_label"] == [truth[p] for p in flipped]).all()
+    assert df.loc[flipped, "is_label_issue"].all()
+
+
+def test_other_files_match_the_contract(audited):
+    _, out, _ = audited
+    samples = pd.read_parquet(out / "samples.parquet")
+    suspects = pd.read_parquet(out / "suspects.parquet")
+    assert suspects["path"].tolist() == samples[samples["is_label_issue"]].sort_values("rank")["path"].tolist()
+    weights = pd.read_parquet(out / "weights.parquet")
+    assert weights.columns.tolist() == ["path", "given_label", "weight"]
+    noise = pd.read_parquet(out / "noise.parquet")
+    assert noise.columns.tolist() == ["scope", "label", "n_samples", "noise_rate", "n_mislabeled"]
+    assert noise["scope"].tolist() == ["dataset", "class", "class", "class"]
+    assert noise["label"].tolist()[1:] == ["blue", "green", "red"]
+    assert noise["n_samples"].tolist() == [75, 25, 25, 25]
+    ds = noise.iloc[0]
+    assert ds["noise_rate"] == pytest.approx(samples["p_mislabeled"].mean())
+    np.testing.assert_allclose(noise["n_mislabeled"], noise["noise_rate"] * noise["n_samples"])
+    traj = pd.read_parquet(out / "trajectories.parquet")
+    assert traj.columns.tolist()[:4] == ["sample_id", "epoch", "loss", "margin"]
+    assert len(traj) == 75 * FAST["epochs"] and traj["epoch"].min() == 1
+    errors = pd.read_parquet(out / "errors.parquet")
+    assert errors.to_dict("records") == [
+        {"path": "blue/corrupt.jpg", "error": errors["error"].iloc[0]}]
+    assert "truncated" in errors["error"].iloc[0]  # a JPEG header followed by junk
+    run = json.loads((out / "run.json").read_text())
+    assert run["summary"] == {"noise_rate": pytest.approx(ds["noise_rate"]), "n_label_issues": len(suspects),
+                              "n_samples": 75, "n_errors": 1, "n_classes": 3}
+    assert run["config"]["epochs"] == FAST["epochs"] and run["device"] == "cpu" and run["seed"] == 0
+    assert {"torch", "python", "labelaudit"} <= set(run["versions"])
+    assert {"load_s", "train_s", "score_s"} <= set(run["timings"])
+    assert len(run["data"]["fingerprint"]) == 64
+
+
+def test_json_output_and_quiet(color_folder, tmp_path):
+    root, _ = color_folder
+    res = runner.invoke(app, ["scan", str(root), "-o", str(tmp_path / "a"), "--json", *FAST_ARGS])
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.stdout.strip().splitlines()[-1])
+    assert summary["n_samples"] == 72 and 0 <= summary["noise_rate"] <= 1
+    res = runner.invoke(app, ["scan", str(root), "-o", str(tmp_path / "b"), "--quiet", *FAST_ARGS])
+    assert res.exit_code == 0 and res.stdout.strip() == ""
+
+
+def test_manifest_scan(color_folder, tmp_path):
+    root, _ = color_folder
+    rows = [(p.relative_to(root).as_posix(), p.parent.name) for p in sorted(root.rglob("*.png"))]
+    pd.DataFrame(rows, columns=["file", "y"]).to_csv(tmp_path / "m.csv", index=False)
+    res = runner.invoke(app, ["scan", "--manifest", str(tmp_path / "m.csv"), "--root", str(root),
+                              "--path-column", "file", "--label-column", "y", "-o", str(tmp_path / "a"), *FAST_ARGS])
+    assert res.exit_code == 0, res.output
+    df = pd.read_parquet(tmp_path / "a" / "samples.parquet")
+    assert df["path"].tolist() == [r[0] for r in rows]
+
+
+@pytest.mark.parametrize("args,code,message", [
+    (["scan", "/no/such/folder"], 2, "no such folder"),
+    (["scan", "{root}", "--epochs", "0"], 2, "--epochs 0: expected at least 1"),
+    (["scan", "{root}", "--device", "tpu"], 2, "--device"),
+    (["scan", "{root}", "--model", "vgg99"], 2, "unknown model"),
+    (["scan", "{root}", "--score", "loss"], 2, "--score"),
+    (["scan"], 2, "nothing to scan"),
+])
+def test_user_errors_are_one_line_without_traceback(color_folder, args, code, message):
+    root, _ = color_folder
+    res = runner.invoke(app, [a.format(root=root) for a in args])
+    assert res.exit_code == code
+    assert message in res.output and "Traceback" not in res.output
+    assert len(res.output.strip().splitlines()) == 1
+
+
+def test_one_class_and_empty_dataset_fail_with_exit_1(tmp_path):
+    make_color_folder(tmp_path / "one", n_per_class=3, flips_per_class=0)
+    for d in ("green", "blue"):
+        for f in (tmp_path / "one" / d).iterdir():
+            f.unlink()
+        (tmp_path / "one" / d).rmdir()
+    res = runner.invoke(app, ["scan", str(tmp_path / "one"), "-o", str(tmp_path / "o")])
+    assert res.exit_code == 1 and "only one class" in res.output
+    (tmp_path / "empty" / "a").mkdir(parents=True)
+    res = runner.invoke(app, ["scan", str(tmp_path / "empty"), "-o", str(tmp_path / "o")])
+    assert res.exit_code == 1 and "no readable images" in res.output
+
+
+def test_version_and_help():
+    assert runner.invoke(app, ["--version"]).output.strip() == f"labelaudit {__version__}"
+    res = runner.invoke(app, ["scan", "--help"])
+    assert res.exit_code == 0 and "--manifest" in res.output and "--device" in res.output

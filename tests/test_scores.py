@@ -1,0 +1,63 @@
+"""Scorer formulas on hand-computed arrays (no training)."""
+import numpy as np
+import pytest
+import torch
+
+from labelaudit.recorders import Recorder, logit_margin
+from labelaudit.scores import aul, aum, rank_descending, ranking_score
+
+
+def test_aul_sums_loss_over_epochs():
+    loss = np.array([[0.5, 2.0, 1.0],
+                     [0.25, 1.5, 1.0],
+                     [0.25, 1.0, 1.0]])  # (E=3, N=3)
+    np.testing.assert_allclose(aul(loss), [1.0, 4.5, 3.0])
+
+
+def test_aum_is_mean_margin():
+    margin = np.array([[2.0, -1.0],
+                       [4.0, -3.0]])
+    np.testing.assert_allclose(aum(margin), [3.0, -2.0])
+
+
+def test_scores_reject_wrong_shapes():
+    with pytest.raises(ValueError, match="epochs, samples"):
+        aul(np.zeros(3))
+    with pytest.raises(ValueError, match="epochs, samples"):
+        aum(np.zeros((2, 2, 2)))
+
+
+def test_logit_margin_on_2x3_logits():
+    logits = torch.tensor([[3.0, 1.0, 0.5],
+                           [0.0, 2.0, 5.0]])
+    labels = torch.tensor([0, 1])
+    # sample 0: 3 - max(1, 0.5) = 2; sample 1: 2 - max(0, 5) = -3
+    torch.testing.assert_close(logit_margin(logits, labels), torch.tensor([2.0, -3.0]))
+
+
+def test_ranking_score_orientation():
+    aul_s, aum_s = np.array([1.0, 5.0]), np.array([3.0, -2.0])
+    np.testing.assert_allclose(ranking_score("aul", aul_scores=aul_s, aum_scores=aum_s), [1.0, 5.0])
+    np.testing.assert_allclose(ranking_score("aum", aul_scores=aul_s, aum_scores=aum_s), [-3.0, 2.0])
+    with pytest.raises(ValueError, match="aul, aum"):
+        ranking_score("nope", aul_scores=aul_s, aum_scores=aum_s)
+
+
+def test_rank_descending_is_a_stable_permutation():
+    np.testing.assert_array_equal(rank_descending(np.array([0.1, 0.9, 0.5, 0.9])), [4, 1, 3, 2])
+
+
+def test_recorder_keys_by_sample_id():
+    rec = Recorder(n_samples=4, n_classes=2, epochs=2, device=torch.device("cpu"))
+    logits = torch.tensor([[2.0, 0.0], [0.0, 1.0]])
+    labels = torch.tensor([0, 0])
+    loss = torch.tensor([0.1, 1.3])
+    rec.record(0, torch.tensor([3, 1]), logits, labels, loss)
+    rec.end_epoch()
+    dyn = rec.dynamics()
+    assert dyn.loss.shape == (1, 4) and dyn.mean_probs.shape == (4, 2)
+    np.testing.assert_allclose(dyn.loss[0, [3, 1]], [0.1, 1.3], rtol=1e-6)
+    np.testing.assert_allclose(dyn.margin[0, [3, 1]], [2.0, -1.0])
+    p = np.exp(2.0) / (np.exp(2.0) + 1.0)
+    np.testing.assert_allclose(dyn.mean_probs[3], [p, 1 - p], rtol=1e-6)
+    assert np.isnan(dyn.loss[0, 0])  # never seen: not silently 0
