@@ -22,7 +22,7 @@ from .cache import default_cache_dir
 from .dataset import Dataset, load_dataset
 from .decode import default_workers
 from .errors import UsageError
-from .mixture import NoiseFit, fit_gmm, noise_table
+from .mixture import NOISE_MODELS, NoiseFit, fit_noise, noise_table
 from .outputs import SAMPLE_COLUMNS, write_audit
 from .scores import aul, aum, rank_descending, ranking_score
 from .sources import Listing, list_folder, list_manifest
@@ -51,6 +51,7 @@ class ScanConfig:
     seed: int = 0  # same seed + same device + same data → same outputs
     # --- scores and decisions
     score: str = "aum"  # ranking score: aum (default, by benchmarks/detection.py) | aul
+    noise_model: str = "margin"  # margin (mixture on AUM, components below 0 = mislabeled) | aul-gmm (paper)
     threshold: float = 0.5  # is_label_issue = p_mislabeled > threshold
     # --- manifest columns
     path_column: str = "path"
@@ -65,6 +66,7 @@ class ScanConfig:
             (self.lr > 0 and np.isfinite(self.lr), "--lr", self.lr, "a positive number"),
             (0.0 < self.threshold < 1.0, "--threshold", self.threshold, "a probability strictly between 0 and 1"),
             (self.score in ("aul", "aum"), "--score", self.score, "one of aul, aum"),
+            (self.noise_model in NOISE_MODELS, "--noise-model", self.noise_model, f"one of {', '.join(NOISE_MODELS)}"),
         ]
         for ok, option, value, expected in checks:
             if not ok:
@@ -209,7 +211,7 @@ def scan(data: str | Path | None = None, *, out: str | Path | None = "labelaudit
     t = time.perf_counter()
     aul_s, aum_s = aul(dyn.loss), aum(dyn.margin)
     score = ranking_score(config.score, aul_scores=aul_s, aum_scores=aum_s)
-    fit = fit_gmm(score, random_state=config.seed)
+    fit = fit_noise(config.noise_model, aul_scores=aul_s, aum_scores=aum_s, random_state=config.seed)
     samples = build_samples(ds, aul_s=aul_s, aum_s=aum_s, score=score, fit=fit,
                             mean_probs=dyn.mean_probs, threshold=config.threshold)
     noise = noise_table(samples["p_mislabeled"].to_numpy(), ds.labels, ds.classes)

@@ -39,6 +39,7 @@ def scan_cli(
     device: str = typer.Option(_D.device, help="auto, cpu, cuda or cuda:N."),
     seed: int = typer.Option(_D.seed, help="Random seed; same seed, device and data give the same outputs."),
     score: str = typer.Option(_D.score, help="Ranking score: aum or aul."),
+    noise_model: str = typer.Option(_D.noise_model, help="margin (default) or aul-gmm (the AUL paper's mixture)."),
     threshold: float = typer.Option(_D.threshold, help="Flag a sample when p(mislabeled) exceeds this."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or summary."),
     as_json: bool = typer.Option(False, "--json", help="Print the run summary as one JSON object."),
@@ -48,7 +49,7 @@ def scan_cli(
     config = ScanConfig(image_size=image_size, workers=workers, cache=cache,
                         cache_dir=str(cache_dir) if cache_dir else None, model=model, epochs=epochs,
                         batch_size=batch_size, lr=lr, augment=augment, device=device, seed=seed, score=score,
-                        threshold=threshold, path_column=path_column, label_column=label_column)
+                        noise_model=noise_model, threshold=threshold, path_column=path_column, label_column=label_column)
     err = Console(stderr=True)
     with handle_errors():
         with RichProgress(err, enabled=not quiet and not as_json) as progress:

@@ -1,0 +1,77 @@
+#!/usr/bin/env python3
+"""Detection benchmark: scan each case with default settings, score it against the truth.
+
+    python benchmarks/detection.py                       # all cases
+    python benchmarks/detection.py --cases digits_none   # some
+    python benchmarks/detection.py --epochs 5            # override a scan option everywhere
+
+Writes benchmarks/results/detection.json and detection.md (AUROC, AP, precision, recall,
+noise-rate error, wall time, images/s). Run on a 2-core CPU for the numbers in docs/benchmarks.md.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+
+import torch
+
+from labelaudit import __version__, scan
+from _cases import CASES, RESULTS, WORK, build, evaluate
+
+COLUMNS = [("auroc", "AUROC", "{:.4f}"), ("ap", "AP", "{:.4f}"), ("precision", "precision", "{:.3f}"),
+           ("recall", "recall", "{:.3f}"), ("noise_rate_true", "true rate", "{:.4f}"),
+           ("noise_rate_est", "est. rate", "{:.4f}"), ("noise_rate_abs_err", "rate error", "{:.4f}"),
+           ("scan_s", "scan s", "{:.1f}"), ("images_per_s", "train img/s", "{:,.0f}")]
+
+
+def run_case(name: str, overrides: dict) -> dict:
+    case = CASES[name]
+    folder = build(case)
+    out = WORK / f"{name}.audit"
+    t = time.perf_counter()
+    result = scan(folder / "images", out=out, cache_dir=str(WORK / "cache"), **{**case.scan_options, **overrides})
+    wall = time.perf_counter() - t
+    metrics = evaluate(out, folder / "truth.csv")
+    run = result.run
+    n, epochs = run["summary"]["n_samples"], run["config"]["epochs"]
+    return {"case": name, "held_out": case.held_out, **metrics, "scan_s": wall,
+            "train_s": run["timings"]["train_s"], "images_per_s": n * epochs / run["timings"]["train_s"],
+            "noise_method": run["noise_model"]["method"], "options": {**case.scan_options, **overrides}}
+
+
+def markdown(rows: list[dict]) -> str:
+    head = "| case | " + " | ".join(h for _, h, _ in COLUMNS) + " |"
+    lines = [head, "|" + "---|" * (len(COLUMNS) + 1)]
+    for r in rows:
+        cells = [fmt.format(r[k]) if isinstance(r.get(k), (int, float)) else "–" for k, _, fmt in COLUMNS]
+        lines.append(f"| {r['case']}{' (held out)' if r['held_out'] else ''} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--cases", nargs="*", default=list(CASES), choices=list(CASES))
+    ap.add_argument("--epochs", type=int)
+    ap.add_argument("--score", choices=["aul", "aum"])
+    ap.add_argument("--tag", default="detection", help="name of the result files")
+    args = ap.parse_args()
+    overrides = {k: v for k, v in (("epochs", args.epochs), ("score", args.score)) if v is not None}
+    rows = []
+    for name in args.cases:
+        row = run_case(name, overrides)
+        rows.append(row)
+        print(f"{name:24s} auroc {row.get('auroc', float('nan')):.4f}  rate {row['noise_rate_est']:.4f} "
+              f"(true {row['noise_rate_true']:.4f})  {row['scan_s']:.0f}s", flush=True)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    meta = {"labelaudit": __version__, "torch": torch.__version__, "cpu_count": os.cpu_count(),
+            "threads": torch.get_num_threads(), "machine": platform.machine(), "date": time.strftime("%Y-%m-%d")}
+    (RESULTS / f"{args.tag}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
+    (RESULTS / f"{args.tag}.md").write_text(markdown(rows))
+    print(markdown(rows))
+
+
+if __name__ == "__main__":
+    main()
