@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .atomic import write_atomic
 from .decode import DECODER_VERSION
 
 
@@ -36,17 +37,9 @@ def _checksum(arr: np.ndarray) -> str:
     return hashlib.blake2b(np.ascontiguousarray(arr).data, digest_size=16).hexdigest()
 
 
-def _write_atomic(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+def _save_npy(path: Path, arr: np.ndarray) -> None:
+    with open(path, "wb") as f:  # a file object: np.save would append ".npy" to a path
+        np.save(f, arr, allow_pickle=False)
 
 
 class ImageCache:
@@ -119,6 +112,6 @@ class ImageCache:
         self.dir.mkdir(parents=True, exist_ok=True)
         stem = self.dir / uuid.uuid4().hex
         images = np.ascontiguousarray(images)
-        _write_atomic(stem.with_suffix(".npy"), lambda f: np.save(f, images, allow_pickle=False))
+        write_atomic(stem.with_suffix(".npy"), lambda tmp: _save_npy(tmp, images))
         meta = {"keys": list(keys), "shape": list(images.shape), "checksum": _checksum(images)}
-        _write_atomic(stem.with_suffix(".json"), lambda f: f.write(json.dumps(meta).encode()))
+        write_atomic(stem.with_suffix(".json"), lambda tmp: Path(tmp).write_text(json.dumps(meta)))

@@ -5,17 +5,15 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pandas as pd
 
+from .atomic import Progress
 from .cache import ImageCache
 from .decode import decode_files, hash_files
 from .errors import DataError
 from .sources import Listing
-
-Progress = Callable[[str, int, int, dict], None]
 
 
 @dataclass

@@ -7,8 +7,6 @@ and renamed into place, so a crash never leaves a half-written file under a fina
 from __future__ import annotations
 
 import json
-import os
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +14,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .atomic import write_atomic
 from .scores import DIRECTIONS
 
 SCHEMA_VERSION = "1"
@@ -24,17 +23,6 @@ SAMPLE_COLUMNS = [
     "sample_id", "path", "given_label", "score", "p_mislabeled", "is_label_issue", "label_score",
     "rank", "predicted_label", "predicted_confidence", "weight", "aul", "aum",
 ]
-
-
-def _atomic(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def write_parquet(df: pd.DataFrame, path: Path) -> None:
@@ -46,12 +34,12 @@ def write_parquet(df: pd.DataFrame, path: Path) -> None:
     if directions:
         meta[b"labelaudit_directions"] = json.dumps(directions).encode()
     table = table.replace_schema_metadata(meta)
-    _atomic(path, lambda tmp: pq.write_table(table, tmp))
+    write_atomic(path, lambda tmp: pq.write_table(table, tmp))
 
 
 def write_json(obj: Any, path: Path) -> None:
     text = json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n"
-    _atomic(path, lambda tmp: Path(tmp).write_text(text))
+    write_atomic(path, lambda tmp: Path(tmp).write_text(text))
 
 
 def read_schema_version(path: Path) -> str | None:

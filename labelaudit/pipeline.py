@@ -11,12 +11,12 @@ import platform
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pandas as pd
 
 from . import __version__
+from .atomic import Progress
 from .augment import check_augment
 from .cache import default_cache_dir
 from .dataset import Dataset, load_dataset
@@ -24,10 +24,9 @@ from .decode import default_workers
 from .errors import UsageError
 from .mixture import NOISE_MODELS, NoiseFit, fit_noise, noise_table
 from .outputs import SAMPLE_COLUMNS, write_audit
+from .proxy import ProxySettings
 from .scores import aul, aum, rank_descending, ranking_score
 from .sources import Listing, list_folder, list_manifest
-
-Progress = Callable[[str, int, int, dict], None]  # (stage, completed, total, info)
 
 MANIFEST_SUFFIXES = (".csv", ".tsv", ".parquet", ".pq", ".jsonl", ".ndjson", ".json")
 
@@ -42,11 +41,11 @@ class ScanConfig:
     cache: bool = True  # keep decoded images on disk so a re-scan does not decode again
     cache_dir: str | None = None  # None = $LABELAUDIT_CACHE or ~/.cache/labelaudit
     # --- proxy training (see proxy.ProxySettings for the why of each)
-    model: str = "small"  # small | medium | resnet18
-    epochs: int = 15  # the default proxy trains 10k 32-px images × 15 epochs in ~2 min on 2 cores
-    batch_size: int = 128
-    lr: float = 0.05  # constant: AUL is read before any learning-rate drop
-    augment: str = "crop+flip"  # crop+flip | crop | none ("crop" for digits, text, symbols)
+    model: str = ProxySettings.model  # small | medium | resnet18
+    epochs: int = ProxySettings.epochs  # small proxy: 10k 32-px images × 15 epochs ≈ 75 s on 2 cores
+    batch_size: int = ProxySettings.batch_size
+    lr: float = ProxySettings.lr  # constant: AUL is read before any learning-rate drop
+    augment: str = ProxySettings.augment  # crop+flip | crop | none ("crop" for digits, text, symbols)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     seed: int = 0  # same seed + same device + same data → same outputs
     # --- scores and decisions
@@ -177,7 +176,7 @@ def scan(data: str | Path | None = None, *, out: str | Path | None = "labelaudit
     import torch
 
     from .device import resolve_device
-    from .proxy import ProxySettings, train_proxy
+    from .proxy import train_proxy
 
     config = config or ScanConfig()
     unknown = set(options) - {f.name for f in dataclasses.fields(ScanConfig)}

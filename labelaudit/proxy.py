@@ -14,17 +14,15 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
+from .atomic import Progress
 from .augment import augment_batch
 from .errors import TrainingError
 from .models import build_model
 from .recorders import Dynamics, Recorder
-
-Progress = Callable[[str, int, int, dict], None]  # (stage, completed, total, info)
 
 
 @dataclass(frozen=True)
