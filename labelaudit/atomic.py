@@ -9,9 +9,6 @@ import uuid
 from pathlib import Path
 from typing import Callable
 
-# (stage, completed, total, info): how library stages report progress; the CLI draws it.
-Progress = Callable[[str, int, int, dict], None]
-
 
 def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
     """Call ``write(tmp_path)`` to fill a temporary file, then move it to ``path``."""

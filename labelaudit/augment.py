@@ -9,15 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .errors import UsageError
-
 AUGMENTS = ("crop+flip", "crop", "none")
-
-
-def check_augment(name: str) -> str:
-    if name not in AUGMENTS:
-        raise UsageError(f"--augment {name!r}: unknown; choose one of {', '.join(AUGMENTS)}")
-    return name
 
 
 def augment_batch(x: torch.Tensor, name: str, generator: torch.Generator, pad: int = 2) -> torch.Tensor:

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .atomic import Progress
+from .progress import Progress
 from .cache import ImageCache
 from .decode import decode_files, hash_files
 from .errors import DataError
@@ -62,11 +62,11 @@ def load_dataset(listing: Listing, *, image_size: int, workers: int, cache_dir: 
     errors: list[str | None] = [e for _, e in hashed]
     t_hash = time.perf_counter() - t0
 
-    images = np.zeros((n, image_size, image_size, 3), dtype=np.uint8)
-    hit = np.zeros(n, dtype=bool)
     cache = ImageCache(cache_dir, image_size) if cache_dir is not None else None
     if cache is not None:
         images, hit = cache.lookup(keys)
+    else:
+        images, hit = np.zeros((n, image_size, image_size, 3), dtype=np.uint8), np.zeros(n, dtype=bool)
     todo = np.flatnonzero(~hit & np.array([k is not None for k in keys], dtype=bool))
     t1 = time.perf_counter()
     if len(todo):

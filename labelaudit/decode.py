@@ -13,7 +13,7 @@ from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Callable, Iterable, Sequence
 
 import numpy as np
-from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import DecodeError
 
@@ -111,7 +111,6 @@ def _hash_one(file: str) -> tuple[str | None, str | None]:
 
 def _decode_chunk(files: Sequence[str], size: int) -> tuple[np.ndarray, list[str | None]]:
     """Decode a chunk; returns (n, S, S, 3) uint8 (zeros where failed) and an error per file."""
-    ImageFile.LOAD_TRUNCATED_IMAGES = False
     out = np.zeros((len(files), size, size, 3), dtype=np.uint8)
     errors: list[str | None] = []
     for i, file in enumerate(files):

@@ -25,6 +25,12 @@ SAMPLE_COLUMNS = [
 ]
 
 
+def suspects_of(samples: pd.DataFrame) -> pd.DataFrame:
+    """suspects.parquet: the rows with ``is_label_issue``, most suspicious (rank 1) first."""
+    flagged = samples[samples["is_label_issue"]]
+    return flagged.sort_values("rank", kind="stable").reset_index(drop=True)
+
+
 def write_parquet(df: pd.DataFrame, path: Path) -> None:
     """Write ``df`` to ``path`` atomically, with the schema version and score directions attached."""
     table = pa.Table.from_pandas(df, preserve_index=False)
@@ -42,19 +48,12 @@ def write_json(obj: Any, path: Path) -> None:
     write_atomic(path, lambda tmp: Path(tmp).write_text(text))
 
 
-def read_schema_version(path: Path) -> str | None:
-    meta = pq.read_schema(path).metadata or {}
-    value = meta.get(b"labelaudit_schema")
-    return value.decode() if value else None
-
-
 def write_audit(out: Path, *, samples: pd.DataFrame, noise: pd.DataFrame, trajectories: pd.DataFrame,
                 errors: pd.DataFrame, run: dict) -> None:
     """Write the audit folder: samples, suspects, weights, noise, trajectories, errors, run.json."""
     out.mkdir(parents=True, exist_ok=True)
-    suspects = samples[samples["is_label_issue"]].sort_values("rank", kind="stable")
     write_parquet(samples, out / "samples.parquet")
-    write_parquet(suspects.reset_index(drop=True), out / "suspects.parquet")
+    write_parquet(suspects_of(samples), out / "suspects.parquet")
     write_parquet(samples[["path", "given_label", "weight"]], out / "weights.parquet")
     write_parquet(noise, out / "noise.parquet")
     write_parquet(trajectories, out / "trajectories.parquet")

@@ -16,19 +16,18 @@ import numpy as np
 import pandas as pd
 
 from . import __version__
-from .atomic import Progress
-from .augment import check_augment
+from .progress import Progress
+from .augment import AUGMENTS
 from .cache import default_cache_dir
 from .dataset import Dataset, load_dataset
 from .decode import default_workers
 from .errors import UsageError
 from .mixture import NOISE_MODELS, NoiseFit, fit_noise, noise_table
-from .outputs import SAMPLE_COLUMNS, write_audit
+from .models import MODELS
+from .outputs import SAMPLE_COLUMNS, suspects_of, write_audit
 from .proxy import ProxySettings
-from .scores import aul, aum, rank_descending, ranking_score
-from .sources import Listing, list_folder, list_manifest
-
-MANIFEST_SUFFIXES = (".csv", ".tsv", ".parquet", ".pq", ".jsonl", ".ndjson", ".json")
+from .scores import SCORES, aul, aum, rank_descending, ranking_score
+from .sources import MANIFEST_SUFFIXES, Listing, list_folder, list_manifest
 
 
 @dataclass(frozen=True)
@@ -64,17 +63,16 @@ class ScanConfig:
             (self.batch_size >= 2, "--batch-size", self.batch_size, "at least 2"),
             (self.lr > 0 and np.isfinite(self.lr), "--lr", self.lr, "a positive number"),
             (0.0 < self.threshold < 1.0, "--threshold", self.threshold, "a probability strictly between 0 and 1"),
-            (self.score in ("aul", "aum"), "--score", self.score, "one of aul, aum"),
-            (self.noise_model in NOISE_MODELS, "--noise-model", self.noise_model, f"one of {', '.join(NOISE_MODELS)}"),
         ]
         for ok, option, value, expected in checks:
             if not ok:
                 raise UsageError(f"{option} {value!r}: expected {expected}")
-        check_augment(self.augment)
-        from .models import MODELS
-
-        if self.model not in MODELS:
-            raise UsageError(f"--model {self.model!r}: unknown model; choose one of {', '.join(MODELS)}")
+        for option, what, value, names in (("--model", "model", self.model, MODELS),
+                                           ("--augment", "augmentation", self.augment, AUGMENTS),
+                                           ("--score", "score", self.score, SCORES),
+                                           ("--noise-model", "noise model", self.noise_model, NOISE_MODELS)):
+            if value not in names:
+                raise UsageError(f"{option} {value!r}: unknown {what}; choose one of {', '.join(names)}")
         return self
 
 
@@ -94,8 +92,7 @@ class ScanResult:
     @property
     def suspects(self) -> pd.DataFrame:
         """Rows of ``samples`` with ``is_label_issue``, most suspicious first."""
-        s = self.samples[self.samples["is_label_issue"]]
-        return s.sort_values("rank", kind="stable").reset_index(drop=True)
+        return suspects_of(self.samples)
 
     @property
     def summary(self) -> dict:
@@ -241,10 +238,7 @@ def scan(data: str | Path | None = None, *, out: str | Path | None = "labelaudit
     }
     result = ScanResult(samples, noise, trajectories, ds.errors, run, ds.classes, None, fit)
     if out is not None:
-        t = time.perf_counter()
         out = Path(out)
-        run["timings"]["write_s"] = 0.0
         write_audit(out, samples=samples, noise=noise, trajectories=trajectories, errors=ds.errors, run=run)
-        run["timings"]["write_s"] = time.perf_counter() - t
         result.out = out
     return result

@@ -12,13 +12,14 @@ Speed choices, one line each:
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-from .atomic import Progress
+from .progress import Progress
 from .augment import augment_batch
 from .errors import TrainingError
 from .models import build_model
@@ -101,7 +102,7 @@ def train_proxy(images: torch.Tensor, labels: torch.Tensor, num_classes: int, se
                 progress("train", done, total, {"epoch": epoch + 1, "epochs": settings.epochs})
         rec.end_epoch()
         mean_loss = float(loss_sum) / n  # one host sync per epoch
-        if not torch.isfinite(torch.tensor(mean_loss)):
+        if not math.isfinite(mean_loss):
             raise TrainingError(f"training loss became {mean_loss} in epoch {epoch + 1}; the learning rate "
                                 f"is probably too high: lower --lr (now {settings.lr}) and scan again")
         if progress is not None:

@@ -51,16 +51,6 @@ class Recorder:
     def end_epoch(self) -> None:
         self.epochs_seen += 1
 
-    def state(self) -> dict[str, torch.Tensor]:
-        return {"loss": self.loss, "margin": self.margin, "prob_sum": self.prob_sum,
-                "epochs_seen": torch.tensor(self.epochs_seen)}
-
-    def load_state(self, state: dict[str, torch.Tensor]) -> None:
-        self.loss.copy_(state["loss"])
-        self.margin.copy_(state["margin"])
-        self.prob_sum.copy_(state["prob_sum"])
-        self.epochs_seen = int(state["epochs_seen"])
-
     def dynamics(self) -> Dynamics:
         e = self.epochs_seen
         return Dynamics(loss=self.loss[:e].cpu().numpy(), margin=self.margin[:e].cpu().numpy(),

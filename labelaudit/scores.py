@@ -17,6 +17,8 @@ DIRECTIONS = {
     "label_score": "lower = more likely mislabeled",
 }
 
+SCORES = ("aul", "aum")  # the scorers --score can rank by
+
 
 def aul(loss: np.ndarray) -> np.ndarray:
     """Area under the loss curve, AUL paper Sec. 3: AUL(x, ỹ) = Σ_{i=1..T} L(φ_i(x), ỹ).
@@ -40,7 +42,7 @@ def aum(margin: np.ndarray) -> np.ndarray:
 
 def ranking_score(name: str, *, aul_scores: np.ndarray, aum_scores: np.ndarray) -> np.ndarray:
     """The ``score`` column for the chosen scorer, oriented so higher = more likely mislabeled."""
-    choices = {"aul": lambda: aul_scores, "aum": lambda: -aum_scores}
+    choices = {"aul": lambda: aul_scores, "aum": lambda: -aum_scores}  # keys = SCORES
     if name not in choices:
         raise ValueError(f"score {name!r}: unknown; choose one of {', '.join(choices)}")
     return np.asarray(choices[name](), dtype=np.float64)

@@ -77,6 +77,7 @@ _READERS = {
     ".parquet": "parquet", ".pq": "parquet",
     ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl",
 }
+MANIFEST_SUFFIXES = tuple(_READERS)  # file endings read as a manifest
 
 
 def read_manifest_table(manifest: Path) -> pd.DataFrame:
