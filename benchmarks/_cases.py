@@ -35,6 +35,13 @@ CASES = {c.name: c for c in [
     Case("cifar10n_worst_10k", CIFAR + ("--noise", "column:worse_label"), {}, held_out=True),
 ]}
 
+# Development sets for choosing defaults (never the held-out worse_label set).
+DEV_CASES = {c.name: c for c in [
+    *(CASES[n] for n in ("digits_none", "digits_uniform_0.4", "digits_pair_0.2", "digits_asym_0.3")),
+    Case("cifar10n_clean_10k", CIFAR + ("--noise", "none"), {}),
+    Case("cifar10n_random1_10k", CIFAR + ("--noise", "column:random_label1"), {}),
+]}
+
 
 def build(case: Case) -> Path:
     out = WORK / case.name

@@ -3,7 +3,8 @@ than it memorises the noise, and the default must train 10k images × 15 epochs 
 cores.
 
 ``small`` (default): an airbench-style CNN (conv-pool-BN-GELU blocks, global max pool) narrowed
-for the CPU, 0.66M parameters, ~1,700 images/s training on 2 CPU cores at 32 px. ``medium``: the same, twice as wide. ``resnet18``:
+for the CPU, 0.66M parameters, 2,141 images/s training on 2 CPU cores at 32 px
+(benchmarks/detection.py, CIFAR-10N 10k). ``medium``: the same, twice as wide. ``resnet18``:
 torchvision's ResNet-18 with a 3×3 stride-1 stem and no max-pool, the usual adaptation to 32 px.
 """
 from __future__ import annotations

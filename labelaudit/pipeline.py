@@ -41,7 +41,7 @@ class ScanConfig:
     cache_dir: str | None = None  # None = $LABELAUDIT_CACHE or ~/.cache/labelaudit
     # --- proxy training (see proxy.ProxySettings for the why of each)
     model: str = ProxySettings.model  # small | medium | resnet18
-    epochs: int = ProxySettings.epochs  # small proxy: 10k 32-px images × 15 epochs ≈ 75 s on 2 cores
+    epochs: int = ProxySettings.epochs  # small proxy: 10k 32-px images × 15 epochs ≈ 70 s on 2 cores
     batch_size: int = ProxySettings.batch_size
     lr: float = ProxySettings.lr  # constant: AUL is read before any learning-rate drop
     augment: str = ProxySettings.augment  # crop+flip | crop | none ("crop" for digits, text, symbols)
