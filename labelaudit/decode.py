@@ -22,6 +22,21 @@ DECODER_VERSION = "1"  # bump when decoded pixels change, so old cache entries a
 _HASH_CHUNK = 1 << 20
 
 
+_READ_ERRORS = {
+    FileNotFoundError: "file not found (it may have been moved or deleted after listing)",
+    PermissionError: "permission denied; make the file readable (chmod +r) or remove it",
+    IsADirectoryError: "is a folder, not an image file",
+}
+
+
+def _read_error(exc: OSError) -> DecodeError:
+    """A file-access failure as a one-line DecodeError (the same words from hashing and decoding)."""
+    for kind, message in _READ_ERRORS.items():
+        if isinstance(exc, kind):
+            return DecodeError(message)
+    return DecodeError(f"cannot read the file ({exc.strerror or exc})")
+
+
 def content_hash(file: str) -> str:
     """BLAKE2b-128 of the file's bytes, hex. Raises DecodeError with a one-line reason."""
     h = hashlib.blake2b(digest_size=16)
@@ -29,14 +44,8 @@ def content_hash(file: str) -> str:
         with open(file, "rb") as f:
             while chunk := f.read(_HASH_CHUNK):
                 h.update(chunk)
-    except FileNotFoundError:
-        raise DecodeError("file not found (it may have been moved or deleted after listing)") from None
-    except PermissionError:
-        raise DecodeError("permission denied; make the file readable (chmod +r) or remove it") from None
-    except IsADirectoryError:
-        raise DecodeError("is a folder, not an image file") from None
     except OSError as exc:
-        raise DecodeError(f"cannot read the file ({exc.strerror or exc})") from None
+        raise _read_error(exc) from None
     return h.hexdigest()
 
 
@@ -82,10 +91,8 @@ def decode_image(file: str, size: int) -> np.ndarray:
                 arr = np.asarray(im, dtype=np.uint8)
     except DecodeError:
         raise
-    except FileNotFoundError:
-        raise DecodeError("file not found (it may have been moved or deleted after listing)") from None
-    except PermissionError:
-        raise DecodeError("permission denied; make the file readable (chmod +r) or remove it") from None
+    except tuple(_READ_ERRORS) as exc:
+        raise _read_error(exc) from None
     except UnidentifiedImageError:
         raise DecodeError("not an image (Pillow cannot identify the file's format)") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
