@@ -56,3 +56,27 @@ def evaluate(audit: Path, truth: Path) -> dict:
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod.evaluate(audit, truth)
+
+
+@dataclass
+class LoadedCase:
+    """A development case decoded for the proxy, with its truth aligned to the dataset's order."""
+
+    ds: object  # labelaudit.dataset.Dataset
+    is_noisy: object  # (N,) int array, 1 = mislabeled
+    clean: object  # (N,) clean class index, -1 when the clean label is not a class
+
+
+def load_case(case: Case) -> LoadedCase:
+    import numpy as np
+    import pandas as pd
+
+    from labelaudit.dataset import load_dataset
+    from labelaudit.sources import list_folder
+
+    folder = build(case)
+    ds = load_dataset(list_folder(folder / "images"), image_size=32, workers=2, cache_dir=WORK / "cache")
+    truth = pd.read_csv(folder / "truth.csv", dtype=str, keep_default_na=False).set_index("path").loc[ds.samples["path"]]
+    index = {c: k for k, c in enumerate(ds.classes)}
+    return LoadedCase(ds, truth["is_noisy"].astype(int).to_numpy(),
+                      np.array([index.get(c, -1) for c in truth["clean_label"]]))

@@ -24,6 +24,7 @@ from _cases import CASES, RESULTS, WORK, build, evaluate
 COLUMNS = [("auroc", "AUROC", "{:.4f}"), ("ap", "AP", "{:.4f}"), ("precision", "precision", "{:.3f}"),
            ("recall", "recall", "{:.3f}"), ("noise_rate_true", "true rate", "{:.4f}"),
            ("noise_rate_est", "est. rate", "{:.4f}"), ("noise_rate_abs_err", "rate error", "{:.4f}"),
+           ("class_rate_mae", "class-rate MAE", "{:.4f}"), ("transition_row_l1", "T row L1", "{:.4f}"),
            ("scan_s", "scan s", "{:.1f}"), ("images_per_s", "train img/s", "{:,.0f}")]
 
 

@@ -18,16 +18,13 @@ import json
 import time
 
 import numpy as np
-import pandas as pd
 import torch
 from sklearn.metrics import roc_auc_score
 
-from labelaudit.dataset import load_dataset
 from labelaudit.mixture import fit_aul_gmm, fit_margin_mixture
 from labelaudit.proxy import ProxySettings, train_proxy
 from labelaudit.scores import aul, aum
-from labelaudit.sources import list_folder
-from _cases import DEV_CASES, RESULTS, WORK, build
+from _cases import DEV_CASES, RESULTS, load_case
 
 LATE_FROM = 5  # "late" AUM averages epochs 6..E (0-based index 5 on)
 
@@ -38,12 +35,8 @@ def _auroc(y: np.ndarray, score: np.ndarray) -> float | None:
 
 def run_case(name: str, settings: ProxySettings) -> dict:
     case = DEV_CASES[name]
-    folder = build(case)
-    ds = load_dataset(list_folder(folder / "images"), image_size=32, workers=2, cache_dir=WORK / "cache")
-    truth = pd.read_csv(folder / "truth.csv", dtype=str, keep_default_na=False).set_index("path").loc[ds.samples["path"]]
-    y = truth["is_noisy"].astype(int).to_numpy()
-    index = {c: k for k, c in enumerate(ds.classes)}
-    clean = np.array([index.get(c, -1) for c in truth["clean_label"]])
+    loaded = load_case(case)
+    ds, y, clean = loaded.ds, loaded.is_noisy, loaded.clean
     settings = ProxySettings(**{**settings.__dict__, **case.scan_options})
     t = time.perf_counter()
     dyn = train_proxy(torch.from_numpy(ds.images).permute(0, 3, 1, 2).contiguous(),

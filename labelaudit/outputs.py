@@ -49,13 +49,16 @@ def write_json(obj: Any, path: Path) -> None:
 
 
 def write_audit(out: Path, *, samples: pd.DataFrame, noise: pd.DataFrame, trajectories: pd.DataFrame,
-                errors: pd.DataFrame, run: dict) -> None:
-    """Write the audit folder: samples, suspects, weights, noise, trajectories, errors, run.json."""
+                errors: pd.DataFrame, run: dict, transition: pd.DataFrame | None = None) -> None:
+    """Write the audit folder: samples, suspects, weights, noise, transition, trajectories, errors,
+    run.json."""
     out.mkdir(parents=True, exist_ok=True)
     write_parquet(samples, out / "samples.parquet")
     write_parquet(suspects_of(samples), out / "suspects.parquet")
     write_parquet(samples[["path", "given_label", "weight"]], out / "weights.parquet")
     write_parquet(noise, out / "noise.parquet")
+    if transition is not None:
+        write_parquet(transition, out / "transition.parquet")
     write_parquet(trajectories, out / "trajectories.parquet")
     write_parquet(errors, out / "errors.parquet")
     write_json(run, out / "run.json")  # last: its presence marks a complete audit

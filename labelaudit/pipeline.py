@@ -28,6 +28,7 @@ from .outputs import SAMPLE_COLUMNS, suspects_of, write_audit
 from .proxy import ProxySettings
 from .scores import SCORES, aul, aum, rank_descending, ranking_score
 from .sources import MANIFEST_SUFFIXES, Listing, list_folder, list_manifest
+from .transition import TRANSITIONS, count_joint, estimate_transition, given_label_rates, top_flows, transition_frame
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,8 @@ class ScanConfig:
     score: str = "aum"  # ranking score: aum (default, by benchmarks/detection.py) | aul
     noise_model: str = "margin"  # margin (mixture on AUM, components below 0 = mislabeled) | aul-gmm (paper)
     threshold: float = 0.5  # is_label_issue = p_mislabeled > threshold
+    transition: str = "counts"  # T estimator: counts (default, by benchmarks/transition.py) | anchors (Patrini)
+    anchor_quantile: float = 0.97  # anchors: the α-quantile of p̂(ỹ = i | x); 1.0 = the paper's argmax
     # --- manifest columns
     path_column: str = "path"
     label_column: str = "label"
@@ -63,6 +66,7 @@ class ScanConfig:
             (self.batch_size >= 2, "--batch-size", self.batch_size, "at least 2"),
             (self.lr > 0 and np.isfinite(self.lr), "--lr", self.lr, "a positive number"),
             (0.0 < self.threshold < 1.0, "--threshold", self.threshold, "a probability strictly between 0 and 1"),
+            (0.0 < self.anchor_quantile <= 1.0, "--anchor-quantile", self.anchor_quantile, "a number in (0, 1]"),
         ]
         for ok, option, value, expected in checks:
             if not ok:
@@ -70,7 +74,8 @@ class ScanConfig:
         for option, what, value, names in (("--model", "model", self.model, MODELS),
                                            ("--augment", "augmentation", self.augment, AUGMENTS),
                                            ("--score", "score", self.score, SCORES),
-                                           ("--noise-model", "noise model", self.noise_model, NOISE_MODELS)):
+                                           ("--noise-model", "noise model", self.noise_model, NOISE_MODELS),
+                                           ("--transition", "transition estimator", self.transition, TRANSITIONS)):
             if value not in names:
                 raise UsageError(f"{option} {value!r}: unknown {what}; choose one of {', '.join(names)}")
         return self
@@ -86,6 +91,7 @@ class ScanResult:
     errors: pd.DataFrame
     run: dict
     classes: list[str]
+    transition: pd.DataFrame
     out: Path | None = None
     noise_fit: NoiseFit | None = field(default=None, repr=False)
 
@@ -140,6 +146,20 @@ def build_samples(ds: Dataset, *, aul_s: np.ndarray, aum_s: np.ndarray, score: n
     df["aum"] = aum_s
     df["given_confidence"] = mean_probs[np.arange(len(pred)), ds.labels].astype(np.float64)
     return df[SAMPLE_COLUMNS + ["given_confidence"]]
+
+
+def _transition_rates(t: np.ndarray, p_mislabeled: np.ndarray, probs: np.ndarray, ds: Dataset) -> np.ndarray:
+    """noise.parquet's ``transition_rate``: the given-label rates that T implies, dataset row first.
+
+    The true-class prior is the count joint's row mass, Σ_j C[i, j] = Σ_n P(true = i | x_n): the
+    clean mass of class i plus the mislabeled mass the audit sends to i. Under ``counts`` these
+    equal ``noise_rate`` exactly; under ``anchors`` they are a second, independent estimate.
+    """
+    prior = count_joint(p_mislabeled, ds.labels, probs).sum(axis=1)
+    rates = given_label_rates(t, prior / max(prior.sum(), 1e-12))
+    given_counts = np.bincount(ds.labels, minlength=len(ds.classes))
+    dataset = float((rates * given_counts).sum() / max(given_counts.sum(), 1))
+    return np.concatenate([[dataset], rates])
 
 
 def trajectories_frame(loss: np.ndarray, margin: np.ndarray) -> pd.DataFrame:
@@ -211,6 +231,11 @@ def scan(data: str | Path | None = None, *, out: str | Path | None = "labelaudit
     samples = build_samples(ds, aul_s=aul_s, aum_s=aum_s, score=score, fit=fit,
                             mean_probs=dyn.mean_probs, threshold=config.threshold)
     noise = noise_table(samples["p_mislabeled"].to_numpy(), ds.labels, ds.classes)
+    t_matrix, t_source = estimate_transition(config.transition, p_mislabeled=samples["p_mislabeled"].to_numpy(),
+                                             given=ds.labels, probs=dyn.mean_probs,
+                                             quantile=config.anchor_quantile)
+    noise["transition_rate"] = _transition_rates(t_matrix, samples["p_mislabeled"].to_numpy(), dyn.mean_probs, ds)
+    transition = transition_frame(t_matrix, ds.classes)
     trajectories = trajectories_frame(dyn.loss, dyn.margin)
     timings["score_s"] = time.perf_counter() - t
 
@@ -227,18 +252,20 @@ def scan(data: str | Path | None = None, *, out: str | Path | None = "labelaudit
                  "n_classes": len(ds.classes), "classes": ds.classes,
                  "fingerprint": _fingerprint(ds.samples), **ds.stats},
         "noise_model": {"method": fit.method, **fit.details},
-        "transition_source": None,
+        "transition_source": t_source,
         "summary": {
             "noise_rate": fit.noise_rate,
             "n_label_issues": int(samples["is_label_issue"].sum()),
             "n_samples": int(len(samples)),
             "n_errors": int(len(ds.errors)),
             "n_classes": len(ds.classes),
+            "top_flows": top_flows(t_matrix, ds.classes),
         },
     }
-    result = ScanResult(samples, noise, trajectories, ds.errors, run, ds.classes, None, fit)
+    result = ScanResult(samples, noise, trajectories, ds.errors, run, ds.classes, transition, None, fit)
     if out is not None:
         out = Path(out)
-        write_audit(out, samples=samples, noise=noise, trajectories=trajectories, errors=ds.errors, run=run)
+        write_audit(out, samples=samples, noise=noise, trajectories=trajectories, errors=ds.errors, run=run,
+                    transition=transition)
         result.out = out
     return result

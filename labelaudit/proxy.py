@@ -54,7 +54,8 @@ def _batches(n: int, batch_size: int, generator: torch.Generator, device: torch.
 
 
 def train_proxy(images: torch.Tensor, labels: torch.Tensor, num_classes: int, settings: ProxySettings,
-                *, device: torch.device, progress: Progress | None = None) -> Dynamics:
+                *, device: torch.device, progress: Progress | None = None,
+                keep_epoch_probs: bool = False) -> Dynamics:
     """Train the proxy on ``images`` (N, 3, S, S) uint8 and ``labels`` (N,) int64, both on ``device``.
 
     Returns the recorded dynamics. Raises TrainingError when the loss stops being finite.
@@ -71,7 +72,7 @@ def train_proxy(images: torch.Tensor, labels: torch.Tensor, num_classes: int, se
     gen.manual_seed(settings.seed)
     order_gen = torch.Generator(device="cpu")
     order_gen.manual_seed(settings.seed)
-    rec = Recorder(n, num_classes, settings.epochs, device)
+    rec = Recorder(n, num_classes, settings.epochs, device, keep_epoch_probs=keep_epoch_probs)
     amp_dtype = torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float16
 
     steps_per_epoch = max(1, -(-n // settings.batch_size))

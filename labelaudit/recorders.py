@@ -28,15 +28,18 @@ class Dynamics:
     loss: np.ndarray  # (E, N) float32: training cross-entropy of sample n in epoch e
     margin: np.ndarray  # (E, N) float32: logit margin of sample n in epoch e
     mean_probs: np.ndarray  # (N, K) float32: softmax probabilities averaged over epochs
+    epoch_probs: np.ndarray | None = None  # (E, N, K) float32, only when asked for (benchmarks)
 
 
 class Recorder:
     """Collects loss, margin and softmax per sample id during training, on ``device``."""
 
-    def __init__(self, n_samples: int, n_classes: int, epochs: int, device: torch.device):
+    def __init__(self, n_samples: int, n_classes: int, epochs: int, device: torch.device, *,
+                 keep_epoch_probs: bool = False):
         self.loss = torch.full((epochs, n_samples), float("nan"), device=device)
         self.margin = torch.full((epochs, n_samples), float("nan"), device=device)
         self.prob_sum = torch.zeros((n_samples, n_classes), device=device)
+        self.epoch_probs = torch.zeros((epochs, n_samples, n_classes), device=device) if keep_epoch_probs else None
         self.epochs_seen = 0
 
     @torch.no_grad()
@@ -46,7 +49,10 @@ class Recorder:
         logits = logits.float()
         self.loss[epoch, ids] = loss.float()
         self.margin[epoch, ids] = logit_margin(logits, labels)
-        self.prob_sum.index_add_(0, ids, torch.softmax(logits, dim=1))
+        probs = torch.softmax(logits, dim=1)
+        self.prob_sum.index_add_(0, ids, probs)
+        if self.epoch_probs is not None:
+            self.epoch_probs[epoch, ids] = probs
 
     def end_epoch(self) -> None:
         self.epochs_seen += 1
@@ -54,4 +60,5 @@ class Recorder:
     def dynamics(self) -> Dynamics:
         e = self.epochs_seen
         return Dynamics(loss=self.loss[:e].cpu().numpy(), margin=self.margin[:e].cpu().numpy(),
-                        mean_probs=(self.prob_sum / max(e, 1)).cpu().numpy())
+                        mean_probs=(self.prob_sum / max(e, 1)).cpu().numpy(),
+                        epoch_probs=None if self.epoch_probs is None else self.epoch_probs[:e].cpu().numpy())

@@ -89,7 +89,8 @@ def test_other_files_match_the_contract(audited):
     weights = pd.read_parquet(out / "weights.parquet")
     assert weights.columns.tolist() == ["path", "given_label", "weight"]
     noise = pd.read_parquet(out / "noise.parquet")
-    assert noise.columns.tolist() == ["scope", "label", "n_samples", "noise_rate", "n_mislabeled"]
+    assert noise.columns.tolist() == ["scope", "label", "n_samples", "noise_rate", "n_mislabeled", "transition_rate"]
+    np.testing.assert_allclose(noise["transition_rate"], noise["noise_rate"], atol=1e-9)  # T agrees (counts)
     assert noise["scope"].tolist() == ["dataset", "class", "class", "class"]
     assert noise["label"].tolist()[1:] == ["blue", "green", "red"]
     assert noise["n_samples"].tolist() == [75, 25, 25, 25]
@@ -104,12 +105,29 @@ def test_other_files_match_the_contract(audited):
         {"path": "blue/corrupt.jpg", "error": errors["error"].iloc[0]}]
     assert "truncated" in errors["error"].iloc[0]  # a JPEG header followed by junk
     run = json.loads((out / "run.json").read_text())
+    flows = run["summary"].pop("top_flows")
     assert run["summary"] == {"noise_rate": pytest.approx(ds["noise_rate"]), "n_label_issues": len(suspects),
                               "n_samples": 75, "n_errors": 1, "n_classes": 3}
+    assert {(f["true"], f["noisy"]) for f in flows} == {("red", "green"), ("green", "blue"), ("blue", "red")}
+    assert run["transition_source"]["estimator"] == "counts"
+    assert "softmax" in run["transition_source"]["probabilities"]
     assert run["config"]["epochs"] == FAST["epochs"] and run["device"] == "cpu" and run["seed"] == 0
     assert {"torch", "python", "labelaudit"} <= set(run["versions"])
     assert {"load_s", "train_s", "score_s"} <= set(run["timings"])
     assert len(run["data"]["fingerprint"]) == 64
+
+
+def test_transition_parquet(audited):
+    """The colour folder files 2 of 24 (plus the extra images) of each class under the next class."""
+    res, out, _ = audited
+    t = pd.read_parquet(out / "transition.parquet")
+    assert t.columns.tolist() == ["true_label", "noisy_label", "p"] and len(t) == 9
+    wide = t.pivot(index="true_label", columns="noisy_label", values="p")
+    np.testing.assert_allclose(wide.sum(axis=1), 1.0)
+    for true, noisy in (("red", "green"), ("green", "blue"), ("blue", "red")):
+        assert wide.loc[true, noisy] == pytest.approx(2 / 24, abs=0.05), (true, noisy)
+        assert wide.loc[true].drop(true).idxmax() == noisy
+    assert "Largest label flows" in res.output and "red → green" in res.output
 
 
 def test_json_output_and_quiet(color_folder, tmp_path):

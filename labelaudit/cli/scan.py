@@ -41,6 +41,10 @@ def scan_cli(
     score: str = typer.Option(_D.score, help="Ranking score: aum or aul."),
     noise_model: str = typer.Option(_D.noise_model, help="margin (default) or aul-gmm (the AUL paper's mixture)."),
     threshold: float = typer.Option(_D.threshold, help="Flag a sample when p(mislabeled) exceeds this."),
+    transition: str = typer.Option(_D.transition, help="Transition-matrix estimator: counts (from the audit) "
+                                                       "or anchors (Patrini's anchor points)."),
+    anchor_quantile: float = typer.Option(_D.anchor_quantile, help="anchors: quantile of p(label = i | x) that "
+                                                                   "picks class i's anchor; 1.0 = argmax."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or summary."),
     as_json: bool = typer.Option(False, "--json", help="Print the run summary as one JSON object."),
 ) -> None:
@@ -49,7 +53,8 @@ def scan_cli(
     config = ScanConfig(image_size=image_size, workers=workers, cache=cache,
                         cache_dir=str(cache_dir) if cache_dir else None, model=model, epochs=epochs,
                         batch_size=batch_size, lr=lr, augment=augment, device=device, seed=seed, score=score,
-                        noise_model=noise_model, threshold=threshold, path_column=path_column, label_column=label_column)
+                        noise_model=noise_model, threshold=threshold, transition=transition,
+                        anchor_quantile=anchor_quantile, path_column=path_column, label_column=label_column)
     err = Console(stderr=True)
     with handle_errors():
         with RichProgress(err, enabled=not quiet and not as_json) as progress:

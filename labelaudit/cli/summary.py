@@ -13,6 +13,11 @@ def render_scan_summary(console: Console, result, top: int = 10) -> None:
                   + (f"   [yellow]unreadable files: {s['n_errors']:,} (see errors.parquet)[/yellow]"
                      if s["n_errors"] else ""))
     console.print(f"[dim]Noise model: {result.run['noise_model']['method']}[/dim]")
+    flows = s.get("top_flows") or []
+    if flows:
+        console.print("[bold]Largest label flows[/bold] (share of a true class filed under another label):")
+        for f in flows[:3]:
+            console.print(f"  {f['true']} → {f['noisy']}: {f['p']:.0%}", soft_wrap=True)
     suspects = result.suspects.head(top)
     if len(suspects):
         table = Table(title=f"Top {len(suspects)} suspects", title_justify="left")
