@@ -15,7 +15,9 @@ import json
 import os
 import platform
 import time
+from pathlib import Path
 
+import pandas as pd
 import torch
 
 from labelaudit import __version__, scan
@@ -25,7 +27,22 @@ COLUMNS = [("auroc", "AUROC", "{:.4f}"), ("ap", "AP", "{:.4f}"), ("precision", "
            ("recall", "recall", "{:.3f}"), ("noise_rate_true", "true rate", "{:.4f}"),
            ("noise_rate_est", "est. rate", "{:.4f}"), ("noise_rate_abs_err", "rate error", "{:.4f}"),
            ("class_rate_mae", "class-rate MAE", "{:.4f}"), ("transition_row_l1", "T row L1", "{:.4f}"),
+           ("flows_found", "true flows found", "{:.0%}"),
            ("scan_s", "scan s", "{:.1f}"), ("images_per_s", "train img/s", "{:,.0f}")]
+
+
+def flows_found(audit: Path, truth_csv: Path) -> float | None:
+    """Share of true classes with label flips whose main flip target is the largest off-diagonal
+    entry of that row of the estimated T (1.0 = every true flow found); None without flips."""
+    truth = pd.read_csv(truth_csv, dtype=str, keep_default_na=False)
+    flips = truth[truth["is_noisy"].str.lower().isin(["1", "true"]) & (truth["clean_label"] != "")]
+    if flips.empty:
+        return None
+    main = flips.groupby("clean_label")["noisy_label"].agg(lambda s: s.mode()[0])
+    t = pd.read_parquet(audit / "transition.parquet").astype({"true_label": str, "noisy_label": str})
+    off = t[t["true_label"] != t["noisy_label"]]
+    best = off.loc[off.groupby("true_label")["p"].idxmax()].set_index("true_label")["noisy_label"]
+    return float((best.reindex(main.index) == main).mean())
 
 
 def run_case(name: str, overrides: dict) -> dict:
@@ -36,6 +53,7 @@ def run_case(name: str, overrides: dict) -> dict:
     result = scan(folder / "images", out=out, cache_dir=str(WORK / "cache"), **{**case.scan_options, **overrides})
     wall = time.perf_counter() - t
     metrics = evaluate(out, folder / "truth.csv")
+    metrics["flows_found"] = flows_found(out, folder / "truth.csv")
     run = result.run
     n, epochs = run["summary"]["n_samples"], run["config"]["epochs"]
     return {"case": name, "held_out": case.held_out, **metrics, "scan_s": wall,

@@ -84,6 +84,7 @@ def fit_aul_gmm(aul_scores: np.ndarray, *, random_state: int = 0) -> NoiseFit:
     p = gmm.predict_proba(x)[:, hi]
     return NoiseFit(p, float(p.mean()), "aul-gmm: 2 Gaussian components on AUL, p = posterior of the high one "
                     "(AUL paper Sec. 4.1)", {"bic": bics, "means": gmm.means_.ravel().tolist(),
+                                             "stds": np.sqrt(gmm.covariances_.ravel()).tolist(),
                                              "weights": gmm.weights_.tolist()})
 
 

@@ -49,9 +49,10 @@ def write_json(obj: Any, path: Path) -> None:
 
 
 def write_audit(out: Path, *, samples: pd.DataFrame, noise: pd.DataFrame, trajectories: pd.DataFrame,
-                errors: pd.DataFrame, run: dict, transition: pd.DataFrame | None = None) -> None:
+                errors: pd.DataFrame, run: dict, transition: pd.DataFrame | None = None,
+                report_html: str | None = None) -> None:
     """Write the audit folder: samples, suspects, weights, noise, transition, trajectories, errors,
-    run.json."""
+    report.html, run.json."""
     out.mkdir(parents=True, exist_ok=True)
     write_parquet(samples, out / "samples.parquet")
     write_parquet(suspects_of(samples), out / "suspects.parquet")
@@ -61,4 +62,6 @@ def write_audit(out: Path, *, samples: pd.DataFrame, noise: pd.DataFrame, trajec
         write_parquet(transition, out / "transition.parquet")
     write_parquet(trajectories, out / "trajectories.parquet")
     write_parquet(errors, out / "errors.parquet")
+    if report_html is not None:
+        write_atomic(out / "report.html", lambda tmp: Path(tmp).write_text(report_html, encoding="utf-8"))
     write_json(run, out / "run.json")  # last: its presence marks a complete audit

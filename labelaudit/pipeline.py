@@ -54,6 +54,9 @@ class ScanConfig:
     threshold: float = 0.5  # is_label_issue = p_mislabeled > threshold
     transition: str = "counts"  # T estimator: counts (default, by benchmarks/transition.py) | anchors (Patrini)
     anchor_quantile: float = 0.97  # anchors: the α-quantile of p̂(ỹ = i | x); 1.0 = the paper's argmax
+    # --- report
+    report: bool = True  # write report.html into the output folder
+    report_top: int = 48  # suspects shown as thumbnails in report.html
     # --- manifest columns
     path_column: str = "path"
     label_column: str = "label"
@@ -67,6 +70,7 @@ class ScanConfig:
             (self.lr > 0 and np.isfinite(self.lr), "--lr", self.lr, "a positive number"),
             (0.0 < self.threshold < 1.0, "--threshold", self.threshold, "a probability strictly between 0 and 1"),
             (0.0 < self.anchor_quantile <= 1.0, "--anchor-quantile", self.anchor_quantile, "a number in (0, 1]"),
+            (self.report_top >= 0, "--report-top", self.report_top, "0 or more"),
         ]
         for ok, option, value, expected in checks:
             if not ok:
@@ -248,7 +252,9 @@ def scan(data: str | Path | None = None, *, out: str | Path | None = "labelaudit
         "device": str(device),
         "seed": config.seed,
         "timings": timings,
-        "data": {"source": listing.source, "root": str(listing.root), "n_samples": len(ds.samples),
+        "data": {"source": listing.source, "root": str(Path(listing.root).resolve()),
+                 "manifest": str(listing.manifest.resolve()) if listing.manifest else None,
+                 "n_samples": len(ds.samples),
                  "n_classes": len(ds.classes), "classes": ds.classes,
                  "fingerprint": _fingerprint(ds.samples), **ds.stats},
         "noise_model": {"method": fit.method, **fit.details},
@@ -265,7 +271,15 @@ def scan(data: str | Path | None = None, *, out: str | Path | None = "labelaudit
     result = ScanResult(samples, noise, trajectories, ds.errors, run, ds.classes, transition, None, fit)
     if out is not None:
         out = Path(out)
+        report = None
+        if config.report:
+            from .audit import Audit
+            from .report import render_report
+
+            t = time.perf_counter()
+            report = render_report(Audit(out, samples, noise, run, ds.errors, transition), top=config.report_top)
+            timings["report_s"] = time.perf_counter() - t
         write_audit(out, samples=samples, noise=noise, trajectories=trajectories, errors=ds.errors, run=run,
-                    transition=transition)
+                    transition=transition, report_html=report)
         result.out = out
     return result

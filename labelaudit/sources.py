@@ -31,6 +31,7 @@ class Listing:
     errors: pd.DataFrame
     root: Path
     source: str  # "folder" or "manifest"
+    manifest: Path | None = None  # the manifest file, for a manifest source
 
 
 def _errors_frame(rows: list[tuple[str, str]]) -> pd.DataFrame:
@@ -144,4 +145,4 @@ def list_manifest(manifest: str | os.PathLike, *, root: str | os.PathLike | None
         file = Path(path) if os.path.isabs(path) else root / path
         rows.append((path, label, str(file)))
     samples = pd.DataFrame(rows, columns=["path", "given_label", "file"]).astype(str)
-    return Listing(samples, _errors_frame(errors), root, "manifest")
+    return Listing(samples, _errors_frame(errors), root, "manifest", manifest)

@@ -46,3 +46,15 @@ def _isolated_cache(tmp_path, monkeypatch):
 
 
 FAST = dict(epochs=8, image_size=16, batch_size=16, workers=1, lr=0.05, augment="none")
+
+
+@pytest.fixture(scope="session")
+def scanned(tmp_path_factory) -> tuple[Path, dict]:
+    """One real scan of the colour folder (6 flipped labels), shared by the tests that only read an
+    audit: returns (folder holding images/ and audit/, truth)."""
+    from labelaudit import scan
+
+    tmp = tmp_path_factory.mktemp("scanned")
+    truth = make_color_folder(tmp / "images")
+    scan(tmp / "images", out=tmp / "audit", cache_dir=str(tmp / "cache"), **FAST)
+    return tmp, truth

@@ -7,7 +7,11 @@ from typing import Optional
 import typer
 
 from .. import __version__
+from .check import check_cli
+from .export import export_cli
+from .report import report_cli
 from .scan import scan_cli
+from .show import show_cli
 
 app = typer.Typer(
     name="labelaudit",
@@ -32,6 +36,10 @@ def _root(version: Optional[bool] = typer.Option(None, "--version", callback=_ve
 
 
 app.command("scan")(scan_cli)
+app.command("check")(check_cli)
+app.command("export")(export_cli)
+app.command("show")(show_cli)
+app.command("report")(report_cli)
 
 
 def main() -> None:

@@ -25,8 +25,11 @@ def fail(message: str, code: int) -> typer.Exit:
 
 
 @contextlib.contextmanager
-def handle_errors():
-    """Run a command body; map labelaudit's errors, Ctrl-C and anything unexpected to one line."""
+def handle_errors(exit_code: int | None = None):
+    """Run a command body; map labelaudit's errors, Ctrl-C and anything unexpected to one line.
+
+    ``exit_code`` replaces every error's own code (``check`` keeps 1 for "a threshold was passed").
+    """
     try:
         yield
     except typer.Exit:
@@ -34,7 +37,7 @@ def handle_errors():
     except LabelauditError as exc:
         if debug():
             raise
-        raise fail(str(exc), exc.exit_code) from None
+        raise fail(str(exc), exit_code or exc.exit_code) from None
     except KeyboardInterrupt:
         typer.echo("labelaudit: interrupted; nothing already written was changed", err=True)
         raise typer.Exit(EXIT_INTERRUPTED) from None
@@ -44,6 +47,6 @@ def handle_errors():
         where = type(exc).__name__
         raise fail(f"unexpected {where}: {str(exc).splitlines()[0] if str(exc) else ''} "
                    "(this is a bug in labelaudit; rerun with LABELAUDIT_DEBUG=1 and report the traceback)",
-                   1) from None
+                   exit_code or 1) from None
     finally:
         sys.stderr.flush()

@@ -45,6 +45,8 @@ def scan_cli(
                                                        "or anchors (Patrini's anchor points)."),
     anchor_quantile: float = typer.Option(_D.anchor_quantile, help="anchors: quantile of p(label = i | x) that "
                                                                    "picks class i's anchor; 1.0 = argmax."),
+    report: bool = typer.Option(_D.report, "--report/--no-report", help="Write report.html."),
+    report_top: int = typer.Option(_D.report_top, help="Suspects shown as thumbnails in report.html."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or summary."),
     as_json: bool = typer.Option(False, "--json", help="Print the run summary as one JSON object."),
 ) -> None:
@@ -54,7 +56,8 @@ def scan_cli(
                         cache_dir=str(cache_dir) if cache_dir else None, model=model, epochs=epochs,
                         batch_size=batch_size, lr=lr, augment=augment, device=device, seed=seed, score=score,
                         noise_model=noise_model, threshold=threshold, transition=transition,
-                        anchor_quantile=anchor_quantile, path_column=path_column, label_column=label_column)
+                        anchor_quantile=anchor_quantile, report=report, report_top=report_top,
+                        path_column=path_column, label_column=label_column)
     err = Console(stderr=True)
     with handle_errors():
         with RichProgress(err, enabled=not quiet and not as_json) as progress:

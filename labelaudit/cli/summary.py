@@ -1,31 +1,55 @@
-"""The end-of-scan summary: noise rate, issues found, the top suspects."""
+"""Rich views of an audit: the end-of-scan summary and ``labelaudit show``'s tables."""
 from __future__ import annotations
 
+import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
 
-def render_scan_summary(console: Console, result, top: int = 10) -> None:
-    s = result.summary
+def render_overview(console: Console, run: dict) -> None:
+    """Noise rate, issues found, unreadable files, the noise model and the largest label flows."""
+    s = run["summary"]
     console.print(f"[bold]Estimated noise rate:[/bold] {s['noise_rate']:.1%} of {s['n_samples']:,} samples "
                   f"({s['n_classes']} classes)")
     console.print(f"[bold]Label issues found:[/bold] {s['n_label_issues']:,}"
                   + (f"   [yellow]unreadable files: {s['n_errors']:,} (see errors.parquet)[/yellow]"
                      if s["n_errors"] else ""))
-    console.print(f"[dim]Noise model: {result.run['noise_model']['method']}[/dim]")
+    console.print(f"[dim]Noise model: {run['noise_model']['method']}[/dim]")
     flows = s.get("top_flows") or []
     if flows:
         console.print("[bold]Largest label flows[/bold] (share of a true class filed under another label):")
         for f in flows[:3]:
             console.print(f"  {f['true']} → {f['noisy']}: {f['p']:.0%}", soft_wrap=True)
+
+
+def render_suspects(console: Console, suspects: pd.DataFrame, *, title: str) -> None:
+    table = Table(title=title, title_justify="left")
+    for col, kw in (("rank", {"justify": "right"}), ("path", {"overflow": "fold"}), ("given", {}),
+                    ("predicted", {}), ("p(mislabeled)", {"justify": "right"})):
+        table.add_column(col, **kw)
+    for row in suspects.itertuples(index=False):
+        table.add_row(str(row.rank), str(row.path), str(row.given_label), str(row.predicted_label),
+                      f"{row.p_mislabeled:.2f}")
+    console.print(table)
+
+
+def render_class_rates(console: Console, rates: pd.DataFrame) -> None:
+    """noise.parquet's class rows, worst first."""
+    table = Table(title="Noise rate per class (share of the samples given the label that are mislabeled)",
+                  title_justify="left")
+    for col in ("label", "samples", "noise rate", "est. mislabeled"):
+        table.add_column(col, justify="left" if col == "label" else "right")
+    for row in rates.sort_values("noise_rate", ascending=False, kind="stable").itertuples(index=False):
+        table.add_row(str(row.label), f"{row.n_samples:,}", f"{row.noise_rate:.1%}", f"{row.n_mislabeled:,.1f}")
+    console.print(table)
+
+
+def render_scan_summary(console: Console, result, top: int = 10) -> None:
+    render_overview(console, result.run)
     suspects = result.suspects.head(top)
     if len(suspects):
-        table = Table(title=f"Top {len(suspects)} suspects", title_justify="left")
-        for col, kw in (("rank", {"justify": "right"}), ("path", {"overflow": "fold"}), ("given", {}),
-                        ("predicted", {}), ("p(mislabeled)", {"justify": "right"})):
-            table.add_column(col, **kw)
-        for row in suspects.itertuples(index=False):
-            table.add_row(str(row.rank), row.path, row.given_label, row.predicted_label, f"{row.p_mislabeled:.2f}")
-        console.print(table)
+        render_suspects(console, suspects, title=f"Top {len(suspects)} suspects")
     if result.out is not None:
-        console.print(f"Audit written to [bold]{result.out}[/bold]")
+        console.print(f"Audit written to [bold]{result.out}[/bold]"
+                      + (f"; open {result.out / 'report.html'} in a browser" if result.run["config"].get("report")
+                         else ""))

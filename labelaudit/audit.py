@@ -1,0 +1,88 @@
+"""Reading an audit folder back (CONTRACT.md): what ``check``, ``export``, ``show`` and ``report`` use.
+
+Nothing here retrains or rescans; an audit folder is complete when run.json exists (scan writes it
+last), and its Parquet files carry the schema version they were written with.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
+
+from .errors import DataError, UsageError
+from .outputs import SCHEMA_VERSION, suspects_of
+
+
+@dataclass
+class Audit:
+    """The tables of one audit folder."""
+
+    path: Path
+    samples: pd.DataFrame
+    noise: pd.DataFrame
+    run: dict
+    errors: pd.DataFrame
+    transition: pd.DataFrame | None = None
+
+    @property
+    def suspects(self) -> pd.DataFrame:
+        return suspects_of(self.samples)
+
+    @property
+    def summary(self) -> dict:
+        return self.run["summary"]
+
+    @property
+    def class_rates(self) -> pd.DataFrame:
+        """noise.parquet's class rows: label, n_samples, noise_rate, n_mislabeled (given-label view)."""
+        return self.noise[self.noise["scope"] == "class"].reset_index(drop=True)
+
+    def file_of(self, path: str) -> Path:
+        """Where a sample's image is on disk: its path as listed, resolved against the scan's root."""
+        return Path(path) if os.path.isabs(path) else Path(self.run["data"]["root"]) / path
+
+
+def is_audit_dir(path: str | os.PathLike) -> bool:
+    path = Path(path)
+    return path.is_dir() and (path / "run.json").is_file()
+
+
+def _read(path: Path) -> pd.DataFrame:
+    try:
+        meta = pq.read_schema(path).metadata or {}
+        table = pd.read_parquet(path)
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: unreadable ({str(exc).splitlines()[0]}); scan again to rewrite it") from None
+    version = meta.get(b"labelaudit_schema", b"").decode()
+    if version and version.split(".")[0] != SCHEMA_VERSION.split(".")[0]:
+        raise DataError(f"{path}: written with output schema {version}, this labelaudit reads schema "
+                        f"{SCHEMA_VERSION}; scan again or use the labelaudit version that wrote it")
+    return table
+
+
+def load_audit(path: str | os.PathLike) -> Audit:
+    """Read an audit folder. UsageError when it is not one; DataError when it is damaged."""
+    path = Path(path)
+    if not path.exists():
+        raise UsageError(f"{path}: no such folder; pass the --out folder of a labelaudit scan")
+    if not is_audit_dir(path):
+        raise UsageError(f"{path}: not a labelaudit audit folder (no run.json); run `labelaudit scan` first "
+                         f"and pass its --out folder")
+    try:
+        run = json.loads((path / "run.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path / 'run.json'}: unreadable ({exc}); scan again to rewrite it") from None
+    missing = [name for name in ("samples.parquet", "noise.parquet") if not (path / name).is_file()]
+    if missing:
+        raise DataError(f"{path}: incomplete audit, {', '.join(missing)} missing; scan again")
+    errors = _read(path / "errors.parquet") if (path / "errors.parquet").is_file() \
+        else pd.DataFrame({"path": pd.Series(dtype=str), "error": pd.Series(dtype=str)})
+    transition = _read(path / "transition.parquet") if (path / "transition.parquet").is_file() else None
+    samples = _read(path / "samples.parquet")
+    for column in ("path", "given_label", "predicted_label"):
+        samples[column] = samples[column].astype(str)
+    return Audit(path, samples, _read(path / "noise.parquet"), run, errors, transition)

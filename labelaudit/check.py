@@ -1,0 +1,202 @@
+"""``labelaudit check``: gate a CI job on an audit's noise estimates.
+
+Three thresholds, each optional: the dataset noise rate, the worst per-class noise rate (given-label
+view, noise.parquet) and the number of label issues. A check passes when every threshold that is
+set holds (value ≤ limit).
+
+With a baseline (an earlier audit of the same dataset, e.g. the last release), only what is new
+counts, so a growing dataset is not failed for the issues it already had: the noise rates are taken
+over the samples whose path is not in the baseline, and the issue count is the number of suspects
+whose path was not a suspect in the baseline.
+
+Thresholds come from the command line, else from ``[tool.labelaudit.check]`` in the nearest
+pyproject.toml, or ``[check]`` (or ``[tool.labelaudit.check]``) in the nearest labelaudit.toml, looked
+for from the working folder upwards, or from the file ``--config`` names. Command-line values win.
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+
+from .audit import Audit
+from .errors import UsageError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    max_noise_rate: float | None = None  # dataset noise rate, 0..1
+    max_class_noise_rate: float | None = None  # worst class's rate (given-label view), 0..1
+    max_issues: int | None = None  # number of samples flagged is_label_issue
+
+    def any(self) -> bool:
+        return any(v is not None for v in asdict(self).values())
+
+    def require(self) -> "Thresholds":
+        """Valid, with at least one threshold set; else a UsageError saying how to set one."""
+        self.validate()
+        if not self.any():
+            raise UsageError("no thresholds to check: pass --max-noise-rate, --max-class-noise-rate or "
+                             "--max-issues, or set them in [tool.labelaudit.check] of pyproject.toml")
+        return self
+
+    def merged(self, override: "Thresholds") -> "Thresholds":
+        """These thresholds with every value ``override`` sets replacing ours."""
+        return replace(self, **{k: v for k, v in asdict(override).items() if v is not None})
+
+    def validate(self, where: str = "") -> "Thresholds":
+        for name in ("max_noise_rate", "max_class_noise_rate"):
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, (int, float)) and 0.0 <= value <= 1.0):
+                raise UsageError(f"{where}--{name.replace('_', '-')} {value!r}: expected a rate from 0 to 1 "
+                                 f"(0.05 = 5%)")
+        if self.max_issues is not None and not (isinstance(self.max_issues, int) and self.max_issues >= 0):
+            raise UsageError(f"{where}--max-issues {self.max_issues!r}: expected a whole number, 0 or more")
+        return self
+
+
+def _check_table(data: dict, path: Path) -> dict | None:
+    table = data.get("tool", {}).get("labelaudit", {}).get("check")
+    if table is None and path.name != "pyproject.toml":  # labelaudit.toml or a --config file
+        table = data.get("check")
+    return table
+
+
+def find_config(start: str | Path = ".") -> Path | None:
+    """The nearest labelaudit.toml, or pyproject.toml with ``[tool.labelaudit.check]``, from ``start`` up."""
+    here = Path(start).resolve()
+    for folder in (here, *here.parents):
+        for name in ("labelaudit.toml", "pyproject.toml"):
+            candidate = folder / name
+            if candidate.is_file() and (name == "labelaudit.toml" or b"labelaudit" in candidate.read_bytes()):
+                try:
+                    if _check_table(tomllib.loads(candidate.read_text()), candidate) is not None:
+                        return candidate
+                except (tomllib.TOMLDecodeError, UnicodeDecodeError):
+                    if name == "labelaudit.toml":
+                        return candidate  # let load_thresholds report the syntax error
+    return None
+
+
+def load_thresholds(path: str | Path) -> Thresholds:
+    """Thresholds from a TOML file's check table (see the module docstring)."""
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except OSError as exc:
+        raise UsageError(f"--config {path}: cannot read it ({exc.strerror or exc})") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{path}: not valid TOML ({exc}); fix the file") from None
+    table = _check_table(data, path)
+    if table is None:
+        where = "[tool.labelaudit.check]" if path.name == "pyproject.toml" else "[check] or [tool.labelaudit.check]"
+        raise UsageError(f"{path}: no {where} table; add one with e.g. max-noise-rate = 0.05")
+    known = {f.name for f in fields(Thresholds)}
+    values = {}
+    for key, value in table.items():
+        name = key.replace("-", "_")
+        if name not in known:
+            raise UsageError(f"{path}: unknown check setting {key!r}; "
+                             f"use {', '.join(k.replace('_', '-') for k in sorted(known))}")
+        values[name] = value
+    return Thresholds(**values).validate(where=f"{path}: ")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    name: str  # the threshold's option name, e.g. "max-noise-rate"
+    what: str  # in words, e.g. "dataset noise rate" or "noise rate of class 'cat'"
+    value: float
+    limit: float
+    passed: bool
+
+
+@dataclass
+class CheckResult:
+    verdicts: list[Verdict]
+    scope: str  # "all samples" or "new since the baseline"
+    n_samples: int  # samples in scope
+    new_suspects: list[str] = field(default_factory=list)  # with a baseline: the new suspects' paths
+    config: str | None = None  # the file thresholds came from
+
+    @property
+    def passed(self) -> bool:
+        return all(v.passed for v in self.verdicts)
+
+    def to_dict(self) -> dict:
+        return {"passed": self.passed, "scope": self.scope, "n_samples": self.n_samples,
+                "verdicts": [asdict(v) for v in self.verdicts], "new_suspects": self.new_suspects,
+                "config": self.config}
+
+
+def check_audit(audit: Audit, thresholds: Thresholds, baseline: Audit | None = None) -> CheckResult:
+    """Compare an audit with thresholds (and, optionally, with a baseline audit)."""
+    thresholds.require()
+    samples = audit.samples
+    if baseline is None:
+        scope, n = "all samples", len(samples)
+        noise_rate = float(audit.summary["noise_rate"])
+        classes = audit.class_rates.set_index("label")["noise_rate"]
+        issues = int(samples["is_label_issue"].sum())
+        new_suspects: list[str] = []
+    else:
+        known = set(baseline.samples["path"])
+        was_suspect = set(baseline.samples.loc[baseline.samples["is_label_issue"], "path"])
+        new = samples[~samples["path"].isin(known)]
+        scope, n = "new since the baseline", len(new)
+        noise_rate = float(new["p_mislabeled"].mean()) if n else 0.0
+        classes = new.groupby("given_label")["p_mislabeled"].mean()
+        flagged = samples[samples["is_label_issue"] & ~samples["path"].isin(was_suspect)]
+        new_suspects = flagged.sort_values("rank")["path"].tolist()
+        issues = len(new_suspects)
+    verdicts = []
+    if thresholds.max_noise_rate is not None:
+        verdicts.append(Verdict("max-noise-rate", "dataset noise rate", noise_rate, thresholds.max_noise_rate,
+                                noise_rate <= thresholds.max_noise_rate))
+    if thresholds.max_class_noise_rate is not None:
+        worst_label = str(classes.idxmax()) if len(classes) else None
+        worst = float(classes.max()) if len(classes) else 0.0
+        verdicts.append(Verdict("max-class-noise-rate",
+                                f"noise rate of class {worst_label!r} (the worst)" if worst_label else "class noise rate",
+                                worst, thresholds.max_class_noise_rate, worst <= thresholds.max_class_noise_rate))
+    if thresholds.max_issues is not None:
+        verdicts.append(Verdict("max-issues", "new label issues" if baseline is not None else "label issues",
+                                issues, thresholds.max_issues, issues <= thresholds.max_issues))
+    return CheckResult(verdicts, scope, n, new_suspects)
+
+
+def _fmt(name: str, x: float) -> str:
+    return f"{x:,.0f}" if name == "max-issues" else f"{x:.1%}"
+
+
+def verdict_lines(result: CheckResult) -> list[str]:
+    """One line per threshold: 'PASS  dataset noise rate 3.2% ≤ 5.0% (max-noise-rate)'."""
+    return [f"{'PASS' if v.passed else 'FAIL'}  {v.what} {_fmt(v.name, v.value)} "
+            f"{'≤' if v.passed else '>'} {_fmt(v.name, v.limit)} ({v.name})" for v in result.verdicts]
+
+
+def to_markdown(result: CheckResult, audit: Audit, *, top: int = 20) -> str:
+    """A CI job summary: the verdict, a table of thresholds, and the suspects that made it fail."""
+    head = "✅ labelaudit check passed" if result.passed else "❌ labelaudit check failed"
+    lines = [f"## {head}", "", f"Scope: {result.scope} ({result.n_samples:,} samples) · audit `{audit.path}`", "",
+             "| threshold | value | limit | result |", "|---|---|---|---|"]
+    for v in result.verdicts:
+        lines.append(f"| {v.what} (`--{v.name}`) | {_fmt(v.name, v.value)} | {_fmt(v.name, v.limit)} | "
+                     f"{'pass' if v.passed else '**fail**'} |")
+    suspects = audit.suspects
+    if result.scope != "all samples":
+        suspects = suspects[suspects["path"].isin(result.new_suspects)]
+    if len(suspects):
+        lines += ["", f"Top {min(top, len(suspects))} of {len(suspects):,} suspects:", "",
+                  "| rank | path | given | predicted | p(mislabeled) |", "|---|---|---|---|---|"]
+        for row in suspects.head(top).itertuples(index=False):
+            path = str(row.path).replace("|", "\\|")
+            lines.append(f"| {row.rank} | `{path}` | {row.given_label} | {row.predicted_label} | "
+                         f"{row.p_mislabeled:.2f} |")
+    return "\n".join(lines) + "\n"
+

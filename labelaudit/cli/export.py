@@ -1,0 +1,33 @@
+"""``labelaudit export``: a cleaned manifest or ImageFolder tree from an audit folder."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ..audit import load_audit
+from ..export import export
+from ._errors import handle_errors
+
+
+def export_cli(
+    audit_dir: Path = typer.Argument(..., help="An audit folder (the --out of a scan).", show_default=False),
+    out: Path = typer.Option(..., "--out", "-o", help="The cleaned manifest (.csv, .parquet, .jsonl), or a new "
+                                                      "folder for --mode folder.", show_default=False),
+    mode: str = typer.Option("drop", help="drop (leave out label issues), relabel (confident issues take the "
+                                          "predicted label, the rest are left out), weight (all samples with "
+                                          "their clean-probability weight) or folder (an ImageFolder tree)."),
+    min_confidence: Optional[float] = typer.Option(None, help="relabel/folder: the predicted label's probability "
+                                                              "needed to relabel [default for relabel: 0.5; "
+                                                              "folder relabels only when given]."),
+    fmt: Optional[str] = typer.Option(None, "--format", help="csv, parquet or jsonl [default: from --out's "
+                                                             "ending]."),
+    copy: bool = typer.Option(False, "--copy", help="--mode folder: copy the images instead of linking them."),
+) -> None:
+    """Write a cleaned manifest (path, label, weight, original_label, changed) or a cleaned folder tree.
+    The input data is never modified."""
+    with handle_errors():
+        summary = export(load_audit(audit_dir), out, mode=mode, min_confidence=min_confidence, fmt=fmt, copy=copy)
+    typer.echo(f"wrote {summary.out}: {summary.n_rows:,} samples ({summary.n_dropped:,} left out, "
+               f"{summary.n_relabelled:,} relabelled)")

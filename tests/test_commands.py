@@ -1,0 +1,243 @@
+"""check, export, show and report: commands that read an audit folder and never retrain.
+
+Most tests use audits written directly from hand-made tables (known rates, known suspects); the
+export round trip and the report use a real scan of the colour folder.
+"""
+import hashlib
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from labelaudit import scan
+from labelaudit.audit import load_audit
+from labelaudit.check import Thresholds, check_audit, load_thresholds
+from labelaudit.cli import app
+from labelaudit.errors import UsageError
+from labelaudit.mixture import noise_table
+from labelaudit.outputs import SAMPLE_COLUMNS, write_audit
+
+from .conftest import FAST
+
+runner = CliRunner()
+
+
+def write_fake_audit(out, paths, labels, p, *, root="/data"):
+    """An audit folder whose p_mislabeled is ``p`` (flagged above 0.5), without any training."""
+    p = np.asarray(p, dtype=np.float64)
+    classes = sorted(set(labels))
+    other = {c: classes[(i + 1) % len(classes)] for i, c in enumerate(classes)}
+    samples = pd.DataFrame({
+        "sample_id": np.arange(len(p), dtype=np.int64), "path": paths, "given_label": labels, "score": p,
+        "p_mislabeled": p, "is_label_issue": p > 0.5, "label_score": 1 - p,
+        "rank": (pd.Series(-p).rank(method="first").astype("int64")).to_numpy(),
+        "predicted_label": [other[c] if q > 0.5 else c for c, q in zip(labels, p)],
+        "predicted_confidence": np.full(len(p), 0.8), "weight": 1 - p, "aul": p, "aum": -p,
+    })[SAMPLE_COLUMNS]
+    given = np.array([classes.index(c) for c in labels])
+    noise = noise_table(p, given, classes)
+    run = {"summary": {"noise_rate": float(p.mean()), "n_label_issues": int((p > 0.5).sum()),
+                       "n_samples": len(p), "n_errors": 0, "n_classes": len(classes)},
+           "data": {"root": root, "source": "folder"}, "noise_model": {"method": "hand-made"}, "config": {}}
+    errors = pd.DataFrame({"path": pd.Series(dtype=str), "error": pd.Series(dtype=str)})
+    write_audit(out, samples=samples, noise=noise, trajectories=samples[["sample_id"]], errors=errors, run=run)
+    return out
+
+
+@pytest.fixture
+def audit_10pct(tmp_path):
+    """100 samples, 50 'cat' + 50 'dog'; 10 flagged, all given 'dog' → dog's rate 0.2, dataset 0.1."""
+    labels = ["cat"] * 50 + ["dog"] * 50
+    p = np.zeros(100)
+    p[90:] = 1.0
+    return write_fake_audit(tmp_path / "a10", [f"{c}/{i}.png" for i, c in enumerate(labels)], labels, p)
+
+
+# --- check ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("args, code", [
+    (["--max-noise-rate", "0.1"], 0),
+    (["--max-noise-rate", "0.09"], 1),
+    (["--max-class-noise-rate", "0.2"], 0),
+    (["--max-class-noise-rate", "0.19"], 1),
+    (["--max-issues", "10"], 0),
+    (["--max-issues", "9"], 1),
+    (["--max-noise-rate", "0.5", "--max-issues", "3"], 1),
+    (["--max-noise-rate", "1.5"], 2),
+    ([], 2),
+])
+def test_check_exit_codes(audit_10pct, tmp_path, monkeypatch, args, code):
+    monkeypatch.chdir(tmp_path)  # no pyproject.toml with thresholds above the working folder
+    res = runner.invoke(app, ["check", str(audit_10pct), *args])
+    assert res.exit_code == code, res.output
+
+
+def test_check_verdict_names_threshold_value_and_limit(audit_10pct, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    md = tmp_path / "summary.md"
+    res = runner.invoke(app, ["check", str(audit_10pct), "--max-class-noise-rate", "0.15", "--max-issues", "20",
+                              "--markdown", str(md)])
+    assert res.exit_code == 1
+    assert "FAIL  noise rate of class 'dog' (the worst) 20.0% > 15.0% (max-class-noise-rate)" in res.output
+    assert "PASS  label issues 10 ≤ 20 (max-issues)" in res.output
+    text = md.read_text()
+    assert "check failed" in text and "| 20.0% | 15.0% | **fail** |" in text
+    assert text.count("| `dog/") == 10  # the suspects that made it fail
+    res = runner.invoke(app, ["check", str(audit_10pct), "--max-issues", "20", "--json"])
+    verdict = json.loads(res.stdout)
+    assert res.exit_code == 0 and verdict["passed"] is True
+    assert verdict["verdicts"] == [{"name": "max-issues", "what": "label issues", "value": 10, "limit": 20,
+                                    "passed": True}]
+
+
+def test_check_baseline_counts_only_new_suspects(tmp_path):
+    labels = ["cat"] * 50 + ["dog"] * 50
+    paths = [f"{c}/{i}.png" for i, c in enumerate(labels)]
+    p = np.zeros(100)
+    p[90:] = 1.0
+    old = load_audit(write_fake_audit(tmp_path / "old", paths, labels, p))
+    # the dataset grows by 20 clean samples and 2 new mislabeled ones; one old sample is newly flagged
+    labels2 = labels + ["cat"] * 22
+    paths2 = paths + [f"new/{i}.png" for i in range(22)]
+    p2 = np.concatenate([p, np.zeros(22)])
+    p2[[5, 120, 121]] = 1.0
+    new = load_audit(write_fake_audit(tmp_path / "new", paths2, labels2, p2))
+    result = check_audit(new, Thresholds(max_issues=3, max_noise_rate=0.1), old)
+    assert result.scope == "new since the baseline" and result.n_samples == 22
+    assert sorted(result.new_suspects) == ["cat/5.png", "new/20.png", "new/21.png"]
+    by_name = {v.name: v for v in result.verdicts}
+    assert by_name["max-issues"].value == 3 and by_name["max-issues"].passed
+    assert by_name["max-noise-rate"].value == pytest.approx(2 / 22) and by_name["max-noise-rate"].passed
+    assert not check_audit(new, Thresholds(max_issues=2), old).passed
+    assert not check_audit(new, Thresholds(max_issues=3)).passed  # 13 issues without the baseline
+    res = runner.invoke(app, ["check", str(tmp_path / "new"), "--baseline", str(tmp_path / "old"),
+                              "--max-issues", "3"])
+    assert res.exit_code == 0 and "new since the baseline (22 samples)" in res.output
+
+
+def test_check_thresholds_from_toml(audit_10pct, tmp_path, monkeypatch):
+    project = tmp_path / "project"
+    (project / "sub").mkdir(parents=True)
+    (project / "pyproject.toml").write_text('[project]\nname = "x"\n\n[tool.labelaudit.check]\n'
+                                            'max-noise-rate = 0.05\nmax-issues = 50\n')
+    monkeypatch.chdir(project / "sub")  # found from a subfolder, as in a monorepo
+    res = runner.invoke(app, ["check", str(audit_10pct)])
+    assert res.exit_code == 1 and "pyproject.toml" in res.output and "max-noise-rate" in res.output
+    res = runner.invoke(app, ["check", str(audit_10pct), "--max-noise-rate", "0.2"])  # the command line wins
+    assert res.exit_code == 0, res.output
+    (project / "sub" / "labelaudit.toml").write_text("[check]\nmax-class-noise-rate = 0.1\n")
+    res = runner.invoke(app, ["check", str(audit_10pct)])  # the nearer file wins
+    assert res.exit_code == 1 and "max-class-noise-rate" in res.output and "max-issues" not in res.output
+    (project / "sub" / "labelaudit.toml").write_text("[check]\nmax-noise = 0.1\n")
+    res = runner.invoke(app, ["check", str(audit_10pct)])
+    assert res.exit_code == 2 and "unknown check setting 'max-noise'" in res.output
+    with pytest.raises(UsageError, match="expected a rate"):
+        load_thresholds(_write(tmp_path / "bad.toml", "[check]\nmax-noise-rate = 5\n"))
+
+
+def _write(path, text):
+    path.write_text(text)
+    return path
+
+
+def test_check_errors_exit_2_not_1(tmp_path):
+    """1 means "a threshold was passed"; anything that stops the check itself is 2."""
+    (tmp_path / "empty").mkdir()
+    res = runner.invoke(app, ["check", str(tmp_path / "empty"), "--max-issues", "1"])  # data with no images
+    assert res.exit_code == 2 and "labelaudit: error:" in res.output and "Traceback" not in res.output
+    with pytest.raises(UsageError, match="not a labelaudit audit folder"):
+        load_audit(tmp_path / "empty")
+
+
+# --- export, show, report on a real scan ---------------------------------------------------------
+
+def _tree_digest(root):
+    h = hashlib.sha256()
+    for f in sorted(root.rglob("*")):
+        h.update(str(f.relative_to(root)).encode())
+        if f.is_file():
+            h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+def test_export_round_trip_relabel(scanned, tmp_path):
+    tmp, truth = scanned
+    before = _tree_digest(tmp / "images")
+    res = runner.invoke(app, ["export", str(tmp / "audit"), "--out", str(tmp_path / "clean.jsonl"),
+                              "--mode", "relabel"])
+    assert res.exit_code == 0, res.output
+    assert "6 relabelled" in res.output
+    rows = pd.read_json(tmp_path / "clean.jsonl", lines=True)
+    assert rows.columns.tolist() == ["path", "label", "weight", "original_label", "changed"]
+    assert len(rows) == 72 and rows["changed"].sum() == 6
+    root = tmp / "images"
+    expected = {str(root / rel): colour for rel, colour in truth.items()}
+    assert dict(zip(rows["path"], rows["label"])) == expected  # every label is now the true colour
+    # scan --manifest reads it back with the intended labels
+    again = scan(manifest=tmp_path / "clean.jsonl", out=None, **FAST)
+    assert dict(zip(again.samples["path"], again.samples["given_label"])) == expected
+    assert again.summary["n_label_issues"] == 0
+    assert _tree_digest(tmp / "images") == before  # the input is never modified
+
+
+@pytest.mark.parametrize("mode, fmt, n_rows", [("drop", "csv", 66), ("weight", "parquet", 72)])
+def test_export_drop_and_weight(scanned, tmp_path, mode, fmt, n_rows):
+    tmp, truth = scanned
+    out = tmp_path / f"clean.{fmt}"
+    res = runner.invoke(app, ["export", str(tmp / "audit"), "--out", str(out), "--mode", mode])
+    assert res.exit_code == 0, res.output
+    rows = pd.read_csv(out) if fmt == "csv" else pd.read_parquet(out)
+    assert len(rows) == n_rows and not rows["changed"].any()
+    if mode == "drop":  # what is left is exactly the correctly labelled images
+        assert all(truth[str(p).split("images/", 1)[1]] == lab for p, lab in zip(rows["path"], rows["label"]))
+    else:
+        audit = load_audit(tmp / "audit")
+        np.testing.assert_allclose(rows["weight"], audit.samples["weight"])
+
+
+def test_export_folder_of_links_scans_clean(scanned, tmp_path):
+    tmp, truth = scanned
+    res = runner.invoke(app, ["export", str(tmp / "audit"), "--out", str(tmp_path / "tree"), "--mode", "folder",
+                              "--min-confidence", "0.0"])
+    assert res.exit_code == 0, res.output
+    links = sorted(p for p in (tmp_path / "tree").rglob("*.png"))
+    assert len(links) == 72 and all(p.is_symlink() for p in links)
+    assert all(p.parent.name == truth[f"{p.resolve().parent.name}/{p.name}"] for p in links)
+    res = runner.invoke(app, ["export", str(tmp / "audit"), "--out", str(tmp_path / "tree"), "--mode", "folder"])
+    assert res.exit_code == 2 and "not an empty folder" in res.output
+    res = runner.invoke(app, ["export", str(tmp / "audit"), "--out", str(tmp_path / "copies"), "--mode", "folder",
+                              "--copy"])
+    copies = list((tmp_path / "copies").rglob("*.png"))
+    assert res.exit_code == 0 and len(copies) == 66 and not any(p.is_symlink() for p in copies)
+    res = runner.invoke(app, ["export", str(tmp / "audit"), "--out", str(tmp / "images" / "x"), "--mode", "folder"])
+    assert res.exit_code == 2 and "inside the scanned image folder" in res.output
+    res = runner.invoke(app, ["export", str(tmp / "audit"), "--out", str(tmp_path / "x.txt")])
+    assert res.exit_code == 2 and "cannot tell the format" in res.output
+
+
+def test_show_tables_and_label_filter(scanned):
+    tmp, _ = scanned
+    res = runner.invoke(app, ["show", str(tmp / "audit"), "--top", "4"])
+    assert res.exit_code == 0, res.output
+    assert "Top 4 of 6 suspects" in res.output and "Noise rate per class" in res.output
+    assert res.output.count(".png") == 4
+    res = runner.invoke(app, ["show", str(tmp / "audit"), "--label", "red"])
+    assert res.exit_code == 0 and "Top 2 of 2 suspects given 'red'" in res.output
+    assert res.output.count("red/") == 2 and "green/" not in res.output
+    res = runner.invoke(app, ["show", str(tmp / "audit"), "--label", "purple"])
+    assert res.exit_code == 2 and "no such class" in res.output
+
+
+def test_report_content(scanned, tmp_path):
+    tmp, _ = scanned
+    html = (tmp / "audit" / "report.html").read_text()
+    assert html.count('<div class="card">') == 6 and html.count('src="data:image/jpeg;base64,') == 6
+    assert html.count('src="data:image/png;base64,') == 3  # histogram, class rates, transition heatmap
+    assert "8.3%" in html and "estimated noise rate" in html and "Suspects: all 6" in html
+    assert "http://" not in html and "https://" not in html and "<script" not in html  # self-contained
+    res = runner.invoke(app, ["report", str(tmp / "audit"), "--out", str(tmp_path / "r.html"), "--top", "2"])
+    assert res.exit_code == 0, res.output
+    small = (tmp_path / "r.html").read_text()
+    assert small.count('src="data:image/jpeg;base64,') == 2 and "Suspects: the top 2 of 6" in small
