@@ -241,3 +241,29 @@ def test_report_content(scanned, tmp_path):
     assert res.exit_code == 0, res.output
     small = (tmp_path / "r.html").read_text()
     assert small.count('src="data:image/jpeg;base64,') == 2 and "Suspects: the top 2 of 6" in small
+
+
+def test_check_given_data_scans_first(tmp_path, monkeypatch):
+    from .conftest import make_color_folder
+
+    monkeypatch.chdir(tmp_path)
+    make_color_folder(tmp_path / "images")
+    res = runner.invoke(app, ["check", str(tmp_path / "images"), "--out", str(tmp_path / "audit"),
+                              "--max-issues", "72", "--epochs", "3", "--image-size", "16", "--augment", "none"])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "audit" / "run.json").is_file() and "PASS  label issues" in res.output
+    assert load_audit(tmp_path / "audit").run["config"]["epochs"] == 3
+
+
+def test_report_stays_light_for_a_large_audit(tmp_path):
+    """100k samples: only the top N suspects become images, so the page stays small."""
+    from labelaudit.report import render_report
+
+    n = 100_000
+    labels = [f"c{i % 10}" for i in range(n)]
+    p = np.zeros(n)
+    p[::10] = 0.9
+    audit = load_audit(write_fake_audit(tmp_path / "big", [f"x/{i}.png" for i in range(n)], labels, p))
+    page = render_report(audit, top=48)
+    assert page.count('<div class="card">') == 48 and "Suspects: the top 48 of 10,000" in page
+    assert len(page.encode()) < 1_000_000
