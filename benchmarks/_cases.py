@@ -57,6 +57,19 @@ def evaluate(audit: Path, truth: Path) -> dict:
     spec.loader.exec_module(mod)
     return mod.evaluate(audit, truth)
 
+# benchmarks/noise_rate.py: the range real datasets live in, 0% to 60% (issue: noise-rate estimates).
+NOISE_RATE_CASES = {c.name: c for c in [
+    *(Case(f"digits_{kind}_{rate}", DIGITS + ("--noise", f"{kind}:{rate}"), {"augment": "crop"})
+      for kind, rate in (("uniform", 0.05), ("uniform", 0.1), ("uniform", 0.2), ("uniform", 0.4), ("uniform", 0.6),
+                         ("pair", 0.1), ("pair", 0.3), ("asym", 0.2))),
+    CASES["digits_none"],
+    DEV_CASES["cifar10n_clean_10k"],
+    Case("cifar10n_uniform_0.05_10k", CIFAR + ("--noise", "uniform:0.05")),
+    Case("cifar10n_uniform_0.1_10k", CIFAR + ("--noise", "uniform:0.1")),
+    DEV_CASES["cifar10n_random1_10k"],
+    CASES["cifar10n_worst_10k"],
+]}
+
 
 @dataclass
 class LoadedCase:

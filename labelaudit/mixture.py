@@ -36,6 +36,36 @@ class NoiseFit:
     noise_rate: float
     method: str  # how the estimate was made, in words, for run.json and the summary
     details: dict = field(default_factory=dict)
+    interval: tuple[float, float] | None = None  # 95% bootstrap interval of noise_rate
+
+
+BOOTSTRAP_ROUNDS = 50
+BOOTSTRAP_LEVEL = 0.95
+
+
+def bootstrap_interval(x: np.ndarray, gmm: GaussianMixture, noisy: np.ndarray, *, rounds: int = BOOTSTRAP_ROUNDS,
+                       level: float = BOOTSTRAP_LEVEL, random_state: int = 0) -> tuple[float, float]:
+    """Percentile interval of the noise rate over bootstrap resamples of the samples.
+
+    Each round draws N samples with replacement, refits the chosen mixture (same number of
+    components, started from the fitted one) and takes the mean posterior of the components that
+    count as mislabeled. It measures how much the estimate moves with the sample, given the model;
+    it does not include the uncertainty of choosing the number of components.
+    """
+    rng = np.random.default_rng(random_state)
+    n = len(x)
+    rates = []
+    for _ in range(rounds):
+        xb = x[rng.integers(0, n, n)]
+        g = GaussianMixture(gmm.n_components, means_init=gmm.means_, weights_init=gmm.weights_,
+                            precisions_init=gmm.precisions_, reg_covar=1e-6, max_iter=100,
+                            random_state=random_state).fit(xb)
+        order = np.argsort(g.means_.ravel())  # components matched to the original by their order
+        mask = np.zeros(g.n_components, dtype=bool)
+        mask[order[np.argsort(np.argsort(gmm.means_.ravel()))][noisy]] = True
+        rates.append(float(g.predict_proba(xb)[:, mask].sum(axis=1).mean()) if mask.any() else 0.0)
+    lo, hi = np.quantile(rates, [(1 - level) / 2, (1 + level) / 2])
+    return float(lo), float(hi)
 
 
 def _fit_best(x: np.ndarray, max_components: int, random_state: int) -> tuple[GaussianMixture, list[float]]:
@@ -67,7 +97,8 @@ def fit_margin_mixture(aum_scores: np.ndarray, *, max_components: int = 3, rando
                "weights": gmm.weights_[order].tolist(), "mislabeled_components": int(noisy.sum())}
     method = (f"margin mixture: {gmm.n_components} Gaussian component(s) on AUM chosen by BIC; "
               f"p(mislabeled) = posterior of the {int(noisy.sum())} component(s) with negative mean margin")
-    return NoiseFit(p, float(p.mean()), method, details)
+    interval = bootstrap_interval(x, gmm, noisy, random_state=random_state) if noisy.any() else (0.0, 0.0)
+    return NoiseFit(p, float(p.mean()), method, details, interval)
 
 
 def fit_aul_gmm(aul_scores: np.ndarray, *, random_state: int = 0) -> NoiseFit:
@@ -82,10 +113,11 @@ def fit_aul_gmm(aul_scores: np.ndarray, *, random_state: int = 0) -> NoiseFit:
         return NoiseFit(np.zeros(n), 0.0, "aul-gmm: BIC prefers one component, no mislabeled mode", {"bic": bics})
     hi = int(np.argmax(gmm.means_.ravel()))
     p = gmm.predict_proba(x)[:, hi]
+    interval = bootstrap_interval(x, gmm, np.arange(2) == hi, random_state=random_state)
     return NoiseFit(p, float(p.mean()), "aul-gmm: 2 Gaussian components on AUL, p = posterior of the high one "
                     "(AUL paper Sec. 4.1)", {"bic": bics, "means": gmm.means_.ravel().tolist(),
                                              "stds": np.sqrt(gmm.covariances_.ravel()).tolist(),
-                                             "weights": gmm.weights_.tolist()})
+                                             "weights": gmm.weights_.tolist()}, interval)
 
 
 NOISE_MODELS = {

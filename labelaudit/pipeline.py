@@ -22,7 +22,7 @@ from .cache import default_cache_dir
 from .dataset import Dataset, load_dataset
 from .decode import default_workers
 from .errors import UsageError
-from .mixture import NOISE_MODELS, NoiseFit, fit_noise, noise_table
+from .mixture import BOOTSTRAP_LEVEL, BOOTSTRAP_ROUNDS, NOISE_MODELS, NoiseFit, fit_noise, noise_table
 from .models import MODELS
 from .outputs import SAMPLE_COLUMNS, suspects_of, write_audit
 from .proxy import ProxySettings
@@ -257,10 +257,13 @@ def scan(data: str | Path | None = None, *, out: str | Path | None = "labelaudit
                  "n_samples": len(ds.samples),
                  "n_classes": len(ds.classes), "classes": ds.classes,
                  "fingerprint": _fingerprint(ds.samples), **ds.stats},
-        "noise_model": {"method": fit.method, **fit.details},
+        "noise_model": {"method": fit.method, **fit.details,
+                        "interval": {"level": BOOTSTRAP_LEVEL, "rounds": BOOTSTRAP_ROUNDS,
+                                     "method": "percentile bootstrap over samples, mixture refit each round"}},
         "transition_source": t_source,
         "summary": {
             "noise_rate": fit.noise_rate,
+            "noise_rate_interval": list(fit.interval) if fit.interval else None,
             "n_label_issues": int(samples["is_label_issue"].sum()),
             "n_samples": int(len(samples)),
             "n_errors": int(len(ds.errors)),

@@ -106,6 +106,8 @@ def test_other_files_match_the_contract(audited):
     assert "truncated" in errors["error"].iloc[0]  # a JPEG header followed by junk
     run = json.loads((out / "run.json").read_text())
     flows = run["summary"].pop("top_flows")
+    lo, hi = run["summary"].pop("noise_rate_interval")
+    assert lo <= ds["noise_rate"] <= hi and hi - lo < 0.2
     assert run["summary"] == {"noise_rate": pytest.approx(ds["noise_rate"]), "n_label_issues": len(suspects),
                               "n_samples": 75, "n_errors": 1, "n_classes": 3}
     assert {(f["true"], f["noisy"]) for f in flows} == {("red", "green"), ("green", "blue"), ("blue", "red")}

@@ -66,3 +66,17 @@ def test_noise_table_rates_are_mean_posteriors_per_given_class():
     np.testing.assert_allclose(df["noise_rate"], [0.4, 0.5, 0.5, 0.0])
     np.testing.assert_allclose(df["n_mislabeled"], [2.0, 1.0, 1.0, 0.0])
     assert df["n_samples"].tolist() == [5, 2, 2, 1]
+
+
+def test_bootstrap_interval_covers_the_truth_and_narrows_with_n():
+    rng = np.random.default_rng(3)
+    widths = []
+    for n in (1000, 10000):
+        x = np.concatenate([rng.normal(3.0, 1.0, int(0.8 * n)), rng.normal(-2.0, 1.0, int(0.2 * n))])
+        fit = fit_margin_mixture(x, random_state=0)
+        lo, hi = fit.interval
+        assert lo <= fit.noise_rate <= hi and lo <= 0.2 <= hi
+        widths.append(hi - lo)
+    assert widths[1] < widths[0] / 2  # ~1/sqrt(n): 10× the samples, ~3× narrower
+    clean = fit_margin_mixture(rng.normal(3.0, 1.0, 2000))
+    assert clean.noise_rate == 0.0 and clean.interval == (0.0, 0.0)

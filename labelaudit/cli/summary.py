@@ -9,8 +9,10 @@ from rich.table import Table
 def render_overview(console: Console, run: dict) -> None:
     """Noise rate, issues found, unreadable files, the noise model and the largest label flows."""
     s = run["summary"]
-    console.print(f"[bold]Estimated noise rate:[/bold] {s['noise_rate']:.1%} of {s['n_samples']:,} samples "
-                  f"({s['n_classes']} classes)")
+    interval = s.get("noise_rate_interval")
+    spread = f" (95% interval {interval[0]:.1%}–{interval[1]:.1%})" if interval else ""
+    console.print(f"[bold]Estimated noise rate:[/bold] {s['noise_rate']:.1%}{spread} of {s['n_samples']:,} "
+                  f"samples ({s['n_classes']} classes)")
     console.print(f"[bold]Label issues found:[/bold] {s['n_label_issues']:,}"
                   + (f"   [yellow]unreadable files: {s['n_errors']:,} (see errors.parquet)[/yellow]"
                      if s["n_errors"] else ""))

@@ -1,0 +1,115 @@
+#!/usr/bin/env python3
+"""Noise-rate and calibration benchmark: from clean data to 60% noise, synthetic and human noise.
+
+    python benchmarks/noise_rate.py                          # every case (~10 min on 2 cores)
+    python benchmarks/noise_rate.py --cases digits_none digits_uniform_0.05
+    python benchmarks/noise_rate.py --no-held-out            # development cases only
+
+Each case is scanned with default settings (plus the case's documented options, e.g. --augment crop
+for digits). Rows: true noise rate; estimated rate with its 95% bootstrap interval; absolute error;
+flagged count against the true count; AUROC of the ranking score; expected calibration error (ECE)
+of p_mislabeled over 10 equal-width bins, whose reliability table (per bin: count, mean p,
+share truly mislabeled) goes to the JSON. The CIFAR-10N worse_label case is held out: measured,
+never tuned on. Writes benchmarks/results/<tag>.json and .md.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.metrics import roc_auc_score
+
+from labelaudit import __version__, scan
+from _cases import NOISE_RATE_CASES, RESULTS, WORK, build
+
+BINS = 10
+
+
+def reliability(p: np.ndarray, y: np.ndarray, bins: int = BINS) -> tuple[float, list[dict]]:
+    """ECE = Σ_b (n_b / N) · |mean p in b − share mislabeled in b|, with the per-bin table."""
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(p, edges[1:-1]), 0, bins - 1)
+    table, ece = [], 0.0
+    for b in range(bins):
+        m = which == b
+        if not m.any():
+            continue
+        mean_p, share = float(p[m].mean()), float(y[m].mean())
+        ece += m.sum() / len(p) * abs(mean_p - share)
+        table.append({"bin": f"{edges[b]:.1f}-{edges[b + 1]:.1f}", "n": int(m.sum()), "mean_p": mean_p,
+                      "share_mislabeled": share})
+    return float(ece), table
+
+
+def run_case(name: str) -> dict:
+    case = NOISE_RATE_CASES[name]
+    folder = build(case)
+    t = time.perf_counter()
+    result = scan(folder / "images", out=WORK / f"{name}.noise-audit", cache_dir=str(WORK / "cache"),
+                  **case.scan_options)
+    wall = time.perf_counter() - t
+    truth = pd.read_csv(folder / "truth.csv", dtype=str, keep_default_na=False).set_index("path")
+    s = result.samples.set_index("path").join(truth, how="inner")
+    y = s["is_noisy"].str.lower().isin(["1", "true"]).to_numpy()
+    p = s["p_mislabeled"].to_numpy()
+    ece, table = reliability(p, y)
+    lo, hi = result.summary["noise_rate_interval"]
+    est = result.summary["noise_rate"]
+    return {
+        "case": name, "held_out": case.held_out, "n": int(len(s)), "true_rate": float(y.mean()),
+        "est_rate": est, "interval": [lo, hi], "abs_error": abs(est - float(y.mean())),
+        "in_interval": bool(lo <= y.mean() <= hi),
+        "flagged": int(s["is_label_issue"].sum()), "true_count": int(y.sum()),
+        "auroc": float(roc_auc_score(y, s["score"])) if 0 < y.sum() < len(y) else None,
+        "ece": ece, "reliability": table, "scan_s": wall, "options": case.scan_options,
+        "noise_method": result.run["noise_model"]["method"],
+    }
+
+
+def target(row: dict) -> float:
+    """The issue's bound on the absolute error for this case."""
+    if row["true_rate"] == 0:
+        return 0.02
+    return 0.02 if row["true_rate"] <= 0.2 else 0.04
+
+
+def markdown(rows: list[dict]) -> str:
+    lines = ["| case | true rate | estimate [95% interval] | abs. error (target) | flagged / true | AUROC | ECE |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        auroc = "–" if r["auroc"] is None else f"{r['auroc']:.4f}"
+        mark = "✓" if r["abs_error"] <= target(r) else "✗"
+        lines.append(f"| {r['case']}{' (held out)' if r['held_out'] else ''} | {r['true_rate']:.4f} | "
+                     f"{r['est_rate']:.4f} [{r['interval'][0]:.4f}, {r['interval'][1]:.4f}] | "
+                     f"{r['abs_error']:.4f} (≤ {target(r):.2f} {mark}) | {r['flagged']:,} / {r['true_count']:,} | "
+                     f"{auroc} | {r['ece']:.4f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--cases", nargs="*", default=list(NOISE_RATE_CASES), choices=list(NOISE_RATE_CASES))
+    ap.add_argument("--no-held-out", action="store_true", help="skip the held-out CIFAR-10N worse_label case")
+    ap.add_argument("--tag", default="noise_rate")
+    args = ap.parse_args()
+    names = [n for n in args.cases if not (args.no_held_out and NOISE_RATE_CASES[n].held_out)]
+    rows = []
+    for name in names:
+        rows.append(run_case(name))
+        print(markdown(rows[-1:]).splitlines()[-1], flush=True)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    meta = {"labelaudit": __version__, "torch": torch.__version__, "cpu_count": os.cpu_count(),
+            "machine": platform.machine(), "date": time.strftime("%Y-%m-%d")}
+    (RESULTS / f"{args.tag}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
+    (RESULTS / f"{args.tag}.md").write_text(markdown(rows))
+    print(markdown(rows))
+
+
+if __name__ == "__main__":
+    main()
