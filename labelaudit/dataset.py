@@ -41,6 +41,21 @@ class _Counter:
             self.progress(self.stage, self.done, self.total, {})
 
 
+def error_digest(errors: pd.DataFrame, top: int = 3) -> str:
+    """'most often: <reason> (k, e.g. <path>); ...' — the commonest reasons, for one-line errors.
+
+    Reasons are cut before their details ("not an image (Pillow ...)" → "not an image") so that the
+    same cause with different details counts once; errors.parquet keeps the full text.
+    """
+    if len(errors) == 0:
+        return "no files listed"
+    short = errors["error"].str.split(r" \(|; ", n=1, regex=True).str[0]
+    counts = errors.assign(reason=short).groupby("reason", sort=False)["path"].agg(["size", "first"]) \
+        .sort_values("size", ascending=False, kind="stable")
+    return "most often: " + "; ".join(f"{reason} ({row['size']}, e.g. {row['first']})"
+                                      for reason, row in counts.head(top).iterrows())
+
+
 def sort_classes(names) -> list[str]:
     """Class order: numeric when every name is an integer ("2" before "10"), else lexicographic."""
     names = set(names)
@@ -90,8 +105,8 @@ def load_dataset(listing: Listing, *, image_size: int, workers: int, cache_dir: 
     samples = listing.samples.loc[good, ["path", "given_label"]].reset_index(drop=True)
     if len(samples) == 0:
         where = f"{listing.root}" if listing.source == "folder" else "the manifest"
-        raise DataError(f"{where}: no readable images ({len(all_errors)} file(s) could not be used; "
-                        "see errors.parquet or run with --json for the reasons)")
+        raise DataError(f"{where}: no readable images; {len(all_errors)} file(s) could not be used, "
+                        f"{error_digest(all_errors)}", errors=all_errors)
     classes = sort_classes(samples["given_label"])
     if len(classes) < 2:
         raise DataError(f"only one class ({classes[0]!r}) among {len(samples)} readable images: a label "

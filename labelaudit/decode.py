@@ -65,6 +65,22 @@ def _to_rgb(im: Image.Image) -> Image.Image:
     return im.convert("RGB") if im.mode != "RGB" else im
 
 
+_SIGNATURES = ((b"\x89PNG\r\n\x1a\n", "PNG"), (b"\xff\xd8\xff", "JPEG"), (b"GIF8", "GIF"), (b"BM", "BMP"),
+               (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"))
+
+
+def _signature(file: str) -> str | None:
+    """The image format a file's first bytes announce (WebP: RIFF....WEBP), or None."""
+    try:
+        with open(file, "rb") as f:
+            head = f.read(12)
+    except OSError:
+        return None
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WebP"
+    return next((name for magic, name in _SIGNATURES if head.startswith(magic)), None)
+
+
 def decode_image(file: str, size: int) -> np.ndarray:
     """Decode ``file`` to an RGB uint8 array of shape (size, size, 3).
 
@@ -94,6 +110,10 @@ def decode_image(file: str, size: int) -> np.ndarray:
     except tuple(_READ_ERRORS) as exc:
         raise _read_error(exc) from None
     except UnidentifiedImageError:
+        kind = _signature(file)
+        if kind:
+            raise DecodeError(f"corrupt {kind} file: it starts like one, but its header cannot be read "
+                              "(a damaged copy or a broken checksum); replace or remove it") from None
         raise DecodeError("not an image (Pillow cannot identify the file's format)") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise DecodeError(f"image too large, refused as a possible decompression bomb ({exc})") from None

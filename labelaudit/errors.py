@@ -19,7 +19,15 @@ class UsageError(LabelauditError):
 
 
 class DataError(LabelauditError):
-    """The data cannot be audited as given (empty, a single class, too many unreadable files)."""
+    """The data cannot be audited as given (empty, a single class, too many unreadable files).
+
+    ``errors`` (path, error), when set, lists the files that could not be used, so the caller can
+    still write errors.parquet.
+    """
+
+    def __init__(self, message: str, errors=None):
+        super().__init__(message)
+        self.errors = errors
 
 
 class TrainingError(LabelauditError):

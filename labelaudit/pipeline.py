@@ -19,12 +19,12 @@ from . import __version__
 from .progress import Progress
 from .augment import AUGMENTS
 from .cache import default_cache_dir
-from .dataset import Dataset, load_dataset
+from .dataset import Dataset, error_digest, load_dataset
 from .decode import default_workers
-from .errors import UsageError
+from .errors import DataError, UsageError
 from .mixture import BOOTSTRAP_LEVEL, BOOTSTRAP_ROUNDS, NOISE_MODELS, NoiseFit, fit_noise, noise_table
 from .models import MODELS
-from .outputs import SAMPLE_COLUMNS, suspects_of, write_audit
+from .outputs import SAMPLE_COLUMNS, suspects_of, write_audit, write_parquet
 from .proxy import ProxySettings
 from .scores import SCORES, aul, aum, rank_descending, ranking_score
 from .sources import MANIFEST_SUFFIXES, Listing, list_folder, list_manifest
@@ -57,9 +57,11 @@ class ScanConfig:
     # --- report
     report: bool = True  # write report.html into the output folder
     report_top: int = 48  # suspects shown as thumbnails in report.html
-    # --- manifest columns
+    # --- manifest columns and input checks
     path_column: str = "path"
     label_column: str = "label"
+    max_errors: str | None = None  # abort when more files than this fail: a count ("20") or a share ("5%")
+    dedupe: bool = False  # manifest: keep the first row of a file listed twice (else: an error)
 
     def validate(self) -> "ScanConfig":
         checks = [
@@ -72,6 +74,8 @@ class ScanConfig:
             (0.0 < self.anchor_quantile <= 1.0, "--anchor-quantile", self.anchor_quantile, "a number in (0, 1]"),
             (self.report_top >= 0, "--report-top", self.report_top, "0 or more"),
         ]
+        if self.max_errors is not None:
+            parse_max_errors(self.max_errors)
         for ok, option, value, expected in checks:
             if not ok:
                 raise UsageError(f"{option} {value!r}: expected {expected}")
@@ -83,6 +87,36 @@ class ScanConfig:
             if value not in names:
                 raise UsageError(f"{option} {value!r}: unknown {what}; choose one of {', '.join(names)}")
         return self
+
+
+def parse_max_errors(value: str | int) -> tuple[float, bool]:
+    """``"20"`` → (20, False): at most 20 files; ``"5%"`` → (0.05, True): at most 5% of the listed files."""
+    text = str(value).strip()
+    try:
+        if text.endswith("%"):
+            share = float(text[:-1]) / 100.0
+            if 0.0 <= share <= 1.0:
+                return share, True
+        else:
+            count = int(text)
+            if count >= 0:
+                return float(count), False
+    except ValueError:
+        pass
+    raise UsageError(f"--max-errors {value!r}: expected a count (20) or a share of the files (5%)")
+
+
+def check_max_errors(limit: str | None, errors: pd.DataFrame, n_listed: int) -> None:
+    """DataError when more files failed than ``--max-errors`` allows."""
+    if limit is None:
+        return
+    bound, is_share = parse_max_errors(limit)
+    allowed = bound * n_listed if is_share else bound
+    if len(errors) > allowed:
+        raise DataError(f"--max-errors {limit}: {len(errors)} of {n_listed} listed file(s) failed, more than "
+                        f"allowed, {error_digest(errors)}. Fix or remove them (errors.parquet lists every "
+                        "one), or raise --max-errors",
+                        errors=errors)
 
 
 @dataclass
@@ -117,7 +151,7 @@ def _listing(data, manifest, root, config: ScanConfig) -> Listing:
         if data is not None:
             raise UsageError("give either DATA (an image folder) or --manifest FILE, not both")
         return list_manifest(manifest, root=root, path_column=config.path_column,
-                             label_column=config.label_column)
+                             label_column=config.label_column, dedupe=config.dedupe)
     if data is None:
         raise UsageError("nothing to scan: pass an image folder (DATA) or --manifest FILE")
     if root is not None:
@@ -214,8 +248,15 @@ def scan(data: str | Path | None = None, *, out: str | Path | None = "labelaudit
     timings["list_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    ds = load_dataset(listing, image_size=config.image_size, workers=workers, cache_dir=cache_dir,
-                      progress=progress)
+    try:
+        ds = load_dataset(listing, image_size=config.image_size, workers=workers, cache_dir=cache_dir,
+                          progress=progress)
+        check_max_errors(config.max_errors, ds.errors, ds.stats["n_listed"])
+    except DataError as exc:
+        if out is not None and exc.errors is not None and not (Path(out) / "run.json").exists():
+            Path(out).mkdir(parents=True, exist_ok=True)  # reasons for the user, never over an older audit
+            write_parquet(exc.errors, Path(out) / "errors.parquet")
+        raise
     timings["load_s"] = time.perf_counter() - t
 
     # --- proxy training, recording dynamics

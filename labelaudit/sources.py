@@ -116,11 +116,13 @@ def _label_to_str(value) -> str | None:
 
 
 def list_manifest(manifest: str | os.PathLike, *, root: str | os.PathLike | None = None,
-                  path_column: str = "path", label_column: str = "label") -> Listing:
+                  path_column: str = "path", label_column: str = "label", dedupe: bool = False) -> Listing:
     """List the samples of a manifest with ``path`` and ``label`` columns (names configurable).
 
     Relative paths resolve against ``root`` (default: the manifest's own folder). Rows with an empty
-    label or a missing file are listed as errors, not dropped silently.
+    label or a missing file are listed as errors, not dropped silently. A file listed twice (after
+    resolving the path) is a UsageError naming the rows, unless ``dedupe``: then the first row wins
+    and the others go to the errors.
     """
     manifest = Path(manifest)
     table = read_manifest_table(manifest)
@@ -133,7 +135,9 @@ def list_manifest(manifest: str | os.PathLike, *, root: str | os.PathLike | None
     if not root.is_dir():
         raise UsageError(f"--root {root}: no such folder")
     rows, errors = [], []
-    for raw_path, raw_label in zip(table[path_column].tolist(), table[label_column].tolist()):
+    first_row: dict[str, int] = {}
+    for row_no, (raw_path, raw_label) in enumerate(zip(table[path_column].tolist(), table[label_column].tolist()),
+                                                   start=1):
         path = "" if raw_path is None or raw_path != raw_path else str(raw_path)
         if not path.strip():
             errors.append((path, "empty path in the manifest; fill it in or remove the row"))
@@ -143,6 +147,14 @@ def list_manifest(manifest: str | os.PathLike, *, root: str | os.PathLike | None
             errors.append((path, "empty label in the manifest; fill it in or remove the row"))
             continue
         file = Path(path) if os.path.isabs(path) else root / path
+        key = os.path.normpath(os.path.abspath(file))
+        if key in first_row:
+            if not dedupe:
+                raise UsageError(f"--manifest {manifest}: {path!r} is listed more than once (rows {first_row[key]} "
+                                 f"and {row_no}); remove the duplicates, or pass --dedupe to keep the first row")
+            errors.append((path, f"duplicate of manifest row {first_row[key]}; left out by --dedupe"))
+            continue
+        first_row[key] = row_no
         rows.append((path, label, str(file)))
     samples = pd.DataFrame(rows, columns=["path", "given_label", "file"]).astype(str)
     return Listing(samples, _errors_frame(errors), root, "manifest", manifest)

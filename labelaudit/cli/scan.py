@@ -26,6 +26,10 @@ def scan_cli(
     out: Path = typer.Option(Path("labelaudit-out"), "--out", "-o", help="Output folder for the audit."),
     path_column: str = typer.Option(_D.path_column, help="Manifest column holding image paths."),
     label_column: str = typer.Option(_D.label_column, help="Manifest column holding labels."),
+    dedupe: bool = typer.Option(False, "--dedupe", help="Manifest: keep the first row of a file listed twice "
+                                                        "(others go to errors.parquet) instead of stopping."),
+    max_errors: Optional[str] = typer.Option(None, help="Abort when more files than this cannot be used: a "
+                                                        "count (20) or a share (5%) [default: no limit]."),
     image_size: int = typer.Option(_D.image_size, help="Side in px of the square images the proxy sees."),
     workers: int = typer.Option(_D.workers, help="Decode processes; 0 = one per core (max 8)."),
     cache_dir: Optional[Path] = typer.Option(None, help="Decoded-image cache [default: $LABELAUDIT_CACHE "
@@ -57,7 +61,8 @@ def scan_cli(
                         batch_size=batch_size, lr=lr, augment=augment, device=device, seed=seed, score=score,
                         noise_model=noise_model, threshold=threshold, transition=transition,
                         anchor_quantile=anchor_quantile, report=report, report_top=report_top,
-                        path_column=path_column, label_column=label_column)
+                        path_column=path_column, label_column=label_column, max_errors=max_errors,
+                        dedupe=dedupe)
     err = Console(stderr=True)
     with handle_errors():
         with RichProgress(err, enabled=not quiet and not as_json) as progress:
