@@ -69,6 +69,13 @@ _SIGNATURES = ((b"\x89PNG\r\n\x1a\n", "PNG"), (b"\xff\xd8\xff", "JPEG"), (b"GIF8
                (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"))
 
 
+def _size(file: str) -> int | None:
+    try:
+        return os.path.getsize(file)
+    except OSError:
+        return None
+
+
 def _signature(file: str) -> str | None:
     """The image format a file's first bytes announce (WebP: RIFF....WEBP), or None."""
     try:
@@ -110,17 +117,21 @@ def decode_image(file: str, size: int) -> np.ndarray:
     except tuple(_READ_ERRORS) as exc:
         raise _read_error(exc) from None
     except UnidentifiedImageError:
+        if _size(file) == 0:
+            raise DecodeError("empty file (0 bytes); copy it again or remove it") from None
         kind = _signature(file)
         if kind:
             raise DecodeError(f"corrupt {kind} file: it starts like one, but its header cannot be read "
                               "(a damaged copy or a broken checksum); replace or remove it") from None
         raise DecodeError("not an image (Pillow cannot identify the file's format)") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise DecodeError(f"image too large, refused as a possible decompression bomb ({exc})") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise DecodeError(f"image too large, refused as a possible decompression bomb (over Pillow's limit of "
+                          f"{Image.MAX_IMAGE_PIXELS:,} pixels); resize it or remove it") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         msg = str(exc).strip() or type(exc).__name__
         if "truncated" in msg.lower():
-            raise DecodeError(f"truncated file ({msg})") from None
+            raise DecodeError("truncated file: the image data ends early (an interrupted download or copy?); "
+                              "copy it again or remove it") from None
         raise DecodeError(f"cannot decode the image ({msg.splitlines()[0]})") from None
     if arr.shape != (size, size, 3):
         raise DecodeError(f"decoded to an unexpected shape {arr.shape}")

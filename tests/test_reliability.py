@@ -56,7 +56,7 @@ def test_bad_files_each_get_a_reason_and_the_scan_goes_on(bad_folder, tmp_path):
     result = scan(bad_folder, out=tmp_path / "audit", **FAST)
     errors = pd.read_parquet(tmp_path / "audit" / "errors.parquet").set_index("path")["error"]
     assert len(result.samples) == 72 and result.summary["n_errors"] == 4
-    assert "not an image" in errors["red/empty.jpg"]
+    assert errors["red/empty.jpg"] == "empty file (0 bytes); copy it again or remove it"
     assert "not an image" in errors["red/notes.jpg"]
     assert "decompression bomb" in errors["green/bomb.png"]
     assert errors["blue/crc.png"].startswith("corrupt PNG file")
@@ -85,7 +85,7 @@ def test_max_errors_aborts_and_still_writes_the_reasons(bad_folder, tmp_path):
     res = runner.invoke(app, ["scan", str(bad_folder), "--out", str(out), "--max-errors", "3", *FAST_ARGS])
     assert res.exit_code == 1
     assert "--max-errors 3: 4 of 76 listed file(s) failed" in res.output and "Traceback" not in res.output
-    assert "not an image (2, e.g. red/empty.jpg)" in res.output  # the most common reason, counted
+    assert "most often: corrupt PNG file" in res.output and "(1, e.g. blue/crc.png)" in res.output
     assert len(pd.read_parquet(out / "errors.parquet")) == 4 and not (out / "run.json").exists()
     res = runner.invoke(app, ["scan", str(bad_folder), "--out", str(out), "--max-errors", "6%", *FAST_ARGS])
     assert res.exit_code == 0, res.output  # 4 of 76 = 5.3%
