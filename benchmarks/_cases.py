@@ -43,6 +43,16 @@ DEV_CASES = {c.name: c for c in [
 ]}
 
 
+def save_results(tag: str, payload, md: str) -> None:
+    """benchmarks/results/<tag>.json (the payload) and <tag>.md (the table), and the table on stdout."""
+    import json
+
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{tag}.json").write_text(json.dumps(payload, indent=2) + "\n")
+    (RESULTS / f"{tag}.md").write_text(md)
+    print(md)
+
+
 def build(case: Case) -> Path:
     out = WORK / case.name
     if not (out / "truth.csv").exists():

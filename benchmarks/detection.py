@@ -11,7 +11,6 @@ noise-rate error, wall time, images/s). Run on a 2-core CPU for the numbers in d
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import time
@@ -21,7 +20,7 @@ import pandas as pd
 import torch
 
 from labelaudit import __version__, scan
-from _cases import CASES, RESULTS, WORK, build, evaluate
+from _cases import CASES, save_results, WORK, build, evaluate
 
 COLUMNS = [("auroc", "AUROC", "{:.4f}"), ("ap", "AP", "{:.4f}"), ("precision", "precision", "{:.3f}"),
            ("recall", "recall", "{:.3f}"), ("noise_rate_true", "true rate", "{:.4f}"),
@@ -84,12 +83,9 @@ def main() -> None:
         rows.append(row)
         print(f"{name:24s} auroc {row.get('auroc', float('nan')):.4f}  rate {row['noise_rate_est']:.4f} "
               f"(true {row['noise_rate_true']:.4f})  {row['scan_s']:.0f}s", flush=True)
-    RESULTS.mkdir(parents=True, exist_ok=True)
     meta = {"labelaudit": __version__, "torch": torch.__version__, "cpu_count": os.cpu_count(),
             "threads": torch.get_num_threads(), "machine": platform.machine(), "date": time.strftime("%Y-%m-%d")}
-    (RESULTS / f"{args.tag}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
-    (RESULTS / f"{args.tag}.md").write_text(markdown(rows))
-    print(markdown(rows))
+    save_results(args.tag, {"meta": meta, "rows": rows}, markdown(rows))
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ Never runs on the held-out CIFAR-10N worse_label set. Writes benchmarks/results/
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 import numpy as np
@@ -24,7 +23,7 @@ from sklearn.metrics import roc_auc_score
 from labelaudit.mixture import fit_aul_gmm, fit_margin_mixture
 from labelaudit.proxy import ProxySettings, train_proxy
 from labelaudit.scores import aul, aum
-from _cases import DEV_CASES, RESULTS, load_case
+from _cases import DEV_CASES, save_results, load_case
 
 LATE_FROM = 5  # "late" AUM averages epochs 6..E (0-based index 5 on)
 
@@ -76,10 +75,7 @@ def main() -> None:
     for name in args.cases:
         rows.append(run_case(name, settings))
         print(markdown(rows[-1:]).splitlines()[-1], flush=True)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{args.tag}.json").write_text(json.dumps(rows, indent=2) + "\n")
-    (RESULTS / f"{args.tag}.md").write_text(markdown(rows))
-    print(markdown(rows))
+    save_results(args.tag, rows, markdown(rows))
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ never tuned on. Writes benchmarks/results/<tag>.json and .md.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import time
@@ -26,7 +25,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from labelaudit import __version__, scan
-from _cases import NOISE_RATE_CASES, RESULTS, WORK, build
+from _cases import NOISE_RATE_CASES, save_results, WORK, build
 
 BINS = 10
 
@@ -103,12 +102,9 @@ def main() -> None:
     for name in names:
         rows.append(run_case(name))
         print(markdown(rows[-1:]).splitlines()[-1], flush=True)
-    RESULTS.mkdir(parents=True, exist_ok=True)
     meta = {"labelaudit": __version__, "torch": torch.__version__, "cpu_count": os.cpu_count(),
             "machine": platform.machine(), "date": time.strftime("%Y-%m-%d")}
-    (RESULTS / f"{args.tag}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
-    (RESULTS / f"{args.tag}.md").write_text(markdown(rows))
-    print(markdown(rows))
+    save_results(args.tag, {"meta": meta, "rows": rows}, markdown(rows))
 
 
 if __name__ == "__main__":

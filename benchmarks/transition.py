@@ -17,7 +17,6 @@ CIFAR-10N worse_label set. Writes benchmarks/results/<tag>.json and .md.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 import numpy as np
@@ -27,7 +26,7 @@ from labelaudit.mixture import fit_margin_mixture, noise_table
 from labelaudit.proxy import ProxySettings, train_proxy
 from labelaudit.scores import aum
 from labelaudit.transition import anchor_transition, count_transition, given_label_rates, true_prior
-from _cases import DEV_CASES, RESULTS, load_case
+from _cases import DEV_CASES, save_results, load_case
 
 
 def _true_transition(clean: np.ndarray, given: np.ndarray, k: int) -> np.ndarray:
@@ -107,10 +106,7 @@ def main() -> None:
         case_rows = run_case(name, settings)
         rows += case_rows
         print(markdown(case_rows), flush=True)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{args.tag}.json").write_text(json.dumps(rows, indent=2) + "\n")
-    (RESULTS / f"{args.tag}.md").write_text(markdown(rows))
-    print(markdown(rows))
+    save_results(args.tag, rows, markdown(rows))
 
 
 if __name__ == "__main__":

@@ -14,11 +14,11 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from .errors import DataError, UsageError
-from .outputs import SCHEMA_VERSION, suspects_of
+from .outputs import SCHEMA_VERSION, AuditTables
 
 
 @dataclass
-class Audit:
+class Audit(AuditTables):
     """The tables of one audit folder."""
 
     path: Path
@@ -27,14 +27,6 @@ class Audit:
     run: dict
     errors: pd.DataFrame
     transition: pd.DataFrame | None = None
-
-    @property
-    def suspects(self) -> pd.DataFrame:
-        return suspects_of(self.samples)
-
-    @property
-    def summary(self) -> dict:
-        return self.run["summary"]
 
     @property
     def class_rates(self) -> pd.DataFrame:

@@ -31,6 +31,23 @@ def suspects_of(samples: pd.DataFrame) -> pd.DataFrame:
     return flagged.sort_values("rank", kind="stable").reset_index(drop=True)
 
 
+class AuditTables:
+    """What every view of an audit offers (a scan's result, an audit folder read back); needs the
+    attributes ``samples`` (samples.parquet) and ``run`` (run.json)."""
+
+    samples: pd.DataFrame
+    run: dict
+
+    @property
+    def suspects(self) -> pd.DataFrame:
+        """Rows of ``samples`` with ``is_label_issue``, most suspicious first."""
+        return suspects_of(self.samples)
+
+    @property
+    def summary(self) -> dict:
+        return self.run["summary"]
+
+
 def write_parquet(df: pd.DataFrame, path: Path) -> None:
     """Write ``df`` to ``path`` atomically, with the schema version and score directions attached."""
     table = pa.Table.from_pandas(df, preserve_index=False)

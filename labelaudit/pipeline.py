@@ -24,7 +24,7 @@ from .decode import default_workers
 from .errors import DataError, UsageError
 from .mixture import BOOTSTRAP_LEVEL, BOOTSTRAP_ROUNDS, NOISE_MODELS, NoiseFit, fit_noise, noise_table
 from .models import MODELS
-from .outputs import SAMPLE_COLUMNS, suspects_of, write_audit, write_parquet
+from .outputs import SAMPLE_COLUMNS, AuditTables, write_audit, write_parquet
 from .proxy import ProxySettings
 from .scores import SCORES, aul, aum, rank_descending, ranking_score
 from .sources import MANIFEST_SUFFIXES, Listing, list_folder, list_manifest
@@ -120,7 +120,7 @@ def check_max_errors(limit: str | None, errors: pd.DataFrame, n_listed: int) -> 
 
 
 @dataclass
-class ScanResult:
+class ScanResult(AuditTables):
     """What a scan produced: the tables of the audit folder, and run.json as a dict."""
 
     samples: pd.DataFrame
@@ -132,15 +132,6 @@ class ScanResult:
     transition: pd.DataFrame
     out: Path | None = None
     noise_fit: NoiseFit | None = field(default=None, repr=False)
-
-    @property
-    def suspects(self) -> pd.DataFrame:
-        """Rows of ``samples`` with ``is_label_issue``, most suspicious first."""
-        return suspects_of(self.samples)
-
-    @property
-    def summary(self) -> dict:
-        return self.run["summary"]
 
 
 def _listing(data, manifest, root, config: ScanConfig) -> Listing:
