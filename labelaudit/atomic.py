@@ -23,3 +23,8 @@ def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """``path`` holds exactly ``text`` (UTF-8), or keeps what it held before."""
+    write_atomic(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))

@@ -37,6 +37,12 @@ class Audit(AuditTables):
         """Where a sample's image is on disk: its path as listed, resolved against the scan's root."""
         return Path(path) if os.path.isabs(path) else Path(self.run["data"]["root"]) / path
 
+    def files(self) -> pd.Series:
+        """:meth:`file_of` for every sample, as strings, in samples.parquet's order (vectorised)."""
+        paths = self.samples["path"].astype(str)
+        absolute = paths.map(os.path.isabs).astype(bool)
+        return paths.where(absolute, str(self.run["data"]["root"]).rstrip(os.sep) + os.sep + paths)
+
 
 def is_audit_dir(path: str | os.PathLike) -> bool:
     path = Path(path)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import write_atomic
+from .atomic import write_atomic, write_text_atomic
 from .decode import DECODER_VERSION
 
 
@@ -114,4 +114,4 @@ class ImageCache:
         images = np.ascontiguousarray(images)
         write_atomic(stem.with_suffix(".npy"), lambda tmp: _save_npy(tmp, images))
         meta = {"keys": list(keys), "shape": list(images.shape), "checksum": _checksum(images)}
-        write_atomic(stem.with_suffix(".json"), lambda tmp: Path(tmp).write_text(json.dumps(meta)))
+        write_text_atomic(stem.with_suffix(".json"), json.dumps(meta))

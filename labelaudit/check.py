@@ -123,6 +123,7 @@ class CheckResult:
     n_samples: int  # samples in scope
     new_suspects: list[str] = field(default_factory=list)  # with a baseline: the new suspects' paths
     config: str | None = None  # the file thresholds came from
+    with_baseline: bool = False
 
     @property
     def passed(self) -> bool:
@@ -167,7 +168,7 @@ def check_audit(audit: Audit, thresholds: Thresholds, baseline: Audit | None = N
     if thresholds.max_issues is not None:
         verdicts.append(Verdict("max-issues", "new label issues" if baseline is not None else "label issues",
                                 issues, thresholds.max_issues, issues <= thresholds.max_issues))
-    return CheckResult(verdicts, scope, n, new_suspects)
+    return CheckResult(verdicts, scope, n, new_suspects, with_baseline=baseline is not None)
 
 
 def _fmt(name: str, x: float) -> str:
@@ -189,7 +190,7 @@ def to_markdown(result: CheckResult, audit: Audit, *, top: int = 20) -> str:
         lines.append(f"| {v.what} (`--{v.name}`) | {_fmt(v.name, v.value)} | {_fmt(v.name, v.limit)} | "
                      f"{'pass' if v.passed else '**fail**'} |")
     suspects = audit.suspects
-    if result.scope != "all samples":
+    if result.with_baseline:
         suspects = suspects[suspects["path"].isin(result.new_suspects)]
     if len(suspects):
         lines += ["", f"Top {min(top, len(suspects))} of {len(suspects):,} suspects:", "",
@@ -199,4 +200,3 @@ def to_markdown(result: CheckResult, audit: Audit, *, top: int = 20) -> str:
             lines.append(f"| {row.rank} | `{path}` | {row.given_label} | {row.predicted_label} | "
                          f"{row.p_mislabeled:.2f} |")
     return "\n".join(lines) + "\n"
-

@@ -62,7 +62,7 @@ def cleaned_rows(audit: Audit, mode: str, *, min_confidence: float | None = None
     elif mode in ("drop", "folder"):
         keep = ~issue
     rows = pd.DataFrame({
-        "path": [str(audit.file_of(p)) for p in s["path"]],
+        "path": audit.files().to_numpy(),
         "label": label.astype(str),
         "weight": s["weight"].to_numpy(dtype=np.float64),
         "original_label": s["given_label"].astype(str).to_numpy(),
@@ -101,7 +101,6 @@ def write_manifest(rows: pd.DataFrame, out: Path, fmt: str) -> None:
         "parquet": lambda tmp: rows.to_parquet(tmp, index=False),
         "jsonl": lambda tmp: rows.to_json(tmp, orient="records", lines=True, force_ascii=False),
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(out, writers[fmt])
 
 

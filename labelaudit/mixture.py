@@ -48,8 +48,8 @@ def bootstrap_interval(x: np.ndarray, gmm: GaussianMixture, noisy: np.ndarray, *
     """Percentile interval of the noise rate over bootstrap resamples of the samples.
 
     Each round draws N samples with replacement, refits the chosen mixture (same number of
-    components, started from the fitted one) and takes the mean posterior of the components that
-    count as mislabeled. It measures how much the estimate moves with the sample, given the model;
+    components, started from the fitted one, so component k stays component k) and takes the mean
+    posterior of the components ``noisy`` marks as mislabeled. It measures how much the estimate moves with the sample, given the model;
     it does not include the uncertainty of choosing the number of components.
     """
     rng = np.random.default_rng(random_state)
@@ -60,10 +60,7 @@ def bootstrap_interval(x: np.ndarray, gmm: GaussianMixture, noisy: np.ndarray, *
         g = GaussianMixture(gmm.n_components, means_init=gmm.means_, weights_init=gmm.weights_,
                             precisions_init=gmm.precisions_, reg_covar=1e-6, max_iter=100,
                             random_state=random_state).fit(xb)
-        order = np.argsort(g.means_.ravel())  # components matched to the original by their order
-        mask = np.zeros(g.n_components, dtype=bool)
-        mask[order[np.argsort(np.argsort(gmm.means_.ravel()))][noisy]] = True
-        rates.append(float(g.predict_proba(xb)[:, mask].sum(axis=1).mean()) if mask.any() else 0.0)
+        rates.append(float(g.predict_proba(xb)[:, noisy].sum(axis=1).mean()))
     lo, hi = np.quantile(rates, [(1 - level) / 2, (1 + level) / 2])
     return float(lo), float(hi)
 
@@ -94,7 +91,8 @@ def fit_margin_mixture(aum_scores: np.ndarray, *, max_components: int = 3, rando
     order = np.argsort(means)
     details = {"n_components": int(gmm.n_components), "bic": bics,
                "means": means[order].tolist(), "stds": np.sqrt(gmm.covariances_.ravel()[order]).tolist(),
-               "weights": gmm.weights_[order].tolist(), "mislabeled_components": int(noisy.sum())}
+               "weights": gmm.weights_[order].tolist(), "mislabeled": noisy[order].tolist(),
+               "mislabeled_components": int(noisy.sum())}
     method = (f"margin mixture: {gmm.n_components} Gaussian component(s) on AUM chosen by BIC; "
               f"p(mislabeled) = posterior of the {int(noisy.sum())} component(s) with negative mean margin")
     interval = bootstrap_interval(x, gmm, noisy, random_state=random_state) if noisy.any() else (0.0, 0.0)
@@ -111,13 +109,14 @@ def fit_aul_gmm(aul_scores: np.ndarray, *, random_state: int = 0) -> NoiseFit:
     gmm, bics = _fit_best(x, 2, random_state)
     if gmm.n_components == 1:
         return NoiseFit(np.zeros(n), 0.0, "aul-gmm: BIC prefers one component, no mislabeled mode", {"bic": bics})
-    hi = int(np.argmax(gmm.means_.ravel()))
-    p = gmm.predict_proba(x)[:, hi]
-    interval = bootstrap_interval(x, gmm, np.arange(2) == hi, random_state=random_state)
+    noisy = gmm.means_.ravel() == gmm.means_.max()
+    p = gmm.predict_proba(x)[:, noisy].sum(axis=1)
+    interval = bootstrap_interval(x, gmm, noisy, random_state=random_state)
     return NoiseFit(p, float(p.mean()), "aul-gmm: 2 Gaussian components on AUL, p = posterior of the high one "
                     "(AUL paper Sec. 4.1)", {"bic": bics, "means": gmm.means_.ravel().tolist(),
                                              "stds": np.sqrt(gmm.covariances_.ravel()).tolist(),
-                                             "weights": gmm.weights_.tolist()}, interval)
+                                             "weights": gmm.weights_.tolist(),
+                                             "mislabeled": noisy.tolist()}, interval)
 
 
 NOISE_MODELS = {

@@ -14,7 +14,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .atomic import write_atomic
+from .atomic import write_atomic, write_text_atomic
 from .scores import DIRECTIONS
 
 SCHEMA_VERSION = "1"
@@ -62,7 +62,7 @@ def write_parquet(df: pd.DataFrame, path: Path) -> None:
 
 def write_json(obj: Any, path: Path) -> None:
     text = json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n"
-    write_atomic(path, lambda tmp: Path(tmp).write_text(text))
+    write_text_atomic(path, text)
 
 
 def write_audit(out: Path, *, samples: pd.DataFrame, noise: pd.DataFrame, trajectories: pd.DataFrame,
@@ -80,5 +80,5 @@ def write_audit(out: Path, *, samples: pd.DataFrame, noise: pd.DataFrame, trajec
     write_parquet(trajectories, out / "trajectories.parquet")
     write_parquet(errors, out / "errors.parquet")
     if report_html is not None:
-        write_atomic(out / "report.html", lambda tmp: Path(tmp).write_text(report_html, encoding="utf-8"))
+        write_text_atomic(out / "report.html", report_html)
     write_json(run, out / "run.json")  # last: its presence marks a complete audit

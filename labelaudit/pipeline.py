@@ -9,7 +9,7 @@ import dataclasses
 import hashlib
 import platform
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -131,7 +131,6 @@ class ScanResult(AuditTables):
     classes: list[str]
     transition: pd.DataFrame
     out: Path | None = None
-    noise_fit: NoiseFit | None = field(default=None, repr=False)
 
 
 def _listing(data, manifest, root, config: ScanConfig) -> Listing:
@@ -177,14 +176,14 @@ def build_samples(ds: Dataset, *, aul_s: np.ndarray, aum_s: np.ndarray, score: n
     return df[SAMPLE_COLUMNS + ["given_confidence"]]
 
 
-def _transition_rates(t: np.ndarray, p_mislabeled: np.ndarray, probs: np.ndarray, ds: Dataset) -> np.ndarray:
+def _transition_rates(t: np.ndarray, joint: np.ndarray, ds: Dataset) -> np.ndarray:
     """noise.parquet's ``transition_rate``: the given-label rates that T implies, dataset row first.
 
     The true-class prior is the count joint's row mass, Σ_j C[i, j] = Σ_n P(true = i | x_n): the
     clean mass of class i plus the mislabeled mass the audit sends to i. Under ``counts`` these
     equal ``noise_rate`` exactly; under ``anchors`` they are a second, independent estimate.
     """
-    prior = count_joint(p_mislabeled, ds.labels, probs).sum(axis=1)
+    prior = joint.sum(axis=1)
     rates = given_label_rates(t, prior / max(prior.sum(), 1e-12))
     given_counts = np.bincount(ds.labels, minlength=len(ds.classes))
     dataset = float((rates * given_counts).sum() / max(given_counts.sum(), 1))
@@ -266,11 +265,12 @@ def scan(data: str | Path | None = None, *, out: str | Path | None = "labelaudit
     fit = fit_noise(config.noise_model, aul_scores=aul_s, aum_scores=aum_s, random_state=config.seed)
     samples = build_samples(ds, aul_s=aul_s, aum_s=aum_s, score=score, fit=fit,
                             mean_probs=dyn.mean_probs, threshold=config.threshold)
-    noise = noise_table(samples["p_mislabeled"].to_numpy(), ds.labels, ds.classes)
-    t_matrix, t_source = estimate_transition(config.transition, p_mislabeled=samples["p_mislabeled"].to_numpy(),
-                                             given=ds.labels, probs=dyn.mean_probs,
-                                             quantile=config.anchor_quantile)
-    noise["transition_rate"] = _transition_rates(t_matrix, samples["p_mislabeled"].to_numpy(), dyn.mean_probs, ds)
+    p = samples["p_mislabeled"].to_numpy()
+    noise = noise_table(p, ds.labels, ds.classes)
+    joint = count_joint(p, ds.labels, dyn.mean_probs)
+    t_matrix, t_source = estimate_transition(config.transition, p_mislabeled=p, given=ds.labels,
+                                             probs=dyn.mean_probs, quantile=config.anchor_quantile, joint=joint)
+    noise["transition_rate"] = _transition_rates(t_matrix, joint, ds)
     transition = transition_frame(t_matrix, ds.classes)
     trajectories = trajectories_frame(dyn.loss, dyn.margin)
     timings["score_s"] = time.perf_counter() - t
@@ -303,7 +303,7 @@ def scan(data: str | Path | None = None, *, out: str | Path | None = "labelaudit
             "top_flows": top_flows(t_matrix, ds.classes),
         },
     }
-    result = ScanResult(samples, noise, trajectories, ds.errors, run, ds.classes, transition, None, fit)
+    result = ScanResult(samples, noise, trajectories, ds.errors, run, ds.classes, transition)
     if out is not None:
         out = Path(out)
         report = None

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .atomic import write_text_atomic
 from .audit import Audit
 from .decode import decode_image
 from .errors import DecodeError
@@ -56,21 +57,20 @@ def histogram_figure(audit: Audit) -> str:
     """Histogram of the noise model's score with the fitted Gaussian components drawn over it."""
     plt = _pyplot()
     noise_model = audit.run.get("noise_model", {})
-    on_aul = str(noise_model.get("method", "")).startswith("aul-gmm")
+    on_aul = audit.run.get("config", {}).get("noise_model") == "aul-gmm"
     column, label = ("aul", "AUL (area under the loss curve; higher = more suspicious)") if on_aul else \
         ("aum", "AUM (mean logit margin; below 0 = the network preferred another class)")
     x = audit.samples[column].to_numpy(dtype=np.float64)
     fig, ax = plt.subplots(figsize=(8, 3.4))
     ax.hist(x, bins=min(80, max(10, len(x) // 20)), density=True, color="#c9d3e0", edgecolor="#9aa8ba",
             linewidth=0.4, label="samples")
-    means, stds, weights = (noise_model.get(k) for k in ("means", "stds", "weights"))
-    if means and stds and weights and len(x):
+    means, stds, weights, mislabeled = (noise_model.get(k) for k in ("means", "stds", "weights", "mislabeled"))
+    if means and stds and weights and mislabeled and len(x):
         grid = np.linspace(x.min(), x.max(), 400)
         total = np.zeros_like(grid)
-        for m, s, w in zip(means, stds, weights):
+        for m, s, w, noisy in zip(means, stds, weights, mislabeled):  # noisy: as the noise model read it
             density = w * _normal_pdf(grid, m, s)
             total += density
-            noisy = m == max(means) if on_aul else m < 0  # as each noise model reads its components
             ax.plot(grid, density, color="#c0392b" if noisy else "#2e86c1", lw=1.4,
                     label=f"{'mislabeled' if noisy else 'clean'} component (mean {m:.2f}, weight {w:.0%})")
         ax.plot(grid, total, color="#333333", lw=1.0, ls="--", label="mixture")
@@ -222,11 +222,6 @@ def render_report(audit: Audit, *, top: int = DEFAULT_TOP) -> str:
 
 def write_report(audit: Audit, out: str | Path | None = None, *, top: int = DEFAULT_TOP) -> Path:
     """Render and write report.html (default: into the audit folder), atomically."""
-    from .atomic import write_atomic
-
     out = Path(out) if out is not None else audit.path / "report.html"
-    text = render_report(audit, top=top)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(out, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    write_text_atomic(out, render_report(audit, top=top))
     return out
-

@@ -98,13 +98,15 @@ def count_transition(p_mislabeled: np.ndarray, given: np.ndarray, probs: np.ndar
 
 
 def estimate_transition(name: str, *, p_mislabeled: np.ndarray, given: np.ndarray, probs: np.ndarray,
-                        quantile: float = 0.97) -> tuple[np.ndarray, dict]:
+                        quantile: float = 0.97, joint: np.ndarray | None = None) -> tuple[np.ndarray, dict]:
     """T by the named estimator (``counts`` | ``anchors``) and a record of how, for run.json.
 
-    probs: (N, K) the proxy's softmax averaged over all epochs (Dynamics.mean_probs).
+    probs: (N, K) the proxy's softmax averaged over all epochs (Dynamics.mean_probs). ``joint``: the
+    :func:`count_joint` of the same arrays when the caller already has it.
     """
     if name == "counts":
-        return count_transition(p_mislabeled, given, probs), {
+        joint = count_joint(p_mislabeled, given, probs) if joint is None else joint
+        return _normalise_rows(joint), {
             "estimator": "counts",
             "probabilities": "noise-model posteriors p_mislabeled; a mislabeled sample's true class = the "
                              "most probable other class under the softmax averaged over all proxy epochs"}
