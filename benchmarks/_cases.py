@@ -53,6 +53,28 @@ def save_results(tag: str, payload, md: str) -> None:
     print(md)
 
 
+def machine_meta() -> dict:
+    """What a result was measured with: versions, cores, torch threads, machine, date."""
+    import os
+    import platform
+    import time
+
+    import torch
+
+    from labelaudit import __version__
+
+    return {"labelaudit": __version__, "torch": torch.__version__, "cpu_count": os.cpu_count(),
+            "threads": torch.get_num_threads(), "machine": platform.machine(), "date": time.strftime("%Y-%m-%d")}
+
+
+def read_truth(folder: Path):
+    """A case's truth.csv indexed by path: clean_label, noisy_label (strings), is_noisy (bool)."""
+    import pandas as pd
+
+    truth = pd.read_csv(folder / "truth.csv", dtype=str, keep_default_na=False).set_index("path")
+    return truth.assign(is_noisy=truth["is_noisy"].str.lower().isin(["1", "true"]))
+
+
 def build(case: Case) -> Path:
     out = WORK / case.name
     if not (out / "truth.csv").exists():
@@ -92,14 +114,13 @@ class LoadedCase:
 
 def load_case(case: Case) -> LoadedCase:
     import numpy as np
-    import pandas as pd
 
     from labelaudit.dataset import load_dataset
     from labelaudit.sources import list_folder
 
     folder = build(case)
     ds = load_dataset(list_folder(folder / "images"), image_size=32, workers=2, cache_dir=WORK / "cache")
-    truth = pd.read_csv(folder / "truth.csv", dtype=str, keep_default_na=False).set_index("path").loc[ds.samples["path"]]
+    truth = read_truth(folder).loc[ds.samples["path"]]
     index = {c: k for k, c in enumerate(ds.classes)}
     return LoadedCase(ds, truth["is_noisy"].astype(int).to_numpy(),
                       np.array([index.get(c, -1) for c in truth["clean_label"]]))

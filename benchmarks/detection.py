@@ -11,16 +11,13 @@ noise-rate error, wall time, images/s). Run on a 2-core CPU for the numbers in d
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import time
 from pathlib import Path
 
 import pandas as pd
-import torch
 
-from labelaudit import __version__, scan
-from _cases import CASES, save_results, WORK, build, evaluate
+from labelaudit import scan
+from _cases import CASES, WORK, build, evaluate, machine_meta, read_truth, save_results
 
 COLUMNS = [("auroc", "AUROC", "{:.4f}"), ("ap", "AP", "{:.4f}"), ("precision", "precision", "{:.3f}"),
            ("recall", "recall", "{:.3f}"), ("noise_rate_true", "true rate", "{:.4f}"),
@@ -30,11 +27,11 @@ COLUMNS = [("auroc", "AUROC", "{:.4f}"), ("ap", "AP", "{:.4f}"), ("precision", "
            ("scan_s", "scan s", "{:.1f}"), ("images_per_s", "train img/s", "{:,.0f}")]
 
 
-def flows_found(audit: Path, truth_csv: Path) -> float | None:
+def flows_found(audit: Path, folder: Path) -> float | None:
     """Share of true classes with label flips whose main flip target is the largest off-diagonal
     entry of that row of the estimated T (1.0 = every true flow found); None without flips."""
-    truth = pd.read_csv(truth_csv, dtype=str, keep_default_na=False)
-    flips = truth[truth["is_noisy"].str.lower().isin(["1", "true"]) & (truth["clean_label"] != "")]
+    truth = read_truth(folder)
+    flips = truth[truth["is_noisy"] & (truth["clean_label"] != "")]
     if flips.empty:
         return None
     main = flips.groupby("clean_label")["noisy_label"].agg(lambda s: s.mode()[0])
@@ -52,7 +49,7 @@ def run_case(name: str, overrides: dict) -> dict:
     result = scan(folder / "images", out=out, cache_dir=str(WORK / "cache"), **{**case.scan_options, **overrides})
     wall = time.perf_counter() - t
     metrics = evaluate(out, folder / "truth.csv")
-    metrics["flows_found"] = flows_found(out, folder / "truth.csv")
+    metrics["flows_found"] = flows_found(out, folder)
     run = result.run
     n, epochs = run["summary"]["n_samples"], run["config"]["epochs"]
     return {"case": name, "held_out": case.held_out, **metrics, "scan_s": wall,
@@ -83,9 +80,7 @@ def main() -> None:
         rows.append(row)
         print(f"{name:24s} auroc {row.get('auroc', float('nan')):.4f}  rate {row['noise_rate_est']:.4f} "
               f"(true {row['noise_rate_true']:.4f})  {row['scan_s']:.0f}s", flush=True)
-    meta = {"labelaudit": __version__, "torch": torch.__version__, "cpu_count": os.cpu_count(),
-            "threads": torch.get_num_threads(), "machine": platform.machine(), "date": time.strftime("%Y-%m-%d")}
-    save_results(args.tag, {"meta": meta, "rows": rows}, markdown(rows))
+    save_results(args.tag, {"meta": machine_meta(), "rows": rows}, markdown(rows))
 
 
 if __name__ == "__main__":

@@ -15,17 +15,13 @@ never tuned on. Writes benchmarks/results/<tag>.json and .md.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import time
 
 import numpy as np
-import pandas as pd
-import torch
 from sklearn.metrics import roc_auc_score
 
-from labelaudit import __version__, scan
-from _cases import NOISE_RATE_CASES, save_results, WORK, build
+from labelaudit import scan
+from _cases import NOISE_RATE_CASES, WORK, build, machine_meta, read_truth, save_results
 
 BINS = 10
 
@@ -53,9 +49,8 @@ def run_case(name: str) -> dict:
     result = scan(folder / "images", out=WORK / f"{name}.noise-audit", cache_dir=str(WORK / "cache"),
                   **case.scan_options)
     wall = time.perf_counter() - t
-    truth = pd.read_csv(folder / "truth.csv", dtype=str, keep_default_na=False).set_index("path")
-    s = result.samples.set_index("path").join(truth, how="inner")
-    y = s["is_noisy"].str.lower().isin(["1", "true"]).to_numpy()
+    s = result.samples.set_index("path").join(read_truth(folder), how="inner")
+    y = s["is_noisy"].to_numpy()
     p = s["p_mislabeled"].to_numpy()
     ece, table = reliability(p, y)
     lo, hi = result.summary["noise_rate_interval"]
@@ -102,9 +97,7 @@ def main() -> None:
     for name in names:
         rows.append(run_case(name))
         print(markdown(rows[-1:]).splitlines()[-1], flush=True)
-    meta = {"labelaudit": __version__, "torch": torch.__version__, "cpu_count": os.cpu_count(),
-            "machine": platform.machine(), "date": time.strftime("%Y-%m-%d")}
-    save_results(args.tag, {"meta": meta, "rows": rows}, markdown(rows))
+    save_results(args.tag, {"meta": machine_meta(), "rows": rows}, markdown(rows))
 
 
 if __name__ == "__main__":

@@ -46,6 +46,7 @@ def _isolated_cache(tmp_path, monkeypatch):
 
 
 FAST = dict(epochs=8, image_size=16, batch_size=16, workers=1, lr=0.05, augment="none")
+FAST_ARGS = [f"--{k.replace('_', '-')}={v}" for k, v in FAST.items()]  # the same, as scan options
 
 
 @pytest.fixture(scope="session")

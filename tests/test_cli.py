@@ -11,11 +11,10 @@ from typer.testing import CliRunner
 from labelaudit import __version__
 from labelaudit.cli import app
 
-from .conftest import COLORS, FAST, make_color_folder
+from .conftest import COLORS, FAST, FAST_ARGS, make_color_folder
 
 runner = CliRunner()
 
-FAST_ARGS = [f"--{k.replace('_', '-')}={v}" for k, v in FAST.items()]
 
 CONTRACT = {
     "sample_id": "int64", "path": "string", "given_label": "string", "score": "float64",

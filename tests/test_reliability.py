@@ -17,10 +17,9 @@ from labelaudit.errors import DataError, DecodeError, UsageError
 from labelaudit.pipeline import parse_max_errors
 from labelaudit.sources import list_manifest
 
-from .conftest import FAST, make_color_folder
+from .conftest import FAST, FAST_ARGS, make_color_folder
 
 runner = CliRunner()
-FAST_ARGS = [f"--{k.replace('_', '-')}={v}" for k, v in FAST.items()]
 
 
 def _png_chunk(kind: bytes, data: bytes) -> bytes:
