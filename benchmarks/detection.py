@@ -5,8 +5,11 @@
     python benchmarks/detection.py --cases digits_none   # some
     python benchmarks/detection.py --epochs 5            # override a scan option everywhere
 
-Writes benchmarks/results/detection.json and detection.md (AUROC, AP, precision, recall,
-noise-rate error, wall time, images/s). Run on a 2-core CPU for the numbers in docs/benchmarks.md.
+Writes benchmarks/results/detection.json and detection.md (AUROC of the fused score and of each
+single score, AP, precision, recall, noise-rate error, wall time, images/s). Each case is scanned
+twice: with --scores aul,aum,limit (the fused score and every single score), and with the default
+--scores aum (no LIMIT) for LIMIT's wall-time ratio.
+Run on a 2-core CPU for the numbers in docs/benchmarks.md.
 """
 from __future__ import annotations
 
@@ -19,12 +22,28 @@ import pandas as pd
 from labelaudit import scan
 from _cases import CASES, WORK, build, evaluate, machine_meta, read_truth, save_results
 
-COLUMNS = [("auroc", "AUROC", "{:.4f}"), ("ap", "AP", "{:.4f}"), ("precision", "precision", "{:.3f}"),
+COLUMNS = [("auroc", "AUROC (score)", "{:.4f}"), ("auroc_aul", "aul", "{:.4f}"), ("auroc_aum", "aum", "{:.4f}"),
+           ("auroc_limit", "limit", "{:.4f}"), ("ap", "AP", "{:.4f}"), ("precision", "precision", "{:.3f}"),
            ("recall", "recall", "{:.3f}"), ("noise_rate_true", "true rate", "{:.4f}"),
            ("noise_rate_est", "est. rate", "{:.4f}"), ("noise_rate_abs_err", "rate error", "{:.4f}"),
            ("class_rate_mae", "class-rate MAE", "{:.4f}"), ("transition_row_l1", "T row L1", "{:.4f}"),
            ("flows_found", "true flows found", "{:.0%}"),
-           ("scan_s", "scan s", "{:.1f}"), ("images_per_s", "train img/s", "{:,.0f}")]
+           ("scan_s", "scan s", "{:.1f}"), ("scan_s_no_limit", "scan s without LIMIT", "{:.1f}"),
+           ("limit_time_ratio", "time ratio", "{:.2f}×"), ("images_per_s", "train img/s", "{:,.0f}")]
+NO_LIMIT = {"scores": "aum"}
+WITH_LIMIT = {"scores": "aul,aum,limit"}
+
+
+def score_aurocs(audit: Path, folder: Path) -> dict:
+    """AUROC of each single score in samples.parquet (oriented so higher = more suspicious)."""
+    from sklearn.metrics import roc_auc_score
+
+    samples = pd.read_parquet(audit / "samples.parquet")
+    noisy = read_truth(folder).loc[samples["path"], "is_noisy"].to_numpy()
+    if noisy.all() or not noisy.any():
+        return {}
+    columns = {"aul": samples["aul"], "aum": -samples["aum"], "limit": samples.get("limit_distance")}
+    return {f"auroc_{k}": float(roc_auc_score(noisy, v)) for k, v in columns.items() if v is not None}
 
 
 def flows_found(audit: Path, folder: Path) -> float | None:
@@ -45,14 +64,23 @@ def run_case(name: str, overrides: dict) -> dict:
     case = CASES[name]
     folder = build(case)
     out = WORK / f"{name}.audit"
+    options = {**case.scan_options, **WITH_LIMIT, **overrides}
+    base_s = None
+    if "scores" not in overrides:  # the same scan without LIMIT, for its time ratio
+        t = time.perf_counter()
+        scan(folder / "images", out=WORK / f"{name}.no-limit.audit", cache_dir=str(WORK / "cache"),
+             **{**options, **NO_LIMIT})
+        base_s = time.perf_counter() - t
     t = time.perf_counter()
-    result = scan(folder / "images", out=out, cache_dir=str(WORK / "cache"), **{**case.scan_options, **overrides})
+    result = scan(folder / "images", out=out, cache_dir=str(WORK / "cache"), **options)
     wall = time.perf_counter() - t
     metrics = evaluate(out, folder / "truth.csv")
+    metrics.update(score_aurocs(out, folder))
     metrics["flows_found"] = flows_found(out, folder)
     run = result.run
     n, epochs = run["summary"]["n_samples"], run["config"]["epochs"]
-    return {"case": name, "held_out": case.held_out, **metrics, "scan_s": wall,
+    return {"case": name, "held_out": case.held_out, **metrics, "scan_s": wall, "scan_s_no_limit": base_s,
+            "limit_time_ratio": wall / base_s if base_s else None, "scores": run["scores"]["score"],
             "train_s": run["timings"]["train_s"], "images_per_s": n * epochs / run["timings"]["train_s"],
             "noise_method": run["noise_model"]["method"], "options": {**case.scan_options, **overrides}}
 
@@ -70,10 +98,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cases", nargs="*", default=list(CASES), choices=list(CASES))
     ap.add_argument("--epochs", type=int)
-    ap.add_argument("--score", choices=["aul", "aum"])
+    ap.add_argument("--scores", help="scan's --scores, e.g. aum or aul,aum,limit")
     ap.add_argument("--tag", default="detection", help="name of the result files")
     args = ap.parse_args()
-    overrides = {k: v for k, v in (("epochs", args.epochs), ("score", args.score)) if v is not None}
+    overrides = {k: v for k, v in (("epochs", args.epochs), ("scores", args.scores)) if v is not None}
     rows = []
     for name in args.cases:
         row = run_case(name, overrides)

@@ -59,6 +59,7 @@ def _resnet18(num_classes: int) -> nn.Module:
 
 
 MODELS = {
+    "tiny": lambda k: SmallCNN(k, widths=(16, 32, 64, 128)),
     "small": lambda k: SmallCNN(k),
     "medium": lambda k: SmallCNN(k, widths=(32, 96, 192, 384)),
     "resnet18": _resnet18,

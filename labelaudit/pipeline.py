@@ -26,7 +26,8 @@ from .mixture import BOOTSTRAP_LEVEL, BOOTSTRAP_ROUNDS, NOISE_MODELS, NoiseFit, 
 from .models import MODELS
 from .outputs import SAMPLE_COLUMNS, AuditTables, write_audit, write_parquet
 from .proxy import ProxySettings
-from .scores import SCORES, aul, aum, rank_descending, ranking_score
+from .limit import LimitSettings
+from .scores import FUSIONS, SCORES, aul, aum, fuse, rank_descending
 from .sources import MANIFEST_SUFFIXES, Listing, list_folder, list_manifest
 from .transition import TRANSITIONS, count_joint, estimate_transition, given_label_rates, top_flows, transition_frame
 
@@ -49,7 +50,12 @@ class ScanConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     seed: int = 0  # same seed + same device + same data → same outputs
     # --- scores and decisions
-    score: str = "aum"  # ranking score: aum (default, by benchmarks/detection.py) | aul
+    scores: str = "aum"  # scorers fused into `score`: a comma list of aul, aum, limit (benchmarks/fusion.py: AUM
+    #                      alone ranks best on the development photo sets; LIMIT helps on digits, docs/scores.md)
+    fusion: str = "z-mean"  # how `score` combines several (benchmarks/fusion.py): z-mean | rank-mean | posterior-mean
+    limit_dist: str = LimitSettings.dist  # LIMIT's q: gaussian (LIMIT_G, MSE) | laplace (LIMIT_L, MAE)
+    limit_beta: float = LimitSettings.beta  # LIMIT's β‖µ‖² weight (benchmarks/limit_beta.py)
+    limit_model: str = LimitSettings.model  # LIMIT's f and q networks (tiny: < 2× the proxy's time on a CPU)
     noise_model: str = "margin"  # margin (mixture on AUM, components below 0 = mislabeled) | aul-gmm (paper)
     threshold: float = 0.5  # is_label_issue = p_mislabeled > threshold
     transition: str = "counts"  # T estimator: counts (default, by benchmarks/transition.py) | anchors (Patrini)
@@ -73,20 +79,33 @@ class ScanConfig:
             (0.0 < self.threshold < 1.0, "--threshold", self.threshold, "a probability strictly between 0 and 1"),
             (0.0 < self.anchor_quantile <= 1.0, "--anchor-quantile", self.anchor_quantile, "a number in (0, 1]"),
             (self.report_top >= 0, "--report-top", self.report_top, "0 or more"),
+            (self.limit_model in MODELS, "--limit-model", self.limit_model, f"one of {', '.join(MODELS)}"),
         ]
         if self.max_errors is not None:
             parse_max_errors(self.max_errors)
+        parse_scores(self.scores)
+        LimitSettings(dist=self.limit_dist, beta=self.limit_beta).validate()
         for ok, option, value, expected in checks:
             if not ok:
                 raise UsageError(f"{option} {value!r}: expected {expected}")
         for option, what, value, names in (("--model", "model", self.model, MODELS),
                                            ("--augment", "augmentation", self.augment, AUGMENTS),
-                                           ("--score", "score", self.score, SCORES),
+                                           ("--fusion", "fusion rule", self.fusion, FUSIONS),
                                            ("--noise-model", "noise model", self.noise_model, NOISE_MODELS),
                                            ("--transition", "transition estimator", self.transition, TRANSITIONS)):
             if value not in names:
                 raise UsageError(f"{option} {value!r}: unknown {what}; choose one of {', '.join(names)}")
         return self
+
+
+def parse_scores(text: str) -> tuple[str, ...]:
+    """``"aum,limit"`` → ("aum", "limit"): the scorers a scan runs and fuses into ``score``. AUL and AUM
+    come from the proxy's own run and are always written; ``limit`` adds the LIMIT pair."""
+    names = tuple(dict.fromkeys(s.strip().lower() for s in str(text).split(",") if s.strip()))
+    unknown = [n for n in names if n not in SCORES]
+    if not names or unknown:
+        raise UsageError(f"--scores {text!r}: expected a comma list of {', '.join(SCORES)} (e.g. aul,aum,limit)")
+    return names
 
 
 def parse_max_errors(value: str | int) -> tuple[float, bool]:
@@ -133,7 +152,8 @@ class ScanResult(AuditTables):
     out: Path | None = None
 
 
-def _listing(data, manifest, root, config: ScanConfig) -> Listing:
+def make_listing(data, manifest, root, config: ScanConfig) -> Listing:
+    """List DATA (a folder, or a manifest given as DATA) or --manifest, with the config's column names."""
     if manifest is None and data is not None and Path(data).is_file() \
             and Path(data).suffix.lower() in MANIFEST_SUFFIXES:
         manifest, data = data, None  # `labelaudit scan labels.csv` means the manifest
@@ -157,8 +177,10 @@ def _fingerprint(samples: pd.DataFrame) -> str:
 
 
 def build_samples(ds: Dataset, *, aul_s: np.ndarray, aum_s: np.ndarray, score: np.ndarray,
-                  fit: NoiseFit, mean_probs: np.ndarray, threshold: float) -> pd.DataFrame:
-    """samples.parquet: the contract's columns (CONTRACT.md), in its order, then extras."""
+                  fit: NoiseFit, mean_probs: np.ndarray, threshold: float,
+                  limit_s: np.ndarray | None = None) -> pd.DataFrame:
+    """samples.parquet: the contract's columns (CONTRACT.md), in its order, then extras
+    (``limit_distance`` when LIMIT ran)."""
     p = np.clip(fit.p_mislabeled, 0.0, 1.0)
     pred = mean_probs.argmax(axis=1)
     df = ds.samples.copy()
@@ -173,7 +195,11 @@ def build_samples(ds: Dataset, *, aul_s: np.ndarray, aum_s: np.ndarray, score: n
     df["aul"] = aul_s
     df["aum"] = aum_s
     df["given_confidence"] = mean_probs[np.arange(len(pred)), ds.labels].astype(np.float64)
-    return df[SAMPLE_COLUMNS + ["given_confidence"]]
+    extras = ["given_confidence"]
+    if limit_s is not None:
+        df["limit_distance"] = np.asarray(limit_s, dtype=np.float64)
+        extras.append("limit_distance")
+    return df[SAMPLE_COLUMNS + extras]
 
 
 def _transition_rates(t: np.ndarray, joint: np.ndarray, ds: Dataset) -> np.ndarray:
@@ -190,15 +216,19 @@ def _transition_rates(t: np.ndarray, joint: np.ndarray, ds: Dataset) -> np.ndarr
     return np.concatenate([[dataset], rates])
 
 
-def trajectories_frame(loss: np.ndarray, margin: np.ndarray) -> pd.DataFrame:
-    """Long form (sample_id, epoch, loss, margin); epochs count from 1."""
+def trajectories_frame(loss: np.ndarray, margin: np.ndarray, limit: np.ndarray | None = None) -> pd.DataFrame:
+    """Long form (sample_id, epoch, loss, margin[, limit_distance]); epochs count from 1. The per-epoch
+    LIMIT distance is the training pass's (augmented, train mode), recorded at no extra cost."""
     e, n = loss.shape
-    return pd.DataFrame({
+    columns = {
         "sample_id": np.tile(np.arange(n, dtype=np.int64), e),
         "epoch": np.repeat(np.arange(1, e + 1, dtype=np.int64), n),
         "loss": loss.reshape(-1).astype(np.float32),
         "margin": margin.reshape(-1).astype(np.float32),
-    })
+    }
+    if limit is not None:
+        columns["limit_distance"] = limit.reshape(-1).astype(np.float32)
+    return pd.DataFrame(columns)
 
 
 def scan(data: str | Path | None = None, *, out: str | Path | None = "labelaudit-out",
@@ -234,7 +264,7 @@ def scan(data: str | Path | None = None, *, out: str | Path | None = "labelaudit
     timings: dict[str, float] = {}
 
     t = time.perf_counter()
-    listing = _listing(data, manifest, root, config)
+    listing = make_listing(data, manifest, root, config)
     timings["list_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -255,16 +285,21 @@ def scan(data: str | Path | None = None, *, out: str | Path | None = "labelaudit
     labels = torch.from_numpy(np.array(ds.labels, dtype=np.int64)).to(device)
     settings = ProxySettings(model=config.model, epochs=config.epochs, batch_size=config.batch_size,
                              lr=config.lr, augment=config.augment, seed=config.seed)
-    dyn = train_proxy(images, labels, len(ds.classes), settings, device=device, progress=progress)
+    scorers = parse_scores(config.scores)
+    limit = LimitSettings(dist=config.limit_dist, beta=config.limit_beta,
+                                                  model=config.limit_model) if "limit" in scorers else None
+    dyn = train_proxy(images, labels, len(ds.classes), settings, device=device, progress=progress, limit=limit)
     timings["train_s"] = time.perf_counter() - t
 
     # --- scores, noise model, decisions
     t = time.perf_counter()
     aul_s, aum_s = aul(dyn.loss), aum(dyn.margin)
-    score = ranking_score(config.score, aul_scores=aul_s, aum_scores=aum_s)
+    limit_s = None if dyn.limit_distance is None else dyn.limit_distance.astype(np.float64)
+    raw = {"aul": aul_s, "aum": aum_s, "limit": limit_s}
+    score = fuse(config.fusion, {name: raw[name] for name in scorers})
     fit = fit_noise(config.noise_model, aul_scores=aul_s, aum_scores=aum_s, random_state=config.seed)
     samples = build_samples(ds, aul_s=aul_s, aum_s=aum_s, score=score, fit=fit,
-                            mean_probs=dyn.mean_probs, threshold=config.threshold)
+                            mean_probs=dyn.mean_probs, threshold=config.threshold, limit_s=limit_s)
     p = samples["p_mislabeled"].to_numpy()
     noise = noise_table(p, ds.labels, ds.classes)
     joint = count_joint(p, ds.labels, dyn.mean_probs)
@@ -272,7 +307,7 @@ def scan(data: str | Path | None = None, *, out: str | Path | None = "labelaudit
                                              probs=dyn.mean_probs, quantile=config.anchor_quantile, joint=joint)
     noise["transition_rate"] = _transition_rates(t_matrix, joint, ds)
     transition = transition_frame(t_matrix, ds.classes)
-    trajectories = trajectories_frame(dyn.loss, dyn.margin)
+    trajectories = trajectories_frame(dyn.loss, dyn.margin, dyn.limit_epochs)
     timings["score_s"] = time.perf_counter() - t
 
     run = {
@@ -292,6 +327,10 @@ def scan(data: str | Path | None = None, *, out: str | Path | None = "labelaudit
         "noise_model": {"method": fit.method, **fit.details,
                         "interval": {"level": BOOTSTRAP_LEVEL, "rounds": BOOTSTRAP_ROUNDS,
                                      "method": "percentile bootstrap over samples, mixture refit each round"}},
+        "scores": {"ran": list(scorers), "fusion": config.fusion if len(scorers) > 1 else None,
+                   "score": (f"{config.fusion} of {', '.join(scorers)}" if len(scorers) > 1 else
+                             f"{scorers[0]} alone") + " (higher = more likely mislabeled)",
+                   "limit": None if limit is None else dataclasses.asdict(limit)},
         "transition_source": t_source,
         "summary": {
             "noise_rate": fit.noise_rate,

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from .progress import Progress
 from .augment import augment_batch
 from .errors import TrainingError
+from .limit import LimitPair, LimitSettings
 from .models import build_model
 from .recorders import Dynamics, Recorder
 
@@ -55,16 +56,19 @@ def _batches(n: int, batch_size: int, generator: torch.Generator, device: torch.
 
 def train_proxy(images: torch.Tensor, labels: torch.Tensor, num_classes: int, settings: ProxySettings,
                 *, device: torch.device, progress: Progress | None = None,
-                keep_epoch_probs: bool = False) -> Dynamics:
+                keep_epoch_probs: bool = False, limit: LimitSettings | None = None) -> Dynamics:
     """Train the proxy on ``images`` (N, 3, S, S) uint8 and ``labels`` (N,) int64, both on ``device``.
 
-    Returns the recorded dynamics. Raises TrainingError when the loss stops being finite.
+    With ``limit``, the LIMIT pair (limit.py) trains on the same augmented batches, and the dynamics
+    carry its distances. Returns the recorded dynamics. Raises TrainingError when the loss stops
+    being finite.
     """
     n = images.shape[0]
     torch.manual_seed(settings.seed)
     model = build_model(settings.model, num_classes).to(device)
     cuda = device.type == "cuda"
     model = model.to(memory_format=torch.channels_last)
+    pair = None if limit is None else LimitPair(limit.model, num_classes, limit, device=device)
     opt = torch.optim.SGD(model.parameters(), lr=settings.lr, momentum=settings.momentum,
                           nesterov=True, weight_decay=settings.weight_decay)
     mean, std = (t.to(device) for t in channel_stats(images))
@@ -72,8 +76,12 @@ def train_proxy(images: torch.Tensor, labels: torch.Tensor, num_classes: int, se
     gen.manual_seed(settings.seed)
     order_gen = torch.Generator(device="cpu")
     order_gen.manual_seed(settings.seed)
-    rec = Recorder(n, num_classes, settings.epochs, device, keep_epoch_probs=keep_epoch_probs)
+    rec = Recorder(n, num_classes, settings.epochs, device, keep_epoch_probs=keep_epoch_probs, limit=pair is not None)
     amp_dtype = torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float16
+    autocast = torch.autocast(device.type, dtype=amp_dtype, enabled=cuda)
+
+    def normalise(batch: torch.Tensor) -> torch.Tensor:
+        return ((batch.float() - mean) / std).contiguous(memory_format=torch.channels_last)  # (B, 3, S, S)
 
     steps_per_epoch = max(1, -(-n // settings.batch_size))
     total = settings.epochs * steps_per_epoch
@@ -83,12 +91,10 @@ def train_proxy(images: torch.Tensor, labels: torch.Tensor, num_classes: int, se
         loss_sum = torch.zeros((), device=device)
         for ids in _batches(n, settings.batch_size, order_gen, device):
             # --- data: uint8 → augment → float, normalised
-            x = augment_batch(images[ids], settings.augment, gen)
-            x = (x.float() - mean) / std  # (B, 3, S, S)
-            x = x.contiguous(memory_format=torch.channels_last)
+            x = normalise(augment_batch(images[ids], settings.augment, gen))  # (B, 3, S, S)
             y = labels[ids]
             # --- forward, per-sample loss, backward
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=cuda):
+            with autocast:
                 logits = model(x)  # (B, K)
             loss_i = F.cross_entropy(logits.float(), y, reduction="none")  # (B,)
             loss = loss_i.mean()
@@ -97,6 +103,9 @@ def train_proxy(images: torch.Tensor, labels: torch.Tensor, num_classes: int, se
             opt.step()
             # --- record from the same forward pass
             rec.record(epoch, ids, logits.detach(), y, loss_i.detach())
+            # --- the LIMIT pair, same batch (its own forward and backward passes)
+            if pair is not None:
+                rec.record_limit(epoch, ids, pair.step(x, y, autocast))
             loss_sum += loss.detach() * len(ids)
             done += 1
             if progress is not None:
@@ -110,4 +119,6 @@ def train_proxy(images: torch.Tensor, labels: torch.Tensor, num_classes: int, se
             seen = (epoch + 1) * n
             progress("train", done, total, {"epoch": epoch + 1, "epochs": settings.epochs, "loss": mean_loss,
                                             "images_per_s": seen / max(time.perf_counter() - t0, 1e-9)})
+    if pair is not None:  # LIMIT's score: q in eval mode on un-augmented images (Sec. 4.1)
+        rec.limit_final = pair.distance(images, labels, normalise, settings.batch_size, autocast)
     return rec.dynamics()

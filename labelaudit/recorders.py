@@ -29,14 +29,18 @@ class Dynamics:
     margin: np.ndarray  # (E, N) float32: logit margin of sample n in epoch e
     mean_probs: np.ndarray  # (N, K) float32: softmax probabilities averaged over epochs
     epoch_probs: np.ndarray | None = None  # (E, N, K) float32, only when asked for (benchmarks)
+    limit_epochs: np.ndarray | None = None  # (E, N) float32: LIMIT distance in the training pass, when LIMIT ran
+    limit_distance: np.ndarray | None = None  # (N,) float32: LIMIT distance after training, eval mode, no augmentation
 
 
 class Recorder:
     """Collects loss, margin and softmax per sample id during training, on ``device``."""
 
     def __init__(self, n_samples: int, n_classes: int, epochs: int, device: torch.device, *,
-                 keep_epoch_probs: bool = False):
+                 keep_epoch_probs: bool = False, limit: bool = False):
         self.loss = torch.full((epochs, n_samples), float("nan"), device=device)
+        self.limit = torch.full((epochs, n_samples), float("nan"), device=device) if limit else None
+        self.limit_final: torch.Tensor | None = None
         self.margin = torch.full((epochs, n_samples), float("nan"), device=device)
         self.prob_sum = torch.zeros((n_samples, n_classes), device=device)
         self.epoch_probs = torch.zeros((epochs, n_samples, n_classes), device=device) if keep_epoch_probs else None
@@ -54,6 +58,11 @@ class Recorder:
         if self.epoch_probs is not None:
             self.epoch_probs[epoch, ids] = probs
 
+    @torch.no_grad()
+    def record_limit(self, epoch: int, ids: torch.Tensor, distance: torch.Tensor) -> None:
+        """ids (B,), LIMIT distance (B,) from the same batch's training pass."""
+        self.limit[epoch, ids] = distance.float()
+
     def end_epoch(self) -> None:
         self.epochs_seen += 1
 
@@ -61,4 +70,6 @@ class Recorder:
         e = self.epochs_seen
         return Dynamics(loss=self.loss[:e].cpu().numpy(), margin=self.margin[:e].cpu().numpy(),
                         mean_probs=(self.prob_sum / max(e, 1)).cpu().numpy(),
-                        epoch_probs=None if self.epoch_probs is None else self.epoch_probs[:e].cpu().numpy())
+                        epoch_probs=None if self.epoch_probs is None else self.epoch_probs[:e].cpu().numpy(),
+                        limit_epochs=None if self.limit is None else self.limit[:e].cpu().numpy(),
+                        limit_distance=None if self.limit_final is None else self.limit_final.cpu().numpy())

@@ -3,6 +3,7 @@
 Directions (also in the Parquet schema metadata and docs/scores.md):
 - ``aul``: higher = more likely mislabeled.
 - ``aum``: lower = more likely mislabeled.
+- ``limit_distance``: higher = more likely mislabeled.
 - ``score`` (the ranking column): higher = more likely mislabeled, always.
 """
 from __future__ import annotations
@@ -12,12 +13,14 @@ import numpy as np
 DIRECTIONS = {
     "aul": "higher = more likely mislabeled",
     "aum": "lower = more likely mislabeled",
+    "limit_distance": "higher = more likely mislabeled",
     "score": "higher = more likely mislabeled",
     "p_mislabeled": "higher = more likely mislabeled",
     "label_score": "lower = more likely mislabeled",
 }
 
-SCORES = ("aul", "aum")  # the scorers --score can rank by
+SCORES = ("aul", "aum", "limit")  # the scorers --scores can run
+_SIGN = {"aul": 1.0, "aum": -1.0, "limit": 1.0}  # orientation: sign that makes higher = more suspicious
 
 
 def aul(loss: np.ndarray) -> np.ndarray:
@@ -40,17 +43,60 @@ def aum(margin: np.ndarray) -> np.ndarray:
     return margin.mean(axis=0)
 
 
-def ranking_score(name: str, *, aul_scores: np.ndarray, aum_scores: np.ndarray) -> np.ndarray:
-    """The ``score`` column for the chosen scorer, oriented so higher = more likely mislabeled."""
-    choices = {"aul": lambda: aul_scores, "aum": lambda: -aum_scores}  # keys = SCORES
-    if name not in choices:
-        raise ValueError(f"score {name!r}: unknown; choose one of {', '.join(choices)}")
-    return np.asarray(choices[name](), dtype=np.float64)
-
-
 def rank_descending(score: np.ndarray) -> np.ndarray:
     """1 = highest score; ties broken by position (stable), so ranks are a permutation of 1..N."""
     order = np.argsort(-np.asarray(score), kind="stable")
     ranks = np.empty(len(order), dtype=np.int64)
     ranks[order] = np.arange(1, len(order) + 1)
     return ranks
+
+
+def oriented(name: str, values: np.ndarray) -> np.ndarray:
+    """``values`` of scorer ``name`` with the sign that makes higher = more likely mislabeled."""
+    if name not in _SIGN:
+        raise ValueError(f"score {name!r}: unknown; choose one of {', '.join(_SIGN)}")
+    return _SIGN[name] * np.asarray(values, dtype=np.float64)
+
+
+def _rank_mean(columns: list[np.ndarray]) -> np.ndarray:
+    """Mean over scores of the rank fraction (average ranks for ties, 1/N … 1)."""
+    from scipy.stats import rankdata
+
+    return np.mean([rankdata(c) / len(c) for c in columns], axis=0)
+
+
+def _z_mean(columns: list[np.ndarray]) -> np.ndarray:
+    """Mean over scores of the robust z-score (x − median) / IQR."""
+    out = []
+    for c in columns:
+        q1, med, q3 = np.quantile(c, [0.25, 0.5, 0.75])
+        out.append((c - med) / max(q3 - q1, 1e-12))
+    return np.mean(out, axis=0)
+
+
+def _posterior_mean(columns: list[np.ndarray]) -> np.ndarray:
+    """Mean over scores of the posterior of the high-mean component of a 2-component Gaussian mixture
+    fitted to that score alone (the AUL paper's Sec. 4.1 rule, per score), plus a 1e-6 × rank-mean
+    tie-break so samples every mixture calls certain still get a strict order."""
+    from sklearn.mixture import GaussianMixture
+
+    post = []
+    for c in columns:
+        x = c.reshape(-1, 1)
+        gmm = GaussianMixture(2, random_state=0, reg_covar=1e-6).fit(x)
+        post.append(gmm.predict_proba(x)[:, int(np.argmax(gmm.means_.ravel()))])
+    return np.mean(post, axis=0) + 1e-6 * _rank_mean(columns)
+
+
+FUSIONS = {"z-mean": _z_mean, "rank-mean": _rank_mean, "posterior-mean": _posterior_mean}  # first = default
+
+
+def fuse(rule: str, scores: dict[str, np.ndarray]) -> np.ndarray:
+    """Fuse per-sample scores {scorer name: (N,) raw values} into one (N,) score, higher = more
+    likely mislabeled. Each score is first oriented (``oriented``); with one score, that score."""
+    if rule not in FUSIONS:
+        raise ValueError(f"fusion {rule!r}: unknown; choose one of {', '.join(FUSIONS)}")
+    if not scores:
+        raise ValueError("fuse needs at least one score")
+    columns = [oriented(name, values) for name, values in scores.items()]
+    return columns[0] if len(columns) == 1 else FUSIONS[rule](columns)

@@ -38,7 +38,7 @@ def test_config_and_overrides(color_folder):
         scan(root, out=None, epoch=3)
     with pytest.raises(UsageError, match="--threshold 1.5"):
         scan(root, out=None, threshold=1.5)
-    result = scan(root, out=None, config=ScanConfig(**FAST), noise_model="aul-gmm", score="aul")
+    result = scan(root, out=None, config=ScanConfig(**FAST), noise_model="aul-gmm", scores="aul")
     assert result.run["config"]["noise_model"] == "aul-gmm"
     assert (result.samples["score"] == result.samples["aul"]).all()
     assert "aul-gmm" in result.run["noise_model"]["method"]
@@ -53,3 +53,28 @@ def test_manifest_file_as_data_argument(color_folder, tmp_path):
     assert result.samples["path"].tolist() == [r[0] for r in rows]
     with pytest.raises(UsageError, match="not both"):
         scan(root, manifest=tmp_path / "m.jsonl", out=None)
+
+
+def test_scores_option_runs_limit_and_fuses(color_folder, tmp_path):
+    root, truth = color_folder
+    flipped = {p for p, c in truth.items() if p.split("/")[0] != c}
+    result = scan(root, out=tmp_path / "a", scores="aul,aum,limit", fusion="rank-mean", **FAST)
+    s = result.samples
+    assert result.run["scores"]["ran"] == ["aul", "aum", "limit"]
+    assert "rank-mean of aul, aum, limit" in result.run["scores"]["score"]
+    assert result.run["scores"]["limit"]["model"] == "tiny"
+    assert set(s.sort_values("limit_distance", ascending=False)["path"].head(6)) == flipped
+    assert set(result.suspects["path"].head(6)) == flipped
+    assert s["limit_distance"].between(0, 2 ** 0.5).all()
+    traj = pd.read_parquet(tmp_path / "a" / "trajectories.parquet")
+    assert traj["limit_distance"].notna().all() and len(traj) == 8 * 72
+    # rank-mean of the three oriented scores, ranks 1..N over N
+    expected = (s["aul"].rank() + (-s["aum"]).rank() + s["limit_distance"].rank()) / (3 * len(s))
+    pd.testing.assert_series_equal(s["score"], expected, check_names=False)
+    # AUM alone: no LIMIT column, the score is −AUM, and the proxy's own numbers are unchanged
+    alone = scan(root, out=None, **FAST)  # the default: AUM alone
+    assert "limit_distance" not in alone.samples and alone.run["scores"]["limit"] is None
+    assert (alone.samples["score"] == -alone.samples["aum"]).all()
+    pd.testing.assert_series_equal(alone.samples["aum"], s["aum"])
+    with pytest.raises(UsageError, match="--scores 'aum,lmit'"):
+        scan(root, out=None, scores="aum,lmit")

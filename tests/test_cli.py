@@ -157,7 +157,7 @@ def test_manifest_scan(color_folder, tmp_path):
     (["scan", "{root}", "--epochs", "0"], 2, "--epochs 0: expected at least 1"),
     (["scan", "{root}", "--device", "tpu"], 2, "--device"),
     (["scan", "{root}", "--model", "vgg99"], 2, "unknown model"),
-    (["scan", "{root}", "--score", "loss"], 2, "--score"),
+    (["scan", "{root}", "--scores", "aum,loss"], 2, "--scores 'aum,loss'"),
     (["scan"], 2, "nothing to scan"),
 ])
 def test_user_errors_are_one_line_without_traceback(color_folder, args, code, message):

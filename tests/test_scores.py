@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from labelaudit.recorders import Recorder, logit_margin
-from labelaudit.scores import aul, aum, rank_descending, ranking_score
+from labelaudit.scores import aul, aum, fuse, oriented, rank_descending
 
 
 def test_aul_sums_loss_over_epochs():
@@ -35,12 +35,31 @@ def test_logit_margin_on_2x3_logits():
     torch.testing.assert_close(logit_margin(logits, labels), torch.tensor([2.0, -3.0]))
 
 
-def test_ranking_score_orientation():
-    aul_s, aum_s = np.array([1.0, 5.0]), np.array([3.0, -2.0])
-    np.testing.assert_allclose(ranking_score("aul", aul_scores=aul_s, aum_scores=aum_s), [1.0, 5.0])
-    np.testing.assert_allclose(ranking_score("aum", aul_scores=aul_s, aum_scores=aum_s), [-3.0, 2.0])
-    with pytest.raises(ValueError, match="aul, aum"):
-        ranking_score("nope", aul_scores=aul_s, aum_scores=aum_s)
+def test_oriented_makes_higher_more_suspicious():
+    np.testing.assert_allclose(oriented("aul", np.array([1.0, 5.0])), [1.0, 5.0])
+    np.testing.assert_allclose(oriented("aum", np.array([3.0, -2.0])), [-3.0, 2.0])
+    np.testing.assert_allclose(oriented("limit", np.array([0.1, 1.2])), [0.1, 1.2])
+    with pytest.raises(ValueError, match="aul, aum, limit"):
+        oriented("nope", np.zeros(2))
+
+
+def test_fuse_rank_mean_on_hand_computed_ranks():
+    scores = {"aum": np.array([3.0, -2.0, 0.0, 1.0]),  # oriented −aum: ranks 1, 4, 3, 2
+              "limit": np.array([0.2, 0.9, 1.0, 0.1])}  # ranks 2, 3, 4, 1
+    np.testing.assert_allclose(fuse("rank-mean", scores), np.array([1.5, 3.5, 3.5, 1.5]) / 4)
+    np.testing.assert_allclose(fuse("rank-mean", {"aum": scores["aum"]}), [-3.0, 2.0, 0.0, -1.0])  # one: itself
+
+
+def test_fuse_z_mean_and_posterior_mean():
+    a = np.array([0.0, 1.0, 2.0, 3.0, 4.0])  # median 2, IQR 2
+    np.testing.assert_allclose(fuse("z-mean", {"aul": a, "limit": 2 * a}), (a - 2) / 2)
+    rng = np.random.default_rng(0)
+    clean, noisy = rng.normal(0, 0.1, 200), rng.normal(1, 0.1, 50)
+    x = np.concatenate([clean, noisy])
+    fused = fuse("posterior-mean", {"aul": x, "limit": x})
+    assert fused[200:].min() > 0.99 and fused[:200].max() < 0.01
+    with pytest.raises(ValueError, match="z-mean, rank-mean, posterior-mean"):
+        fuse("max", {"aul": a})
 
 
 def test_rank_descending_is_a_stable_permutation():

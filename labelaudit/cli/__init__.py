@@ -12,6 +12,8 @@ from .export import export_cli
 from .report import report_cli
 from .scan import scan_cli
 from .show import show_cli
+from .train import train_cli
+from .predict import predict_cli
 
 app = typer.Typer(
     name="labelaudit",
@@ -40,6 +42,8 @@ app.command("check")(check_cli)
 app.command("export")(export_cli)
 app.command("show")(show_cli)
 app.command("report")(report_cli)
+app.command("train")(train_cli)
+app.command("predict")(predict_cli)
 
 
 def main() -> None:

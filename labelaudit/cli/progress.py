@@ -5,7 +5,7 @@ from rich.console import Console
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn,
                            TimeElapsedColumn, TimeRemainingColumn)
 
-_TITLES = {"hash": "Reading files", "decode": "Decoding images", "train": "Training proxy"}
+_TITLES = {"hash": "Reading files", "decode": "Decoding images", "train": "Training proxy", "fit": "Training model"}
 
 
 class RichProgress:
@@ -41,6 +41,8 @@ def _describe(info: dict) -> str:
         parts.append(f"epoch {info['epoch']}/{info['epochs']}")
     if "loss" in info:
         parts.append(f"loss {info['loss']:.3f}")
+    if "accuracy" in info:
+        parts.append(f"held-out acc {info['accuracy']:.1%}")
     if "images_per_s" in info:
         parts.append(f"{info['images_per_s']:,.0f} img/s")
     if info.get("cached"):

@@ -42,7 +42,12 @@ def scan_cli(
     augment: str = typer.Option(_D.augment, help="crop+flip, crop (for digits, text, symbols) or none."),
     device: str = typer.Option(_D.device, help="auto, cpu, cuda or cuda:N."),
     seed: int = typer.Option(_D.seed, help="Random seed; same seed, device and data give the same outputs."),
-    score: str = typer.Option(_D.score, help="Ranking score: aum or aul."),
+    scores: str = typer.Option(_D.scores, help="Scores fused into the ranking: a comma list of aul, aum, limit "
+                                                "(limit trains two more networks; see docs/scores.md)."),
+    fusion: str = typer.Option(_D.fusion, help="How several scores are fused: z-mean, rank-mean or posterior-mean."),
+    limit_dist: str = typer.Option(_D.limit_dist, help="LIMIT's gradient predictor: gaussian (MSE) or laplace (MAE)."),
+    limit_beta: float = typer.Option(_D.limit_beta, help="LIMIT's penalty on the predicted gradient's norm (β)."),
+    limit_model: str = typer.Option(_D.limit_model, help="LIMIT's two networks: tiny, small, medium or resnet18."),
     noise_model: str = typer.Option(_D.noise_model, help="margin (default) or aul-gmm (the AUL paper's mixture)."),
     threshold: float = typer.Option(_D.threshold, help="Flag a sample when p(mislabeled) exceeds this."),
     transition: str = typer.Option(_D.transition, help="Transition-matrix estimator: counts (from the audit) "
@@ -58,7 +63,9 @@ def scan_cli(
     the noise rate, and write ranked suspects, noise estimates and weights to the output folder."""
     config = ScanConfig(image_size=image_size, workers=workers, cache=cache,
                         cache_dir=str(cache_dir) if cache_dir else None, model=model, epochs=epochs,
-                        batch_size=batch_size, lr=lr, augment=augment, device=device, seed=seed, score=score,
+                        batch_size=batch_size, lr=lr, augment=augment, device=device, seed=seed, scores=scores,
+                        fusion=fusion, limit_dist=limit_dist, limit_beta=limit_beta,
+                        limit_model=limit_model,
                         noise_model=noise_model, threshold=threshold, transition=transition,
                         anchor_quantile=anchor_quantile, report=report, report_top=report_top,
                         path_column=path_column, label_column=label_column, max_errors=max_errors,

@@ -17,6 +17,8 @@ def render_overview(console: Console, run: dict) -> None:
                   + (f"   [yellow]unreadable files: {s['n_errors']:,} (see errors.parquet)[/yellow]"
                      if s["n_errors"] else ""))
     console.print(f"[dim]Noise model: {run['noise_model']['method']}[/dim]")
+    if run.get("scores"):
+        console.print(f"[dim]Ranking: {run['scores']['score']}[/dim]")
     flows = s.get("top_flows") or []
     if flows:
         console.print("[bold]Largest label flows[/bold] (share of a true class filed under another label):")

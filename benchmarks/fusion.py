@@ -1,0 +1,100 @@
+#!/usr/bin/env python3
+"""How to fuse AUL, AUM and LIMIT into ``score``: AUROC of each single score and each fusion rule.
+
+    python benchmarks/fusion.py                         # development cases (never the held-out set)
+    python benchmarks/fusion.py --cases digits_pair_0.2
+    python benchmarks/fusion.py --held-out              # measure the chosen rule on CIFAR-10N worst
+
+Trains the proxy with the LIMIT pair once per case (scan defaults, the default β) and keeps the
+per-sample scores in benchmarks/work/<case>.scores.npz, so the rules are compared on the same
+scores. Every rule in labelaudit.scores.FUSIONS is scored, plus the single scores. The rule is chosen
+on the development cases; the held-out row is measured after the choice.
+Writes benchmarks/results/fusion.json and .md.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+from sklearn.metrics import roc_auc_score
+
+from _cases import CASES, DEV_CASES, NOISE_RATE_CASES, WORK, load_case, machine_meta, save_results
+from labelaudit.limit import LimitSettings
+from labelaudit.proxy import ProxySettings, train_proxy
+from labelaudit.scores import FUSIONS, aul, aum, fuse, oriented
+
+ALL = {**DEV_CASES, **NOISE_RATE_CASES, **CASES}
+DEFAULT_CASES = ["digits_uniform_0.4", "digits_pair_0.2", "digits_asym_0.3", "digits_uniform_0.1",
+                 "cifar10n_uniform_0.1_10k", "cifar10n_random1_10k"]
+COMBOS = (("aul", "aum"), ("aum", "limit"), ("aul", "aum", "limit"))
+
+
+def case_scores(name: str, refresh: bool) -> tuple[dict, np.ndarray, dict]:
+    """{aul, aum, limit} per sample, is_noisy, and timings for one case (cached as .npz)."""
+    path = WORK / f"{name}.scores.npz"
+    if path.exists() and not refresh:
+        z = np.load(path)
+        return {k: z[k] for k in ("aul", "aum", "limit")}, z["is_noisy"], {k: float(z[k]) for k in
+                                                                           ("proxy_s", "limit_s")}
+    case = ALL[name]
+    lc = load_case(case)
+    images = torch.from_numpy(lc.ds.images).permute(0, 3, 1, 2).contiguous()
+    labels = torch.from_numpy(np.array(lc.ds.labels, dtype=np.int64))
+    settings = ProxySettings(augment=case.scan_options.get("augment", ProxySettings.augment))
+    cpu, k = torch.device("cpu"), len(lc.ds.classes)
+    t = time.perf_counter()
+    train_proxy(images, labels, k, settings, device=cpu)
+    proxy_s = time.perf_counter() - t
+    t = time.perf_counter()
+    dyn = train_proxy(images, labels, k, settings, device=cpu, limit=LimitSettings())
+    limit_s = time.perf_counter() - t
+    scores = {"aul": aul(dyn.loss), "aum": aum(dyn.margin), "limit": dyn.limit_distance.astype(np.float64)}
+    np.savez(path, **scores, is_noisy=lc.is_noisy, proxy_s=proxy_s, limit_s=limit_s)
+    return scores, lc.is_noisy, {"proxy_s": proxy_s, "limit_s": limit_s}
+
+
+def run_case(name: str, refresh: bool) -> dict:
+    scores, is_noisy, times = case_scores(name, refresh)
+    row = {"case": name, "held_out": ALL[name].held_out, **times}
+    for s in scores:
+        row[s] = roc_auc_score(is_noisy, oriented(s, scores[s]))
+    for rule in FUSIONS:
+        for combo in COMBOS:
+            row[f"{rule}({'+'.join(combo)})"] = roc_auc_score(is_noisy, fuse(rule, {s: scores[s] for s in combo}))
+    return row
+
+
+def markdown(rows: list[dict]) -> str:
+    cols = [k for k in rows[0] if k not in ("case", "held_out", "proxy_s", "limit_s")]
+    dev = [r for r in rows if not r["held_out"]]
+    lines = ["AUROC per case; last row: mean over the development cases.", "",
+             "| score | " + " | ".join(r["case"] + (" (held out)" if r["held_out"] else "") for r in rows)
+             + " | dev mean |", "|" + "---|" * (len(rows) + 2)]
+    for c in cols:
+        mean = np.mean([r[c] for r in dev]) if dev else float("nan")
+        lines.append(f"| {c} | " + " | ".join(f"{r[c]:.4f}" for r in rows) + f" | {mean:.4f} |")
+    lines += ["", "| case | proxy training s | with LIMIT s | ratio |", "|---|---|---|---|"]
+    lines += [f"| {r['case']} | {r['proxy_s']:.1f} | {r['limit_s']:.1f} | {r['limit_s'] / r['proxy_s']:.2f}× |"
+              for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--cases", nargs="*", default=DEFAULT_CASES, choices=[n for n in ALL if not ALL[n].held_out])
+    ap.add_argument("--held-out", action="store_true", help="add the held-out CIFAR-10N worst case")
+    ap.add_argument("--refresh", action="store_true", help="retrain even when scores are cached")
+    ap.add_argument("--tag", default="fusion")
+    args = ap.parse_args()
+    names = args.cases + (["cifar10n_worst_10k"] if args.held_out else [])
+    rows = []
+    for name in names:
+        rows.append(run_case(name, args.refresh))
+        print(name, {k: round(v, 4) for k, v in rows[-1].items() if isinstance(v, float)}, flush=True)
+    save_results(args.tag, {"meta": machine_meta(), "rows": rows}, markdown(rows))
+
+
+if __name__ == "__main__":
+    main()

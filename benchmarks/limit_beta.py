@@ -1,0 +1,87 @@
+#!/usr/bin/env python3
+"""LIMIT's β (and q's noise model) on synthetic noise: AUROC of limit_distance over the paper's grid.
+
+    python benchmarks/limit_beta.py                                  # digits cases, full grid, gaussian
+    python benchmarks/limit_beta.py --dist laplace --betas 0.3 1 3
+    python benchmarks/limit_beta.py --cases cifar10n_uniform_0.1_10k --betas 0.3 1 3
+
+Trains the proxy with the LIMIT pair directly (no outputs written) with the scan's default settings,
+once per β, and reports the AUROC of the eval-mode distance (the scan's ``limit_distance``), of its
+mean over the training epochs, and the training time relative to the proxy alone. Only synthetic
+noise (make_noisy.py) is allowed here: β is chosen on it, never on the real-noise sets.
+Writes benchmarks/results/limit_beta.json and .md.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+from sklearn.metrics import roc_auc_score
+
+from _cases import DEV_CASES, NOISE_RATE_CASES, load_case, machine_meta, save_results
+from labelaudit.limit import BETA_GRID, LIMIT_DISTS, LimitSettings
+from labelaudit.proxy import ProxySettings, train_proxy
+from labelaudit.scores import aum
+
+SYNTHETIC = {n: c for n, c in {**DEV_CASES, **NOISE_RATE_CASES}.items()
+             if not c.held_out and "random" not in n and "none" not in n and "clean" not in n}
+DEFAULT_CASES = ["digits_uniform_0.4", "digits_pair_0.2", "digits_asym_0.3"]
+
+
+def run_case(name: str, betas: list[float], dist: str, seed: int) -> list[dict]:
+    case = SYNTHETIC[name]
+    lc = load_case(case)
+    images = torch.from_numpy(lc.ds.images).permute(0, 3, 1, 2).contiguous()
+    labels = torch.from_numpy(np.array(lc.ds.labels, dtype=np.int64))
+    settings = ProxySettings(augment=case.scan_options.get("augment", ProxySettings.augment), seed=seed)
+    k, cpu = len(lc.ds.classes), torch.device("cpu")
+    t = time.perf_counter()
+    base = train_proxy(images, labels, k, settings, device=cpu)
+    base_s = time.perf_counter() - t
+    rows = []
+    for beta in betas:
+        t = time.perf_counter()
+        dyn = train_proxy(images, labels, k, settings, device=cpu, limit=LimitSettings(dist=dist, beta=beta))
+        train_s = time.perf_counter() - t
+        row = {"case": name, "dist": dist, "beta": beta, "seed": seed,
+               "auroc_limit": roc_auc_score(lc.is_noisy, dyn.limit_distance),
+               "auroc_limit_epochs": roc_auc_score(lc.is_noisy, dyn.limit_epochs.mean(axis=0)),
+               "auroc_aum": roc_auc_score(lc.is_noisy, -aum(base.margin)),
+               "train_s": train_s, "proxy_train_s": base_s, "time_ratio": train_s / base_s}
+        rows.append(row)
+        print(f"{name:28s} β={beta:<6g} limit {row['auroc_limit']:.4f}  epochs-mean {row['auroc_limit_epochs']:.4f}"
+              f"  aum {row['auroc_aum']:.4f}  {row['time_ratio']:.2f}× proxy time", flush=True)
+    return rows
+
+
+def markdown(rows: list[dict]) -> str:
+    cases = list(dict.fromkeys(r["case"] for r in rows))
+    betas = list(dict.fromkeys(r["beta"] for r in rows))
+    lines = ["AUROC of `limit_distance` (eval mode, after training) by β; last column: mean over cases.", "",
+             "| β | " + " | ".join(cases) + " | mean |", "|" + "---|" * (len(cases) + 2)]
+    for beta in betas:
+        vals = [next(r["auroc_limit"] for r in rows if r["case"] == c and r["beta"] == beta) for c in cases]
+        lines.append(f"| {beta:g} | " + " | ".join(f"{v:.4f}" for v in vals) + f" | {np.mean(vals):.4f} |")
+    lines += ["", "| case | AUROC of AUM (proxy alone) | training time with LIMIT / proxy alone |", "|---|---|---|"]
+    for c in cases:
+        rs = [r for r in rows if r["case"] == c]
+        lines.append(f"| {c} | {rs[0]['auroc_aum']:.4f} | {np.mean([r['time_ratio'] for r in rs]):.2f}× |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--cases", nargs="*", default=DEFAULT_CASES, choices=list(SYNTHETIC))
+    ap.add_argument("--betas", nargs="*", type=float, default=list(BETA_GRID))
+    ap.add_argument("--dist", default="gaussian", choices=LIMIT_DISTS)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--tag", default="limit_beta")
+    args = ap.parse_args()
+    rows = [r for name in args.cases for r in run_case(name, args.betas, args.dist, args.seed)]
+    save_results(args.tag, {"meta": machine_meta(), "rows": rows}, markdown(rows))
+
+
+if __name__ == "__main__":
+    main()

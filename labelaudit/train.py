@@ -1,0 +1,475 @@
+"""``labelaudit train``: the second, noise-robust training run, using what the audit found.
+
+sources → decode/cache (the scan's stages) → align with the audit → train with the chosen methods
+(losses.py) → evaluate on a held-out set every epoch → MODEL_DIR/{model.pt, model.json, metrics.json}.
+
+Methods, combinable: per-sample weights from the audit (AUL Sec. 4.2), dropping or relabelling the
+flagged samples, forward or backward loss correction with the audit's T (Patrini Sec. 4.1–4.2),
+stochastic label noise, a momentum (EMA) model and label correction (SLN Sec. 3.3, 4.1). Every method
+is one per-sample loss, Σⱼ tⱼ ℓⱼ (target t, per-label losses ℓ), weighted per batch.
+
+model.pt is a plain state_dict (tensors only): ``torch.load(path, weights_only=True)`` reads it; no
+pickled objects anywhere. model.json holds the class names and the preprocessing.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import __version__
+from .atomic import write_atomic, write_text_atomic
+from .augment import AUGMENTS
+from .errors import TrainingError, UsageError
+from .losses import CORRECTIONS, LC_WEIGHTINGS, condition_transition, ema_update, lc_targets, sln_targets, soft_ce, \
+    weighted_mean
+from .models import MODELS, build_model
+from .progress import Progress
+
+MODEL_FILE, MODEL_JSON, METRICS_JSON = "model.pt", "model.json", "metrics.json"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every setting of ``labelaudit train``, with its default. The CLI's options map one to one."""
+
+    # --- data (as in scan)
+    image_size: int | None = None  # px; None = the audit's (32 without an audit)
+    workers: int = 0  # decode processes; 0 = one per core, at most 8
+    cache: bool = True  # reuse the scan's decoded-image cache
+    cache_dir: str | None = None
+    path_column: str = "path"
+    label_column: str = "label"
+    # --- model and schedule
+    model: str = "small"  # small | medium | resnet18 | tiny (models.MODELS)
+    epochs: int = 40  # longer than the proxy's 15: this model is the one you keep
+    batch_size: int = 128
+    lr: float = 0.1  # peak SGD learning rate of the one-cycle schedule (warm-up, then cosine to ~0)
+    momentum: float = 0.9  # SGD Nesterov momentum
+    weight_decay: float = 5e-4
+    augment: str | None = None  # crop+flip | crop | none; None = the audit's (crop+flip without one)
+    device: str = "auto"
+    seed: int = 0
+    # --- methods
+    weights: bool = False  # weight each sample's loss by weights.parquet (1 − p_mislabeled), AUL Sec. 4.2
+    drop_issues: bool = False  # leave out the samples the audit flagged (is_label_issue)
+    relabel: bool = False  # train flagged samples on predicted_label when predicted_confidence ≥ min_confidence
+    min_confidence: float = 0.5
+    correction: str = "none"  # none | forward | backward, with the audit's transition.parquet (Patrini)
+    max_condition: float = 100.0  # backward: T is mixed with I until cond(T) ≤ this (Patrini Sec. 4.1)
+    sln: float = 0.0  # σ of the Gaussian noise on the one-hot target (SLN Eq. 3); 0 = off
+    ema: float = 0.0  # momentum-model decay α (SLN-MO: 0.999); 0 = off. The momentum model is the one kept
+    label_correction: int = 0  # SLN-MO-LC: from this epoch on (1-based), train on corrected targets; 0 = off
+    lc_weighting: str = "paper"  # paper: ω·y + (1 − ω)·S, ω = normalised loss | reverse: ω ↔ 1 − ω
+
+    def validate(self) -> "TrainConfig":
+        checks = [
+            (self.image_size is None or 8 <= self.image_size <= 1024, "--image-size", self.image_size,
+             "a side length from 8 to 1024 px"),
+            (self.workers >= 0, "--workers", self.workers, "0 (auto) or a positive number"),
+            (self.epochs >= 1, "--epochs", self.epochs, "at least 1"),
+            (self.batch_size >= 2, "--batch-size", self.batch_size, "at least 2"),
+            (self.lr > 0 and math.isfinite(self.lr), "--lr", self.lr, "a positive number"),
+            (0.0 <= self.min_confidence <= 1.0, "--min-confidence", self.min_confidence, "a probability"),
+            (self.max_condition > 1, "--max-condition", self.max_condition, "a number above 1"),
+            (0.0 <= self.sln < 10, "--sln", self.sln, "a standard deviation from 0 (off) to 10 (the paper: 0.5–1)"),
+            (self.ema == 0 or 0.0 < self.ema < 1.0, "--ema", self.ema, "0 (off) or a decay in (0, 1), e.g. 0.999"),
+            (0 <= self.label_correction <= self.epochs, "--label-correction", self.label_correction,
+             f"0 (off) or an epoch from 1 to --epochs ({self.epochs})"),
+        ]
+        for ok, option, value, expected in checks:
+            if not ok:
+                raise UsageError(f"{option} {value!r}: expected {expected}")
+        for option, what, value, names in (("--model", "model", self.model, MODELS),
+                                           ("--correction", "correction", self.correction, CORRECTIONS),
+                                           ("--lc-weighting", "weighting", self.lc_weighting, LC_WEIGHTINGS)):
+            if value not in names:
+                raise UsageError(f"{option} {value!r}: unknown {what}; choose one of {', '.join(names)}")
+        if self.augment is not None and self.augment not in AUGMENTS:
+            raise UsageError(f"--augment {self.augment!r}: unknown; choose one of {', '.join(AUGMENTS)}")
+        if self.drop_issues and self.relabel:
+            raise UsageError("--drop-issues and --relabel both decide what happens to flagged samples; choose one")
+        return self
+
+    def methods(self) -> list[str]:
+        """The methods in use, in words, for metrics.json and the summary."""
+        out = []
+        if self.weights:
+            out.append("weights")
+        if self.drop_issues:
+            out.append("drop-issues")
+        if self.relabel:
+            out.append(f"relabel (confidence ≥ {self.min_confidence:g})")
+        if self.correction != "none":
+            out.append(f"{self.correction} correction")
+        if self.sln:
+            out.append(f"SLN σ={self.sln:g}")
+        if self.ema:
+            out.append(f"EMA α={self.ema:g}")
+        if self.label_correction:
+            out.append(f"label correction from epoch {self.label_correction} ({self.lc_weighting})")
+        return out or ["plain cross-entropy"]
+
+    @property
+    def needs_audit(self) -> bool:
+        return self.weights or self.drop_issues or self.relabel or self.correction != "none"
+
+
+@dataclass
+class TrainResult:
+    """What a training run produced: metrics.json as a dict, model.json as a dict, and the folder."""
+
+    metrics: dict
+    model_info: dict
+    out: Path | None = None
+
+    @property
+    def final_accuracy(self) -> float | None:
+        return self.metrics["final"].get("eval_accuracy")
+
+
+# --------------------------------------------------------------------------------------------- data
+
+def _load(data, manifest, root, config: TrainConfig, image_size: int, progress: Progress | None):
+    """Listing + decode through the scan's stages (same cache, same errors)."""
+    from .cache import default_cache_dir
+    from .dataset import load_dataset
+    from .decode import default_workers
+    from .pipeline import ScanConfig, make_listing
+
+    listing = make_listing(data, manifest, root, ScanConfig(path_column=config.path_column,
+                                                            label_column=config.label_column))
+    cache_dir = (Path(config.cache_dir) if config.cache_dir else default_cache_dir()) if config.cache else None
+    return load_dataset(listing, image_size=image_size, workers=config.workers or default_workers(),
+                        cache_dir=cache_dir, progress=progress)
+
+
+def _align(audit, ds) -> np.ndarray:
+    """Row of the audit's samples.parquet for each training sample (by path); UsageError when the
+    audit does not cover the data or its classes differ."""
+    audit_classes = [str(c) for c in audit.run["data"]["classes"]]
+    if audit_classes != ds.classes:
+        raise UsageError(f"--audit {audit.path}: its classes ({', '.join(audit_classes[:6])}…) differ from the "
+                         f"data's ({', '.join(ds.classes[:6])}…); scan this data and pass that audit")
+    index = pd.Series(np.arange(len(audit.samples)), index=audit.samples["path"].astype(str))
+    if index.index.has_duplicates:
+        index = index[~index.index.duplicated()]
+    rows = index.reindex(ds.samples["path"].astype(str))
+    missing = rows.isna()
+    if missing.any():
+        first = ds.samples["path"][missing.to_numpy()].iloc[0]
+        raise UsageError(f"--audit {audit.path}: {int(missing.sum())} of {len(ds.samples)} samples are not in the "
+                         f"audit (e.g. {first}); scan this data and pass that audit")
+    return rows.to_numpy(dtype=np.int64)
+
+
+def _training_set(ds, audit, config: TrainConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
+    """(sample indices to train on, their labels, their weights, what the audit changed)."""
+    n = len(ds.samples)
+    keep, labels, weights = np.arange(n), ds.labels.copy(), np.ones(n, dtype=np.float32)
+    changes = {"n_samples": n}
+    if audit is None:
+        return keep, labels, weights, changes
+    rows = _align(audit, ds)
+    samples = audit.samples.iloc[rows].reset_index(drop=True)
+    flagged = samples["is_label_issue"].to_numpy(dtype=bool)
+    if config.weights:
+        weights = samples["weight"].to_numpy(dtype=np.float32)
+        changes["mean_weight"] = float(weights.mean())
+    if config.relabel:
+        index = {c: k for k, c in enumerate(ds.classes)}
+        predicted = samples["predicted_label"].astype(str).map(index).to_numpy()
+        confident = flagged & (samples["predicted_confidence"].to_numpy() >= config.min_confidence)
+        labels[confident] = predicted[confident]
+        changes["n_relabelled"] = int(confident.sum())
+    if config.drop_issues:
+        keep = np.flatnonzero(~flagged)
+        changes["n_dropped"] = int(flagged.sum())
+        if len(keep) < 2:
+            raise UsageError(f"--drop-issues: the audit flags {int(flagged.sum())} of {n} samples, leaving "
+                             "too few to train on; use --weights instead")
+    return keep, labels[keep], weights[keep], changes
+
+
+def _transition(audit, classes: list[str], config: TrainConfig) -> tuple[np.ndarray | None, dict]:
+    """The matrix the correction uses: T (forward) or T⁻¹ of T mixed with I as needed (backward)."""
+    from .transition import transition_matrix
+
+    if config.correction == "none":
+        return None, {}
+    if audit.transition is None:
+        raise UsageError(f"--correction {config.correction}: {audit.path} has no transition.parquet; "
+                         "scan again with this version of labelaudit")
+    import torch
+
+    t, t_classes = transition_matrix(audit.transition)
+    if t_classes != classes:
+        order = [t_classes.index(c) for c in classes]
+        t = t[np.ix_(order, order)]
+    tt = torch.tensor(t, dtype=torch.float64)
+    info = {"condition_number": float(torch.linalg.cond(tt))}
+    if config.correction == "backward":
+        tt, lam = condition_transition(tt, config.max_condition)
+        info.update(mixed_with_identity=lam, condition_number_used=float(torch.linalg.cond(tt)))
+        if lam > 0:
+            info["note"] = (f"T was ill-conditioned (condition number {info['condition_number']:.0f}); mixed "
+                            f"{lam:.2f}·I + {1 - lam:.2f}·T before inverting (Patrini Sec. 4.1)")
+        tt = torch.linalg.inv(tt)
+    return tt.float().numpy(), info
+
+
+# ---------------------------------------------------------------------------------------- training
+
+def _evaluate(model, images, labels, normalise, batch_size: int, autocast) -> tuple[float, np.ndarray]:
+    """(accuracy, softmax probabilities (N, K)) of ``model`` in eval mode on un-augmented images."""
+    import torch
+
+    was_training = model.training
+    model.eval()
+    probs = []
+    with torch.no_grad():
+        for ids in torch.arange(images.shape[0], device=images.device).split(max(batch_size, 256)):
+            with autocast:
+                logits = model(normalise(images[ids]))
+            probs.append(torch.softmax(logits.float(), dim=1))
+    model.train(was_training)
+    p = torch.cat(probs) if probs else torch.zeros((0, 1))
+    acc = float((p.argmax(dim=1) == labels).float().mean()) if len(labels) else float("nan")
+    return acc, p.cpu().numpy()
+
+
+def train(data: str | Path | None = None, *, audit: str | Path | None = None, out: str | Path | None = "labelaudit-model",
+          eval_data: str | Path | None = None, manifest: str | Path | None = None, root: str | Path | None = None,
+          eval_manifest: str | Path | None = None, eval_root: str | Path | None = None,
+          config: TrainConfig | None = None, progress: Progress | None = None, **options) -> TrainResult:
+    """Train a fresh model on ``data`` with the audit's help, evaluate it on ``eval_data`` every epoch,
+    and (unless ``out`` is None) write MODEL_DIR.
+
+    data, manifest, root : the training data, as in :func:`labelaudit.scan`.
+    audit : the audit folder of a scan of the same data (needed by weights, drop, relabel, correction).
+    eval_data / eval_manifest, eval_root : held-out data with clean labels (folder or manifest).
+    config, **options : a :class:`TrainConfig` and single-field overrides.
+
+    Raises UsageError for bad arguments, DataError for unusable data, TrainingError on divergence.
+    """
+    import torch
+
+    from .audit import load_audit
+    from .augment import augment_batch
+    from .device import resolve_device
+    from .proxy import _batches, channel_stats
+
+    config = config or TrainConfig()
+    unknown = set(options) - {f.name for f in dataclasses.fields(TrainConfig)}
+    if unknown:
+        raise UsageError(f"unknown train option(s): {', '.join(sorted(unknown))}")
+    config = dataclasses.replace(config, **options).validate()
+    if config.needs_audit and audit is None:
+        raise UsageError(f"{', '.join(config.methods())} need(s) an audit: pass --audit AUDIT_DIR (the --out of "
+                         "`labelaudit scan` on this data)")
+    aud = load_audit(audit) if audit is not None else None
+    scan_config = aud.run.get("config", {}) if aud is not None else {}
+    image_size = config.image_size or int(scan_config.get("image_size", 32))
+    augment = config.augment or scan_config.get("augment", "crop+flip")
+    device = resolve_device(config.device)
+    timings: dict[str, float] = {}
+
+    # --- data: training set (with the audit's changes) and the held-out set
+    t = time.perf_counter()
+    ds = _load(data, manifest, root, config, image_size, progress)
+    keep, train_labels, train_weights, changes = _training_set(ds, aud, config)
+    t_matrix, t_info = _transition(aud, ds.classes, config) if aud is not None else (None, {})
+    eval_ds = None
+    if eval_data is not None or eval_manifest is not None:
+        eval_ds = _load(eval_data, eval_manifest, eval_root, config, image_size, None)
+        unknown_classes = sorted(set(eval_ds.classes) - set(ds.classes))
+        if unknown_classes:
+            raise UsageError(f"--eval: label(s) {', '.join(unknown_classes[:5])} are not classes of the training "
+                             f"data ({', '.join(ds.classes[:8])}…); the held-out set must use the same classes")
+    timings["load_s"] = time.perf_counter() - t
+
+    # --- tensors on the device; uint8 images, augmented and normalised per batch
+    images = torch.from_numpy(ds.images[keep]).permute(0, 3, 1, 2).contiguous().to(device)  # (N, 3, S, S)
+    labels = torch.from_numpy(train_labels).to(device)
+    weights = torch.from_numpy(train_weights).to(device)
+    mean, std = (x.to(device) for x in channel_stats(images))
+    matrix = None if t_matrix is None else torch.from_numpy(t_matrix).to(device)
+    if eval_ds is not None:
+        index = {c: k for k, c in enumerate(ds.classes)}
+        eval_images = torch.from_numpy(eval_ds.images).permute(0, 3, 1, 2).contiguous().to(device)
+        eval_labels = torch.tensor([index[c] for c in eval_ds.samples["given_label"]], device=device)
+
+    def normalise(batch: torch.Tensor) -> torch.Tensor:
+        return ((batch.float() - mean) / std).contiguous(memory_format=torch.channels_last)
+
+    n, k = images.shape[0], len(ds.classes)
+    torch.manual_seed(config.seed)
+    model = build_model(config.model, k).to(device).to(memory_format=torch.channels_last)
+    ema = copy.deepcopy(model) if config.ema else None
+    opt = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum, nesterov=True,
+                          weight_decay=config.weight_decay)
+    steps_per_epoch = max(1, -(-n // config.batch_size))
+    total = config.epochs * steps_per_epoch
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=total, pct_start=0.15,
+                                                anneal_strategy="cos")
+    gen = torch.Generator(device=device)
+    gen.manual_seed(config.seed)
+    order_gen = torch.Generator(device="cpu")
+    order_gen.manual_seed(config.seed)
+    cuda = device.type == "cuda"
+    amp_dtype = torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float16
+    autocast = torch.autocast(device.type, dtype=amp_dtype, enabled=cuda)
+    onehot = torch.nn.functional.one_hot(labels, k).float()  # (N, K): the targets, unless corrected
+    kept = ema if ema is not None else model  # the model evaluated, reported and saved
+
+    history, done, t = [], 0, time.perf_counter()
+    model.train()
+    for epoch in range(1, config.epochs + 1):
+        # --- SLN-MO-LC: targets from the (momentum) model's predictions, once per epoch (SLN Sec. 3.3)
+        targets = onehot
+        if config.label_correction and epoch >= config.label_correction:
+            _, probs = _evaluate(kept, images, labels, normalise, config.batch_size, autocast)
+            probs_t = torch.from_numpy(probs).to(device)
+            loss_all = -torch.log(probs_t.gather(1, labels[:, None]).squeeze(1).clamp_min(1e-12))
+            targets = lc_targets(labels, probs_t, loss_all, weighting=config.lc_weighting)
+        loss_sum = torch.zeros((), device=device)
+        for ids in _batches(n, config.batch_size, order_gen, device):
+            x = normalise(augment_batch(images[ids], augment, gen))  # (B, 3, S, S)
+            target = targets[ids]  # (B, K)
+            if config.sln:
+                target = sln_targets(target, config.sln, gen)
+            with autocast:
+                logits = model(x)  # (B, K)
+            loss_i = soft_ce(logits, target, config.correction, matrix)  # (B,)
+            loss = weighted_mean(loss_i, weights[ids])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            if ema is not None:
+                ema_update(ema, model, config.ema)
+            loss_sum += loss.detach() * len(ids)
+            done += 1
+            if progress is not None:
+                progress("fit", done, total, {"epoch": epoch, "epochs": config.epochs})
+        mean_loss = float(loss_sum) / n
+        if not math.isfinite(mean_loss):
+            raise TrainingError(f"training loss became {mean_loss} in epoch {epoch}; lower --lr (now {config.lr})"
+                                + (" or --sln" if config.sln else "") + " and train again")
+        row = {"epoch": epoch, "train_loss": mean_loss, "lr": float(sched.get_last_lr()[0])}
+        if eval_ds is not None:
+            row["eval_accuracy"], _ = _evaluate(kept, eval_images, eval_labels, normalise, config.batch_size, autocast)
+            if ema is not None:
+                row["eval_accuracy_raw"], _ = _evaluate(model, eval_images, eval_labels, normalise,
+                                                        config.batch_size, autocast)
+        history.append(row)
+        if progress is not None:
+            info = {"epoch": epoch, "epochs": config.epochs, "loss": mean_loss,
+                    "images_per_s": epoch * n / max(time.perf_counter() - t, 1e-9)}
+            if "eval_accuracy" in row:
+                info["accuracy"] = row["eval_accuracy"]
+            progress("fit", done, total, info)
+    timings["train_s"] = time.perf_counter() - t
+
+    # --- metrics and the model folder
+    accs = [r["eval_accuracy"] for r in history if "eval_accuracy" in r]
+    final = {"train_loss": history[-1]["train_loss"]}
+    best = {}
+    if accs:
+        final["eval_accuracy"] = accs[-1]
+        b = int(np.argmax(accs))
+        best = {"eval_accuracy": accs[b], "epoch": history[b]["epoch"]}
+    metrics = {
+        "labelaudit_version": __version__,
+        "methods": config.methods(),
+        "config": {**dataclasses.asdict(config), "image_size": image_size, "augment": augment},
+        "device": str(device),
+        "audit": str(Path(audit).resolve()) if audit is not None else None,
+        "data": {"n_samples": len(ds.samples), "n_trained": n, "n_errors": int(len(ds.errors)),
+                 "n_eval": int(len(eval_ds.samples)) if eval_ds is not None else 0, **changes},
+        "transition": t_info or None,
+        "model_evaluated": "momentum (EMA) model" if ema is not None else "model",
+        "epochs": history, "final": final, "best": best, "timings": timings,
+    }
+    model_info = {
+        "labelaudit_version": __version__, "format": "state_dict", "file": MODEL_FILE,
+        "model": config.model, "classes": ds.classes, "image_size": image_size,
+        "mean": mean.flatten().tolist(), "std": std.flatten().tolist(),
+        "preprocessing": "RGB, resized to image_size² (as scan decodes), (x − mean) / std per channel in 0..255 units",
+    }
+    result = TrainResult(metrics, model_info)
+    if out is not None:
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        state = {name: tensor.detach().cpu() for name, tensor in kept.state_dict().items()}
+        write_atomic(out / MODEL_FILE, lambda tmp: torch.save(state, tmp))
+        write_text_atomic(out / MODEL_JSON, json.dumps(model_info, indent=2) + "\n")
+        write_text_atomic(out / METRICS_JSON, json.dumps(metrics, indent=2) + "\n")  # last: marks a complete run
+        result.out = out
+    return result
+
+
+# ----------------------------------------------------------------------------------------- predict
+
+def load_model(model_dir: str | Path, device=None):
+    """(network in eval mode, model.json as a dict) from a MODEL_DIR written by :func:`train`.
+    Reads the weights with ``torch.load(..., weights_only=True)``."""
+    import torch
+
+    model_dir = Path(model_dir)
+    info_path = model_dir / MODEL_JSON
+    if not info_path.is_file() or not (model_dir / MODEL_FILE).is_file():
+        raise UsageError(f"{model_dir}: not a model folder (no {MODEL_JSON} or {MODEL_FILE}); pass the --out of "
+                         "`labelaudit train`")
+    try:
+        info = json.loads(info_path.read_text())
+        state = torch.load(model_dir / MODEL_FILE, map_location="cpu", weights_only=True)
+        model = build_model(info["model"], len(info["classes"]))
+        model.load_state_dict(state)
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        raise UsageError(f"{model_dir}: cannot load the model ({str(exc).splitlines()[0]}); train it again") from None
+    return model.to(device or "cpu").eval(), info
+
+
+def predict(model_dir: str | Path, data: str | Path | None = None, *, manifest=None, root=None,
+            out: str | Path | None = None, device: str = "auto", batch_size: int = 256, workers: int = 0,
+            progress: Progress | None = None) -> pd.DataFrame:
+    """Predict every image of ``data`` (folder or manifest) with a trained model.
+
+    Returns (and writes to ``out`` as Parquet, when given) path, given_label, predicted_label,
+    confidence and one ``p_<class>`` column per class. Unreadable images are left out (as in scan).
+    """
+    import torch
+
+    from .device import resolve_device
+    from .outputs import write_parquet
+
+    dev = resolve_device(device)
+    model, info = load_model(model_dir, dev)
+    ds = _load(data, manifest, root, TrainConfig(workers=workers), int(info["image_size"]), progress)
+    mean = torch.tensor(info["mean"], device=dev).view(1, 3, 1, 1)
+    std = torch.tensor(info["std"], device=dev).view(1, 3, 1, 1)
+    images = torch.from_numpy(ds.images).permute(0, 3, 1, 2).contiguous().to(dev)
+
+    def normalise(batch):
+        return ((batch.float() - mean) / std).contiguous(memory_format=torch.channels_last)
+
+    autocast = torch.autocast(dev.type, enabled=dev.type == "cuda")
+    _, probs = _evaluate(model, images, torch.zeros(0), normalise, batch_size, autocast)
+    classes = [str(c) for c in info["classes"]]
+    pred = probs.argmax(axis=1)
+    df = pd.DataFrame({"path": ds.samples["path"], "given_label": ds.samples["given_label"],
+                       "predicted_label": np.asarray(classes, dtype=object)[pred],
+                       "confidence": probs[np.arange(len(pred)), pred].astype(np.float64)})
+    for j, c in enumerate(classes):
+        df[f"p_{c}"] = probs[:, j].astype(np.float64)
+    if out is not None:
+        write_parquet(df, Path(out))
+    return df
