@@ -12,7 +12,8 @@ Pure functions over tensors, each citing the equation it follows. Orientation ev
   "a simple solution is to mix T with the identity matrix before inversion").
 - ``sln_targets``: target + σ·z, z ~ N(0, I), fresh per sample and step (SLN paper Eq. 3).
 - ``soft_ce``: −Σₖ tₖ log p̂ₖ for soft (possibly negative, SLN) targets.
-- ``ema_update``: θ' ← α θ' + (1 − α) θ, the momentum model (SLN paper Sec. 4.1, α = 0.999).
+- ``ema_update``: θ' ← α θ' + (1 − α) θ, the momentum model (SLN paper Sec. 4.1, α = 0.999), with
+  ``ema_decay``'s warm-up ramp for short runs.
 - ``lc_targets``: ω·y + (1 − ω)·S with ω the min-max normalised loss (SLN paper Sec. 3.3).
 """
 from __future__ import annotations
@@ -97,10 +98,21 @@ def soft_ce(logits: torch.Tensor, targets: torch.Tensor, correction: str = "none
     return (targets * label_losses(logits, correction, matrix)).sum(dim=1)
 
 
+def ema_decay(alpha: float, step: int) -> float:
+    """The decay used at optimiser step ``step`` (0-based): min(α, (1 + step) / (10 + step)).
+
+    The SLN paper's α = 0.999 assumes ~10⁵ steps (300 epochs); in a run of a few hundred steps the
+    momentum model would still be mostly its random initialisation (0.999⁴⁴⁰ = 0.64 after 440 steps).
+    The ramp (TensorFlow's ExponentialMovingAverage with num_updates) starts at 0.1 and reaches α
+    after ~10⁴ steps, so short runs average their recent weights and long runs match the paper.
+    """
+    return min(alpha, (1 + step) / (10 + step))
+
+
 @torch.no_grad()
 def ema_update(ema: torch.nn.Module, model: torch.nn.Module, alpha: float) -> None:
-    """θ' ← α θ' + (1 − α) θ for every parameter (SLN Sec. 4.1); buffers (BatchNorm statistics) are
-    copied, so the momentum model is evaluated with the statistics of the weights it averages."""
+    """θ' ← α θ' + (1 − α) θ for every parameter (SLN Sec. 4.1; pass ``ema_decay(α, step)`` as
+    ``alpha`` for the ramp); buffers (BatchNorm statistics) are copied from the model."""
     for pe, pm in zip(ema.parameters(), model.parameters()):
         pe.mul_(alpha).add_(pm.detach(), alpha=1 - alpha)
     for be, bm in zip(ema.buffers(), model.buffers()):

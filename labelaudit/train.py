@@ -28,7 +28,7 @@ from . import __version__
 from .atomic import write_atomic, write_text_atomic
 from .augment import AUGMENTS
 from .errors import TrainingError, UsageError
-from .losses import CORRECTIONS, LC_WEIGHTINGS, condition_transition, ema_update, lc_targets, sln_targets, soft_ce, \
+from .losses import CORRECTIONS, LC_WEIGHTINGS, condition_transition, ema_decay, ema_update, lc_targets, sln_targets, soft_ce, \
     weighted_mean
 from .models import MODELS, build_model
 from .progress import Progress
@@ -353,10 +353,10 @@ def train(data: str | Path | None = None, *, audit: str | Path | None = None, ou
             loss.backward()
             opt.step()
             sched.step()
-            if ema is not None:
-                ema_update(ema, model, config.ema)
-            loss_sum += loss.detach() * len(ids)
             done += 1
+            if ema is not None:
+                ema_update(ema, model, ema_decay(config.ema, done - 1))
+            loss_sum += loss.detach() * len(ids)
             if progress is not None:
                 progress("fit", done, total, {"epoch": epoch, "epochs": config.epochs})
         mean_loss = float(loss_sum) / n

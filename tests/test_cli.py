@@ -185,3 +185,7 @@ def test_version_and_help():
     assert runner.invoke(app, ["--version"]).output.strip() == f"labelaudit {__version__}"
     res = runner.invoke(app, ["scan", "--help"])
     assert res.exit_code == 0 and "--manifest" in res.output and "--device" in res.output
+    # bracketed defaults are text, not Rich markup that swallows them
+    wide = runner.invoke(app, ["train", "--help"], env={"COLUMNS": "200"})
+    assert "[default: the audit's]" in wide.output
+    assert "[default: the manifest's folder]" in runner.invoke(app, ["scan", "--help"], env={"COLUMNS": "200"}).output

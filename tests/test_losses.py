@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from labelaudit.losses import (backward_ce, condition_transition, ema_update, forward_nll, lc_targets, sln_targets,
+from labelaudit.losses import (backward_ce, condition_transition, ema_decay, ema_update, forward_nll, lc_targets, sln_targets,
                                soft_ce, weighted_ce)
 
 
@@ -83,6 +83,9 @@ def test_ema_update():
     ema_update(ema, model, 0.9)
     torch.testing.assert_close(ema.weight, torch.full((2,), 0.9 * 1.0 + 0.1 * 3.0))
     torch.testing.assert_close(ema.running_mean, torch.full((2,), 5.0))
+    # the warm-up ramp: 0.1 at the first step, 0.5 at step 8, then capped at α
+    assert ema_decay(0.999, 0) == pytest.approx(0.1) and ema_decay(0.999, 8) == pytest.approx(0.5)
+    assert ema_decay(0.999, 10**6) == 0.999 and ema_decay(0.9, 200) == 0.9
 
 
 def test_lc_targets_follow_the_min_max_normalised_loss():

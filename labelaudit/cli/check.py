@@ -27,7 +27,7 @@ def check_cli(
     max_issues: Optional[int] = typer.Option(None, help="Fail when more samples than this are flagged."),
     baseline: Optional[Path] = typer.Option(None, help="An earlier audit: count only samples and suspects "
                                                        "that are new since it."),
-    config: Optional[Path] = typer.Option(None, help="TOML file with the thresholds [default: the nearest "
+    config: Optional[Path] = typer.Option(None, help="TOML file with the thresholds \\[default: the nearest "
                                                      "labelaudit.toml or pyproject.toml [tool.labelaudit.check]]."),
     markdown: Optional[Path] = typer.Option(None, help="Also write the verdict as Markdown (e.g. "
                                                        "$GITHUB_STEP_SUMMARY)."),

@@ -21,7 +21,7 @@ def export_cli(
     min_confidence: Optional[float] = typer.Option(None, help="relabel/folder: the predicted label's probability "
                                                               "needed to relabel [default for relabel: 0.5; "
                                                               "folder relabels only when given]."),
-    fmt: Optional[str] = typer.Option(None, "--format", help="csv, parquet or jsonl [default: from --out's "
+    fmt: Optional[str] = typer.Option(None, "--format", help="csv, parquet or jsonl \\[default: from --out's "
                                                              "ending]."),
     copy: bool = typer.Option(False, "--copy", help="--mode folder: copy the images instead of linking them."),
 ) -> None:

@@ -15,7 +15,7 @@ from ._errors import handle_errors
 def report_cli(
     audit_dir: Path = typer.Argument(..., help="An audit folder (the --out of a scan).", show_default=False),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Where to write the page "
-                                                                "[default: AUDIT_DIR/report.html]."),
+                                                                "\\[default: AUDIT_DIR/report.html]."),
     top: int = typer.Option(DEFAULT_TOP, help="Suspects shown as thumbnails."),
 ) -> None:
     """Write a self-contained HTML report (summary, score histogram, per-class rates, transition

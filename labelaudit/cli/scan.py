@@ -22,17 +22,17 @@ def scan_cli(
     manifest: Optional[Path] = typer.Option(None, "--manifest", "-m",
                                             help="CSV/TSV/Parquet/JSONL manifest with path and label columns."),
     root: Optional[Path] = typer.Option(None, help="Folder the manifest's relative paths resolve against "
-                                                   "[default: the manifest's folder]."),
+                                                   "\\[default: the manifest's folder]."),
     out: Path = typer.Option(Path("labelaudit-out"), "--out", "-o", help="Output folder for the audit."),
     path_column: str = typer.Option(_D.path_column, help="Manifest column holding image paths."),
     label_column: str = typer.Option(_D.label_column, help="Manifest column holding labels."),
     dedupe: bool = typer.Option(False, "--dedupe", help="Manifest: keep the first row of a file listed twice "
                                                         "(others go to errors.parquet) instead of stopping."),
     max_errors: Optional[str] = typer.Option(None, help="Abort when more files than this cannot be used: a "
-                                                        "count (20) or a share (5%) [default: no limit]."),
+                                                        "count (20) or a share (5%) \\[default: no limit]."),
     image_size: int = typer.Option(_D.image_size, help="Side in px of the square images the proxy sees."),
     workers: int = typer.Option(_D.workers, help="Decode processes; 0 = one per core (max 8)."),
-    cache_dir: Optional[Path] = typer.Option(None, help="Decoded-image cache [default: $LABELAUDIT_CACHE "
+    cache_dir: Optional[Path] = typer.Option(None, help="Decoded-image cache \\[default: $LABELAUDIT_CACHE "
                                                         "or ~/.cache/labelaudit]."),
     cache: bool = typer.Option(_D.cache, "--cache/--no-cache", help="Reuse decoded images across scans."),
     model: str = typer.Option(_D.model, help="Proxy network: small, medium or resnet18."),
