@@ -75,6 +75,15 @@ def read_truth(folder: Path):
     return truth.assign(is_noisy=truth["is_noisy"].str.lower().isin(["1", "true"]))
 
 
+def timed(fn, *args, **kwargs):
+    """(fn(*args, **kwargs), wall seconds)."""
+    import time
+
+    t = time.perf_counter()
+    result = fn(*args, **kwargs)
+    return result, time.perf_counter() - t
+
+
 def build(case: Case) -> Path:
     out = WORK / case.name
     if not (out / "truth.csv").exists():
@@ -107,9 +116,25 @@ NOISE_RATE_CASES = {c.name: c for c in [
 class LoadedCase:
     """A development case decoded for the proxy, with its truth aligned to the dataset's order."""
 
+    case: Case
     ds: object  # labelaudit.dataset.Dataset
     is_noisy: object  # (N,) int array, 1 = mislabeled
     clean: object  # (N,) clean class index, -1 when the clean label is not a class
+
+    def train(self, settings=None, **kwargs):
+        """``train_proxy`` on the CPU with the case's images, given labels and scan options (e.g. its
+        augmentation) over ``settings`` (default ProxySettings()); kwargs go to train_proxy."""
+        import dataclasses
+
+        import torch
+
+        from labelaudit.loop import device_images, device_labels
+        from labelaudit.proxy import ProxySettings, train_proxy
+
+        settings = dataclasses.replace(settings or ProxySettings(), **self.case.scan_options)
+        cpu = torch.device("cpu")
+        return train_proxy(device_images(self.ds.images, cpu), device_labels(self.ds.labels, cpu),
+                           len(self.ds.classes), settings, device=cpu, **kwargs)
 
 
 def load_case(case: Case) -> LoadedCase:
@@ -122,5 +147,5 @@ def load_case(case: Case) -> LoadedCase:
     ds = load_dataset(list_folder(folder / "images"), image_size=32, workers=2, cache_dir=WORK / "cache")
     truth = read_truth(folder).loc[ds.samples["path"]]
     index = {c: k for k, c in enumerate(ds.classes)}
-    return LoadedCase(ds, truth["is_noisy"].astype(int).to_numpy(),
+    return LoadedCase(case, ds, truth["is_noisy"].astype(int).to_numpy(),
                       np.array([index.get(c, -1) for c in truth["clean_label"]]))

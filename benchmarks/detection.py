@@ -14,13 +14,12 @@ Run on a 2-core CPU for the numbers in docs/benchmarks.md.
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 
 import pandas as pd
 
 from labelaudit import scan
-from _cases import CASES, WORK, build, evaluate, machine_meta, read_truth, save_results
+from _cases import CASES, WORK, build, evaluate, machine_meta, read_truth, save_results, timed
 
 COLUMNS = [("auroc", "AUROC (score)", "{:.4f}"), ("auroc_aul", "aul", "{:.4f}"), ("auroc_aum", "aum", "{:.4f}"),
            ("auroc_limit", "limit", "{:.4f}"), ("ap", "AP", "{:.4f}"), ("precision", "precision", "{:.3f}"),
@@ -34,11 +33,10 @@ NO_LIMIT = {"scores": "aum"}
 WITH_LIMIT = {"scores": "aul,aum,limit"}
 
 
-def score_aurocs(audit: Path, folder: Path) -> dict:
-    """AUROC of each single score in samples.parquet (oriented so higher = more suspicious)."""
+def score_aurocs(samples: pd.DataFrame, folder: Path) -> dict:
+    """AUROC of each single score in a scan's samples (oriented so higher = more suspicious)."""
     from sklearn.metrics import roc_auc_score
 
-    samples = pd.read_parquet(audit / "samples.parquet")
     noisy = read_truth(folder).loc[samples["path"], "is_noisy"].to_numpy()
     if noisy.all() or not noisy.any():
         return {}
@@ -67,15 +65,11 @@ def run_case(name: str, overrides: dict) -> dict:
     options = {**case.scan_options, **WITH_LIMIT, **overrides}
     base_s = None
     if "scores" not in overrides:  # the same scan without LIMIT, for its time ratio
-        t = time.perf_counter()
-        scan(folder / "images", out=WORK / f"{name}.no-limit.audit", cache_dir=str(WORK / "cache"),
-             **{**options, **NO_LIMIT})
-        base_s = time.perf_counter() - t
-    t = time.perf_counter()
-    result = scan(folder / "images", out=out, cache_dir=str(WORK / "cache"), **options)
-    wall = time.perf_counter() - t
+        _, base_s = timed(scan, folder / "images", out=WORK / f"{name}.no-limit.audit",
+                          cache_dir=str(WORK / "cache"), **{**options, **NO_LIMIT})
+    result, wall = timed(scan, folder / "images", out=out, cache_dir=str(WORK / "cache"), **options)
     metrics = evaluate(out, folder / "truth.csv")
-    metrics.update(score_aurocs(out, folder))
+    metrics.update(score_aurocs(result.samples, folder))
     metrics["flows_found"] = flows_found(out, folder)
     run = result.run
     n, epochs = run["summary"]["n_samples"], run["config"]["epochs"]

@@ -14,15 +14,12 @@ Writes benchmarks/results/fusion.json and .md.
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
-import torch
 from sklearn.metrics import roc_auc_score
 
-from _cases import CASES, DEV_CASES, NOISE_RATE_CASES, WORK, load_case, machine_meta, save_results
+from _cases import CASES, DEV_CASES, NOISE_RATE_CASES, WORK, load_case, machine_meta, save_results, timed
 from labelaudit.limit import LimitSettings
-from labelaudit.proxy import ProxySettings, train_proxy
 from labelaudit.scores import FUSIONS, aul, aum, fuse, oriented
 
 ALL = {**DEV_CASES, **NOISE_RATE_CASES, **CASES}
@@ -38,18 +35,9 @@ def case_scores(name: str, refresh: bool) -> tuple[dict, np.ndarray, dict]:
         z = np.load(path)
         return {k: z[k] for k in ("aul", "aum", "limit")}, z["is_noisy"], {k: float(z[k]) for k in
                                                                            ("proxy_s", "limit_s")}
-    case = ALL[name]
-    lc = load_case(case)
-    images = torch.from_numpy(lc.ds.images).permute(0, 3, 1, 2).contiguous()
-    labels = torch.from_numpy(np.array(lc.ds.labels, dtype=np.int64))
-    settings = ProxySettings(augment=case.scan_options.get("augment", ProxySettings.augment))
-    cpu, k = torch.device("cpu"), len(lc.ds.classes)
-    t = time.perf_counter()
-    train_proxy(images, labels, k, settings, device=cpu)
-    proxy_s = time.perf_counter() - t
-    t = time.perf_counter()
-    dyn = train_proxy(images, labels, k, settings, device=cpu, limit=LimitSettings())
-    limit_s = time.perf_counter() - t
+    lc = load_case(ALL[name])
+    _, proxy_s = timed(lc.train)
+    dyn, limit_s = timed(lc.train, limit=LimitSettings())
     scores = {"aul": aul(dyn.loss), "aum": aum(dyn.margin), "limit": dyn.limit_distance.astype(np.float64)}
     np.savez(path, **scores, is_noisy=lc.is_noisy, proxy_s=proxy_s, limit_s=limit_s)
     return scores, lc.is_noisy, {"proxy_s": proxy_s, "limit_s": limit_s}

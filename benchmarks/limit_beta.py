@@ -3,7 +3,7 @@
 
     python benchmarks/limit_beta.py                                  # digits cases, full grid, gaussian
     python benchmarks/limit_beta.py --dist laplace --betas 0.3 1 3
-    python benchmarks/limit_beta.py --cases cifar10n_uniform_0.1_10k --betas 0.3 1 3
+    python benchmarks/limit_beta.py --cases cifar10n_uniform_0.1_10k --betas 10 --model small --lr 3e-3
 
 Trains the proxy with the LIMIT pair directly (no outputs written) with the scan's default settings,
 once per β, and reports the AUROC of the eval-mode distance (the scan's ``limit_distance``), of its
@@ -14,15 +14,14 @@ Writes benchmarks/results/limit_beta.json and .md.
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
-import torch
 from sklearn.metrics import roc_auc_score
 
-from _cases import DEV_CASES, NOISE_RATE_CASES, load_case, machine_meta, save_results
+from _cases import DEV_CASES, NOISE_RATE_CASES, load_case, machine_meta, save_results, timed
 from labelaudit.limit import BETA_GRID, LIMIT_DISTS, LimitSettings
-from labelaudit.proxy import ProxySettings, train_proxy
+from labelaudit.models import MODELS
+from labelaudit.proxy import ProxySettings
 from labelaudit.scores import aum
 
 SYNTHETIC = {n: c for n, c in {**DEV_CASES, **NOISE_RATE_CASES}.items()
@@ -30,22 +29,15 @@ SYNTHETIC = {n: c for n, c in {**DEV_CASES, **NOISE_RATE_CASES}.items()
 DEFAULT_CASES = ["digits_uniform_0.4", "digits_pair_0.2", "digits_asym_0.3"]
 
 
-def run_case(name: str, betas: list[float], dist: str, seed: int) -> list[dict]:
+def run_case(name: str, betas: list[float], dist: str, seed: int, model: str, lr: float) -> list[dict]:
     case = SYNTHETIC[name]
     lc = load_case(case)
-    images = torch.from_numpy(lc.ds.images).permute(0, 3, 1, 2).contiguous()
-    labels = torch.from_numpy(np.array(lc.ds.labels, dtype=np.int64))
-    settings = ProxySettings(augment=case.scan_options.get("augment", ProxySettings.augment), seed=seed)
-    k, cpu = len(lc.ds.classes), torch.device("cpu")
-    t = time.perf_counter()
-    base = train_proxy(images, labels, k, settings, device=cpu)
-    base_s = time.perf_counter() - t
+    settings = ProxySettings(seed=seed)
+    base, base_s = timed(lc.train, settings)
     rows = []
     for beta in betas:
-        t = time.perf_counter()
-        dyn = train_proxy(images, labels, k, settings, device=cpu, limit=LimitSettings(dist=dist, beta=beta))
-        train_s = time.perf_counter() - t
-        row = {"case": name, "dist": dist, "beta": beta, "seed": seed,
+        dyn, train_s = timed(lc.train, settings, limit=LimitSettings(dist=dist, beta=beta, model=model, lr=lr))
+        row = {"case": name, "dist": dist, "beta": beta, "seed": seed, "model": model, "lr": lr,
                "auroc_limit": roc_auc_score(lc.is_noisy, dyn.limit_distance),
                "auroc_limit_epochs": roc_auc_score(lc.is_noisy, dyn.limit_epochs.mean(axis=0)),
                "auroc_aum": roc_auc_score(lc.is_noisy, -aum(base.margin)),
@@ -77,9 +69,11 @@ def main() -> None:
     ap.add_argument("--betas", nargs="*", type=float, default=list(BETA_GRID))
     ap.add_argument("--dist", default="gaussian", choices=LIMIT_DISTS)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--model", default=LimitSettings.model, choices=list(MODELS), help="f's and q's network")
+    ap.add_argument("--lr", type=float, default=LimitSettings.lr, help="f's and q's Adam learning rate")
     ap.add_argument("--tag", default="limit_beta")
     args = ap.parse_args()
-    rows = [r for name in args.cases for r in run_case(name, args.betas, args.dist, args.seed)]
+    rows = [r for name in args.cases for r in run_case(name, args.betas, args.dist, args.seed, args.model, args.lr)]
     save_results(args.tag, {"meta": machine_meta(), "rows": rows}, markdown(rows))
 
 

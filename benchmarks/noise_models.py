@@ -14,16 +14,14 @@ Never runs on the held-out CIFAR-10N worse_label set. Writes benchmarks/results/
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
-import torch
 from sklearn.metrics import roc_auc_score
 
 from labelaudit.mixture import fit_aul_gmm, fit_margin_mixture
-from labelaudit.proxy import ProxySettings, train_proxy
+from labelaudit.proxy import ProxySettings
 from labelaudit.scores import aul, aum
-from _cases import DEV_CASES, save_results, load_case
+from _cases import DEV_CASES, save_results, load_case, timed
 
 LATE_FROM = 5  # "late" AUM averages epochs 6..E (0-based index 5 on)
 
@@ -35,12 +33,8 @@ def _auroc(y: np.ndarray, score: np.ndarray) -> float | None:
 def run_case(name: str, settings: ProxySettings) -> dict:
     case = DEV_CASES[name]
     loaded = load_case(case)
-    ds, y, clean = loaded.ds, loaded.is_noisy, loaded.clean
-    settings = ProxySettings(**{**settings.__dict__, **case.scan_options})
-    t = time.perf_counter()
-    dyn = train_proxy(torch.from_numpy(ds.images).permute(0, 3, 1, 2).contiguous(),
-                      torch.from_numpy(np.array(ds.labels)), len(ds.classes), settings, device=torch.device("cpu"))
-    train_s = time.perf_counter() - t
+    y, clean = loaded.is_noisy, loaded.clean
+    dyn, train_s = timed(loaded.train, settings)
     aul_s, aum_s, late = aul(dyn.loss), aum(dyn.margin), aum(dyn.margin[LATE_FROM:])
     return {
         "case": name, "true_rate": float(y.mean()),
@@ -49,7 +43,7 @@ def run_case(name: str, settings: ProxySettings) -> dict:
         "est_gmm_on_aum": fit_aul_gmm(-aum_s).noise_rate,
         "est_margin_mixture": fit_margin_mixture(aum_s).noise_rate,
         "proxy_acc_vs_clean": float((dyn.mean_probs.argmax(1) == clean).mean()),
-        "train_s": train_s, "settings": settings.__dict__,
+        "train_s": train_s, "settings": {**settings.__dict__, **case.scan_options},
     }
 
 

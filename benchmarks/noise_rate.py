@@ -15,13 +15,12 @@ never tuned on. Writes benchmarks/results/<tag>.json and .md.
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
 from labelaudit import scan
-from _cases import NOISE_RATE_CASES, WORK, build, machine_meta, read_truth, save_results
+from _cases import NOISE_RATE_CASES, WORK, build, machine_meta, read_truth, save_results, timed
 
 BINS = 10
 
@@ -45,10 +44,8 @@ def reliability(p: np.ndarray, y: np.ndarray, bins: int = BINS) -> tuple[float, 
 def run_case(name: str) -> dict:
     case = NOISE_RATE_CASES[name]
     folder = build(case)
-    t = time.perf_counter()
-    result = scan(folder / "images", out=WORK / f"{name}.noise-audit", cache_dir=str(WORK / "cache"),
-                  **case.scan_options)
-    wall = time.perf_counter() - t
+    result, wall = timed(scan, folder / "images", out=WORK / f"{name}.noise-audit", cache_dir=str(WORK / "cache"),
+                         **case.scan_options)
     s = result.samples.set_index("path").join(read_truth(folder), how="inner")
     y = s["is_noisy"].to_numpy()
     p = s["p_mislabeled"].to_numpy()

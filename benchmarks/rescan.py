@@ -11,13 +11,12 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
-import time
 from pathlib import Path
 
 from labelaudit.dataset import load_dataset
 from labelaudit.decode import default_workers
 from labelaudit.sources import list_folder
-from _cases import CASES, RESULTS, build
+from _cases import CASES, RESULTS, build, timed
 
 
 def main() -> None:
@@ -27,9 +26,7 @@ def main() -> None:
     rows = []
     try:
         for label in ("cold", "warm"):
-            t = time.perf_counter()
-            ds = load_dataset(list_folder(folder), image_size=32, workers=workers, cache_dir=cache)
-            wall = time.perf_counter() - t
+            ds, wall = timed(load_dataset, list_folder(folder), image_size=32, workers=workers, cache_dir=cache)
             rows.append({"cache": label, "n": len(ds.samples), "seconds": wall,
                          "images_per_s": len(ds.samples) / wall, **ds.stats})
             print(f"{label}: {wall:.2f}s  ({len(ds.samples) / wall:,.0f} images/s)  decoded {ds.stats['n_decoded']}")

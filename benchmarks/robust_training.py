@@ -21,14 +21,13 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
-import time
 import zipfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from _cases import DIGITS, RESULTS, SHARED, WORK, machine_meta, read_truth, save_results
+from _cases import DIGITS, RESULTS, SHARED, WORK, machine_meta, read_truth, save_results, timed
 from labelaudit import scan
 from labelaudit.train import train
 
@@ -98,12 +97,11 @@ def run_case(name: str, rows: list[str], seeds: list[int], epochs: int) -> list[
         clean = extra.pop("clean", False)
         accs, times = [], []
         for seed in seeds:
-            t = time.perf_counter()
             data = {"manifest": clean_manifest(folder), "root": folder / "images"} if clean else \
                 {"data": folder / "images", "audit": audit}
-            result = train(**data, out=None, eval_data=held_out, cache_dir=cache, epochs=epochs, seed=seed,
-                           **options, **extra)
-            times.append(time.perf_counter() - t)
+            result, seconds = timed(train, **data, out=None, eval_data=held_out, cache_dir=cache, epochs=epochs,
+                                    seed=seed, **options, **extra)
+            times.append(seconds)
             accs.append(result.final_accuracy)
             print(f"{name:22s} {row:12s} seed {seed}: {accs[-1]:.4f}  {times[-1]:.0f}s", flush=True)
         out.append({"case": name, "row": row, "options": extra, "seeds": seeds, "accuracies": accs,

@@ -17,16 +17,14 @@ CIFAR-10N worse_label set. Writes benchmarks/results/<tag>.json and .md.
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
-import torch
 
 from labelaudit.mixture import fit_margin_mixture, noise_table
-from labelaudit.proxy import ProxySettings, train_proxy
+from labelaudit.proxy import ProxySettings
 from labelaudit.scores import aum
 from labelaudit.transition import anchor_transition, count_transition, given_label_rates, true_prior
-from _cases import DEV_CASES, save_results, load_case
+from _cases import DEV_CASES, save_results, load_case, timed
 
 
 def _true_transition(clean: np.ndarray, given: np.ndarray, k: int) -> np.ndarray:
@@ -50,11 +48,7 @@ def run_case(name: str, settings: ProxySettings) -> list[dict]:
     loaded = load_case(case)
     ds, y, clean = loaded.ds, loaded.is_noisy, loaded.clean
     k, given = len(ds.classes), np.asarray(ds.labels)
-    settings = ProxySettings(**{**settings.__dict__, **case.scan_options})
-    t = time.perf_counter()
-    dyn = train_proxy(torch.from_numpy(ds.images).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(given),
-                      k, settings, device=torch.device("cpu"), keep_epoch_probs=True)
-    train_s = time.perf_counter() - t
+    dyn, train_s = timed(loaded.train, settings, keep_epoch_probs=True)
     e = dyn.epoch_probs.shape[0]
     windows = {"all": dyn.epoch_probs.mean(0), "first_half": dyn.epoch_probs[:(e + 1) // 2].mean(0),
                "first_third": dyn.epoch_probs[:max(1, e // 3)].mean(0), "last": dyn.epoch_probs[-1]}

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import UsageError
-from .models import build_model
+from .loop import Normalise, batched_logits, device_model
 
 LIMIT_DISTS = ("gaussian", "laplace")  # LIMIT_G (MSE, default) | LIMIT_L (MAE)
 BETA_GRID = (0.0, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)  # the paper's grid (supplement, Sec. B)
@@ -103,15 +103,11 @@ class LimitPair:
 
     def __init__(self, model: str, num_classes: int, limit: LimitSettings, *, device: torch.device):
         self.limit = limit
-        self.f = build_model(model, num_classes).to(device).to(memory_format=torch.channels_last)
-        self.q = build_model(model, num_classes).to(device).to(memory_format=torch.channels_last)
+        self.f = device_model(model, num_classes, device)
+        self.q = device_model(model, num_classes, device)
         # Adam, as the paper trains LIMIT (Sec. 4): with β > 0, q settles near (onehot + β·softmax(f)) / (1 + β),
         # so µ ≈ g / (1 + β) — SGD would shrink f's step by 1 + β; Adam's update does not depend on that scale
         self.opt = torch.optim.Adam([*self.f.parameters(), *self.q.parameters()], lr=limit.lr)
-
-    def train(self) -> None:
-        self.f.train()
-        self.q.train()
 
     def step(self, x: torch.Tensor, y: torch.Tensor, autocast: torch.autocast) -> torch.Tensor:
         """One optimiser step of f and q on the proxy's batch x (B, 3, S, S) float, labels y (B,).
@@ -131,15 +127,8 @@ class LimitPair:
         self.opt.step()
         return limit_distance(q_logits.detach(), y, dist=self.limit.dist)
 
-    @torch.no_grad()
-    def distance(self, images: torch.Tensor, labels: torch.Tensor, normalise, batch_size: int,
+    def distance(self, images: torch.Tensor, labels: torch.Tensor, normalise: Normalise, batch_size: int,
                  autocast: torch.autocast) -> torch.Tensor:
         """limit_distance of every sample, q in eval mode, on un-augmented images (N, 3, S, S) uint8."""
-        self.q.eval()
-        out = []
-        for ids in torch.arange(images.shape[0], device=images.device).split(max(batch_size, 256)):
-            with autocast:
-                q_logits = self.q(normalise(images[ids]))
-            out.append(limit_distance(q_logits, labels[ids], dist=self.limit.dist))
-        self.q.train()
-        return torch.cat(out) if out else torch.zeros(0, device=images.device)
+        q_logits = batched_logits(self.q, images, normalise, batch_size, autocast)
+        return limit_distance(q_logits, labels, dist=self.limit.dist)

@@ -17,6 +17,7 @@ import pandas as pd
 
 from . import __version__
 from .progress import Progress
+from .audit import Audit
 from .augment import AUGMENTS
 from .cache import default_cache_dir
 from .dataset import Dataset, error_digest, load_dataset
@@ -151,6 +152,11 @@ class ScanResult(AuditTables):
     transition: pd.DataFrame
     out: Path | None = None
 
+    def audit(self) -> Audit:
+        """The same tables as an :class:`~labelaudit.audit.Audit` (what check, export, show and report
+        take), without reading the folder back; its path is ``out`` (None when nothing was written)."""
+        return Audit(self.out, self.samples, self.noise, self.run, self.errors, self.transition)
+
 
 def make_listing(data, manifest, root, config: ScanConfig) -> Listing:
     """List DATA (a folder, or a manifest given as DATA) or --manifest, with the config's column names."""
@@ -251,6 +257,7 @@ def scan(data: str | Path | None = None, *, out: str | Path | None = "labelaudit
     import torch
 
     from .device import resolve_device
+    from .loop import device_images, device_labels
     from .proxy import train_proxy
 
     config = config or ScanConfig()
@@ -281,8 +288,8 @@ def scan(data: str | Path | None = None, *, out: str | Path | None = "labelaudit
 
     # --- proxy training, recording dynamics
     t = time.perf_counter()
-    images = torch.from_numpy(ds.images).permute(0, 3, 1, 2).contiguous().to(device)  # (N, 3, S, S) uint8
-    labels = torch.from_numpy(np.array(ds.labels, dtype=np.int64)).to(device)
+    images = device_images(ds.images, device)  # (N, 3, S, S) uint8
+    labels = device_labels(ds.labels, device)
     settings = ProxySettings(model=config.model, epochs=config.epochs, batch_size=config.batch_size,
                              lr=config.lr, augment=config.augment, seed=config.seed)
     scorers = parse_scores(config.scores)
@@ -342,18 +349,16 @@ def scan(data: str | Path | None = None, *, out: str | Path | None = "labelaudit
             "top_flows": top_flows(t_matrix, ds.classes),
         },
     }
-    result = ScanResult(samples, noise, trajectories, ds.errors, run, ds.classes, transition)
-    if out is not None:
-        out = Path(out)
+    result = ScanResult(samples, noise, trajectories, ds.errors, run, ds.classes, transition,
+                        out=Path(out) if out is not None else None)
+    if result.out is not None:
         report = None
         if config.report:
-            from .audit import Audit
             from .report import render_report
 
             t = time.perf_counter()
-            report = render_report(Audit(out, samples, noise, run, ds.errors, transition), top=config.report_top)
+            report = render_report(result.audit(), top=config.report_top)
             timings["report_s"] = time.perf_counter() - t
-        write_audit(out, samples=samples, noise=noise, trajectories=trajectories, errors=ds.errors, run=run,
+        write_audit(result.out, samples=samples, noise=noise, trajectories=trajectories, errors=ds.errors, run=run,
                     transition=transition, report_html=report)
-        result.out = out
     return result

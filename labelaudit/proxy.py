@@ -23,7 +23,7 @@ from .progress import Progress
 from .augment import augment_batch
 from .errors import TrainingError
 from .limit import LimitPair, LimitSettings
-from .models import build_model
+from .loop import Normalise, autocast_for, device_model, epoch_batches, seeded_generators, steps_per_epoch
 from .recorders import Dynamics, Recorder
 
 
@@ -39,21 +39,6 @@ class ProxySettings:
     seed: int = 0  # model init, data order and augmentation
 
 
-def channel_stats(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel mean and std of a (N, 3, S, S) uint8 tensor, in 0..255 units, shaped (1, 3, 1, 1)."""
-    x = images.float() if images.numel() < 50_000_000 else images[:: max(1, images.shape[0] // 20000)].float()
-    mean = x.mean(dim=(0, 2, 3), keepdim=True)
-    std = x.std(dim=(0, 2, 3), keepdim=True).clamp_min(1.0)
-    return mean, std
-
-
-def _batches(n: int, batch_size: int, generator: torch.Generator, device: torch.device) -> list[torch.Tensor]:
-    """A random permutation of 0..n-1 split into ceil(n / batch_size) near-equal batches, so no batch
-    is a lone sample (BatchNorm needs two) and every sample is seen — and recorded — every epoch."""
-    perm = torch.randperm(n, generator=generator, device="cpu").to(device)
-    return list(torch.tensor_split(perm, max(1, -(-n // batch_size))))
-
-
 def train_proxy(images: torch.Tensor, labels: torch.Tensor, num_classes: int, settings: ProxySettings,
                 *, device: torch.device, progress: Progress | None = None,
                 keep_epoch_probs: bool = False, limit: LimitSettings | None = None) -> Dynamics:
@@ -65,31 +50,21 @@ def train_proxy(images: torch.Tensor, labels: torch.Tensor, num_classes: int, se
     """
     n = images.shape[0]
     torch.manual_seed(settings.seed)
-    model = build_model(settings.model, num_classes).to(device)
-    cuda = device.type == "cuda"
-    model = model.to(memory_format=torch.channels_last)
+    model = device_model(settings.model, num_classes, device)
     pair = None if limit is None else LimitPair(limit.model, num_classes, limit, device=device)
     opt = torch.optim.SGD(model.parameters(), lr=settings.lr, momentum=settings.momentum,
                           nesterov=True, weight_decay=settings.weight_decay)
-    mean, std = (t.to(device) for t in channel_stats(images))
-    gen = torch.Generator(device=device)
-    gen.manual_seed(settings.seed)
-    order_gen = torch.Generator(device="cpu")
-    order_gen.manual_seed(settings.seed)
+    normalise = Normalise.of(images)
+    gen, order_gen = seeded_generators(settings.seed, device)
     rec = Recorder(n, num_classes, settings.epochs, device, keep_epoch_probs=keep_epoch_probs, limit=pair is not None)
-    amp_dtype = torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float16
-    autocast = torch.autocast(device.type, dtype=amp_dtype, enabled=cuda)
+    autocast = autocast_for(device)
 
-    def normalise(batch: torch.Tensor) -> torch.Tensor:
-        return ((batch.float() - mean) / std).contiguous(memory_format=torch.channels_last)  # (B, 3, S, S)
-
-    steps_per_epoch = max(1, -(-n // settings.batch_size))
-    total = settings.epochs * steps_per_epoch
+    total = settings.epochs * steps_per_epoch(n, settings.batch_size)
     done, t0 = 0, time.perf_counter()
     model.train()
     for epoch in range(settings.epochs):
         loss_sum = torch.zeros((), device=device)
-        for ids in _batches(n, settings.batch_size, order_gen, device):
+        for ids in epoch_batches(n, settings.batch_size, order_gen, device):
             # --- data: uint8 → augment → float, normalised
             x = normalise(augment_batch(images[ids], settings.augment, gen))  # (B, 3, S, S)
             y = labels[ids]

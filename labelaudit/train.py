@@ -25,12 +25,14 @@ import numpy as np
 import pandas as pd
 
 from . import __version__
-from .atomic import write_atomic, write_text_atomic
+from .atomic import write_atomic
 from .augment import AUGMENTS
 from .errors import TrainingError, UsageError
-from .losses import CORRECTIONS, LC_WEIGHTINGS, condition_transition, ema_decay, ema_update, lc_targets, sln_targets, soft_ce, \
-    weighted_mean
+from .export import DEFAULT_MIN_CONFIDENCE
+from .losses import (CORRECTIONS, LC_WEIGHTINGS, condition_transition, ema_decay, ema_update, lc_targets,
+                     sln_targets, soft_ce, weighted_mean)
 from .models import MODELS, build_model
+from .outputs import write_json, write_parquet
 from .progress import Progress
 
 MODEL_FILE, MODEL_JSON, METRICS_JSON = "model.pt", "model.json", "metrics.json"
@@ -61,7 +63,7 @@ class TrainConfig:
     weights: bool = False  # weight each sample's loss by weights.parquet (1 − p_mislabeled), AUL Sec. 4.2
     drop_issues: bool = False  # leave out the samples the audit flagged (is_label_issue)
     relabel: bool = False  # train flagged samples on predicted_label when predicted_confidence ≥ min_confidence
-    min_confidence: float = 0.5
+    min_confidence: float = DEFAULT_MIN_CONFIDENCE  # the same default as `export --mode relabel`
     correction: str = "none"  # none | forward | backward, with the audit's transition.parquet (Patrini)
     max_condition: float = 100.0  # backward: T is mixed with I until cond(T) ≤ this (Patrini Sec. 4.1)
     sln: float = 0.0  # σ of the Gaussian noise on the one-hot target (SLN Eq. 3); 0 = off
@@ -227,22 +229,9 @@ def _transition(audit, classes: list[str], config: TrainConfig) -> tuple[np.ndar
 
 # ---------------------------------------------------------------------------------------- training
 
-def _evaluate(model, images, labels, normalise, batch_size: int, autocast) -> tuple[float, np.ndarray]:
-    """(accuracy, softmax probabilities (N, K)) of ``model`` in eval mode on un-augmented images."""
-    import torch
-
-    was_training = model.training
-    model.eval()
-    probs = []
-    with torch.no_grad():
-        for ids in torch.arange(images.shape[0], device=images.device).split(max(batch_size, 256)):
-            with autocast:
-                logits = model(normalise(images[ids]))
-            probs.append(torch.softmax(logits.float(), dim=1))
-    model.train(was_training)
-    p = torch.cat(probs) if probs else torch.zeros((0, 1))
-    acc = float((p.argmax(dim=1) == labels).float().mean()) if len(labels) else float("nan")
-    return acc, p.cpu().numpy()
+def _accuracy(logits, labels) -> float:
+    """Share of rows whose argmax is the label. (N, K), (N,) → float."""
+    return float((logits.argmax(dim=1) == labels).float().mean())
 
 
 def train(data: str | Path | None = None, *, audit: str | Path | None = None, out: str | Path | None = "labelaudit-model",
@@ -264,7 +253,8 @@ def train(data: str | Path | None = None, *, audit: str | Path | None = None, ou
     from .audit import load_audit
     from .augment import augment_batch
     from .device import resolve_device
-    from .proxy import _batches, channel_stats
+    from .loop import (Normalise, autocast_for, batched_logits, device_images, device_labels, device_model,
+                       epoch_batches, seeded_generators, steps_per_epoch)
 
     config = config or TrainConfig()
     unknown = set(options) - {f.name for f in dataclasses.fields(TrainConfig)}
@@ -296,36 +286,31 @@ def train(data: str | Path | None = None, *, audit: str | Path | None = None, ou
     timings["load_s"] = time.perf_counter() - t
 
     # --- tensors on the device; uint8 images, augmented and normalised per batch
-    images = torch.from_numpy(ds.images[keep]).permute(0, 3, 1, 2).contiguous().to(device)  # (N, 3, S, S)
-    labels = torch.from_numpy(train_labels).to(device)
+    images = device_images(ds.images[keep], device)  # (N, 3, S, S) uint8
+    labels = device_labels(train_labels, device)
     weights = torch.from_numpy(train_weights).to(device)
-    mean, std = (x.to(device) for x in channel_stats(images))
+    normalise = Normalise.of(images)
     matrix = None if t_matrix is None else torch.from_numpy(t_matrix).to(device)
     if eval_ds is not None:
-        index = {c: k for k, c in enumerate(ds.classes)}
-        eval_images = torch.from_numpy(eval_ds.images).permute(0, 3, 1, 2).contiguous().to(device)
-        eval_labels = torch.tensor([index[c] for c in eval_ds.samples["given_label"]], device=device)
-
-    def normalise(batch: torch.Tensor) -> torch.Tensor:
-        return ((batch.float() - mean) / std).contiguous(memory_format=torch.channels_last)
+        eval_images = device_images(eval_ds.images, device)
+        eval_labels = device_labels(eval_ds.samples["given_label"].map({c: k for k, c in enumerate(ds.classes)}),
+                                    device)
 
     n, k = images.shape[0], len(ds.classes)
     torch.manual_seed(config.seed)
-    model = build_model(config.model, k).to(device).to(memory_format=torch.channels_last)
+    model = device_model(config.model, k, device)
     ema = copy.deepcopy(model) if config.ema else None
     opt = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum, nesterov=True,
                           weight_decay=config.weight_decay)
-    steps_per_epoch = max(1, -(-n // config.batch_size))
-    total = config.epochs * steps_per_epoch
+    total = config.epochs * steps_per_epoch(n, config.batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, total_steps=total, pct_start=0.15,
                                                 anneal_strategy="cos")
-    gen = torch.Generator(device=device)
-    gen.manual_seed(config.seed)
-    order_gen = torch.Generator(device="cpu")
-    order_gen.manual_seed(config.seed)
-    cuda = device.type == "cuda"
-    amp_dtype = torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float16
-    autocast = torch.autocast(device.type, dtype=amp_dtype, enabled=cuda)
+    gen, order_gen = seeded_generators(config.seed, device)
+    autocast = autocast_for(device)
+
+    def logits_of(net, imgs):  # eval mode, un-augmented
+        return batched_logits(net, imgs, normalise, config.batch_size, autocast)
+
     onehot = torch.nn.functional.one_hot(labels, k).float()  # (N, K): the targets, unless corrected
     kept = ema if ema is not None else model  # the model evaluated, reported and saved
 
@@ -335,12 +320,11 @@ def train(data: str | Path | None = None, *, audit: str | Path | None = None, ou
         # --- SLN-MO-LC: targets from the (momentum) model's predictions, once per epoch (SLN Sec. 3.3)
         targets = onehot
         if config.label_correction and epoch >= config.label_correction:
-            _, probs = _evaluate(kept, images, labels, normalise, config.batch_size, autocast)
-            probs_t = torch.from_numpy(probs).to(device)
-            loss_all = -torch.log(probs_t.gather(1, labels[:, None]).squeeze(1).clamp_min(1e-12))
-            targets = lc_targets(labels, probs_t, loss_all, weighting=config.lc_weighting)
+            logits = logits_of(kept, images)  # (N, K)
+            loss_all = torch.nn.functional.cross_entropy(logits, labels, reduction="none")  # (N,)
+            targets = lc_targets(labels, torch.softmax(logits, dim=1), loss_all, weighting=config.lc_weighting)
         loss_sum = torch.zeros((), device=device)
-        for ids in _batches(n, config.batch_size, order_gen, device):
+        for ids in epoch_batches(n, config.batch_size, order_gen, device):
             x = normalise(augment_batch(images[ids], augment, gen))  # (B, 3, S, S)
             target = targets[ids]  # (B, K)
             if config.sln:
@@ -365,10 +349,9 @@ def train(data: str | Path | None = None, *, audit: str | Path | None = None, ou
                                 + (" or --sln" if config.sln else "") + " and train again")
         row = {"epoch": epoch, "train_loss": mean_loss, "lr": float(sched.get_last_lr()[0])}
         if eval_ds is not None:
-            row["eval_accuracy"], _ = _evaluate(kept, eval_images, eval_labels, normalise, config.batch_size, autocast)
+            row["eval_accuracy"] = _accuracy(logits_of(kept, eval_images), eval_labels)
             if ema is not None:
-                row["eval_accuracy_raw"], _ = _evaluate(model, eval_images, eval_labels, normalise,
-                                                        config.batch_size, autocast)
+                row["eval_accuracy_raw"] = _accuracy(logits_of(model, eval_images), eval_labels)
         history.append(row)
         if progress is not None:
             info = {"epoch": epoch, "epochs": config.epochs, "loss": mean_loss,
@@ -401,7 +384,7 @@ def train(data: str | Path | None = None, *, audit: str | Path | None = None, ou
     model_info = {
         "labelaudit_version": __version__, "format": "state_dict", "file": MODEL_FILE,
         "model": config.model, "classes": ds.classes, "image_size": image_size,
-        "mean": mean.flatten().tolist(), "std": std.flatten().tolist(),
+        "mean": normalise.mean.flatten().tolist(), "std": normalise.std.flatten().tolist(),
         "preprocessing": "RGB, resized to image_size² (as scan decodes), (x − mean) / std per channel in 0..255 units",
     }
     result = TrainResult(metrics, model_info)
@@ -410,8 +393,8 @@ def train(data: str | Path | None = None, *, audit: str | Path | None = None, ou
         out.mkdir(parents=True, exist_ok=True)
         state = {name: tensor.detach().cpu() for name, tensor in kept.state_dict().items()}
         write_atomic(out / MODEL_FILE, lambda tmp: torch.save(state, tmp))
-        write_text_atomic(out / MODEL_JSON, json.dumps(model_info, indent=2) + "\n")
-        write_text_atomic(out / METRICS_JSON, json.dumps(metrics, indent=2) + "\n")  # last: marks a complete run
+        write_json(model_info, out / MODEL_JSON)
+        write_json(metrics, out / METRICS_JSON)  # last: marks a complete run
         result.out = out
     return result
 
@@ -449,20 +432,15 @@ def predict(model_dir: str | Path, data: str | Path | None = None, *, manifest=N
     import torch
 
     from .device import resolve_device
-    from .outputs import write_parquet
+    from .loop import Normalise, autocast_for, batched_logits, device_images
 
     dev = resolve_device(device)
     model, info = load_model(model_dir, dev)
     ds = _load(data, manifest, root, TrainConfig(workers=workers), int(info["image_size"]), progress)
-    mean = torch.tensor(info["mean"], device=dev).view(1, 3, 1, 1)
-    std = torch.tensor(info["std"], device=dev).view(1, 3, 1, 1)
-    images = torch.from_numpy(ds.images).permute(0, 3, 1, 2).contiguous().to(dev)
-
-    def normalise(batch):
-        return ((batch.float() - mean) / std).contiguous(memory_format=torch.channels_last)
-
-    autocast = torch.autocast(dev.type, enabled=dev.type == "cuda")
-    _, probs = _evaluate(model, images, torch.zeros(0), normalise, batch_size, autocast)
+    normalise = Normalise(torch.tensor(info["mean"], device=dev).view(1, 3, 1, 1),
+                          torch.tensor(info["std"], device=dev).view(1, 3, 1, 1))
+    logits = batched_logits(model, device_images(ds.images, dev), normalise, batch_size, autocast_for(dev))
+    probs = torch.softmax(logits, dim=1).cpu().numpy()
     classes = [str(c) for c in info["classes"]]
     pred = probs.argmax(axis=1)
     df = pd.DataFrame({"path": ds.samples["path"], "given_label": ds.samples["given_label"],

@@ -54,9 +54,8 @@ def check_cli(
             audit = load_audit(target)
         else:
             with RichProgress(err, enabled=not as_json) as progress:
-                scan(target, out=out, progress=progress, epochs=epochs, image_size=image_size, augment=augment,
-                     device=device, seed=seed)
-            audit = load_audit(out)
+                audit = scan(target, out=out, progress=progress, epochs=epochs, image_size=image_size,
+                             augment=augment, device=device, seed=seed).audit()
         result = check_audit(audit, thresholds, base)
         result.config = str(source) if source else None
         if markdown is not None:

@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 from rich.console import Console
 
+from ..errors import UsageError
 from ..train import METRICS_JSON, TrainConfig, train
 from ._errors import handle_errors
 from .progress import RichProgress
@@ -86,8 +87,6 @@ def train_cli(
 
 
 def _baseline_accuracy(model_dir: Path) -> float:
-    from ..errors import UsageError
-
     path = model_dir / METRICS_JSON
     try:
         acc = json.loads(path.read_text())["final"].get("eval_accuracy")
