@@ -82,18 +82,17 @@ def clean_manifest(folder: Path) -> Path:
     return path
 
 
-def run_case(name: str, rows: list[str], seeds: list[int], epochs: int) -> list[dict]:
+def run_case(name: str, rows: list[str], seeds: list[int], epochs: int):
+    """Yields one result per row as soon as its seeds have run."""
     folder, held_out = build_case(name)
     options, sigma = CASES[name][1], CASES[name][2]
     audit = folder / "audit"
     cache = str(WORK / "cache")
     if not (audit / "run.json").exists():
         scan(folder / "images", out=audit, cache_dir=cache, **options)
-    out = []
-    for row, extra in rows_for(epochs, sigma).items():
-        if row not in rows:
-            continue
-        extra = dict(extra)
+    table = rows_for(epochs, sigma)
+    for row in rows:  # in the order asked for, so the rows that matter most can run first
+        extra = dict(table[row])
         clean = extra.pop("clean", False)
         accs, times = [], []
         for seed in seeds:
@@ -104,10 +103,9 @@ def run_case(name: str, rows: list[str], seeds: list[int], epochs: int) -> list[
             times.append(seconds)
             accs.append(result.final_accuracy)
             print(f"{name:22s} {row:12s} seed {seed}: {accs[-1]:.4f}  {times[-1]:.0f}s", flush=True)
-        out.append({"case": name, "row": row, "options": extra, "seeds": seeds, "accuracies": accs,
-                    "mean": float(np.mean(accs)), "std": float(np.std(accs, ddof=1)) if len(accs) > 1 else 0.0,
-                    "wall_s": float(np.mean(times)), "epochs": epochs})
-    return out
+        yield {"case": name, "row": row, "options": extra, "seeds": seeds, "accuracies": accs,
+               "mean": float(np.mean(accs)), "std": float(np.std(accs, ddof=1)) if len(accs) > 1 else 0.0,
+               "wall_s": float(np.mean(times)), "epochs": epochs}
 
 
 def markdown(results: list[dict]) -> str:
@@ -131,24 +129,28 @@ def markdown(results: list[dict]) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cases", nargs="*", default=["digits_uniform_0.4"], choices=list(CASES))
-    ap.add_argument("--rows", nargs="*", default=list(rows_for(40, 1.0)))
+    ap.add_argument("--rows", nargs="*", default=list(rows_for(40, 1.0)), choices=list(rows_for(40, 1.0)))
     ap.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
     ap.add_argument("--epochs", type=int, default=40)
     ap.add_argument("--tag", default="robust_training")
     ap.add_argument("--merge", action="store_true", help="keep the other rows of an earlier results file; "
                                                           "rows run now replace theirs")
     args = ap.parse_args()
-    results = [r for name in args.cases for r in run_case(name, args.rows, args.seeds, args.epochs)]
     earlier = RESULTS / f"{args.tag}.json"
+    kept = []
     if args.merge and earlier.exists():
         import json
 
-        fresh = {(r["case"], r["row"]) for r in results}
-        kept = [r for r in json.loads(earlier.read_text())["results"] if (r["case"], r["row"]) not in fresh]
-        order = list(rows_for(args.epochs, 1.0))
-        results = sorted(kept + results, key=lambda r: (r["case"], order.index(r["row"])))
-    save_results(args.tag, {"meta": machine_meta(), "results": results}, markdown(results))
-
+        kept = json.loads(earlier.read_text())["results"]
+    order = list(rows_for(args.epochs, 1.0))
+    results: list[dict] = []
+    for name in args.cases:
+        for result in run_case(name, args.rows, args.seeds, args.epochs):
+            results.append(result)  # saved after every row, so a stopped run keeps what it finished
+            fresh = {(r["case"], r["row"]) for r in results}
+            merged = [r for r in kept if (r["case"], r["row"]) not in fresh] + results
+            merged.sort(key=lambda r: (r["case"], order.index(r["row"])))
+            save_results(args.tag, {"meta": machine_meta(), "results": merged}, markdown(merged))
 
 if __name__ == "__main__":
     main()

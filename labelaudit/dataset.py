@@ -41,6 +41,35 @@ class _Counter:
             self.progress(self.stage, self.done, self.total, {})
 
 
+CACHE_FLUSH = 2048  # decoded images per cache pack while decoding
+
+
+class _Keep:
+    """Counts decoded chunks for the progress bar and stores them in the cache every
+    :data:`CACHE_FLUSH` images, so an interrupted decode keeps what it finished (packs are written
+    atomically)."""
+
+    def __init__(self, progress: Progress | None, total: int, cache: ImageCache | None, keys: list[str]):
+        self.counter = _Counter(progress, "decode", total)
+        self.cache, self.keys, self.flush = cache, keys, CACHE_FLUSH
+        self.pending_keys: list[str] = []
+        self.pending: list[np.ndarray] = []
+
+    def __call__(self, a: int, b: int, images: np.ndarray, errors: list) -> None:
+        if self.cache is not None:
+            ok = [i for i, e in enumerate(errors) if e is None]
+            self.pending_keys += [self.keys[a + i] for i in ok]
+            self.pending.append(images[ok])
+            if len(self.pending_keys) >= self.flush:
+                self.store()
+        self.counter(b - a)
+
+    def store(self) -> None:
+        if self.cache is not None and self.pending_keys:
+            self.cache.store(self.pending_keys, np.concatenate(self.pending))
+        self.pending_keys, self.pending = [], []
+
+
 def error_digest(errors: pd.DataFrame, top: int = 3) -> str:
     """'most often: <reason> (k, e.g. <path>); ...' — the commonest reasons, for one-line errors.
 
@@ -85,15 +114,14 @@ def load_dataset(listing: Listing, *, image_size: int, workers: int, cache_dir: 
     todo = np.flatnonzero(~hit & np.array([k is not None for k in keys], dtype=bool))
     t1 = time.perf_counter()
     if len(todo):
-        decoded, dec_errors = decode_files([files[i] for i in todo], image_size, workers=workers,
-                                           on_done=_Counter(progress, "decode", len(todo)))
+        keep = _Keep(progress, len(todo), cache, [keys[i] for i in todo])
+        decoded, dec_errors = decode_files([files[i] for i in todo], image_size, workers=workers, on_done=keep)
+        keep.store()
         ok = np.array([e is None for e in dec_errors], dtype=bool)
         images[todo[ok]] = decoded[ok]
         for i, err in zip(todo, dec_errors):
             if err is not None:
                 errors[i] = err
-        if cache is not None and ok.any():
-            cache.store([keys[i] for i in todo[ok]], decoded[ok])
     elif progress is not None:
         progress("decode", n, n, {"cached": True})
     t_decode = time.perf_counter() - t1

@@ -180,10 +180,13 @@ def _chunks(n: int, size: int) -> Iterable[tuple[int, int]]:
 
 
 def decode_files(files: Sequence[str], size: int, *, workers: int,
-                 on_done: Callable[[int], None] | None = None) -> tuple[np.ndarray, list[str | None]]:
+                 on_done: Callable[[int, int, np.ndarray, list], None] | None = None
+                 ) -> tuple[np.ndarray, list[str | None]]:
     """Decode many files in ``workers`` processes (0 or 1: in this process).
 
     Returns (n, S, S, 3) uint8 and one error string (or None) per file, in input order.
+    ``on_done(a, b, images, errors)`` is called as each chunk ``files[a:b]`` is done (in order),
+    so a caller can keep finished work (the cache does) before an interruption.
     """
     n = len(files)
     out = np.zeros((n, size, size, 3), dtype=np.uint8)
@@ -201,7 +204,7 @@ def decode_files(files: Sequence[str], size: int, *, workers: int,
             out[a:b] = arr
             errors[a:b] = errs
             if on_done is not None:
-                on_done(b - a)
+                on_done(a, b, arr, errs)
 
     if workers <= 1 or n < 2 * chunk:
         collect(None)

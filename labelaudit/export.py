@@ -11,7 +11,8 @@ Modes (the rows the output holds):
   as ``OUT/<label>/<file>``, as symbolic links to the original images, or copies.
 
 Every manifest has ``path, label, weight, original_label, changed``; ``path`` is absolute, so the
-file can be read from anywhere (``labelaudit scan --manifest`` reads it back). The input data is
+file can be read from anywhere; ``labelaudit scan --manifest OUT --root ROOT`` reads it back (ROOT the
+scanned root: a manifest's paths must lie inside its root unless ``--allow-outside-root``). The input data is
 never modified: nothing is written outside ``out``, and ``out`` may not be the scan's own manifest
 or lie inside its image folder.
 """

@@ -58,6 +58,8 @@ def _resnet18(num_classes: int) -> nn.Module:
     return net
 
 
+MIN_IMAGE_SIZE = 16  # the CNNs halve the resolution four times before their global pool
+
 MODELS = {
     "tiny": lambda k: SmallCNN(k, widths=(16, 32, 64, 128)),
     "small": lambda k: SmallCNN(k),

@@ -1,8 +1,8 @@
 """Stage 7 — outputs: the audit folder of ../CONTRACT.md, every file written atomically.
 
 Each Parquet file carries ``labelaudit_schema`` (the contract's version) and the direction of every
-score column in its schema metadata. A file is written under a temporary name in the same folder
-and renamed into place, so a crash never leaves a half-written file under a final name.
+score column in its schema metadata. The folder is written beside ``out`` and swapped in with one
+rename, so a crash never leaves a half-written file nor a mix of two audits.
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .atomic import write_atomic, write_text_atomic
+from .atomic import replace_folder, write_atomic, write_text_atomic
 from .scores import DIRECTIONS
 
 SCHEMA_VERSION = "1"
@@ -65,20 +65,29 @@ def write_json(obj: Any, path: Path) -> None:
     write_text_atomic(path, text)
 
 
+AUDIT_FILES = ("samples.parquet", "suspects.parquet", "weights.parquet", "noise.parquet", "transition.parquet",
+               "trajectories.parquet", "errors.parquet", "report.html", "run.json")  # run.json last: the marker
+
+
 def write_audit(out: Path, *, samples: pd.DataFrame, noise: pd.DataFrame, trajectories: pd.DataFrame,
                 errors: pd.DataFrame, run: dict, transition: pd.DataFrame | None = None,
-                report_html: str | None = None) -> None:
+                report_html: str | None = None, drop: tuple[str, ...] = ()) -> None:
     """Write the audit folder: samples, suspects, weights, noise, transition, trajectories, errors,
-    report.html, run.json."""
-    out.mkdir(parents=True, exist_ok=True)
-    write_parquet(samples, out / "samples.parquet")
-    write_parquet(suspects_of(samples), out / "suspects.parquet")
-    write_parquet(samples[["path", "given_label", "weight"]], out / "weights.parquet")
-    write_parquet(noise, out / "noise.parquet")
-    if transition is not None:
-        write_parquet(transition, out / "transition.parquet")
-    write_parquet(trajectories, out / "trajectories.parquet")
-    write_parquet(errors, out / "errors.parquet")
-    if report_html is not None:
-        write_text_atomic(out / "report.html", report_html)
-    write_json(run, out / "run.json")  # last: its presence marks a complete audit
+    report.html, run.json.
+
+    The files are written into a staging folder that replaces ``out`` in one rename
+    (:func:`atomic.replace_folder`): a crash leaves either the previous audit or the new one. Other
+    files in ``out`` are kept, except the names in ``drop``.
+    """
+    with replace_folder(out, replaces=AUDIT_FILES, drop=drop) as stage:
+        write_parquet(samples, stage / "samples.parquet")
+        write_parquet(suspects_of(samples), stage / "suspects.parquet")
+        write_parquet(samples[["path", "given_label", "weight"]], stage / "weights.parquet")
+        write_parquet(noise, stage / "noise.parquet")
+        if transition is not None:
+            write_parquet(transition, stage / "transition.parquet")
+        write_parquet(trajectories, stage / "trajectories.parquet")
+        write_parquet(errors, stage / "errors.parquet")
+        if report_html is not None:
+            write_text_atomic(stage / "report.html", report_html)
+        write_json(run, stage / "run.json")  # last: its presence marks a complete audit

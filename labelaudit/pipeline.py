@@ -18,13 +18,14 @@ import pandas as pd
 from . import __version__
 from .progress import Progress
 from .audit import Audit
+from .checkpoint import CHECKPOINT_FILE, Checkpointer, checkpoint_key
 from .augment import AUGMENTS
 from .cache import default_cache_dir
 from .dataset import Dataset, error_digest, load_dataset
 from .decode import default_workers
 from .errors import DataError, UsageError
 from .mixture import BOOTSTRAP_LEVEL, BOOTSTRAP_ROUNDS, NOISE_MODELS, NoiseFit, fit_noise, noise_table
-from .models import MODELS
+from .models import MIN_IMAGE_SIZE, MODELS
 from .outputs import SAMPLE_COLUMNS, AuditTables, write_audit, write_parquet
 from .proxy import ProxySettings
 from .limit import LimitSettings
@@ -69,10 +70,14 @@ class ScanConfig:
     label_column: str = "label"
     max_errors: str | None = None  # abort when more files than this fail: a count ("20") or a share ("5%")
     dedupe: bool = False  # manifest: keep the first row of a file listed twice (else: an error)
+    allow_outside_root: bool = False  # manifest: accept paths outside --root (.., absolute paths elsewhere)
+    # --- interruption
+    resume: bool = False  # continue from <out>/checkpoint.pt (written after every epoch) when it is there
 
     def validate(self) -> "ScanConfig":
         checks = [
-            (8 <= self.image_size <= 1024, "--image-size", self.image_size, "a side length from 8 to 1024 px"),
+            (MIN_IMAGE_SIZE <= self.image_size <= 1024, "--image-size", self.image_size,
+             f"a side length from {MIN_IMAGE_SIZE} to 1024 px"),
             (self.workers >= 0, "--workers", self.workers, "0 (auto) or a positive number"),
             (self.epochs >= 1, "--epochs", self.epochs, "at least 1"),
             (self.batch_size >= 2, "--batch-size", self.batch_size, "at least 2"),
@@ -167,12 +172,18 @@ def make_listing(data, manifest, root, config: ScanConfig) -> Listing:
         if data is not None:
             raise UsageError("give either DATA (an image folder) or --manifest FILE, not both")
         return list_manifest(manifest, root=root, path_column=config.path_column,
-                             label_column=config.label_column, dedupe=config.dedupe)
+                             label_column=config.label_column, dedupe=config.dedupe,
+                             allow_outside_root=config.allow_outside_root)
     if data is None:
         raise UsageError("nothing to scan: pass an image folder (DATA) or --manifest FILE")
     if root is not None:
         raise UsageError("--root goes with --manifest; for a folder, DATA is the root")
     return list_folder(data)
+
+
+def _pixel_digest(images: np.ndarray) -> str:
+    """Digest of the decoded pixels: a checkpoint is only resumed on the very same images."""
+    return hashlib.blake2b(np.ascontiguousarray(images).data, digest_size=16).hexdigest()
 
 
 def _fingerprint(samples: pd.DataFrame) -> str:
@@ -295,7 +306,16 @@ def scan(data: str | Path | None = None, *, out: str | Path | None = "labelaudit
     scorers = parse_scores(config.scores)
     limit = LimitSettings(dist=config.limit_dist, beta=config.limit_beta,
                                                   model=config.limit_model) if "limit" in scorers else None
-    dyn = train_proxy(images, labels, len(ds.classes), settings, device=device, progress=progress, limit=limit)
+    checkpoint = None
+    if out is not None:
+        key = checkpoint_key(settings=dataclasses.asdict(settings), limit=limit and dataclasses.asdict(limit),
+                             device=device.type, image_size=config.image_size, classes=ds.classes,
+                             listing=_fingerprint(ds.samples), pixels=_pixel_digest(ds.images))
+        checkpoint = Checkpointer(Path(out) / CHECKPOINT_FILE, key, resume=config.resume)
+    elif config.resume:
+        raise UsageError("--resume needs an output folder: the checkpoint lives there")
+    dyn = train_proxy(images, labels, len(ds.classes), settings, device=device, progress=progress, limit=limit,
+                      checkpoint=checkpoint)
     timings["train_s"] = time.perf_counter() - t
 
     # --- scores, noise model, decisions
@@ -326,6 +346,7 @@ def scan(data: str | Path | None = None, *, out: str | Path | None = "labelaudit
         "device": str(device),
         "seed": config.seed,
         "timings": timings,
+        "resumed_from_epoch": dyn.resumed_from_epoch,
         "data": {"source": listing.source, "root": str(Path(listing.root).resolve()),
                  "manifest": str(listing.manifest.resolve()) if listing.manifest else None,
                  "n_samples": len(ds.samples),
@@ -360,5 +381,5 @@ def scan(data: str | Path | None = None, *, out: str | Path | None = "labelaudit
             report = render_report(result.audit(), top=config.report_top)
             timings["report_s"] = time.perf_counter() - t
         write_audit(result.out, samples=samples, noise=noise, trajectories=trajectories, errors=ds.errors, run=run,
-                    transition=transition, report_html=report)
+                    transition=transition, report_html=report, drop=(CHECKPOINT_FILE,))
     return result

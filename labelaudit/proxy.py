@@ -21,7 +21,8 @@ import torch.nn.functional as F
 
 from .progress import Progress
 from .augment import augment_batch
-from .errors import TrainingError
+from .checkpoint import Checkpointer
+from .errors import TrainingError, UsageError
 from .limit import LimitPair, LimitSettings
 from .loop import Normalise, autocast_for, device_model, epoch_batches, seeded_generators, steps_per_epoch
 from .recorders import Dynamics, Recorder
@@ -41,12 +42,14 @@ class ProxySettings:
 
 def train_proxy(images: torch.Tensor, labels: torch.Tensor, num_classes: int, settings: ProxySettings,
                 *, device: torch.device, progress: Progress | None = None,
-                keep_epoch_probs: bool = False, limit: LimitSettings | None = None) -> Dynamics:
+                keep_epoch_probs: bool = False, limit: LimitSettings | None = None,
+                checkpoint: Checkpointer | None = None) -> Dynamics:
     """Train the proxy on ``images`` (N, 3, S, S) uint8 and ``labels`` (N,) int64, both on ``device``.
 
     With ``limit``, the LIMIT pair (limit.py) trains on the same augmented batches, and the dynamics
-    carry its distances. Returns the recorded dynamics. Raises TrainingError when the loss stops
-    being finite.
+    carry its distances. With ``checkpoint``, the whole state is saved after every epoch, and a
+    saved state is resumed from when ``checkpoint.resume`` (checkpoint.py). Returns the recorded
+    dynamics. Raises TrainingError when the loss stops being finite.
     """
     n = images.shape[0]
     torch.manual_seed(settings.seed)
@@ -59,10 +62,14 @@ def train_proxy(images: torch.Tensor, labels: torch.Tensor, num_classes: int, se
     rec = Recorder(n, num_classes, settings.epochs, device, keep_epoch_probs=keep_epoch_probs, limit=pair is not None)
     autocast = autocast_for(device)
 
+    start = 0
+    saved = checkpoint.load() if checkpoint is not None else None
+    if saved is not None:
+        start = _restore(saved, model=model, opt=opt, pair=pair, rec=rec, gen=gen, order_gen=order_gen)
     total = settings.epochs * steps_per_epoch(n, settings.batch_size)
-    done, t0 = 0, time.perf_counter()
+    done, t0 = start * steps_per_epoch(n, settings.batch_size), time.perf_counter()
     model.train()
-    for epoch in range(settings.epochs):
+    for epoch in range(start, settings.epochs):
         loss_sum = torch.zeros((), device=device)
         for ids in epoch_batches(n, settings.batch_size, order_gen, device):
             # --- data: uint8 → augment → float, normalised
@@ -89,11 +96,46 @@ def train_proxy(images: torch.Tensor, labels: torch.Tensor, num_classes: int, se
         mean_loss = float(loss_sum) / n  # one host sync per epoch
         if not math.isfinite(mean_loss):
             raise TrainingError(f"training loss became {mean_loss} in epoch {epoch + 1}; the learning rate "
-                                f"is probably too high: lower --lr (now {settings.lr}) and scan again")
+                                f"is probably too high: lower --lr (now {settings.lr:g}) and scan again")
+        if checkpoint is not None:
+            checkpoint.save(_state(epoch + 1, model=model, opt=opt, pair=pair, rec=rec, gen=gen, order_gen=order_gen))
         if progress is not None:
-            seen = (epoch + 1) * n
+            seen = (epoch + 1 - start) * n
             progress("train", done, total, {"epoch": epoch + 1, "epochs": settings.epochs, "loss": mean_loss,
                                             "images_per_s": seen / max(time.perf_counter() - t0, 1e-9)})
     if pair is not None:  # LIMIT's score: q in eval mode on un-augmented images (Sec. 4.1)
         rec.limit_final = pair.distance(images, labels, normalise, settings.batch_size, autocast)
-    return rec.dynamics()
+    dyn = rec.dynamics()
+    dyn.resumed_from_epoch = start
+    return dyn
+
+
+def _state(epochs_done: int, *, model, opt, pair: LimitPair | None, rec: Recorder, gen, order_gen) -> dict:
+    """Everything the loop needs to go on after ``epochs_done`` epochs, as tensors and numbers."""
+    return {
+        "epoch": epochs_done,
+        "model": model.state_dict(), "opt": opt.state_dict(),
+        "limit_f": None if pair is None else pair.f.state_dict(),
+        "limit_q": None if pair is None else pair.q.state_dict(),
+        "limit_opt": None if pair is None else pair.opt.state_dict(),
+        "rng": {"global": torch.get_rng_state(), "augment": gen.get_state(), "order": order_gen.get_state()},
+        "recorder": rec.state(),
+    }
+
+
+def _restore(state: dict, *, model, opt, pair: LimitPair | None, rec: Recorder, gen, order_gen) -> int:
+    """Load a :func:`_state` back; returns the number of epochs it had finished."""
+    if (state.get("limit_f") is None) != (pair is None):
+        raise UsageError("--resume: the checkpoint was made with other --scores (LIMIT on/off); "
+                         "scan with the same options or drop --resume")
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["opt"])
+    if pair is not None:
+        pair.f.load_state_dict(state["limit_f"])
+        pair.q.load_state_dict(state["limit_q"])
+        pair.opt.load_state_dict(state["limit_opt"])
+    torch.set_rng_state(state["rng"]["global"])
+    gen.set_state(state["rng"]["augment"])
+    order_gen.set_state(state["rng"]["order"])
+    rec.load_state(state["recorder"])
+    return int(state["epoch"])

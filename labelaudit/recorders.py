@@ -10,6 +10,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .errors import DataError
+
 
 def logit_margin(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """AUM's margin: assigned logit minus the largest other logit. (B, K), (B,) → (B,).
@@ -31,6 +33,7 @@ class Dynamics:
     epoch_probs: np.ndarray | None = None  # (E, N, K) float32, only when asked for (benchmarks)
     limit_epochs: np.ndarray | None = None  # (E, N) float32: LIMIT distance in the training pass, when LIMIT ran
     limit_distance: np.ndarray | None = None  # (N,) float32: LIMIT distance after training, eval mode, no augmentation
+    resumed_from_epoch: int = 0  # epochs that came from a checkpoint (scan --resume)
 
 
 class Recorder:
@@ -65,6 +68,22 @@ class Recorder:
 
     def end_epoch(self) -> None:
         self.epochs_seen += 1
+
+    _TENSORS = ("loss", "margin", "prob_sum", "limit", "epoch_probs")
+
+    def state(self) -> dict:
+        """What a checkpoint keeps (checkpoint.py): every recorded tensor and the epoch count."""
+        return {"epochs_seen": self.epochs_seen, **{name: getattr(self, name) for name in self._TENSORS}}
+
+    def load_state(self, state: dict) -> None:
+        for name in self._TENSORS:
+            mine, saved = getattr(self, name), state.get(name)
+            if (mine is None) != (saved is None) or (mine is not None and mine.shape != saved.shape):
+                raise DataError(f"checkpoint: recorded {name!r} does not match this run; "
+                                "delete checkpoint.pt and scan again without --resume")
+            if mine is not None:
+                mine.copy_(saved)
+        self.epochs_seen = int(state["epochs_seen"])
 
     def dynamics(self) -> Dynamics:
         e = self.epochs_seen

@@ -25,13 +25,13 @@ import numpy as np
 import pandas as pd
 
 from . import __version__
-from .atomic import write_atomic
+from .atomic import replace_folder, write_atomic
 from .augment import AUGMENTS
 from .errors import TrainingError, UsageError
 from .export import DEFAULT_MIN_CONFIDENCE
 from .losses import (CORRECTIONS, LC_WEIGHTINGS, condition_transition, ema_decay, ema_update, lc_targets,
                      sln_targets, soft_ce, weighted_mean)
-from .models import MODELS, build_model
+from .models import MIN_IMAGE_SIZE, MODELS, build_model
 from .outputs import write_json, write_parquet
 from .progress import Progress
 
@@ -49,6 +49,7 @@ class TrainConfig:
     cache_dir: str | None = None
     path_column: str = "path"
     label_column: str = "label"
+    allow_outside_root: bool = False  # manifest: accept paths outside --root
     # --- model and schedule
     model: str = "small"  # small | medium | resnet18 | tiny (models.MODELS)
     epochs: int = 40  # longer than the proxy's 15: this model is the one you keep
@@ -73,8 +74,8 @@ class TrainConfig:
 
     def validate(self) -> "TrainConfig":
         checks = [
-            (self.image_size is None or 8 <= self.image_size <= 1024, "--image-size", self.image_size,
-             "a side length from 8 to 1024 px"),
+            (self.image_size is None or MIN_IMAGE_SIZE <= self.image_size <= 1024, "--image-size", self.image_size,
+             f"a side length from {MIN_IMAGE_SIZE} to 1024 px"),
             (self.workers >= 0, "--workers", self.workers, "0 (auto) or a positive number"),
             (self.epochs >= 1, "--epochs", self.epochs, "at least 1"),
             (self.batch_size >= 2, "--batch-size", self.batch_size, "at least 2"),
@@ -147,7 +148,8 @@ def _load(data, manifest, root, config: TrainConfig, image_size: int, progress: 
     from .pipeline import ScanConfig, make_listing
 
     listing = make_listing(data, manifest, root, ScanConfig(path_column=config.path_column,
-                                                            label_column=config.label_column))
+                                                            label_column=config.label_column,
+                                                            allow_outside_root=config.allow_outside_root))
     cache_dir = (Path(config.cache_dir) if config.cache_dir else default_cache_dir()) if config.cache else None
     return load_dataset(listing, image_size=image_size, workers=config.workers or default_workers(),
                         cache_dir=cache_dir, progress=progress)
@@ -390,11 +392,11 @@ def train(data: str | Path | None = None, *, audit: str | Path | None = None, ou
     result = TrainResult(metrics, model_info)
     if out is not None:
         out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
         state = {name: tensor.detach().cpu() for name, tensor in kept.state_dict().items()}
-        write_atomic(out / MODEL_FILE, lambda tmp: torch.save(state, tmp))
-        write_json(model_info, out / MODEL_JSON)
-        write_json(metrics, out / METRICS_JSON)  # last: marks a complete run
+        with replace_folder(out, replaces=(MODEL_FILE, MODEL_JSON, METRICS_JSON)) as stage:  # old or new, never a mix
+            write_atomic(stage / MODEL_FILE, lambda tmp: torch.save(state, tmp))
+            write_json(model_info, stage / MODEL_JSON)
+            write_json(metrics, stage / METRICS_JSON)  # last: marks a complete run
         result.out = out
     return result
 
@@ -423,7 +425,7 @@ def load_model(model_dir: str | Path, device=None):
 
 def predict(model_dir: str | Path, data: str | Path | None = None, *, manifest=None, root=None,
             out: str | Path | None = None, device: str = "auto", batch_size: int = 256, workers: int = 0,
-            progress: Progress | None = None) -> pd.DataFrame:
+            progress: Progress | None = None, allow_outside_root: bool = False) -> pd.DataFrame:
     """Predict every image of ``data`` (folder or manifest) with a trained model.
 
     Returns (and writes to ``out`` as Parquet, when given) path, given_label, predicted_label,
@@ -436,7 +438,8 @@ def predict(model_dir: str | Path, data: str | Path | None = None, *, manifest=N
 
     dev = resolve_device(device)
     model, info = load_model(model_dir, dev)
-    ds = _load(data, manifest, root, TrainConfig(workers=workers), int(info["image_size"]), progress)
+    ds = _load(data, manifest, root, TrainConfig(workers=workers, allow_outside_root=allow_outside_root),
+               int(info["image_size"]), progress)
     normalise = Normalise(torch.tensor(info["mean"], device=dev).view(1, 3, 1, 1),
                           torch.tensor(info["std"], device=dev).view(1, 3, 1, 1))
     logits = batched_logits(model, device_images(ds.images, dev), normalise, batch_size, autocast_for(dev))

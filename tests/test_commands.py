@@ -169,6 +169,7 @@ def test_export_round_trip_relabel(scanned, tmp_path):
                               "--mode", "relabel"])
     assert res.exit_code == 0, res.output
     assert "6 relabelled" in res.output
+    assert f"--root {tmp / 'images'}" in res.output  # how to read it back
     rows = pd.read_json(tmp_path / "clean.jsonl", lines=True)
     assert rows.columns.tolist() == ["path", "label", "weight", "original_label", "changed"]
     assert len(rows) == 72 and rows["changed"].sum() == 6
@@ -176,7 +177,9 @@ def test_export_round_trip_relabel(scanned, tmp_path):
     expected = {str(root / rel): colour for rel, colour in truth.items()}
     assert dict(zip(rows["path"], rows["label"])) == expected  # every label is now the true colour
     # scan --manifest reads it back with the intended labels
-    again = scan(manifest=tmp_path / "clean.jsonl", out=None, **FAST)
+    with pytest.raises(UsageError, match="72 path.s. lie outside the root.*--allow-outside-root"):
+        scan(manifest=tmp_path / "clean.jsonl", out=None, **FAST)  # absolute paths outside the manifest's folder
+    again = scan(manifest=tmp_path / "clean.jsonl", root=root, out=None, **FAST)
     assert dict(zip(again.samples["path"], again.samples["given_label"])) == expected
     assert again.summary["n_label_issues"] == 0
     assert _tree_digest(tmp / "images") == before  # the input is never modified

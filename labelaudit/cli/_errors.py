@@ -20,6 +20,7 @@ def debug() -> bool:
 
 
 def fail(message: str, code: int) -> typer.Exit:
+    message = " ".join(message.split("\n"))  # one line, whatever a file or column name holds
     typer.echo(f"labelaudit: error: {message}", err=True)
     return typer.Exit(code)
 
@@ -39,7 +40,8 @@ def handle_errors(exit_code: int | None = None):
             raise
         raise fail(str(exc), exit_code or exc.exit_code) from None
     except KeyboardInterrupt:
-        typer.echo("labelaudit: interrupted; nothing already written was changed", err=True)
+        typer.echo("labelaudit: interrupted; nothing already written was changed (a scan continues from its last "
+                   "finished epoch with --resume)", err=True)
         raise typer.Exit(EXIT_INTERRUPTED) from None
     except Exception as exc:  # the last line of defence: never show a traceback by default
         if debug():

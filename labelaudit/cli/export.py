@@ -19,7 +19,7 @@ def export_cli(
                                           "predicted label, the rest are left out), weight (all samples with "
                                           "their clean-probability weight) or folder (an ImageFolder tree)."),
     min_confidence: Optional[float] = typer.Option(None, help="relabel/folder: the predicted label's probability "
-                                                              "needed to relabel [default for relabel: 0.5; "
+                                                              "needed to relabel \\[default for relabel: 0.5; "
                                                               "folder relabels only when given]."),
     fmt: Optional[str] = typer.Option(None, "--format", help="csv, parquet or jsonl \\[default: from --out's "
                                                              "ending]."),
@@ -28,6 +28,9 @@ def export_cli(
     """Write a cleaned manifest (path, label, weight, original_label, changed) or a cleaned folder tree.
     The input data is never modified."""
     with handle_errors():
-        summary = export(load_audit(audit_dir), out, mode=mode, min_confidence=min_confidence, fmt=fmt, copy=copy)
+        audit = load_audit(audit_dir)
+        summary = export(audit, out, mode=mode, min_confidence=min_confidence, fmt=fmt, copy=copy)
     typer.echo(f"wrote {summary.out}: {summary.n_rows:,} samples ({summary.n_dropped:,} left out, "
                f"{summary.n_relabelled:,} relabelled)")
+    if mode != "folder":  # its paths are absolute, inside the scanned root: name that root to read it back
+        typer.echo(f"scan it with: labelaudit scan --manifest {summary.out} --root {audit.run['data']['root']}")

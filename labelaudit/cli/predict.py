@@ -9,6 +9,7 @@ from rich.console import Console
 
 from ..train import predict
 from ._errors import handle_errors
+from ._options import ALLOW_OUTSIDE_ROOT
 from .progress import RichProgress
 
 
@@ -18,6 +19,7 @@ def predict_cli(
     data: Optional[Path] = typer.Argument(None, help="Image folder or manifest to predict.", show_default=False),
     manifest: Optional[Path] = typer.Option(None, "--manifest", "-m", help="Manifest (path, label) to predict."),
     root: Optional[Path] = typer.Option(None, help="Folder the manifest's relative paths resolve against."),
+    allow_outside_root: bool = ALLOW_OUTSIDE_ROOT,
     out: Path = typer.Option(Path("predictions.parquet"), "--out", "-o", help="Parquet file to write."),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
     workers: int = typer.Option(0, help="Decode processes; 0 = one per core (max 8)."),
@@ -27,7 +29,7 @@ def predict_cli(
     with handle_errors():
         with RichProgress(Console(stderr=True), enabled=not quiet) as progress:
             df = predict(model_dir, data, manifest=manifest, root=root, out=out, device=device, workers=workers,
-                         progress=progress)
+                         progress=progress, allow_outside_root=allow_outside_root)
     if not quiet:
         agree = (df["predicted_label"] == df["given_label"]).mean() if len(df) else float("nan")
         typer.echo(f"wrote {out}: {len(df):,} predictions; {agree:.1%} agree with the given labels")

@@ -10,6 +10,7 @@ from rich.console import Console
 
 from ..pipeline import ScanConfig, scan
 from ._errors import handle_errors
+from ._options import ALLOW_OUTSIDE_ROOT
 from .progress import RichProgress
 from .summary import render_scan_summary
 
@@ -28,6 +29,7 @@ def scan_cli(
     label_column: str = typer.Option(_D.label_column, help="Manifest column holding labels."),
     dedupe: bool = typer.Option(False, "--dedupe", help="Manifest: keep the first row of a file listed twice "
                                                         "(others go to errors.parquet) instead of stopping."),
+    allow_outside_root: bool = ALLOW_OUTSIDE_ROOT,
     max_errors: Optional[str] = typer.Option(None, help="Abort when more files than this cannot be used: a "
                                                         "count (20) or a share (5%) \\[default: no limit]."),
     image_size: int = typer.Option(_D.image_size, help="Side in px of the square images the proxy sees."),
@@ -56,6 +58,8 @@ def scan_cli(
                                                                    "picks class i's anchor; 1.0 = argmax."),
     report: bool = typer.Option(_D.report, "--report/--no-report", help="Write report.html."),
     report_top: int = typer.Option(_D.report_top, help="Suspects shown as thumbnails in report.html."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted scan from the checkpoint its "
+                                                        "last finished epoch left in --out (same options)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or summary."),
     as_json: bool = typer.Option(False, "--json", help="Print the run summary as one JSON object."),
 ) -> None:
@@ -69,7 +73,7 @@ def scan_cli(
                         noise_model=noise_model, threshold=threshold, transition=transition,
                         anchor_quantile=anchor_quantile, report=report, report_top=report_top,
                         path_column=path_column, label_column=label_column, max_errors=max_errors,
-                        dedupe=dedupe)
+                        dedupe=dedupe, allow_outside_root=allow_outside_root, resume=resume)
     err = Console(stderr=True)
     with handle_errors():
         with RichProgress(err, enabled=not quiet and not as_json) as progress:

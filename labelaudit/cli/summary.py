@@ -19,6 +19,9 @@ def render_overview(console: Console, run: dict) -> None:
     console.print(f"[dim]Noise model: {run['noise_model']['method']}[/dim]")
     if run.get("scores"):
         console.print(f"[dim]Ranking: {run['scores']['score']}[/dim]")
+    if run.get("resumed_from_epoch"):
+        console.print(f"[dim]Resumed from the checkpoint of epoch {run['resumed_from_epoch']} "
+                      f"of {run['config']['epochs']}[/dim]")
     flows = s.get("top_flows") or []
     if flows:
         console.print("[bold]Largest label flows[/bold] (share of a true class filed under another label):")

@@ -11,6 +11,7 @@ from rich.console import Console
 from ..errors import UsageError
 from ..train import METRICS_JSON, TrainConfig, train
 from ._errors import handle_errors
+from ._options import ALLOW_OUTSIDE_ROOT
 from .progress import RichProgress
 
 _D = TrainConfig()
@@ -27,6 +28,7 @@ def train_cli(
                                                                   "manifest), evaluated every epoch."),
     manifest: Optional[Path] = typer.Option(None, "--manifest", "-m", help="Training manifest (path, label)."),
     root: Optional[Path] = typer.Option(None, help="Folder the manifest's relative paths resolve against."),
+    allow_outside_root: bool = ALLOW_OUTSIDE_ROOT,
     baseline: Optional[Path] = typer.Option(None, help="A plain run's model folder: print the accuracy gain "
                                                        "over it at the end."),
     weights: bool = typer.Option(False, "--weights", help="Weight each sample by the audit's clean probability."),
@@ -61,7 +63,8 @@ def train_cli(
     config = TrainConfig(image_size=image_size, workers=workers, model=model, epochs=epochs, batch_size=batch_size,
                          lr=lr, augment=augment, device=device, seed=seed, weights=weights, drop_issues=drop_issues,
                          relabel=relabel, min_confidence=min_confidence, correction=correction, sln=sln, ema=ema,
-                         label_correction=label_correction, lc_weighting=lc_weighting)
+                         label_correction=label_correction, lc_weighting=lc_weighting,
+                         allow_outside_root=allow_outside_root)
     err = Console(stderr=True)
     with handle_errors():
         base = _baseline_accuracy(baseline) if baseline is not None else None

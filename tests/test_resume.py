@@ -1,0 +1,106 @@
+"""Interruption loses nothing: a killed scan resumes from its last finished epoch and gives the
+outputs of a run that never stopped; an interrupted decode keeps the images it finished."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+import torch
+
+from labelaudit import dataset, scan
+from labelaudit.checkpoint import CHECKPOINT_FILE
+from labelaudit.errors import UsageError
+
+from .conftest import FAST, make_color_folder
+
+RESUMABLE = dict(FAST, epochs=12)
+
+
+class _StopAfterEpoch:
+    """A progress callback that interrupts the scan (like Ctrl-C) when ``epoch`` has finished."""
+
+    def __init__(self, epoch):
+        self.epoch = epoch
+
+    def __call__(self, stage, done, total, info):
+        if stage == "train" and info.get("epoch") == self.epoch and "loss" in info:
+            raise KeyboardInterrupt
+
+
+def _same_outputs(a, b):
+    for name in ("samples.parquet", "trajectories.parquet", "noise.parquet", "transition.parquet"):
+        pd.testing.assert_frame_equal(pd.read_parquet(a / name), pd.read_parquet(b / name), check_exact=True)
+
+
+@pytest.mark.parametrize("scores", ["aum", "aum,limit"])
+def test_interrupted_scan_resumes_to_the_same_outputs(color_folder, tmp_path, scores):
+    root, _ = color_folder
+    cache = str(tmp_path / "cache")
+    scan(root, out=tmp_path / "full", cache_dir=cache, scores=scores, **RESUMABLE)
+    with pytest.raises(KeyboardInterrupt):
+        scan(root, out=tmp_path / "cut", cache_dir=cache, scores=scores, progress=_StopAfterEpoch(5), **RESUMABLE)
+    saved = torch.load(tmp_path / "cut" / CHECKPOINT_FILE, weights_only=True)  # tensors and numbers only
+    assert saved["epoch"] == 5
+    assert not (tmp_path / "cut" / "run.json").exists()
+    result = scan(root, out=tmp_path / "cut", cache_dir=cache, scores=scores, resume=True, **RESUMABLE)
+    assert result.run["resumed_from_epoch"] == 5
+    _same_outputs(tmp_path / "full", tmp_path / "cut")
+    assert not (tmp_path / "cut" / CHECKPOINT_FILE).exists()  # a finished scan removes its checkpoint
+
+
+def test_resume_refuses_a_checkpoint_of_other_settings(color_folder, tmp_path):
+    root, _ = color_folder
+    with pytest.raises(KeyboardInterrupt):
+        scan(root, out=tmp_path / "cut", cache_dir=str(tmp_path / "c"), progress=_StopAfterEpoch(2), **RESUMABLE)
+    with pytest.raises(UsageError, match="--resume: .*other settings or other data"):
+        scan(root, out=tmp_path / "cut", cache_dir=str(tmp_path / "c"), resume=True, **{**RESUMABLE, "lr": 0.01})
+    with pytest.raises(UsageError, match="--resume needs an output folder"):
+        scan(root, out=None, resume=True, **RESUMABLE)
+    # without --resume the checkpoint is simply overwritten by a fresh run
+    fresh = scan(root, out=tmp_path / "cut", cache_dir=str(tmp_path / "c"), **{**RESUMABLE, "lr": 0.01})
+    assert fresh.run["resumed_from_epoch"] == 0
+
+
+def test_killed_scan_subprocess_resumes_like_an_uninterrupted_run(tmp_path):
+    root = tmp_path / "images"
+    make_color_folder(root, n_per_class=60)
+    options = ["--cache-dir", str(tmp_path / "cache"), "--epochs", "30", "--image-size", "16", "--batch-size", "16",
+               "--workers", "1", "--augment", "none", "-q"]
+    command = [sys.executable, "-m", "labelaudit", "scan", str(root), *options]
+    killed = subprocess.Popen([*command, "--out", str(tmp_path / "cut")])
+    checkpoint = tmp_path / "cut" / CHECKPOINT_FILE
+    deadline = time.monotonic() + 300
+    while not checkpoint.exists() and killed.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.002)
+    killed.send_signal(signal.SIGKILL)  # no handler, no cleanup: like a power cut or the OOM killer
+    killed.wait()
+    assert killed.returncode == -signal.SIGKILL
+    assert sorted(os.listdir(tmp_path / "cut")) == [CHECKPOINT_FILE]  # no partial audit
+    done = torch.load(checkpoint, weights_only=True)["epoch"]
+    assert 1 <= done < 30
+    subprocess.run([*command, "--out", str(tmp_path / "cut"), "--resume"], check=True, timeout=600)
+    subprocess.run([*command, "--out", str(tmp_path / "full")], check=True, timeout=600)
+    _same_outputs(tmp_path / "full", tmp_path / "cut")
+    assert json.loads((tmp_path / "cut" / "run.json").read_text())["resumed_from_epoch"] == done
+
+
+def test_interrupted_decode_keeps_finished_images_in_the_cache(color_folder, tmp_path, monkeypatch):
+    root, _ = color_folder  # 72 images
+    monkeypatch.setattr(dataset, "CACHE_FLUSH", 9)
+
+    def stop_midway(stage, done, total, info):
+        if stage == "decode" and done >= 36:
+            raise KeyboardInterrupt
+
+    cache = str(tmp_path / "cache")
+    with pytest.raises(KeyboardInterrupt):
+        scan(root, out=None, cache_dir=cache, progress=stop_midway, **FAST)
+    again = scan(root, out=None, cache_dir=cache, **FAST)
+    assert 27 <= again.run["data"]["n_cached"] < 72  # the finished packs were kept and are used
+    assert again.run["data"]["n_cached"] + again.run["data"]["n_decoded"] == 72
+    reference = scan(root, out=None, cache_dir=str(tmp_path / "other"), **FAST)
+    pd.testing.assert_frame_equal(again.samples, reference.samples)  # the kept pixels are the right ones
