@@ -118,3 +118,10 @@ def test_decode_files_in_workers_matches_in_process(tmp_path):
     two, err2 = decode_files(files, S, workers=2)
     np.testing.assert_array_equal(one, two)
     assert err1 == err2 and err1[7] is not None and sum(e is not None for e in err1) == 1
+
+
+def test_one_pixel_image_is_scaled_up_like_any_other(tmp_path):
+    Image.new("RGB", (1, 1), (12, 200, 99)).save(tmp_path / "dot.png")
+    arr = decode_image(str(tmp_path / "dot.png"), 16)
+    assert arr.shape == (16, 16, 3) and arr.dtype == np.uint8
+    assert (arr == np.array([12, 200, 99], dtype=np.uint8)).all()
