@@ -27,6 +27,7 @@ class Dataset:
     classes: list[str]
     errors: pd.DataFrame
     stats: dict = field(default_factory=dict)
+    files: list[str] = field(default_factory=list)  # the file read for each sample (as listed: absolute or relative)
 
 
 class _Counter:
@@ -144,4 +145,5 @@ def load_dataset(listing: Listing, *, image_size: int, workers: int, cache_dir: 
     labels = samples["given_label"].map(index).to_numpy(dtype=np.int64)
     stats = {"n_listed": n + len(listing.errors), "n_cached": int(hit.sum()), "n_decoded": int(len(todo)),
              "hash_s": t_hash, "decode_s": t_decode}
-    return Dataset(samples, images[good], labels, classes, all_errors, stats)
+    return Dataset(samples, images[good], labels, classes, all_errors, stats,
+                   files=listing.samples.loc[good, "file"].astype(str).tolist())

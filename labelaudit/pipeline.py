@@ -31,6 +31,7 @@ from .proxy import ProxySettings
 from .limit import LimitSettings
 from .scores import FUSIONS, SCORES, aul, aum, fuse, rank_descending
 from .sources import MANIFEST_SUFFIXES, Listing, list_folder, list_manifest
+from .trusted import TAU, TRUSTED_PRIOR, check_audit, combine_transition, load_trusted, pair_transition
 from .transition import TRANSITIONS, count_joint, estimate_transition, given_label_rates, top_flows, transition_frame
 
 
@@ -71,6 +72,10 @@ class ScanConfig:
     max_errors: str | None = None  # abort when more files than this fail: a count ("20") or a share ("5%")
     dedupe: bool = False  # manifest: keep the first row of a file listed twice (else: an error)
     allow_outside_root: bool = False  # manifest: accept paths outside --root (.., absolute paths elsewhere)
+    # --- trusted set and pseudo labels (IEG)
+    trusted: str | None = None  # manifest of hand-verified path,label rows: T from pairs, a check of the audit
+    pseudo_labels: str = "mean"  # predicted_label from: mean (softmax averaged over epochs) | augment (IEG Eq. 3)
+    pseudo_k: int = 8  # augment: views averaged (the un-augmented image and K − 1 augmentations)
     # --- interruption
     resume: bool = False  # continue from <out>/checkpoint.pt (written after every epoch) when it is there
 
@@ -90,6 +95,10 @@ class ScanConfig:
         if self.max_errors is not None:
             parse_max_errors(self.max_errors)
         parse_scores(self.scores)
+        if self.pseudo_labels not in PSEUDO_LABELS:
+            raise UsageError(f"--pseudo-labels {self.pseudo_labels!r}: choose one of {', '.join(PSEUDO_LABELS)}")
+        if self.pseudo_k < 1:
+            raise UsageError(f"--pseudo-k {self.pseudo_k}: expected at least 1")
         LimitSettings(dist=self.limit_dist, beta=self.limit_beta).validate()
         for ok, option, value, expected in checks:
             if not ok:
@@ -102,6 +111,9 @@ class ScanConfig:
             if value not in names:
                 raise UsageError(f"{option} {value!r}: unknown {what}; choose one of {', '.join(names)}")
         return self
+
+
+PSEUDO_LABELS = ("mean", "augment")
 
 
 def parse_scores(text: str) -> tuple[str, ...]:
@@ -219,6 +231,36 @@ def build_samples(ds: Dataset, *, aul_s: np.ndarray, aum_s: np.ndarray, score: n
     return df[SAMPLE_COLUMNS + extras]
 
 
+def _with_trusted(config: ScanConfig, ds: Dataset, samples: pd.DataFrame, t_audit: np.ndarray,
+                  cache_dir: Path | None, workers: int) -> tuple[np.ndarray, pd.DataFrame, dict]:
+    """The trusted set's part of a scan: T from (verified, given) pairs combined with the audit's T,
+    and how the audit did on the trusted samples (trusted.py). Returns (T, transition frame, run.json block)."""
+    trust = load_trusted(config.trusted, classes=ds.classes, data_files=pd.Series(ds.files), data_labels=ds.labels,
+                         image_size=config.image_size, workers=workers, cache_dir=cache_dir,
+                         allow_outside_root=config.allow_outside_root)
+    k = len(ds.classes)
+    t_pairs, n_pairs = pair_transition(trust.labels, trust.given, k)
+    t_final = combine_transition(t_audit, t_pairs, n_pairs)
+    frame = transition_frame(t_final, ds.classes)
+    frame["p_audit"] = np.asarray(t_audit, dtype=np.float64).reshape(-1)
+    frame["p_trusted"] = t_pairs.reshape(-1)  # NaN for a class without pairs
+    flagged = np.zeros(len(trust.labels), dtype=bool)
+    inside = trust.in_data >= 0
+    flagged[inside] = samples["is_label_issue"].to_numpy()[trust.in_data[inside]]
+    counts = trust.counts(k)
+    info = {
+        "file": str(Path(config.trusted).resolve()), "n": int(len(trust.labels)),
+        "per_class": {"min": int(counts.min()), "max": int(counts.max()),
+                      "classes_without": [c for c, n in zip(ds.classes, counts) if n == 0][:20]},
+        "check": check_audit(trust.labels, trust.given, flagged),
+        "transition": {"method": f"rows of (n_i·T_pairs + {TRUSTED_PRIOR:g}·T_audit) / (n_i + {TRUSTED_PRIOR:g}), n_i "
+                                 "= trusted samples of true class i that are in the data (Patrini Sec. 5.3 pairs, "
+                                 "shrunk to the audit's estimate)",
+                       "pairs_per_class": n_pairs.astype(int).tolist()},
+    }
+    return t_final, frame, info
+
+
 def _transition_rates(t: np.ndarray, joint: np.ndarray, ds: Dataset) -> np.ndarray:
     """noise.parquet's ``transition_rate``: the given-label rates that T implies, dataset row first.
 
@@ -315,7 +357,7 @@ def scan(data: str | Path | None = None, *, out: str | Path | None = "labelaudit
     elif config.resume:
         raise UsageError("--resume needs an output folder: the checkpoint lives there")
     dyn = train_proxy(images, labels, len(ds.classes), settings, device=device, progress=progress, limit=limit,
-                      checkpoint=checkpoint)
+                      checkpoint=checkpoint, pseudo_k=config.pseudo_k if config.pseudo_labels == "augment" else 0)
     timings["train_s"] = time.perf_counter() - t
 
     # --- scores, noise model, decisions
@@ -326,14 +368,18 @@ def scan(data: str | Path | None = None, *, out: str | Path | None = "labelaudit
     score = fuse(config.fusion, {name: raw[name] for name in scorers})
     fit = fit_noise(config.noise_model, aul_scores=aul_s, aum_scores=aum_s, random_state=config.seed)
     samples = build_samples(ds, aul_s=aul_s, aum_s=aum_s, score=score, fit=fit,
-                            mean_probs=dyn.mean_probs, threshold=config.threshold, limit_s=limit_s)
+                            mean_probs=dyn.mean_probs if dyn.pseudo_probs is None else dyn.pseudo_probs,
+                            threshold=config.threshold, limit_s=limit_s)
     p = samples["p_mislabeled"].to_numpy()
     noise = noise_table(p, ds.labels, ds.classes)
     joint = count_joint(p, ds.labels, dyn.mean_probs)
     t_matrix, t_source = estimate_transition(config.transition, p_mislabeled=p, given=ds.labels,
                                              probs=dyn.mean_probs, quantile=config.anchor_quantile, joint=joint)
-    noise["transition_rate"] = _transition_rates(t_matrix, joint, ds)
     transition = transition_frame(t_matrix, ds.classes)
+    trusted_info = None
+    if config.trusted is not None:
+        t_matrix, transition, trusted_info = _with_trusted(config, ds, samples, t_matrix, cache_dir, workers)
+    noise["transition_rate"] = _transition_rates(t_matrix, joint, ds)
     trajectories = trajectories_frame(dyn.loss, dyn.margin, dyn.limit_epochs)
     timings["score_s"] = time.perf_counter() - t
 
@@ -360,6 +406,10 @@ def scan(data: str | Path | None = None, *, out: str | Path | None = "labelaudit
                              f"{scorers[0]} alone") + " (higher = more likely mislabeled)",
                    "limit": None if limit is None else dataclasses.asdict(limit)},
         "transition_source": t_source,
+        "trusted": trusted_info,
+        "pseudo_labels": {"method": config.pseudo_labels,
+                          **({"k": config.pseudo_k, "tau": TAU, "equation": "IEG Eq. 3"}
+                             if config.pseudo_labels == "augment" else {})},
         "summary": {
             "noise_rate": fit.noise_rate,
             "noise_rate_interval": list(fit.interval) if fit.interval else None,

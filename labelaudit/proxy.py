@@ -26,6 +26,7 @@ from .errors import TrainingError, UsageError
 from .limit import LimitPair, LimitSettings
 from .loop import Normalise, autocast_for, device_model, epoch_batches, seeded_generators, steps_per_epoch
 from .recorders import Dynamics, Recorder
+from .trusted import augmented_pseudo_labels
 
 
 @dataclass(frozen=True)
@@ -43,13 +44,13 @@ class ProxySettings:
 def train_proxy(images: torch.Tensor, labels: torch.Tensor, num_classes: int, settings: ProxySettings,
                 *, device: torch.device, progress: Progress | None = None,
                 keep_epoch_probs: bool = False, limit: LimitSettings | None = None,
-                checkpoint: Checkpointer | None = None) -> Dynamics:
+                checkpoint: Checkpointer | None = None, pseudo_k: int = 0) -> Dynamics:
     """Train the proxy on ``images`` (N, 3, S, S) uint8 and ``labels`` (N,) int64, both on ``device``.
 
     With ``limit``, the LIMIT pair (limit.py) trains on the same augmented batches, and the dynamics
     carry its distances. With ``checkpoint``, the whole state is saved after every epoch, and a
-    saved state is resumed from when ``checkpoint.resume`` (checkpoint.py). Returns the recorded
-    dynamics. Raises TrainingError when the loss stops being finite.
+    saved state is resumed from when ``checkpoint.resume`` (checkpoint.py). With ``pseudo_k``, the
+    trained proxy's pseudo labels by IEG Eq. 3 (trusted.py) are added. Returns the recorded dynamics. Raises TrainingError when the loss stops being finite.
     """
     n = images.shape[0]
     torch.manual_seed(settings.seed)
@@ -107,6 +108,9 @@ def train_proxy(images: torch.Tensor, labels: torch.Tensor, num_classes: int, se
         rec.limit_final = pair.distance(images, labels, normalise, settings.batch_size, autocast)
     dyn = rec.dynamics()
     dyn.resumed_from_epoch = start
+    if pseudo_k:
+        dyn.pseudo_probs = augmented_pseudo_labels(model, images, normalise, settings.augment, pseudo_k, gen,
+                                                   settings.batch_size, autocast).cpu().numpy()
     return dyn
 
 

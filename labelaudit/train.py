@@ -71,6 +71,11 @@ class TrainConfig:
     ema: float = 0.0  # momentum-model decay α (SLN-MO: 0.999); 0 = off. The momentum model is the one kept
     label_correction: int = 0  # SLN-MO-LC: from this epoch on (1-based), train on corrected targets; 0 = off
     lc_weighting: str = "paper"  # paper: ω·y + (1 − ω)·S, ω = normalised loss | reverse: ω ↔ 1 − ω
+    # --- with a trusted set (train(..., trusted=FILE)), IEG / L2R
+    meta_reweight: bool = False  # per-step weights from the trusted batch's loss after a virtual step (IEG Sec. 3)
+    meta_relabel: bool = False  # per-step choice between given and pseudo label (IEG Eq. 5–8); implies the weights
+    pseudo_k: int = 2  # augmentations averaged into a pseudo label (IEG Eq. 3; the paper's K = 2)
+    probe_batch: int = 100  # trusted samples per meta step (all of them when fewer)
 
     def validate(self) -> "TrainConfig":
         checks = [
@@ -97,6 +102,10 @@ class TrainConfig:
                 raise UsageError(f"{option} {value!r}: unknown {what}; choose one of {', '.join(names)}")
         if self.augment is not None and self.augment not in AUGMENTS:
             raise UsageError(f"--augment {self.augment!r}: unknown; choose one of {', '.join(AUGMENTS)}")
+        if self.pseudo_k < 1 or self.probe_batch < 1:
+            raise UsageError(f"--pseudo-k {self.pseudo_k} / --probe-batch {self.probe_batch}: expected at least 1")
+        if (self.meta_reweight or self.meta_relabel) and self.weights:
+            raise UsageError("--weights and --meta-reweight/--meta-relabel both set the per-sample weights; choose one")
         if self.drop_issues and self.relabel:
             raise UsageError("--drop-issues and --relabel both decide what happens to flagged samples; choose one")
         return self
@@ -118,7 +127,15 @@ class TrainConfig:
             out.append(f"EMA α={self.ema:g}")
         if self.label_correction:
             out.append(f"label correction from epoch {self.label_correction} ({self.lc_weighting})")
+        if self.meta_relabel:
+            out.append(f"meta re-labeling + re-weighting (IEG, K={self.pseudo_k})")
+        elif self.meta_reweight:
+            out.append("meta re-weighting (L2R/IEG)")
         return out or ["plain cross-entropy"]
+
+    @property
+    def needs_trusted(self) -> bool:
+        return self.meta_reweight or self.meta_relabel
 
     @property
     def needs_audit(self) -> bool:
@@ -231,6 +248,41 @@ def _transition(audit, classes: list[str], config: TrainConfig) -> tuple[np.ndar
 
 # ---------------------------------------------------------------------------------------- training
 
+def _meta_loss(model, x, target, raw, augment: str, gen, probe_images, probe_labels, normalise,
+               config: TrainConfig, *, lr: float):
+    """The step's loss with IEG's data coefficients (meta.py).
+
+    meta_reweight: ``L_ω* = Σ ω*_i L(y_i, Φ(x_i))`` (IEG Eq. 1–2, L2R). meta_relabel: IEG Eq. 8,
+    ``L_ω* + L_λ*`` with ``L_ω* = Σ ω*_i L(P(λ₀), Φ(x_i))`` and ``L_λ* = Σ (1/B) L(y*_i, Φ(x_i))``, y* the
+    given label where λ* > 0 and the pseudo label g(x) (Eq. 3) otherwise (Eq. 7). The probe batch is a
+    random draw of ``probe_batch`` trusted samples, augmented like the training batch.
+    """
+    import torch
+
+    from .augment import augment_batch
+    from .meta import LAMBDA0, meta_coefficients
+    from .trusted import sharpen
+
+    m = probe_images.shape[0]
+    pick = torch.randperm(m, device=probe_images.device, generator=gen)[:config.probe_batch] \
+        if m > config.probe_batch else torch.arange(m, device=probe_images.device)
+    probe_x = normalise(augment_batch(probe_images[pick], augment, gen))
+    pseudo = None
+    if config.meta_relabel:  # g(x): the mean softmax over x and K − 1 more augmentations, sharpened (Eq. 3)
+        with torch.no_grad():
+            total = torch.softmax(model(x).float(), dim=1)
+            for _ in range(config.pseudo_k - 1):
+                total += torch.softmax(model(normalise(augment_batch(raw, augment, gen))).float(), dim=1)
+            pseudo = sharpen(total / config.pseudo_k)
+    coef = meta_coefficients(model, x, target, probe_x, probe_labels[pick], lr=lr, pseudo=pseudo)
+    log_p = torch.log_softmax(model(x).float(), dim=1)  # (B, K)
+    if pseudo is None:
+        return -(coef.weights * (target * log_p).sum(dim=1)).sum()
+    mixed = LAMBDA0 * target + (1.0 - LAMBDA0) * pseudo  # P(λ₀)
+    chosen = torch.where(coef.keep_given[:, None], target, pseudo)  # y*
+    return -(coef.weights * (mixed * log_p).sum(dim=1)).sum() - (chosen * log_p).sum(dim=1).mean()
+
+
 def _accuracy(logits, labels) -> float:
     """Share of rows whose argmax is the label. (N, K), (N,) → float."""
     return float((logits.argmax(dim=1) == labels).float().mean())
@@ -239,6 +291,7 @@ def _accuracy(logits, labels) -> float:
 def train(data: str | Path | None = None, *, audit: str | Path | None = None, out: str | Path | None = "labelaudit-model",
           eval_data: str | Path | None = None, manifest: str | Path | None = None, root: str | Path | None = None,
           eval_manifest: str | Path | None = None, eval_root: str | Path | None = None,
+          trusted: str | Path | None = None, trusted_root: str | Path | None = None,
           config: TrainConfig | None = None, progress: Progress | None = None, **options) -> TrainResult:
     """Train a fresh model on ``data`` with the audit's help, evaluate it on ``eval_data`` every epoch,
     and (unless ``out`` is None) write MODEL_DIR.
@@ -246,6 +299,8 @@ def train(data: str | Path | None = None, *, audit: str | Path | None = None, ou
     data, manifest, root : the training data, as in :func:`labelaudit.scan`.
     audit : the audit folder of a scan of the same data (needed by weights, drop, relabel, correction).
     eval_data / eval_manifest, eval_root : held-out data with clean labels (folder or manifest).
+    trusted, trusted_root : a manifest of hand-verified ``path,label`` rows (trusted.py), needed by
+        meta_reweight and meta_relabel: the probe set of IEG's meta step (meta.py).
     config, **options : a :class:`TrainConfig` and single-field overrides.
 
     Raises UsageError for bad arguments, DataError for unusable data, TrainingError on divergence.
@@ -263,6 +318,9 @@ def train(data: str | Path | None = None, *, audit: str | Path | None = None, ou
     if unknown:
         raise UsageError(f"unknown train option(s): {', '.join(sorted(unknown))}")
     config = dataclasses.replace(config, **options).validate()
+    if config.needs_trusted and trusted is None:
+        raise UsageError("--meta-reweight/--meta-relabel need a trusted set: pass --trusted FILE (path,label rows "
+                         "whose labels were verified by hand)")
     if config.needs_audit and audit is None:
         raise UsageError(f"{', '.join(config.methods())} need(s) an audit: pass --audit AUDIT_DIR (the --out of "
                          "`labelaudit scan` on this data)")
@@ -285,6 +343,19 @@ def train(data: str | Path | None = None, *, audit: str | Path | None = None, ou
         if unknown_classes:
             raise UsageError(f"--eval: label(s) {', '.join(unknown_classes[:5])} are not classes of the training "
                              f"data ({', '.join(ds.classes[:8])}…); the held-out set must use the same classes")
+    trust = None
+    if trusted is not None:
+        from .cache import default_cache_dir
+        from .decode import default_workers
+        from .trusted import load_trusted
+
+        trust = load_trusted(trusted, classes=ds.classes, data_files=pd.Series(ds.files), data_labels=ds.labels,
+                             image_size=image_size, workers=config.workers or default_workers(),
+                             cache_dir=(Path(config.cache_dir) if config.cache_dir else default_cache_dir())
+                             if config.cache else None, root=trusted_root,
+                             allow_outside_root=config.allow_outside_root)
+        if config.needs_trusted:
+            trust.require_every_class(ds.classes, "--meta-reweight" if not config.meta_relabel else "--meta-relabel")
     timings["load_s"] = time.perf_counter() - t
 
     # --- tensors on the device; uint8 images, augmented and normalised per batch
@@ -297,6 +368,10 @@ def train(data: str | Path | None = None, *, audit: str | Path | None = None, ou
         eval_images = device_images(eval_ds.images, device)
         eval_labels = device_labels(eval_ds.samples["given_label"].map({c: k for k, c in enumerate(ds.classes)}),
                                     device)
+
+    if trust is not None:
+        probe_images = device_images(trust.images, device)  # (M, 3, S, S) uint8
+        probe_labels = device_labels(trust.labels, device)
 
     n, k = images.shape[0], len(ds.classes)
     torch.manual_seed(config.seed)
@@ -331,10 +406,14 @@ def train(data: str | Path | None = None, *, audit: str | Path | None = None, ou
             target = targets[ids]  # (B, K)
             if config.sln:
                 target = sln_targets(target, config.sln, gen)
-            with autocast:
-                logits = model(x)  # (B, K)
-            loss_i = soft_ce(logits, target, config.correction, matrix)  # (B,)
-            loss = weighted_mean(loss_i, weights[ids])
+            if config.needs_trusted:  # IEG / L2R: coefficients from a virtual step and the trusted batch
+                loss = _meta_loss(model, x, target, images[ids], augment, gen, probe_images, probe_labels,
+                                  normalise, config, lr=float(sched.get_last_lr()[0]))
+            else:
+                with autocast:
+                    logits = model(x)  # (B, K)
+                loss_i = soft_ce(logits, target, config.correction, matrix)  # (B,)
+                loss = weighted_mean(loss_i, weights[ids])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -380,6 +459,9 @@ def train(data: str | Path | None = None, *, audit: str | Path | None = None, ou
         "data": {"n_samples": len(ds.samples), "n_trained": n, "n_errors": int(len(ds.errors)),
                  "n_eval": int(len(eval_ds.samples)) if eval_ds is not None else 0, **changes},
         "transition": t_info or None,
+        "trusted": None if trust is None else {"file": str(Path(trusted).resolve()), "n": int(len(trust.labels)),
+                                               "per_class_min": int(trust.counts(k).min()),
+                                               "n_in_data": int((trust.in_data >= 0).sum())},
         "model_evaluated": "momentum (EMA) model" if ema is not None else "model",
         "epochs": history, "final": final, "best": best, "timings": timings,
     }

@@ -7,3 +7,8 @@ ALLOW_OUTSIDE_ROOT = typer.Option(
     False, "--allow-outside-root",
     help="Manifest: accept paths that lie outside --root (through .. or absolute paths elsewhere) instead "
          "of stopping. Only for manifests you trust.")
+
+TRUSTED = typer.Option(
+    None, "--trusted",
+    help="Manifest (path,label) of samples whose labels were verified by hand; relative paths resolve against "
+         "its folder. Paths may or may not also be in DATA.")

@@ -10,7 +10,7 @@ from rich.console import Console
 
 from ..pipeline import ScanConfig, scan
 from ._errors import handle_errors
-from ._options import ALLOW_OUTSIDE_ROOT
+from ._options import ALLOW_OUTSIDE_ROOT, TRUSTED
 from .progress import RichProgress
 from .summary import render_scan_summary
 
@@ -56,6 +56,12 @@ def scan_cli(
                                                        "or anchors (Patrini's anchor points)."),
     anchor_quantile: float = typer.Option(_D.anchor_quantile, help="anchors: quantile of p(label = i | x) that "
                                                                    "picks class i's anchor; 1.0 = argmax."),
+    trusted: Optional[Path] = TRUSTED,
+    pseudo_labels: str = typer.Option(_D.pseudo_labels, help="predicted_label from: mean (softmax averaged over "
+                                                              "the proxy's epochs) or augment (IEG: mean over "
+                                                              "--pseudo-k views, sharpened with τ = 0.5)."),
+    pseudo_k: int = typer.Option(_D.pseudo_k, help="--pseudo-labels augment: views averaged (the image and "
+                                                   "K − 1 augmentations)."),
     report: bool = typer.Option(_D.report, "--report/--no-report", help="Write report.html."),
     report_top: int = typer.Option(_D.report_top, help="Suspects shown as thumbnails in report.html."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted scan from the checkpoint its "
@@ -73,7 +79,8 @@ def scan_cli(
                         noise_model=noise_model, threshold=threshold, transition=transition,
                         anchor_quantile=anchor_quantile, report=report, report_top=report_top,
                         path_column=path_column, label_column=label_column, max_errors=max_errors,
-                        dedupe=dedupe, allow_outside_root=allow_outside_root, resume=resume)
+                        dedupe=dedupe, allow_outside_root=allow_outside_root, resume=resume,
+                        trusted=str(trusted) if trusted else None, pseudo_labels=pseudo_labels, pseudo_k=pseudo_k)
     err = Console(stderr=True)
     with handle_errors():
         with RichProgress(err, enabled=not quiet and not as_json) as progress:

@@ -11,7 +11,7 @@ from rich.console import Console
 from ..errors import UsageError
 from ..train import METRICS_JSON, TrainConfig, train
 from ._errors import handle_errors
-from ._options import ALLOW_OUTSIDE_ROOT
+from ._options import ALLOW_OUTSIDE_ROOT, TRUSTED
 from .progress import RichProgress
 
 _D = TrainConfig()
@@ -45,6 +45,14 @@ def train_cli(
     label_correction: int = typer.Option(_D.label_correction, help="From this epoch on, train on targets corrected "
                                                                    "by the model's predictions (0 = off)."),
     lc_weighting: str = typer.Option(_D.lc_weighting, help="Label correction's weighting: paper or reverse."),
+    trusted: Optional[Path] = TRUSTED,
+    meta_reweight: bool = typer.Option(False, "--meta-reweight", help="With --trusted: weight each sample every "
+                                                                      "step by how much it helps the trusted "
+                                                                      "batch (L2R/IEG meta re-weighting)."),
+    meta_relabel: bool = typer.Option(False, "--meta-relabel", help="With --trusted: every step, train each "
+                                                                    "sample on its given or its pseudo label, "
+                                                                    "whichever helps the trusted batch (IEG)."),
+    pseudo_k: int = typer.Option(_D.pseudo_k, help="--meta-relabel: augmentations averaged into a pseudo label."),
     model: str = typer.Option(_D.model, help="Network: tiny, small, medium or resnet18."),
     epochs: int = typer.Option(_D.epochs, help="Training epochs."),
     batch_size: int = typer.Option(_D.batch_size, help="Batch size."),
@@ -64,13 +72,14 @@ def train_cli(
                          lr=lr, augment=augment, device=device, seed=seed, weights=weights, drop_issues=drop_issues,
                          relabel=relabel, min_confidence=min_confidence, correction=correction, sln=sln, ema=ema,
                          label_correction=label_correction, lc_weighting=lc_weighting,
-                         allow_outside_root=allow_outside_root)
+                         allow_outside_root=allow_outside_root, meta_reweight=meta_reweight,
+                         meta_relabel=meta_relabel, pseudo_k=pseudo_k)
     err = Console(stderr=True)
     with handle_errors():
         base = _baseline_accuracy(baseline) if baseline is not None else None
         with RichProgress(err, enabled=not quiet) as progress:
             result = train(data, audit=audit, out=out, eval_data=eval_data, manifest=manifest, root=root,
-                           config=config, progress=progress)
+                           trusted=trusted, config=config, progress=progress)
     if quiet:
         return
     console = Console()

@@ -1,0 +1,73 @@
+"""Meta re-weighting (L2R, IEG Sec. 3) and meta re-labeling (IEG Sec. 4.3) with a trusted batch.
+
+Each training step, a virtual SGD step is taken on the batch's loss weighted by per-sample
+coefficients; the trusted (probe) batch's loss after that step is differentiated with respect to the
+coefficients, through the virtual step (second order), with torch.func (``functional_call`` +
+``grad``): the network itself is called with substituted parameters, never re-implemented.
+
+- Weights (IEG Eq. 1–2, L2R's online approximation): at ω₀ = 1/B, ``ω* = max(−∂L_p/∂ω, 0)``,
+  normalised to sum to 1 (all zero when no sample helps the probe loss).
+- Labels (IEG Eq. 5–7): the target is ``P(λ) = λ·y + (1 − λ)·g(x)`` with g the pseudo label; at λ₀ = 0.9,
+  ``λ* = [sign(−∂L_p/∂λ)]₊`` keeps the given label where raising λ lowers the probe loss and takes the
+  pseudo label otherwise.
+
+The virtual step is plain SGD at the current learning rate (as L2R; IEG follows the optimiser's momentum
+direction, a refinement left out). BatchNorm runs in training mode on copies of its buffers, so the
+virtual steps never move the real running statistics, and the probe batch is passed together with the
+training batch so that it is normalised with the same batch statistics.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch.func import functional_call, grad
+
+LAMBDA0 = 0.9  # IEG footnote 2: λ₀ leans to the original labels
+
+
+@dataclass
+class MetaCoefficients:
+    weights: torch.Tensor  # (B,) ω*, non-negative, summing to 1 (or all 0)
+    keep_given: torch.Tensor | None  # (B,) bool, λ* > 0 (meta re-labeling only)
+
+
+def _soft_ce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return -(target * F.log_softmax(logits.float(), dim=1)).sum(dim=1)  # (B,)
+
+
+def meta_coefficients(model: torch.nn.Module, x: torch.Tensor, target: torch.Tensor, probe_x: torch.Tensor,
+                      probe_y: torch.Tensor, *, lr: float, pseudo: torch.Tensor | None = None,
+                      lambda0: float = LAMBDA0) -> MetaCoefficients:
+    """ω* (and λ* when ``pseudo`` is given) for one batch.
+
+    x (B, 3, S, S) float, target (B, K) the batch's (possibly soft) given-label targets, probe_x (M, 3, S, S),
+    probe_y (M,) verified labels, lr the virtual step's size, pseudo (B, K) pseudo labels g(x) or None.
+    """
+    params = {name: p.detach() for name, p in model.named_parameters()}
+    buffers = {name: b.detach().clone() for name, b in model.named_buffers()}
+    b = x.shape[0]
+    eps = torch.full((b,), 1.0 / b, device=x.device)
+    lam = torch.full((b,), lambda0, device=x.device)
+
+    # the buffers are arguments, not captured: BatchNorm updates them in place (copies, see above)
+    def batch_loss(p: dict, eps: torch.Tensor, lam: torch.Tensor, buf: dict) -> torch.Tensor:
+        mixed = target if pseudo is None else lam[:, None] * target + (1.0 - lam[:, None]) * pseudo  # Eq. 5
+        logits = functional_call(model, (p, buf), (x,))
+        return (eps * _soft_ce(logits, mixed)).sum()  # Eq. 1
+
+    def probe_loss(eps: torch.Tensor, lam: torch.Tensor, buf: dict) -> torch.Tensor:
+        g = grad(batch_loss)(params, eps, lam, buf)
+        stepped = {name: params[name] - lr * g[name] for name in params}  # Θ_{t+1}(ω, λ)
+        # the probe rides along with the batch, so BatchNorm normalises it with the batch's statistics
+        # (a probe of a few samples would otherwise get statistics of its own, far from the training ones)
+        logits = functional_call(model, (stepped, buf), (torch.cat([x, probe_x]),))[b:]
+        return F.cross_entropy(logits.float(), probe_y)  # Eq. 2
+
+    d_eps, d_lam = grad(probe_loss, argnums=(0, 1))(eps, lam, buffers)
+    w = torch.clamp(-d_eps, min=0.0)
+    total = w.sum()
+    w = w / total if total > 0 else torch.zeros_like(w)
+    keep = (-d_lam > 0) if pseudo is not None else None  # Eq. 6: [sign(−∂L_p/∂λ)]₊
+    return MetaCoefficients(w.detach(), None if keep is None else keep.detach())

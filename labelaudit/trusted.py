@@ -1,0 +1,202 @@
+"""A trusted set: a few samples whose labels someone verified by hand (IEG's probe data).
+
+Implemented from Zhang et al., CVPR 2020 (IEG, ../shared/papers/ieg_trusted_set.txt) and the use of
+curated labels on Clothing1M in Patrini et al., CVPR 2017, Sec. 5.3:
+
+- :func:`pair_transition` — T estimated directly from (verified, given) pairs, as Patrini estimate
+  Clothing1M's T from the images that carry both a noisy and a curated label (Sec. 5.3), and
+  :func:`combine_transition`, which shrinks it toward the audit's own estimate.
+- :func:`check_audit` — how the audit did on the trusted samples whose given label is known.
+- :func:`sharpen` and :func:`augmented_pseudo_labels` — IEG Eq. 3: the prediction averaged over K
+  augmentations of the input, sharpened with temperature τ = 0.5.
+
+The trusted file is a manifest (``path,label``) read like any other (sources.list_manifest); a path may
+also be in the main data (then its given label there is known) or not (an extra verified image).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .errors import DataError, UsageError
+
+TRUSTED_PRIOR = 10.0  # pseudo-count of the audit's T row in the combined estimate (a row with n pairs: n/(n+10))
+TAU = 0.5  # IEG's sharpening temperature (Sec. 4.1)
+
+
+@dataclass
+class TrustedSet:
+    """Verified samples: ``labels`` (M,) class indices, ``images`` (M, S, S, 3) uint8, and for each the
+    row of the main data it also is (``in_data`` ≥ 0) or −1, and its given label there (``given``, or −1)."""
+
+    samples: pd.DataFrame  # path, verified_label
+    labels: np.ndarray
+    images: np.ndarray
+    in_data: np.ndarray
+    given: np.ndarray
+    source: str
+
+    def counts(self, k: int) -> np.ndarray:
+        """Trusted samples per class (K,)."""
+        return np.bincount(self.labels, minlength=k)
+
+    def require_every_class(self, classes: list[str], method: str) -> None:
+        """UsageError naming the classes without a trusted sample, for a method that needs them all."""
+        missing = [c for c, n in zip(classes, self.counts(len(classes))) if n == 0]
+        if missing:
+            raise UsageError(f"--trusted {self.source}: {method} needs at least one trusted sample of every class; "
+                             f"none for {', '.join(missing[:5])}{'…' if len(missing) > 5 else ''} "
+                             f"({len(missing)} class(es)); add some, or leave out {method}")
+
+
+def load_trusted(path: str | os.PathLike, *, classes: list[str], data_files: pd.Series, data_labels: np.ndarray,
+                 image_size: int,
+                 workers: int, cache_dir: Path | None, root: str | os.PathLike | None = None,
+                 allow_outside_root: bool = False, path_column: str = "path",
+                 label_column: str = "label") -> TrustedSet:
+    """Read, decode and match a trusted manifest.
+
+    ``data_files``: the main data's files (absolute or relative to the working folder), one per row
+    of its samples, and ``data_labels`` their given labels (class indices), to find which trusted
+    samples are also main samples and what label they were given there. Raises UsageError for a
+    label that is not one of ``classes``, DataError when a trusted image cannot be read (a hand-checked
+    set should be fixed, not silently shrunk).
+    """
+    from .sources import list_manifest
+
+    listing = list_manifest(path, root=root, path_column=path_column, label_column=label_column,
+                            allow_outside_root=allow_outside_root)
+    if len(listing.errors):
+        first = listing.errors.iloc[0]
+        raise DataError(f"--trusted {path}: {len(listing.errors)} row(s) cannot be used (first: {first['path']!r}: "
+                        f"{first['error']}); fix the trusted file")
+    if len(listing.samples) == 0:
+        raise UsageError(f"--trusted {path}: no rows; list verified samples as path,label")
+    index = {c: k for k, c in enumerate(classes)}
+    unknown = sorted(set(listing.samples["given_label"]) - set(index))
+    if unknown:
+        raise UsageError(f"--trusted {path}: label(s) {', '.join(map(repr, unknown[:5]))} are not classes of the "
+                         f"data ({', '.join(classes[:8])}{'…' if len(classes) > 8 else ''}); use the data's class names")
+    # decode through the same stages (and cache) as the main data; a two-class floor does not apply here
+    images = _decode(listing, image_size=image_size, workers=workers, cache_dir=cache_dir, source=path)
+    where = {os.path.normpath(os.path.abspath(f)): i for i, f in enumerate(data_files)}
+    files = [os.path.normpath(os.path.abspath(f)) for f in listing.samples["file"]]
+    in_data = np.array([where.get(f, -1) for f in files], dtype=np.int64)
+    labels = listing.samples["given_label"].map(index).to_numpy(dtype=np.int64)
+    samples = pd.DataFrame({"path": listing.samples["path"].astype(str),
+                            "verified_label": listing.samples["given_label"].astype(str)})
+    given = np.where(in_data >= 0, np.asarray(data_labels, dtype=np.int64)[np.maximum(in_data, 0)], -1)
+    return TrustedSet(samples, labels, images, in_data, given, str(path))
+
+
+def _decode(listing, *, image_size: int, workers: int, cache_dir: Path | None, source) -> np.ndarray:
+    from .cache import ImageCache
+    from .decode import decode_files, hash_files
+
+    files = listing.samples["file"].tolist()
+    hashed = hash_files(files, threads=max(2, workers))
+    bad = [(p, e) for p, (_, e) in zip(listing.samples["path"], hashed) if e is not None]
+    keys = [h for h, _ in hashed]
+    cache = ImageCache(cache_dir, image_size) if cache_dir is not None and not bad else None
+    images, hit = cache.lookup(keys) if cache is not None else \
+        (np.zeros((len(files), image_size, image_size, 3), dtype=np.uint8), np.zeros(len(files), dtype=bool))
+    if not bad and not hit.all():
+        todo = np.flatnonzero(~hit)
+        decoded, errors = decode_files([files[i] for i in todo], image_size, workers=workers)
+        bad = [(listing.samples["path"].iloc[i], e) for i, e in zip(todo, errors) if e is not None]
+        images[todo] = decoded
+        if cache is not None and not bad:
+            cache.store([keys[i] for i in todo], decoded)
+    if bad:
+        raise DataError(f"--trusted {source}: {len(bad)} image(s) cannot be read (first: {bad[0][0]!r}: {bad[0][1]}); "
+                        "fix or remove them")
+    return images
+
+
+def pair_transition(verified: np.ndarray, given: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """T from (verified, given) label pairs: ``T[i, j] = #(verified = i, given = j) / #(verified = i)``.
+
+    Patrini Sec. 5.3 (Clothing1M: T from the images with both labels). Pairs with ``given < 0`` (a
+    trusted image that is not in the main data) carry no information on the noise and are left out.
+    Returns (T (K, K), with NaN rows where a class has no pair; pairs per class (K,)).
+    """
+    verified, given = np.asarray(verified, dtype=np.int64), np.asarray(given, dtype=np.int64)
+    ok = given >= 0
+    counts = np.zeros((k, k), dtype=np.float64)
+    np.add.at(counts, (verified[ok], given[ok]), 1.0)
+    n = counts.sum(axis=1)
+    t = np.full((k, k), np.nan)
+    t[n > 0] = counts[n > 0] / n[n > 0, None]
+    return t, n
+
+
+def combine_transition(t_audit: np.ndarray, t_pairs: np.ndarray, n_pairs: np.ndarray,
+                       prior: float = TRUSTED_PRIOR) -> np.ndarray:
+    """Each row: the pairs' counts plus ``prior`` pseudo-counts spread as the audit's row,
+    ``(n_i T_pairs[i] + prior T_audit[i]) / (n_i + prior)``. A class without pairs keeps the audit's row;
+    with 10 pairs the two weigh the same; with many, the verified pairs dominate. Rows sum to 1."""
+    t_audit = np.asarray(t_audit, dtype=np.float64)
+    n = np.asarray(n_pairs, dtype=np.float64)[:, None]
+    pairs = np.nan_to_num(np.asarray(t_pairs, dtype=np.float64), nan=0.0)
+    return (n * pairs + prior * t_audit) / (n + prior)
+
+
+def check_audit(verified: np.ndarray, given: np.ndarray, flagged: np.ndarray) -> dict:
+    """How the audit did on the trusted samples that are also main samples (``given ≥ 0``).
+
+    ``recall``: the share of those whose given label is wrong that the audit flagged;
+    ``false_alarm_rate``: the share of those whose given label is right that it flagged. None where
+    the trusted set has no such sample.
+    """
+    verified, given, flagged = np.asarray(verified), np.asarray(given), np.asarray(flagged, dtype=bool)
+    known = given >= 0
+    wrong = known & (verified != given)
+    right = known & (verified == given)
+    return {
+        "n_in_data": int(known.sum()),
+        "n_given_wrong": int(wrong.sum()),
+        "n_given_right": int(right.sum()),
+        "n_wrong_flagged": int((wrong & flagged).sum()),
+        "n_right_flagged": int((right & flagged).sum()),
+        "recall": float(flagged[wrong].mean()) if wrong.any() else None,
+        "false_alarm_rate": float(flagged[right].mean()) if right.any() else None,
+        "given_label_error_rate": float(wrong.sum() / known.sum()) if known.any() else None,
+    }
+
+
+def sharpen(probs, tau: float = TAU):
+    """IEG Eq. 3's sharpening: ``p_i^(1/τ) / Σ_j p_j^(1/τ)`` along the last axis (NumPy or torch)."""
+    powered = probs ** (1.0 / tau)
+    return powered / powered.sum(-1, keepdims=True) if isinstance(probs, np.ndarray) \
+        else powered / powered.sum(-1, keepdim=True)
+
+
+def augmented_pseudo_labels(model, images, normalise, augment: str, k: int, generator, batch_size: int,
+                            autocast, tau: float = TAU):
+    """IEG Eq. 3: ``g(x) = sharpen((Φ(x) + Σ_{k=1}^{K−1} Φ(x̂_k)) / K, τ)``, Φ the softmax of ``model`` in
+    eval mode, x̂_k random augmentations (augment.py). images (N, 3, S, S) uint8 → (N, K_classes) float."""
+    import torch
+
+    from .augment import augment_batch
+
+    was_training = model.training
+    model.eval()
+    out = []
+    try:
+        with torch.no_grad():
+            for start in range(0, images.shape[0], batch_size):
+                batch = images[start:start + batch_size]
+                total = None
+                for view in range(k):
+                    x = batch if view == 0 else augment_batch(batch, augment, generator)
+                    with autocast:
+                        p = torch.softmax(model(normalise(x)).float(), dim=1)
+                    total = p if total is None else total + p
+                out.append(sharpen(total / k, tau))
+    finally:
+        model.train(was_training)
+    return torch.cat(out)

@@ -1,0 +1,147 @@
+"""Trusted set (IEG, Patrini Sec. 5.3): meta coefficients on hand-built problems, T from pairs, the
+pseudo-label formula, the audit check, and scan/train end to end on CPU."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import torch.nn as nn
+from typer.testing import CliRunner
+
+from labelaudit import scan
+from labelaudit.cli import app
+from labelaudit.errors import UsageError
+from labelaudit.meta import meta_coefficients
+from labelaudit.train import train
+from labelaudit.trusted import check_audit, combine_transition, pair_transition, sharpen
+
+from .conftest import FAST, FAST_ARGS, make_color_folder
+
+runner = CliRunner()
+
+A, C = torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 1.0]])
+X = torch.cat([A, A, C, C])  # each input twice; the second copy of A and of C carries a flipped label
+GIVEN = torch.nn.functional.one_hot(torch.tensor([0, 1, 1, 0]), 2).float()
+PROBE_X, PROBE_Y = torch.cat([A, C]), torch.tensor([0, 1])
+
+
+def _linear():
+    """Orthogonal inputs and no bias: the samples' gradients touch disjoint weights, so the answer is exact."""
+    model = nn.Linear(2, 2, bias=False)
+    nn.init.zeros_(model.weight)
+    return model
+
+
+def test_meta_weights_give_a_flipped_duplicate_weight_zero():
+    # at W = 0: p = (½, ½); a sample's gradient agrees with the probe's exactly when its label is the probe's
+    coef = meta_coefficients(_linear(), X, GIVEN, PROBE_X, PROBE_Y, lr=0.1)
+    torch.testing.assert_close(coef.weights, torch.tensor([0.5, 0.0, 0.5, 0.0]))
+    assert coef.keep_given is None
+
+
+def test_meta_relabel_keeps_the_given_label_only_where_it_helps_the_probe():
+    pseudo = torch.nn.functional.one_hot(torch.tensor([1, 0, 0, 1]), 2).float()  # wrong where the label is right
+    coef = meta_coefficients(_linear(), X, GIVEN, PROBE_X, PROBE_Y, lr=0.1, pseudo=pseudo)
+    assert coef.keep_given.tolist() == [True, False, True, False]  # Eq. 6–7
+    torch.testing.assert_close(coef.weights, torch.tensor([0.5, 0.0, 0.5, 0.0]))
+
+
+def test_meta_step_never_moves_the_real_batchnorm_statistics():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(2, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 2))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    coef = meta_coefficients(model, X, GIVEN, PROBE_X, PROBE_Y, lr=0.1)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert float(coef.weights.sum()) == pytest.approx(1.0) and (coef.weights >= 0).all()
+
+
+def test_transition_from_pairs_and_its_combination_with_the_audit():
+    verified = np.array([0, 0, 0, 0, 1, 1, 2])
+    given = np.array([0, 0, 1, -1, 1, 0, -1])  # −1: a trusted image that is not in the data
+    t, n = pair_transition(verified, given, 3)
+    np.testing.assert_allclose(n, [3, 2, 0])
+    np.testing.assert_allclose(t[0], [2 / 3, 1 / 3, 0])
+    np.testing.assert_allclose(t[1], [0.5, 0.5, 0])
+    assert np.isnan(t[2]).all()
+    audit = np.array([[0.9, 0.1, 0.0], [0.2, 0.8, 0.0], [0.0, 0.3, 0.7]])
+    combined = combine_transition(audit, t, n, prior=2.0)
+    np.testing.assert_allclose(combined[0], (3 * t[0] + 2 * audit[0]) / 5)
+    np.testing.assert_allclose(combined[1], (2 * t[1] + 2 * audit[1]) / 4)
+    np.testing.assert_allclose(combined[2], audit[2])  # no pairs: the audit's row
+    np.testing.assert_allclose(combined.sum(axis=1), 1.0)
+
+
+def test_pseudo_label_sharpening_formula():
+    # IEG Eq. 3 with τ = 0.5: p² / Σ p²
+    np.testing.assert_allclose(sharpen(np.array([[0.6, 0.4]])), [[0.36 / 0.52, 0.16 / 0.52]])
+    torch.testing.assert_close(sharpen(torch.tensor([[0.5, 0.25, 0.25]]), 1.0), torch.tensor([[0.5, 0.25, 0.25]]))
+
+
+def test_check_audit_counts():
+    verified = np.array([0, 0, 1, 1, 2, 2])
+    given = np.array([0, 1, 1, 0, 2, -1])
+    flagged = np.array([True, True, False, False, False, True])
+    c = check_audit(verified, given, flagged)
+    assert (c["n_in_data"], c["n_given_wrong"], c["n_given_right"]) == (5, 2, 3)
+    assert c["recall"] == pytest.approx(0.5) and c["false_alarm_rate"] == pytest.approx(1 / 3)
+
+
+def _trusted_csv(folder, truth, picks, path):
+    rows = [(f"images/{rel}", colour) for rel, colour in truth.items() if rel.split("_")[-1] in picks]
+    pd.DataFrame(rows, columns=["path", "label"]).to_csv(path, index=False)
+    return rows
+
+
+def test_scan_with_a_trusted_set_checks_the_audit_and_reports_both_transition_estimates(tmp_path):
+    truth = make_color_folder(tmp_path / "images")
+    # the first two images of every colour are filed under the next class: pick them and two right ones
+    rows = _trusted_csv(tmp_path, truth, ("000.png", "001.png", "020.png", "021.png"), tmp_path / "trusted.csv")
+    assert len(rows) == 12
+    res = runner.invoke(app, ["scan", str(tmp_path / "images"), "--out", str(tmp_path / "audit"), *FAST_ARGS,
+                              "--trusted", str(tmp_path / "trusted.csv"), "--pseudo-labels", "augment"])
+    assert res.exit_code == 0, res.output
+    assert "Trusted set: 12 verified samples, 12 in the data" in res.output
+    run = json.loads((tmp_path / "audit" / "run.json").read_text())
+    check = run["trusted"]["check"]
+    assert (check["n_given_wrong"], check["n_given_right"]) == (6, 6)
+    assert check["recall"] >= 5 / 6 and check["false_alarm_rate"] <= 1 / 6  # the colour set is easy
+    assert run["pseudo_labels"] == {"method": "augment", "k": 8, "tau": 0.5, "equation": "IEG Eq. 3"}
+    t = pd.read_parquet(tmp_path / "audit" / "transition.parquet")
+    assert {"p", "p_audit", "p_trusted"} <= set(t.columns)
+    red = t[t["true_label"] == "red"].set_index("noisy_label")
+    assert red.loc["green", "p_trusted"] == pytest.approx(0.5)  # 2 of the 4 trusted reds were filed as green
+    assert red["p"].sum() == pytest.approx(1.0)
+    samples = pd.read_parquet(tmp_path / "audit" / "samples.parquet")
+    flipped = samples[samples["path"].map(lambda p: truth[p] != p.split("/")[0])]
+    assert (flipped["predicted_label"] == flipped["path"].map(truth)).mean() >= 0.8
+
+
+def test_trusted_labels_must_be_classes_and_meta_methods_need_every_class(tmp_path):
+    truth = make_color_folder(tmp_path / "images")
+    bad = tmp_path / "bad.csv"
+    pd.DataFrame([("images/red/red_010.png", "purple")], columns=["path", "label"]).to_csv(bad, index=False)
+    with pytest.raises(UsageError, match="--trusted .*'purple' are not classes of the data"):
+        scan(tmp_path / "images", out=None, trusted=str(bad), **FAST)
+    reds = tmp_path / "reds.csv"
+    _trusted_csv(tmp_path, {k: v for k, v in truth.items() if v == "red"}, ("010.png",), reds)
+    with pytest.raises(UsageError, match="needs at least one trusted sample of every class; none for blue, green"):
+        train(tmp_path / "images", out=None, trusted=reds, meta_reweight=True, epochs=1, image_size=16, workers=1)
+    with pytest.raises(UsageError, match="need a trusted set"):
+        train(tmp_path / "images", out=None, meta_relabel=True, epochs=1, image_size=16, workers=1)
+
+
+@pytest.mark.parametrize("method", ["--meta-reweight", "--meta-relabel"])
+def test_train_with_one_trusted_sample_per_class_end_to_end(tmp_path, method):
+    truth = make_color_folder(tmp_path / "images", flips_per_class=6)  # 25% of the labels are wrong
+    make_color_folder(tmp_path / "heldout", n_per_class=10, flips_per_class=0, seed=1)
+    _trusted_csv(tmp_path, truth, ("015.png",), tmp_path / "trusted.csv")  # one per class
+    res = runner.invoke(app, ["train", str(tmp_path / "images"), "--out", str(tmp_path / "model"), "--eval",
+                              str(tmp_path / "heldout"), "--trusted", str(tmp_path / "trusted.csv"), method,
+                              "--epochs", "6", "--image-size", "16", "--batch-size", "16", "--workers", "1",
+                              "--model", "tiny", "--quiet"])
+    assert res.exit_code == 0, res.output
+    metrics = json.loads((tmp_path / "model" / "metrics.json").read_text())
+    assert metrics["trusted"]["n"] == 3 and metrics["trusted"]["per_class_min"] == 1
+    assert any("meta re-" in m for m in metrics["methods"])
+    assert metrics["final"]["eval_accuracy"] >= 0.9
