@@ -31,7 +31,7 @@ from .proxy import ProxySettings
 from .limit import LimitSettings
 from .scores import FUSIONS, SCORES, aul, aum, fuse, rank_descending
 from .sources import MANIFEST_SUFFIXES, Listing, list_folder, list_manifest
-from .trusted import TAU, TRUSTED_PRIOR, check_audit, combine_transition, load_trusted, pair_transition
+from .trusted import TAU, check_audit, combine_transition, load_trusted, pair_transition
 from .transition import TRANSITIONS, count_joint, estimate_transition, given_label_rates, top_flows, transition_frame
 
 
@@ -51,6 +51,7 @@ class ScanConfig:
     lr: float = ProxySettings.lr  # constant: AUL is read before any learning-rate drop
     augment: str = ProxySettings.augment  # crop+flip | crop | none ("crop" for digits, text, symbols)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
+    compile: bool = False  # torch.compile the proxy (worth it on a GPU for long runs; docs/performance.md)
     seed: int = 0  # same seed + same device + same data → same outputs
     # --- scores and decisions
     scores: str = "aum"  # scorers fused into `score`: a comma list of aul, aum, limit (benchmarks/fusion.py: AUM
@@ -240,7 +241,7 @@ def _with_trusted(config: ScanConfig, ds: Dataset, samples: pd.DataFrame, t_audi
                          allow_outside_root=config.allow_outside_root)
     k = len(ds.classes)
     t_pairs, n_pairs = pair_transition(trust.labels, trust.given, k)
-    t_final = combine_transition(t_audit, t_pairs, n_pairs)
+    t_final, alpha = combine_transition(t_audit, t_pairs, n_pairs)
     frame = transition_frame(t_final, ds.classes)
     frame["p_audit"] = np.asarray(t_audit, dtype=np.float64).reshape(-1)
     frame["p_trusted"] = t_pairs.reshape(-1)  # NaN for a class without pairs
@@ -253,10 +254,10 @@ def _with_trusted(config: ScanConfig, ds: Dataset, samples: pd.DataFrame, t_audi
         "per_class": {"min": int(counts.min()), "max": int(counts.max()),
                       "classes_without": [c for c, n in zip(ds.classes, counts) if n == 0][:20]},
         "check": check_audit(trust.labels, trust.given, flagged),
-        "transition": {"method": f"rows of (n_i·T_pairs + {TRUSTED_PRIOR:g}·T_audit) / (n_i + {TRUSTED_PRIOR:g}), n_i "
-                                 "= trusted samples of true class i that are in the data (Patrini Sec. 5.3 pairs, "
-                                 "shrunk to the audit's estimate)",
-                       "pairs_per_class": n_pairs.astype(int).tolist()},
+        "transition": {"method": "rows (n_i·T_pairs + α·T_audit) / (n_i + α): the posterior mean under a Dirichlet "
+                                 "prior centred on the audit's row, α by the pairs' marginal likelihood; n_i = "
+                                 "trusted samples of true class i that are in the data (Patrini Sec. 5.3 pairs)",
+                       "alpha": alpha, "pairs_per_class": n_pairs.astype(int).tolist()},
     }
     return t_final, frame, info
 
@@ -344,7 +345,7 @@ def scan(data: str | Path | None = None, *, out: str | Path | None = "labelaudit
     images = device_images(ds.images, device)  # (N, 3, S, S) uint8
     labels = device_labels(ds.labels, device)
     settings = ProxySettings(model=config.model, epochs=config.epochs, batch_size=config.batch_size,
-                             lr=config.lr, augment=config.augment, seed=config.seed)
+                             lr=config.lr, augment=config.augment, seed=config.seed, compile=config.compile)
     scorers = parse_scores(config.scores)
     limit = LimitSettings(dist=config.limit_dist, beta=config.limit_beta,
                                                   model=config.limit_model) if "limit" in scorers else None

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -24,7 +25,8 @@ from .augment import augment_batch
 from .checkpoint import Checkpointer
 from .errors import TrainingError, UsageError
 from .limit import LimitPair, LimitSettings
-from .loop import Normalise, autocast_for, device_model, epoch_batches, seeded_generators, steps_per_epoch
+from .loop import (Normalise, autocast_for, compiled, device_model, epoch_batches, seeded_generators,
+                   steps_per_epoch)
 from .recorders import Dynamics, Recorder
 from .trusted import augmented_pseudo_labels
 
@@ -39,18 +41,22 @@ class ProxySettings:
     weight_decay: float = 5e-4  # L2 on all weights
     augment: str = "crop+flip"  # crop+flip | crop | none (augment.py)
     seed: int = 0  # model init, data order and augmentation
+    compile: bool = False  # torch.compile the network for the training loop (loop.compiled)
 
 
 def train_proxy(images: torch.Tensor, labels: torch.Tensor, num_classes: int, settings: ProxySettings,
                 *, device: torch.device, progress: Progress | None = None,
                 keep_epoch_probs: bool = False, limit: LimitSettings | None = None,
-                checkpoint: Checkpointer | None = None, pseudo_k: int = 0) -> Dynamics:
+                checkpoint: Checkpointer | None = None, pseudo_k: int = 0,
+                on_trained: Callable[[torch.nn.Module, Normalise], None] | None = None) -> Dynamics:
     """Train the proxy on ``images`` (N, 3, S, S) uint8 and ``labels`` (N,) int64, both on ``device``.
 
     With ``limit``, the LIMIT pair (limit.py) trains on the same augmented batches, and the dynamics
     carry its distances. With ``checkpoint``, the whole state is saved after every epoch, and a
     saved state is resumed from when ``checkpoint.resume`` (checkpoint.py). With ``pseudo_k``, the
-    trained proxy's pseudo labels by IEG Eq. 3 (trusted.py) are added. Returns the recorded dynamics. Raises TrainingError when the loss stops being finite.
+    trained proxy's pseudo labels by IEG Eq. 3 (trusted.py) are added. ``on_trained(model, normalise)``
+    is called with the trained network (benchmarks predict held-out folds with it). Returns the
+    recorded dynamics. Raises TrainingError when the loss stops being finite.
     """
     n = images.shape[0]
     torch.manual_seed(settings.seed)
@@ -69,6 +75,7 @@ def train_proxy(images: torch.Tensor, labels: torch.Tensor, num_classes: int, se
         start = _restore(saved, model=model, opt=opt, pair=pair, rec=rec, gen=gen, order_gen=order_gen)
     total = settings.epochs * steps_per_epoch(n, settings.batch_size)
     done, t0 = start * steps_per_epoch(n, settings.batch_size), time.perf_counter()
+    net = compiled(model, settings.compile)  # the training forward; `model` holds the parameters
     model.train()
     for epoch in range(start, settings.epochs):
         loss_sum = torch.zeros((), device=device)
@@ -78,7 +85,7 @@ def train_proxy(images: torch.Tensor, labels: torch.Tensor, num_classes: int, se
             y = labels[ids]
             # --- forward, per-sample loss, backward
             with autocast:
-                logits = model(x)  # (B, K)
+                logits = net(x)  # (B, K)
             loss_i = F.cross_entropy(logits.float(), y, reduction="none")  # (B,)
             loss = loss_i.mean()
             opt.zero_grad(set_to_none=True)
@@ -106,6 +113,8 @@ def train_proxy(images: torch.Tensor, labels: torch.Tensor, num_classes: int, se
                                             "images_per_s": seen / max(time.perf_counter() - t0, 1e-9)})
     if pair is not None:  # LIMIT's score: q in eval mode on un-augmented images (Sec. 4.1)
         rec.limit_final = pair.distance(images, labels, normalise, settings.batch_size, autocast)
+    if on_trained is not None:
+        on_trained(model, normalise)
     dyn = rec.dynamics()
     dyn.resumed_from_epoch = start
     if pseudo_k:

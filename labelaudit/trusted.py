@@ -5,7 +5,10 @@ curated labels on Clothing1M in Patrini et al., CVPR 2017, Sec. 5.3:
 
 - :func:`pair_transition` — T estimated directly from (verified, given) pairs, as Patrini estimate
   Clothing1M's T from the images that carry both a noisy and a curated label (Sec. 5.3), and
-  :func:`combine_transition`, which shrinks it toward the audit's own estimate.
+  :func:`combine_transition`, which combines it with the audit's own estimate: each row's pair counts
+  update a Dirichlet prior centred on the audit's row, whose strength is chosen by how well the pairs
+  agree with the audit (empirical Bayes): 10 pairs of a class say little next to an audit of thousands
+  of samples unless they contradict it.
 - :func:`check_audit` — how the audit did on the trusted samples whose given label is known.
 - :func:`sharpen` and :func:`augmented_pseudo_labels` — IEG Eq. 3: the prediction averaged over K
   augmentations of the input, sharpened with temperature τ = 0.5.
@@ -24,7 +27,6 @@ import pandas as pd
 
 from .errors import DataError, UsageError
 
-TRUSTED_PRIOR = 10.0  # pseudo-count of the audit's T row in the combined estimate (a row with n pairs: n/(n+10))
 TAU = 0.5  # IEG's sharpening temperature (Sec. 4.1)
 
 
@@ -134,15 +136,38 @@ def pair_transition(verified: np.ndarray, given: np.ndarray, k: int) -> tuple[np
     return t, n
 
 
+CONCENTRATIONS = np.logspace(0, 4, 81)  # the grid α is chosen on: 1 (trust the pairs) … 10,000 (trust the audit)
+FLOOR = 1e-3  # share of a row's prior mass spread evenly, so a flow the audit missed stays possible
+
+
+def prior_concentration(t_audit: np.ndarray, counts: np.ndarray) -> float:
+    """How far the audit's T is to be trusted, judged by the trusted pairs: the α maximising the
+    Dirichlet-multinomial likelihood of every row's pair counts under the prior ``Dir(α·T_audit[i])``
+    (empirical Bayes, on :data:`CONCENTRATIONS`). Large when the pairs look like draws from the audit's
+    rows, small when they contradict them."""
+    from scipy.special import gammaln
+
+    k = t_audit.shape[0]
+    base = (1.0 - FLOOR) * np.asarray(t_audit, dtype=np.float64) + FLOOR / k  # (K, K), rows sum to 1
+    c = np.asarray(counts, dtype=np.float64)
+    n = c.sum(axis=1)
+    rows = n > 0
+    base, c, n = base[rows], c[rows], n[rows]
+    loglik = [float(np.sum(gammaln(a) - gammaln(n + a)) + np.sum(gammaln(c + a * base) - gammaln(a * base)))
+              for a in CONCENTRATIONS]
+    return float(CONCENTRATIONS[int(np.argmax(loglik))]) if rows.any() else float(CONCENTRATIONS[-1])
+
+
 def combine_transition(t_audit: np.ndarray, t_pairs: np.ndarray, n_pairs: np.ndarray,
-                       prior: float = TRUSTED_PRIOR) -> np.ndarray:
-    """Each row: the pairs' counts plus ``prior`` pseudo-counts spread as the audit's row,
-    ``(n_i T_pairs[i] + prior T_audit[i]) / (n_i + prior)``. A class without pairs keeps the audit's row;
-    with 10 pairs the two weigh the same; with many, the verified pairs dominate. Rows sum to 1."""
+                       prior: float | None = None) -> tuple[np.ndarray, float]:
+    """The posterior mean of each row under the prior ``Dir(α·T_audit[i])`` and the row's pair counts,
+    ``(n_i T_pairs[i] + α T_audit[i]) / (n_i + α)``, with α from :func:`prior_concentration` unless
+    ``prior`` is given. A class without pairs keeps the audit's row. Returns (T, α); rows sum to 1."""
     t_audit = np.asarray(t_audit, dtype=np.float64)
     n = np.asarray(n_pairs, dtype=np.float64)[:, None]
     pairs = np.nan_to_num(np.asarray(t_pairs, dtype=np.float64), nan=0.0)
-    return (n * pairs + prior * t_audit) / (n + prior)
+    alpha = prior_concentration(t_audit, pairs * n) if prior is None else float(prior)
+    return (n * pairs + alpha * t_audit) / (n + alpha), alpha
 
 
 def check_audit(verified: np.ndarray, given: np.ndarray, flagged: np.ndarray) -> dict:

@@ -78,3 +78,22 @@ def test_scores_option_runs_limit_and_fuses(color_folder, tmp_path):
     pd.testing.assert_series_equal(alone.samples["aum"], s["aum"])
     with pytest.raises(UsageError, match="--scores 'aum,lmit'"):
         scan(root, out=None, scores="aum,lmit")
+
+
+def test_compile_option_compiles_the_training_network_and_changes_nothing_else(color_folder, monkeypatch):
+    import torch
+
+    calls = []
+
+    def spy(model, *args, **kwargs):  # stands in for torch.compile: the real one needs tens of seconds
+        calls.append(type(model).__name__)
+        return model
+
+    monkeypatch.setattr(torch, "compile", spy)
+    root, _ = color_folder
+    plain = scan(root, out=None, **FAST)
+    assert calls == []
+    again = scan(root, out=None, compile=True, **FAST)
+    assert calls == ["SmallCNN"]
+    assert again.run["config"]["compile"] is True
+    pd.testing.assert_frame_equal(plain.samples, again.samples)

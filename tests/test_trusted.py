@@ -14,7 +14,8 @@ from labelaudit.cli import app
 from labelaudit.errors import UsageError
 from labelaudit.meta import meta_coefficients
 from labelaudit.train import train
-from labelaudit.trusted import check_audit, combine_transition, pair_transition, sharpen
+from labelaudit.trusted import (CONCENTRATIONS, check_audit, combine_transition, pair_transition,
+                                prior_concentration, sharpen)
 
 from .conftest import FAST, FAST_ARGS, make_color_folder
 
@@ -65,11 +66,23 @@ def test_transition_from_pairs_and_its_combination_with_the_audit():
     np.testing.assert_allclose(t[1], [0.5, 0.5, 0])
     assert np.isnan(t[2]).all()
     audit = np.array([[0.9, 0.1, 0.0], [0.2, 0.8, 0.0], [0.0, 0.3, 0.7]])
-    combined = combine_transition(audit, t, n, prior=2.0)
+    combined, alpha = combine_transition(audit, t, n, prior=2.0)
+    assert alpha == 2.0
     np.testing.assert_allclose(combined[0], (3 * t[0] + 2 * audit[0]) / 5)
     np.testing.assert_allclose(combined[1], (2 * t[1] + 2 * audit[1]) / 4)
     np.testing.assert_allclose(combined[2], audit[2])  # no pairs: the audit's row
     np.testing.assert_allclose(combined.sum(axis=1), 1.0)
+
+
+def test_prior_strength_follows_how_well_the_pairs_agree_with_the_audit():
+    audit = np.array([[0.8, 0.2], [0.1, 0.9]])
+    agree = np.array([[80.0, 20.0], [10.0, 90.0]])  # pair counts in the audit's proportions
+    disagree = np.array([[20.0, 80.0], [90.0, 10.0]])
+    assert prior_concentration(audit, agree) == CONCENTRATIONS[-1]  # the audit is right: trust it fully
+    assert prior_concentration(audit, disagree) < 10  # the audit is contradicted: the pairs decide
+    t_pairs = disagree / disagree.sum(axis=1, keepdims=True)
+    combined, alpha = combine_transition(audit, t_pairs, disagree.sum(axis=1))
+    assert np.abs(combined - t_pairs).max() < 0.05
 
 
 def test_pseudo_label_sharpening_formula():

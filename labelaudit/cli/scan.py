@@ -43,6 +43,8 @@ def scan_cli(
     lr: float = typer.Option(_D.lr, help="Constant SGD learning rate."),
     augment: str = typer.Option(_D.augment, help="crop+flip, crop (for digits, text, symbols) or none."),
     device: str = typer.Option(_D.device, help="auto, cpu, cuda or cuda:N."),
+    compile: bool = typer.Option(_D.compile, "--compile/--no-compile", help="torch.compile the proxy network "
+                                                                          "(pays off on long GPU runs)."),
     seed: int = typer.Option(_D.seed, help="Random seed; same seed, device and data give the same outputs."),
     scores: str = typer.Option(_D.scores, help="Scores fused into the ranking: a comma list of aul, aum, limit "
                                                 "(limit trains two more networks; see docs/scores.md)."),
@@ -74,6 +76,7 @@ def scan_cli(
     config = ScanConfig(image_size=image_size, workers=workers, cache=cache,
                         cache_dir=str(cache_dir) if cache_dir else None, model=model, epochs=epochs,
                         batch_size=batch_size, lr=lr, augment=augment, device=device, seed=seed, scores=scores,
+                        compile=compile,
                         fusion=fusion, limit_dist=limit_dist, limit_beta=limit_beta,
                         limit_model=limit_model,
                         noise_model=noise_model, threshold=threshold, transition=transition,

@@ -1,0 +1,101 @@
+#!/usr/bin/env python3
+"""What a trusted set buys the scan: T from (verified, given) pairs, and the audit checked against it.
+
+    python benchmarks/trusted.py                                   # digits cases, 10 trusted per class
+    python benchmarks/trusted.py --cases cifar10n_worst_10k --per-class 10 --seeds 0 1 2
+
+For each case the scan runs once without a trusted set and once per seed with ``--trusted``: a
+manifest of ``--per-class`` samples of every class drawn (seeded) from the case's own images, with
+their clean label as the verified label (so each is a (verified, given) pair). Rows:
+transition_row_l1 of both scans (as ../shared/bench/evaluate.py computes it), and the audit check the
+scan reports (recall on the trusted samples whose given label is wrong, false alarms on the rest)
+next to the same numbers over the whole dataset. Writes benchmarks/results/<tag>.json and .md.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+import pandas as pd
+
+from _cases import CASES, DEV_CASES, WORK, build, evaluate, machine_meta, read_truth, save_results, timed
+from labelaudit import scan
+
+DEFAULT_CASES = ["digits_uniform_0.4", "digits_pair_0.2", "digits_asym_0.3"]
+
+
+def trusted_manifest(folder, per_class: int, seed: int):
+    """``per_class`` samples of every clean class, drawn with ``seed``, as path (relative to the case
+    folder) and verified (clean) label."""
+    truth = read_truth(folder).reset_index()
+    truth = truth[truth["clean_label"] != ""]
+    rng = np.random.default_rng(seed)
+    picks = []
+    for _, rows in truth.groupby("clean_label", sort=True):
+        picks.append(rows.iloc[rng.choice(len(rows), size=min(per_class, len(rows)), replace=False)])
+    chosen = pd.concat(picks)
+    out = folder / f"trusted_{per_class}_s{seed}.csv"
+    pd.DataFrame({"path": "images/" + chosen["path"], "label": chosen["clean_label"]}).to_csv(out, index=False)
+    return out
+
+
+def run_case(name: str, per_class: int, seeds: list[int]) -> dict:
+    case = {**CASES, **DEV_CASES}[name]
+    folder = build(case)
+    cache = str(WORK / "cache")
+    base = folder.parent / f"{name}.trusted-base"
+    if not (base / "run.json").exists():
+        scan(folder / "images", out=base, cache_dir=cache, **case.scan_options)
+    without = evaluate(base, folder / "truth.csv")
+    rows = []
+    for seed in seeds:
+        manifest = trusted_manifest(folder, per_class, seed)
+        out = folder.parent / f"{name}.trusted-{per_class}-s{seed}"
+        _, seconds = timed(scan, folder / "images", out=out, cache_dir=cache, trusted=str(manifest),
+                           **case.scan_options)
+        with_t = evaluate(out, folder / "truth.csv")
+        run = json.loads((out / "run.json").read_text())
+        rows.append({"seed": seed, "transition_row_l1": with_t["transition_row_l1"], "check": run["trusted"]["check"],
+                     "scan_s": seconds})
+        print(f"{name} seed {seed}: row L1 {without['transition_row_l1']:.4f} → {with_t['transition_row_l1']:.4f}",
+              flush=True)
+    l1 = [r["transition_row_l1"] for r in rows]
+    return {"case": name, "per_class": per_class, "seeds": seeds, "held_out": case.held_out,
+            "row_l1_without": without["transition_row_l1"], "row_l1_with": l1,
+            "row_l1_with_mean": float(np.mean(l1)), "lower": bool(np.mean(l1) < without["transition_row_l1"]),
+            "recall_all": without.get("recall"), "precision_all": without.get("precision"), "runs": rows}
+
+
+def markdown(results: list[dict]) -> str:
+    lines = ["| case | trusted / class | row L1 without | row L1 with (mean over seeds) | lower? | "
+             "trusted check: recall | trusted check: false alarms |", "|---|---|---|---|---|---|---|"]
+    for r in results:
+        rec = [x["check"]["recall"] for x in r["runs"] if x["check"]["recall"] is not None]
+        fa = [x["check"]["false_alarm_rate"] for x in r["runs"] if x["check"]["false_alarm_rate"] is not None]
+        rec_s = f"{np.mean(rec):.2f}" if rec else "–"
+        fa_s = f"{np.mean(fa):.3f}" if fa else "–"
+        with_s = ", ".join(f"{v:.4f}" for v in r["row_l1_with"])
+        lines.append(f"| {r['case']} | {r['per_class']} | {r['row_l1_without']:.4f} | {r['row_l1_with_mean']:.4f} "
+                     f"({with_s}) | {'yes' if r['lower'] else 'no'} | {rec_s} | {fa_s} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--cases", nargs="*", default=DEFAULT_CASES, choices=sorted({**CASES, **DEV_CASES}))
+    ap.add_argument("--per-class", type=int, default=10)
+    ap.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
+    ap.add_argument("--tag", default="trusted")
+    ap.add_argument("--merge", action="store_true", help="keep the other cases of an earlier results file")
+    args = ap.parse_args()
+    kept = []
+    earlier = WORK.parent / "results" / f"{args.tag}.json"
+    if args.merge and earlier.exists():
+        kept = [r for r in json.loads(earlier.read_text())["results"] if r["case"] not in args.cases]
+    results = kept + [run_case(name, args.per_class, args.seeds) for name in args.cases]
+    save_results(args.tag, {"meta": machine_meta(), "results": results}, markdown(results))
+
+
+if __name__ == "__main__":
+    main()
