@@ -130,14 +130,15 @@ _READERS = {
 MANIFEST_SUFFIXES = tuple(_READERS)  # file endings read as a manifest
 
 
-def read_manifest_table(manifest: Path) -> pd.DataFrame:
-    """Read a CSV/TSV, Parquet or JSON-lines manifest into a DataFrame of strings (by file ending)."""
+def read_manifest_table(manifest: Path, option: str = "--manifest") -> pd.DataFrame:
+    """Read a CSV/TSV, Parquet or JSON-lines manifest into a DataFrame of strings (by file ending).
+    ``option`` names the file in error messages (``--manifest``, ``--trusted``)."""
     kind = _READERS.get(manifest.suffix.lower())
     if kind is None:
-        raise UsageError(f"--manifest {manifest}: unknown format {manifest.suffix!r}; "
+        raise UsageError(f"{option} {manifest}: unknown format {manifest.suffix!r}; "
                          f"use one of {', '.join(sorted(_READERS))}")
     if not manifest.is_file():
-        raise UsageError(f"--manifest {manifest}: no such file")
+        raise UsageError(f"{option} {manifest}: no such file")
     try:
         if kind in ("csv", "tsv"):
             # dtype=str keeps labels like "007" as written; utf-8-sig drops a BOM.
@@ -147,11 +148,11 @@ def read_manifest_table(manifest: Path) -> pd.DataFrame:
             return pd.read_parquet(manifest)
         return pd.read_json(manifest, lines=True, dtype=False)
     except UnicodeDecodeError as exc:
-        raise UsageError(f"--manifest {manifest}: not UTF-8 text (byte {exc.start} cannot be decoded); "
+        raise UsageError(f"{option} {manifest}: not UTF-8 text (byte {exc.start} cannot be decoded); "
                          "save it as UTF-8 and try again") from exc
     except (ValueError, OSError) as exc:  # pandas/pyarrow parse errors are ValueErrors
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UsageError(f"--manifest {manifest}: cannot be read as {kind} ({first})") from exc
+        raise UsageError(f"{option} {manifest}: cannot be read as {kind} ({first})") from exc
 
 
 def _label_to_str(value) -> str | None:
@@ -169,7 +170,7 @@ def _label_to_str(value) -> str | None:
 
 def list_manifest(manifest: str | os.PathLike, *, root: str | os.PathLike | None = None,
                   path_column: str = "path", label_column: str = "label", dedupe: bool = False,
-                  allow_outside_root: bool = False) -> Listing:
+                  allow_outside_root: bool = False, option: str = "--manifest") -> Listing:
     """List the samples of a manifest with ``path`` and ``label`` columns (names configurable).
 
     Relative paths resolve against ``root`` (default: the manifest's own folder). A path that lands
@@ -181,12 +182,12 @@ def list_manifest(manifest: str | os.PathLike, *, root: str | os.PathLike | None
     and the others go to the errors.
     """
     manifest = Path(manifest)
-    table = read_manifest_table(manifest)
-    for option, column in (("--path-column", path_column), ("--label-column", label_column)):
+    table = read_manifest_table(manifest, option)
+    for flag, column in (("--path-column", path_column), ("--label-column", label_column)):
         if column not in table.columns:
             have = ", ".join(c if c.isprintable() else repr(c) for c in map(str, table.columns)) or "none"
-            raise UsageError(f"--manifest {manifest}: no column {column!r} (columns: {have}); "
-                             f"name the right one with {option}")
+            raise UsageError(f"{option} {manifest}: no column {column!r} (columns: {have}); "
+                             f"name the right one with {flag}")
     root = Path(root) if root is not None else manifest.parent
     if not root.is_dir():
         raise UsageError(f"--root {root}: no such folder")
@@ -215,7 +216,7 @@ def list_manifest(manifest: str | os.PathLike, *, root: str | os.PathLike | None
             continue
         if key in first_row:
             if not dedupe:
-                raise UsageError(f"--manifest {manifest}: {path!r} is listed more than once (rows {first_row[key]} "
+                raise UsageError(f"{option} {manifest}: {path!r} is listed more than once (rows {first_row[key]} "
                                  f"and {row_no}); remove the duplicates, or pass --dedupe to keep the first row")
             errors.append((path, f"duplicate of manifest row {first_row[key]}; left out by --dedupe"))
             continue
@@ -223,7 +224,7 @@ def list_manifest(manifest: str | os.PathLike, *, root: str | os.PathLike | None
         rows.append((path, label, str(file)))
     if outside:
         row_no, path = outside[0]
-        raise UsageError(f"--manifest {manifest}: {len(outside)} path(s) lie outside the root {root} (first: row "
+        raise UsageError(f"{option} {manifest}: {len(outside)} path(s) lie outside the root {root} (first: row "
                          f"{row_no}, {path!r}); pass --root a folder that holds every image, or "
                          f"--allow-outside-root if you trust this manifest")
     samples = pd.DataFrame(rows, columns=["path", "given_label", "file"]).astype(str)

@@ -71,7 +71,7 @@ def load_trusted(path: str | os.PathLike, *, classes: list[str], data_files: pd.
     from .sources import list_manifest
 
     listing = list_manifest(path, root=root, path_column=path_column, label_column=label_column,
-                            allow_outside_root=allow_outside_root)
+                            allow_outside_root=allow_outside_root, option="--trusted")
     if len(listing.errors):
         first = listing.errors.iloc[0]
         raise DataError(f"--trusted {path}: {len(listing.errors)} row(s) cannot be used (first: {first['path']!r}: "
