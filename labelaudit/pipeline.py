@@ -31,7 +31,7 @@ from .proxy import ProxySettings
 from .limit import LimitSettings
 from .scores import FUSIONS, SCORES, aul, aum, fuse, rank_descending
 from .sources import MANIFEST_SUFFIXES, Listing, list_folder, list_manifest
-from .trusted import TAU, check_audit, combine_transition, load_trusted, pair_transition
+from .trusted import TAU, TrustedSet, check_audit, combine_transition, load_trusted, pair_transition
 from .transition import TRANSITIONS, count_joint, estimate_transition, given_label_rates, top_flows, transition_frame
 
 
@@ -232,13 +232,10 @@ def build_samples(ds: Dataset, *, aul_s: np.ndarray, aum_s: np.ndarray, score: n
     return df[SAMPLE_COLUMNS + extras]
 
 
-def _with_trusted(config: ScanConfig, ds: Dataset, samples: pd.DataFrame, t_audit: np.ndarray,
-                  cache_dir: Path | None, workers: int) -> tuple[np.ndarray, pd.DataFrame, dict]:
+def _with_trusted(config: ScanConfig, trust: TrustedSet, ds: Dataset, samples: pd.DataFrame,
+                  t_audit: np.ndarray) -> tuple[np.ndarray, pd.DataFrame, dict]:
     """The trusted set's part of a scan: T from (verified, given) pairs combined with the audit's T,
     and how the audit did on the trusted samples (trusted.py). Returns (T, transition frame, run.json block)."""
-    trust = load_trusted(config.trusted, classes=ds.classes, data_files=pd.Series(ds.files), data_labels=ds.labels,
-                         image_size=config.image_size, workers=workers, cache_dir=cache_dir,
-                         allow_outside_root=config.allow_outside_root)
     k = len(ds.classes)
     t_pairs, n_pairs = pair_transition(trust.labels, trust.given, k)
     t_final, alpha = combine_transition(t_audit, t_pairs, n_pairs)
@@ -338,6 +335,11 @@ def scan(data: str | Path | None = None, *, out: str | Path | None = "labelaudit
             Path(out).mkdir(parents=True, exist_ok=True)  # reasons for the user, never over an older audit
             write_parquet(exc.errors, Path(out) / "errors.parquet")
         raise
+    trust = None
+    if config.trusted is not None:  # read before training, so a bad trusted file stops the scan at once
+        trust = load_trusted(config.trusted, classes=ds.classes, data_files=pd.Series(ds.files),
+                             data_labels=ds.labels, image_size=config.image_size, workers=workers,
+                             cache_dir=cache_dir, allow_outside_root=config.allow_outside_root)
     timings["load_s"] = time.perf_counter() - t
 
     # --- proxy training, recording dynamics
@@ -378,8 +380,8 @@ def scan(data: str | Path | None = None, *, out: str | Path | None = "labelaudit
                                              probs=dyn.mean_probs, quantile=config.anchor_quantile, joint=joint)
     transition = transition_frame(t_matrix, ds.classes)
     trusted_info = None
-    if config.trusted is not None:
-        t_matrix, transition, trusted_info = _with_trusted(config, ds, samples, t_matrix, cache_dir, workers)
+    if trust is not None:
+        t_matrix, transition, trusted_info = _with_trusted(config, trust, ds, samples, t_matrix)
     noise["transition_rate"] = _transition_rates(t_matrix, joint, ds)
     trajectories = trajectories_frame(dyn.loss, dyn.margin, dyn.limit_epochs)
     timings["score_s"] = time.perf_counter() - t

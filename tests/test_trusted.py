@@ -136,8 +136,11 @@ def test_trusted_labels_must_be_classes_and_meta_methods_need_every_class(tmp_pa
     pd.DataFrame([("images/red/red_010.png", "purple")], columns=["path", "label"]).to_csv(bad, index=False)
     with pytest.raises(UsageError, match="--trusted .*'purple' are not classes of the data"):
         scan(tmp_path / "images", out=None, trusted=str(bad), **FAST)
+    def no_training(stage, *_):
+        assert stage != "train", "a bad trusted file must stop the scan before training"
+
     with pytest.raises(UsageError, match=r"^--trusted \S*missing.csv: no such file$"):  # named as the user typed it
-        scan(tmp_path / "images", out=None, trusted=str(tmp_path / "missing.csv"), **FAST)
+        scan(tmp_path / "images", out=None, trusted=str(tmp_path / "missing.csv"), progress=no_training, **FAST)
     reds = tmp_path / "reds.csv"
     _trusted_csv(tmp_path, {k: v for k, v in truth.items() if v == "red"}, ("010.png",), reds)
     with pytest.raises(UsageError, match="needs at least one trusted sample of every class; none for blue, green"):
