@@ -6,6 +6,7 @@ set of files (os.replace / os.rename are atomic on POSIX and Windows within one 
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import shutil
 import uuid
@@ -45,18 +46,14 @@ def recover_folder(folder: Path) -> None:
     finished swap are deleted. Afterwards ``folder`` is one complete set of files, or absent.
     """
     folder = Path(folder)
-    parent = folder.parent if str(folder.parent) else Path(".")
-    if not parent.is_dir():
+    if not folder.parent.is_dir():
         return
-    olds = sorted(parent.glob(f".{glob_escape(folder.name)}.old-*"), key=lambda p: p.stat().st_mtime)
+    name = glob.escape(folder.name)
+    olds = sorted(folder.parent.glob(f".{name}.old-*"), key=lambda p: p.stat().st_mtime)
     if olds and not folder.exists():
         os.rename(olds.pop(), folder)
-    for leftover in olds + list(parent.glob(f".{glob_escape(folder.name)}.new-*")):
+    for leftover in olds + list(folder.parent.glob(f".{name}.new-*")):
         shutil.rmtree(leftover, ignore_errors=True)
-
-
-def glob_escape(name: str) -> str:
-    return "".join(f"[{c}]" if c in "*?[" else c for c in name)
 
 
 @contextlib.contextmanager
@@ -108,16 +105,19 @@ def replace_folder(folder: Path, *, replaces: Iterable[str], drop: Iterable[str]
             shutil.rmtree(stage, ignore_errors=True)
 
 
+def _link_or_copy(src, dst) -> None:
+    """A hard link (no bytes copied); a copy where the file system has none."""
+    try:
+        os.link(src, dst, follow_symlinks=False)
+    except OSError:
+        shutil.copy2(src, dst, follow_symlinks=False)
+
+
 def _link_tree(src: Path, dst: Path) -> None:
-    if src.is_symlink() or not src.is_dir():
-        try:
-            os.link(src, dst, follow_symlinks=False)
-        except OSError:
-            shutil.copy2(src, dst, follow_symlinks=False)
-        return
-    dst.mkdir()
-    for entry in src.iterdir():
-        _link_tree(entry, dst / entry.name)
+    if src.is_dir() and not src.is_symlink():
+        shutil.copytree(src, dst, symlinks=True, copy_function=_link_or_copy)
+    else:
+        _link_or_copy(src, dst)
 
 
 def _remove(path: Path) -> None:

@@ -33,7 +33,16 @@ def default_cache_dir() -> Path:
     return Path(base) / "labelaudit"
 
 
-def _checksum(arr: np.ndarray) -> str:
+def cache_dir_for(enabled: bool, path: str | os.PathLike | None) -> Path | None:
+    """The cache folder a run uses: None when caching is off (``--no-cache``), else ``path`` or
+    :func:`default_cache_dir`."""
+    if not enabled:
+        return None
+    return Path(path) if path else default_cache_dir()
+
+
+def array_digest(arr: np.ndarray) -> str:
+    """BLAKE2b-128 of an array's bytes, hex: a pack's checksum, and a checkpoint's proof of the pixels."""
     return hashlib.blake2b(np.ascontiguousarray(arr).data, digest_size=16).hexdigest()
 
 
@@ -77,7 +86,7 @@ class ImageCache:
             meta = json.loads(npy.with_suffix(".json").read_text())
             arr = np.load(npy, allow_pickle=False)
             ok = (arr.dtype == np.uint8 and list(arr.shape) == meta["shape"]
-                  and arr.shape[1:] == (self.size, self.size, 3) and _checksum(arr) == meta["checksum"])
+                  and arr.shape[1:] == (self.size, self.size, 3) and array_digest(arr) == meta["checksum"])
         except (OSError, ValueError, KeyError, TypeError):
             ok, arr = False, None
         if not ok:
@@ -113,5 +122,5 @@ class ImageCache:
         stem = self.dir / uuid.uuid4().hex
         images = np.ascontiguousarray(images)
         write_atomic(stem.with_suffix(".npy"), lambda tmp: _save_npy(tmp, images))
-        meta = {"keys": list(keys), "shape": list(images.shape), "checksum": _checksum(images)}
+        meta = {"keys": list(keys), "shape": list(images.shape), "checksum": array_digest(images)}
         write_text_atomic(stem.with_suffix(".json"), json.dumps(meta))

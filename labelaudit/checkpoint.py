@@ -22,7 +22,7 @@ from .atomic import write_atomic
 from .errors import DataError, UsageError
 
 CHECKPOINT_FILE = "checkpoint.pt"
-FORMAT = 1
+FORMAT = 2  # 2: LIMIT's networks and optimiser under one "limit" entry
 
 
 def checkpoint_key(**parts: Any) -> str:

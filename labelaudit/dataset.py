@@ -95,11 +95,19 @@ def sort_classes(names) -> list[str]:
         return sorted(names)
 
 
-def load_dataset(listing: Listing, *, image_size: int, workers: int, cache_dir: Path | None,
-                 progress: Progress | None = None) -> Dataset:
-    """Decode (or fetch from the cache) every listed file at ``image_size``; raise DataError when
-    nothing readable is left or fewer than two classes remain."""
-    files = listing.samples["file"].tolist()
+@dataclass
+class Decoded:
+    """:func:`decode_cached`'s result: pixels, one error (or None) per file, and counts and timings."""
+
+    images: np.ndarray  # (n, S, S, 3) uint8; zeros where the file failed
+    errors: list[str | None]
+    stats: dict
+
+
+def decode_cached(files: list[str], *, image_size: int, workers: int, cache_dir: Path | None,
+                  progress: Progress | None = None) -> Decoded:
+    """Hash every file, take what the cache holds, decode the rest in ``workers`` processes (storing
+    them in the cache as they finish). Failures are reasons in ``errors``, never exceptions."""
     n = len(files)
     t0 = time.perf_counter()
     hashed = hash_files(files, threads=max(2, workers), on_done=_Counter(progress, "hash", n))
@@ -125,8 +133,19 @@ def load_dataset(listing: Listing, *, image_size: int, workers: int, cache_dir: 
                 errors[i] = err
     elif progress is not None:
         progress("decode", n, n, {"cached": True})
-    t_decode = time.perf_counter() - t1
+    stats = {"n_cached": int(hit.sum()), "n_decoded": int(len(todo)), "hash_s": t_hash,
+             "decode_s": time.perf_counter() - t1}
+    return Decoded(images, errors, stats)
 
+
+def load_dataset(listing: Listing, *, image_size: int, workers: int, cache_dir: Path | None,
+                 progress: Progress | None = None) -> Dataset:
+    """Decode (or fetch from the cache) every listed file at ``image_size``; raise DataError when
+    nothing readable is left or fewer than two classes remain."""
+    n = len(listing.samples)
+    decoded = decode_cached(listing.samples["file"].tolist(), image_size=image_size, workers=workers,
+                            cache_dir=cache_dir, progress=progress)
+    images, errors = decoded.images, decoded.errors
     good = np.array([e is None for e in errors], dtype=bool)
     bad_rows = [(p, e) for p, e, g in zip(listing.samples["path"], errors, good) if not g]
     all_errors = pd.concat([listing.errors, pd.DataFrame(bad_rows, columns=["path", "error"])],
@@ -143,7 +162,6 @@ def load_dataset(listing: Listing, *, image_size: int, workers: int, cache_dir: 
     samples.insert(0, "sample_id", np.arange(len(samples), dtype=np.int64))
     index = {c: k for k, c in enumerate(classes)}
     labels = samples["given_label"].map(index).to_numpy(dtype=np.int64)
-    stats = {"n_listed": n + len(listing.errors), "n_cached": int(hit.sum()), "n_decoded": int(len(todo)),
-             "hash_s": t_hash, "decode_s": t_decode}
+    stats = {"n_listed": n + len(listing.errors), **decoded.stats}
     return Dataset(samples, images[good], labels, classes, all_errors, stats,
                    files=listing.samples.loc[good, "file"].astype(str).tolist())

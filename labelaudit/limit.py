@@ -109,6 +109,15 @@ class LimitPair:
         # so µ ≈ g / (1 + β) — SGD would shrink f's step by 1 + β; Adam's update does not depend on that scale
         self.opt = torch.optim.Adam([*self.f.parameters(), *self.q.parameters()], lr=limit.lr)
 
+    def state_dict(self) -> dict:
+        """f's, q's and the optimiser's state, for a checkpoint (checkpoint.py)."""
+        return {"f": self.f.state_dict(), "q": self.q.state_dict(), "opt": self.opt.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.f.load_state_dict(state["f"])
+        self.q.load_state_dict(state["q"])
+        self.opt.load_state_dict(state["opt"])
+
     def step(self, x: torch.Tensor, y: torch.Tensor, autocast: torch.autocast) -> torch.Tensor:
         """One optimiser step of f and q on the proxy's batch x (B, 3, S, S) float, labels y (B,).
 

@@ -20,7 +20,7 @@ from .progress import Progress
 from .audit import Audit
 from .checkpoint import CHECKPOINT_FILE, Checkpointer, checkpoint_key
 from .augment import AUGMENTS
-from .cache import default_cache_dir
+from .cache import array_digest, cache_dir_for
 from .dataset import Dataset, error_digest, load_dataset
 from .decode import default_workers
 from .errors import DataError, UsageError
@@ -194,11 +194,6 @@ def make_listing(data, manifest, root, config: ScanConfig) -> Listing:
     return list_folder(data)
 
 
-def _pixel_digest(images: np.ndarray) -> str:
-    """Digest of the decoded pixels: a checkpoint is only resumed on the very same images."""
-    return hashlib.blake2b(np.ascontiguousarray(images).data, digest_size=16).hexdigest()
-
-
 def _fingerprint(samples: pd.DataFrame) -> str:
     h = hashlib.sha256()
     for path, label in zip(samples["path"], samples["given_label"]):
@@ -318,7 +313,7 @@ def scan(data: str | Path | None = None, *, out: str | Path | None = "labelaudit
     config = dataclasses.replace(config, **options).validate()
     device = resolve_device(config.device)
     workers = config.workers or default_workers()
-    cache_dir = (Path(config.cache_dir) if config.cache_dir else default_cache_dir()) if config.cache else None
+    cache_dir = cache_dir_for(config.cache, config.cache_dir)
     timings: dict[str, float] = {}
 
     t = time.perf_counter()
@@ -337,7 +332,7 @@ def scan(data: str | Path | None = None, *, out: str | Path | None = "labelaudit
         raise
     trust = None
     if config.trusted is not None:  # read before training, so a bad trusted file stops the scan at once
-        trust = load_trusted(config.trusted, classes=ds.classes, data_files=pd.Series(ds.files),
+        trust = load_trusted(config.trusted, classes=ds.classes, data_files=ds.files,
                              data_labels=ds.labels, image_size=config.image_size, workers=workers,
                              cache_dir=cache_dir, allow_outside_root=config.allow_outside_root)
     timings["load_s"] = time.perf_counter() - t
@@ -349,13 +344,14 @@ def scan(data: str | Path | None = None, *, out: str | Path | None = "labelaudit
     settings = ProxySettings(model=config.model, epochs=config.epochs, batch_size=config.batch_size,
                              lr=config.lr, augment=config.augment, seed=config.seed, compile=config.compile)
     scorers = parse_scores(config.scores)
-    limit = LimitSettings(dist=config.limit_dist, beta=config.limit_beta,
-                                                  model=config.limit_model) if "limit" in scorers else None
+    limit = LimitSettings(dist=config.limit_dist, beta=config.limit_beta, model=config.limit_model) \
+        if "limit" in scorers else None
+    fingerprint = _fingerprint(ds.samples)
     checkpoint = None
-    if out is not None:
+    if out is not None:  # resumed only on the very same settings, listing and pixels
         key = checkpoint_key(settings=dataclasses.asdict(settings), limit=limit and dataclasses.asdict(limit),
                              device=device.type, image_size=config.image_size, classes=ds.classes,
-                             listing=_fingerprint(ds.samples), pixels=_pixel_digest(ds.images))
+                             listing=fingerprint, pixels=array_digest(ds.images))
         checkpoint = Checkpointer(Path(out) / CHECKPOINT_FILE, key, resume=config.resume)
     elif config.resume:
         raise UsageError("--resume needs an output folder: the checkpoint lives there")
@@ -378,10 +374,11 @@ def scan(data: str | Path | None = None, *, out: str | Path | None = "labelaudit
     joint = count_joint(p, ds.labels, dyn.mean_probs)
     t_matrix, t_source = estimate_transition(config.transition, p_mislabeled=p, given=ds.labels,
                                              probs=dyn.mean_probs, quantile=config.anchor_quantile, joint=joint)
-    transition = transition_frame(t_matrix, ds.classes)
     trusted_info = None
     if trust is not None:
         t_matrix, transition, trusted_info = _with_trusted(config, trust, ds, samples, t_matrix)
+    else:
+        transition = transition_frame(t_matrix, ds.classes)
     noise["transition_rate"] = _transition_rates(t_matrix, joint, ds)
     trajectories = trajectories_frame(dyn.loss, dyn.margin, dyn.limit_epochs)
     timings["score_s"] = time.perf_counter() - t
@@ -400,7 +397,7 @@ def scan(data: str | Path | None = None, *, out: str | Path | None = "labelaudit
                  "manifest": str(listing.manifest.resolve()) if listing.manifest else None,
                  "n_samples": len(ds.samples),
                  "n_classes": len(ds.classes), "classes": ds.classes,
-                 "fingerprint": _fingerprint(ds.samples), **ds.stats},
+                 "fingerprint": fingerprint, **ds.stats},
         "noise_model": {"method": fit.method, **fit.details,
                         "interval": {"level": BOOTSTRAP_LEVEL, "rounds": BOOTSTRAP_ROUNDS,
                                      "method": "percentile bootstrap over samples, mixture refit each round"}},

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from .progress import Progress
 from .augment import augment_batch
 from .checkpoint import Checkpointer
-from .errors import TrainingError, UsageError
+from .errors import TrainingError
 from .limit import LimitPair, LimitSettings
 from .loop import (Normalise, autocast_for, compiled, device_model, epoch_batches, seeded_generators,
                    steps_per_epoch)
@@ -128,25 +128,19 @@ def _state(epochs_done: int, *, model, opt, pair: LimitPair | None, rec: Recorde
     return {
         "epoch": epochs_done,
         "model": model.state_dict(), "opt": opt.state_dict(),
-        "limit_f": None if pair is None else pair.f.state_dict(),
-        "limit_q": None if pair is None else pair.q.state_dict(),
-        "limit_opt": None if pair is None else pair.opt.state_dict(),
+        "limit": None if pair is None else pair.state_dict(),
         "rng": {"global": torch.get_rng_state(), "augment": gen.get_state(), "order": order_gen.get_state()},
         "recorder": rec.state(),
     }
 
 
 def _restore(state: dict, *, model, opt, pair: LimitPair | None, rec: Recorder, gen, order_gen) -> int:
-    """Load a :func:`_state` back; returns the number of epochs it had finished."""
-    if (state.get("limit_f") is None) != (pair is None):
-        raise UsageError("--resume: the checkpoint was made with other --scores (LIMIT on/off); "
-                         "scan with the same options or drop --resume")
+    """Load a :func:`_state` back; returns the number of epochs it had finished. The checkpoint's key
+    (settings, LIMIT's included, and data) was checked when it was loaded, so the parts match."""
     model.load_state_dict(state["model"])
     opt.load_state_dict(state["opt"])
     if pair is not None:
-        pair.f.load_state_dict(state["limit_f"])
-        pair.q.load_state_dict(state["limit_q"])
-        pair.opt.load_state_dict(state["limit_opt"])
+        pair.load_state_dict(state["limit"])
     torch.set_rng_state(state["rng"]["global"])
     gen.set_state(state["rng"]["augment"])
     order_gen.set_state(state["rng"]["order"])

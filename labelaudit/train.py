@@ -26,6 +26,7 @@ import pandas as pd
 
 from . import __version__
 from .atomic import replace_folder, write_atomic
+from .cache import cache_dir_for
 from .augment import AUGMENTS
 from .errors import TrainingError, UsageError
 from .export import DEFAULT_MIN_CONFIDENCE
@@ -134,6 +135,13 @@ class TrainConfig:
         return out or ["plain cross-entropy"]
 
     @property
+    def decode_workers(self) -> int:
+        """``workers``, with 0 resolved to one per core (at most 8), as scan does."""
+        from .decode import default_workers
+
+        return self.workers or default_workers()
+
+    @property
     def needs_trusted(self) -> bool:
         return self.meta_reweight or self.meta_relabel
 
@@ -159,17 +167,14 @@ class TrainResult:
 
 def _load(data, manifest, root, config: TrainConfig, image_size: int, progress: Progress | None):
     """Listing + decode through the scan's stages (same cache, same errors)."""
-    from .cache import default_cache_dir
     from .dataset import load_dataset
-    from .decode import default_workers
     from .pipeline import ScanConfig, make_listing
 
     listing = make_listing(data, manifest, root, ScanConfig(path_column=config.path_column,
                                                             label_column=config.label_column,
                                                             allow_outside_root=config.allow_outside_root))
-    cache_dir = (Path(config.cache_dir) if config.cache_dir else default_cache_dir()) if config.cache else None
-    return load_dataset(listing, image_size=image_size, workers=config.workers or default_workers(),
-                        cache_dir=cache_dir, progress=progress)
+    return load_dataset(listing, image_size=image_size, workers=config.decode_workers,
+                        cache_dir=cache_dir_for(config.cache, config.cache_dir), progress=progress)
 
 
 def _align(audit, ds) -> np.ndarray:
@@ -261,21 +266,19 @@ def _meta_loss(model, x, target, raw, augment: str, gen, probe_images, probe_lab
 
     from .augment import augment_batch
     from .meta import LAMBDA0, meta_coefficients
-    from .trusted import sharpen
+    from .trusted import pseudo_label
 
     m = probe_images.shape[0]
     pick = torch.randperm(m, device=probe_images.device, generator=gen)[:config.probe_batch] \
         if m > config.probe_batch else torch.arange(m, device=probe_images.device)
     probe_x = normalise(augment_batch(probe_images[pick], augment, gen))
+    logits = model(x).float()  # (B, K): the step's forward, and the first view of the pseudo label
     pseudo = None
     if config.meta_relabel:  # g(x): the mean softmax over x and K − 1 more augmentations, sharpened (Eq. 3)
-        with torch.no_grad():
-            total = torch.softmax(model(x).float(), dim=1)
-            for _ in range(config.pseudo_k - 1):
-                total += torch.softmax(model(normalise(augment_batch(raw, augment, gen))).float(), dim=1)
-            pseudo = sharpen(total / config.pseudo_k)
+        pseudo = pseudo_label(model, raw, normalise, augment, config.pseudo_k, gen,
+                              first=torch.softmax(logits.detach(), dim=1))
     coef = meta_coefficients(model, x, target, probe_x, probe_labels[pick], lr=lr, pseudo=pseudo)
-    log_p = torch.log_softmax(model(x).float(), dim=1)  # (B, K)
+    log_p = torch.log_softmax(logits, dim=1)  # (B, K)
     if pseudo is None:
         return -(coef.weights * (target * log_p).sum(dim=1)).sum()
     mixed = LAMBDA0 * target + (1.0 - LAMBDA0) * pseudo  # P(λ₀)
@@ -345,14 +348,11 @@ def train(data: str | Path | None = None, *, audit: str | Path | None = None, ou
                              f"data ({', '.join(ds.classes[:8])}…); the held-out set must use the same classes")
     trust = None
     if trusted is not None:
-        from .cache import default_cache_dir
-        from .decode import default_workers
         from .trusted import load_trusted
 
-        trust = load_trusted(trusted, classes=ds.classes, data_files=pd.Series(ds.files), data_labels=ds.labels,
-                             image_size=image_size, workers=config.workers or default_workers(),
-                             cache_dir=(Path(config.cache_dir) if config.cache_dir else default_cache_dir())
-                             if config.cache else None, root=trusted_root,
+        trust = load_trusted(trusted, classes=ds.classes, data_files=ds.files, data_labels=ds.labels,
+                             image_size=image_size, workers=config.decode_workers,
+                             cache_dir=cache_dir_for(config.cache, config.cache_dir), root=trusted_root,
                              allow_outside_root=config.allow_outside_root)
         if config.needs_trusted:
             trust.require_every_class(ds.classes, "--meta-reweight" if not config.meta_relabel else "--meta-relabel")

@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -55,9 +56,8 @@ class TrustedSet:
                              f"({len(missing)} class(es)); add some, or leave out {method}")
 
 
-def load_trusted(path: str | os.PathLike, *, classes: list[str], data_files: pd.Series, data_labels: np.ndarray,
-                 image_size: int,
-                 workers: int, cache_dir: Path | None, root: str | os.PathLike | None = None,
+def load_trusted(path: str | os.PathLike, *, classes: list[str], data_files: Sequence[str], data_labels: np.ndarray,
+                 image_size: int, workers: int, cache_dir: Path | None, root: str | os.PathLike | None = None,
                  allow_outside_root: bool = False, path_column: str = "path",
                  label_column: str = "label") -> TrustedSet:
     """Read, decode and match a trusted manifest.
@@ -68,6 +68,7 @@ def load_trusted(path: str | os.PathLike, *, classes: list[str], data_files: pd.
     label that is not one of ``classes``, DataError when a trusted image cannot be read (a hand-checked
     set should be fixed, not silently shrunk).
     """
+    from .dataset import decode_cached
     from .sources import list_manifest
 
     listing = list_manifest(path, root=root, path_column=path_column, label_column=label_column,
@@ -83,8 +84,13 @@ def load_trusted(path: str | os.PathLike, *, classes: list[str], data_files: pd.
     if unknown:
         raise UsageError(f"--trusted {path}: label(s) {', '.join(map(repr, unknown[:5]))} are not classes of the "
                          f"data ({', '.join(classes[:8])}{'…' if len(classes) > 8 else ''}); use the data's class names")
-    # decode through the same stages (and cache) as the main data; a two-class floor does not apply here
-    images = _decode(listing, image_size=image_size, workers=workers, cache_dir=cache_dir, source=path)
+    # decoded by the main data's stage (same cache); not load_dataset: its two-class floor does not apply here
+    decoded = decode_cached(listing.samples["file"].tolist(), image_size=image_size, workers=workers,
+                            cache_dir=cache_dir)
+    bad = [(p, e) for p, e in zip(listing.samples["path"], decoded.errors) if e is not None]
+    if bad:
+        raise DataError(f"--trusted {path}: {len(bad)} image(s) cannot be read (first: {bad[0][0]!r}: {bad[0][1]}); "
+                        "fix or remove them")
     where = {os.path.normpath(os.path.abspath(f)): i for i, f in enumerate(data_files)}
     files = [os.path.normpath(os.path.abspath(f)) for f in listing.samples["file"]]
     in_data = np.array([where.get(f, -1) for f in files], dtype=np.int64)
@@ -92,31 +98,7 @@ def load_trusted(path: str | os.PathLike, *, classes: list[str], data_files: pd.
     samples = pd.DataFrame({"path": listing.samples["path"].astype(str),
                             "verified_label": listing.samples["given_label"].astype(str)})
     given = np.where(in_data >= 0, np.asarray(data_labels, dtype=np.int64)[np.maximum(in_data, 0)], -1)
-    return TrustedSet(samples, labels, images, in_data, given, str(path))
-
-
-def _decode(listing, *, image_size: int, workers: int, cache_dir: Path | None, source) -> np.ndarray:
-    from .cache import ImageCache
-    from .decode import decode_files, hash_files
-
-    files = listing.samples["file"].tolist()
-    hashed = hash_files(files, threads=max(2, workers))
-    bad = [(p, e) for p, (_, e) in zip(listing.samples["path"], hashed) if e is not None]
-    keys = [h for h, _ in hashed]
-    cache = ImageCache(cache_dir, image_size) if cache_dir is not None and not bad else None
-    images, hit = cache.lookup(keys) if cache is not None else \
-        (np.zeros((len(files), image_size, image_size, 3), dtype=np.uint8), np.zeros(len(files), dtype=bool))
-    if not bad and not hit.all():
-        todo = np.flatnonzero(~hit)
-        decoded, errors = decode_files([files[i] for i in todo], image_size, workers=workers)
-        bad = [(listing.samples["path"].iloc[i], e) for i, e in zip(todo, errors) if e is not None]
-        images[todo] = decoded
-        if cache is not None and not bad:
-            cache.store([keys[i] for i in todo], decoded)
-    if bad:
-        raise DataError(f"--trusted {source}: {len(bad)} image(s) cannot be read (first: {bad[0][0]!r}: {bad[0][1]}); "
-                        "fix or remove them")
-    return images
+    return TrustedSet(samples, labels, decoded.images, in_data, given, str(path))
 
 
 def pair_transition(verified: np.ndarray, given: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -200,28 +182,41 @@ def sharpen(probs, tau: float = TAU):
         else powered / powered.sum(-1, keepdim=True)
 
 
-def augmented_pseudo_labels(model, images, normalise, augment: str, k: int, generator, batch_size: int,
-                            autocast, tau: float = TAU):
-    """IEG Eq. 3: ``g(x) = sharpen((Φ(x) + Σ_{k=1}^{K−1} Φ(x̂_k)) / K, τ)``, Φ the softmax of ``model`` in
-    eval mode, x̂_k random augmentations (augment.py). images (N, 3, S, S) uint8 → (N, K_classes) float."""
+def pseudo_label(model, batch, normalise, augment: str, k: int, generator, *, first=None, autocast=None,
+                 tau: float = TAU):
+    """IEG Eq. 3 for one uint8 batch (B, 3, S, S): ``g(x) = sharpen((Φ(x) + Σ_{k=1}^{K−1} Φ(x̂_k)) / K, τ)``,
+    Φ the softmax of ``model`` and x̂_k random augmentations (augment.py). ``first``: Φ of the first view
+    when the caller already has it (train's augmented batch), else Φ of the un-augmented batch. No
+    gradients; the model's mode is the caller's. → (B, K) float."""
+    import contextlib
+
     import torch
 
     from .augment import augment_batch
 
+    autocast = autocast or contextlib.nullcontext()
+
+    def softmax(x):
+        with autocast:
+            return torch.softmax(model(normalise(x)).float(), dim=1)
+
+    with torch.no_grad():
+        total = first.detach().float() if first is not None else softmax(batch)
+        for _ in range(k - 1):
+            total = total + softmax(augment_batch(batch, augment, generator))
+    return sharpen(total / k, tau)
+
+
+def augmented_pseudo_labels(model, images, normalise, augment: str, k: int, generator, batch_size: int,
+                            autocast, tau: float = TAU):
+    """:func:`pseudo_label` of every image (N, 3, S, S) uint8, the model in eval mode, in batches → (N, K)."""
+    import torch
+
     was_training = model.training
     model.eval()
-    out = []
     try:
-        with torch.no_grad():
-            for start in range(0, images.shape[0], batch_size):
-                batch = images[start:start + batch_size]
-                total = None
-                for view in range(k):
-                    x = batch if view == 0 else augment_batch(batch, augment, generator)
-                    with autocast:
-                        p = torch.softmax(model(normalise(x)).float(), dim=1)
-                    total = p if total is None else total + p
-                out.append(sharpen(total / k, tau))
+        return torch.cat([pseudo_label(model, images[ids], normalise, augment, k, generator, autocast=autocast,
+                                       tau=tau)
+                          for ids in torch.arange(images.shape[0], device=images.device).split(batch_size)])
     finally:
         model.train(was_training)
-    return torch.cat(out)

@@ -22,14 +22,14 @@ def render_overview(console: Console, run: dict) -> None:
     trusted = run.get("trusted")
     if trusted:
         c = trusted["check"]
-        parts = [f"[bold]Trusted set:[/bold] {trusted['n']:,} verified samples, {c['n_in_data']:,} in the data"]
+        line = f"[bold]Trusted set:[/bold] {trusted['n']:,} verified samples, {c['n_in_data']:,} in the data"
         if c["recall"] is not None:
-            parts.append(f"the audit flagged {c['n_wrong_flagged']} of the {c['n_given_wrong']} with a wrong label "
-                         f"({c['recall']:.0%})")
+            line += (f"; the audit flagged {c['n_wrong_flagged']} of the {c['n_given_wrong']} with a wrong label "
+                     f"({c['recall']:.0%})")
         if c["false_alarm_rate"] is not None:
-            parts.append(f"and {c['n_right_flagged']} of the {c['n_given_right']} with a right one "
-                         f"({c['false_alarm_rate']:.1%} false alarms)")
-        console.print("; ".join(parts[:2]) + (" " + parts[2] if len(parts) > 2 else ""), soft_wrap=True)
+            line += (f" and {c['n_right_flagged']} of the {c['n_given_right']} with a right one "
+                     f"({c['false_alarm_rate']:.1%} false alarms)")
+        console.print(line, soft_wrap=True)
     if run.get("resumed_from_epoch"):
         console.print(f"[dim]Resumed from the checkpoint of epoch {run['resumed_from_epoch']} "
                       f"of {run['config']['epochs']}[/dim]")
