@@ -2,12 +2,15 @@
 """What a trusted set buys the scan: T from (verified, given) pairs, and the audit checked against it.
 
     python benchmarks/trusted.py                                   # digits cases, 10 trusted per class
-    python benchmarks/trusted.py --cases cifar10n_worst_10k --per-class 10 --seeds 0 1 2
+    python benchmarks/trusted.py --cases digits_uniform_0.4 digits_pair_0.2 digits_asym_0.3 digits_uniform_0.1 \
+        digits_none cifar10n_random1_10k cifar10n_uniform_0.05_10k  # the development cases in results/trusted.md
+    python benchmarks/trusted.py --cases cifar10n_worst_10k --merge  # then the held-out case, added to them
 
 For each case the scan runs once without a trusted set and once per seed with ``--trusted``: a
 manifest of ``--per-class`` samples of every class drawn (seeded) from the case's own images, with
 their clean label as the verified label (so each is a (verified, given) pair). Rows:
-transition_row_l1 of both scans (as ../shared/bench/evaluate.py computes it), and the audit check the
+transition_row_l1 of both scans (as ../shared/bench/evaluate.py computes it), the noise-rate error and
+class-rate MAE of both (the scan with the trusted set recalibrates p(mislabeled)), and the audit check the
 scan reports (recall on the trusted samples whose given label is wrong, false alarms on the rest)
 next to the same numbers over the whole dataset. Writes benchmarks/results/<tag>.json and .md.
 """
@@ -19,10 +22,11 @@ import json
 import numpy as np
 import pandas as pd
 
-from _cases import CASES, DEV_CASES, WORK, build, evaluate, machine_meta, read_truth, save_results, timed
+from _cases import CASES, DEV_CASES, NOISE_RATE_CASES, WORK, build, evaluate, machine_meta, read_truth, save_results, timed
 from labelaudit import scan
 
 DEFAULT_CASES = ["digits_uniform_0.4", "digits_pair_0.2", "digits_asym_0.3"]
+ALL = {**CASES, **DEV_CASES, **NOISE_RATE_CASES}
 
 
 def trusted_manifest(folder, per_class: int, seed: int):
@@ -41,7 +45,7 @@ def trusted_manifest(folder, per_class: int, seed: int):
 
 
 def run_case(name: str, per_class: int, seeds: list[int]) -> dict:
-    case = {**CASES, **DEV_CASES}[name]
+    case = ALL[name]
     folder = build(case)
     cache = str(WORK / "cache")
     base = folder.parent / f"{name}.trusted-base"
@@ -57,19 +61,36 @@ def run_case(name: str, per_class: int, seeds: list[int]) -> dict:
         with_t = evaluate(out, folder / "truth.csv")
         run = json.loads((out / "run.json").read_text())
         rows.append({"seed": seed, "transition_row_l1": with_t["transition_row_l1"], "check": run["trusted"]["check"],
-                     "scan_s": seconds})
+                     "calibration": run["trusted"].get("calibration"),
+                     "noise_rate_abs_err": with_t.get("noise_rate_abs_err"),
+                     "class_rate_mae": with_t.get("class_rate_mae"), "scan_s": seconds})
         print(f"{name} seed {seed}: row L1 {without['transition_row_l1']:.4f} → {with_t['transition_row_l1']:.4f}",
               flush=True)
     l1 = [r["transition_row_l1"] for r in rows]
     return {"case": name, "per_class": per_class, "seeds": seeds, "held_out": case.held_out,
             "row_l1_without": without["transition_row_l1"], "row_l1_with": l1,
             "row_l1_with_mean": float(np.mean(l1)), "lower": bool(np.mean(l1) < without["transition_row_l1"]),
-            "recall_all": without.get("recall"), "precision_all": without.get("precision"), "runs": rows}
+            "recall_all": without.get("recall"), "precision_all": without.get("precision"),
+            "noise_rate_true": without.get("noise_rate_true"),
+            "noise_rate_abs_err_without": without.get("noise_rate_abs_err"),
+            "noise_rate_abs_err_with_mean": _mean(r["noise_rate_abs_err"] for r in rows),
+            "class_rate_mae_without": without.get("class_rate_mae"),
+            "class_rate_mae_with_mean": _mean(r["class_rate_mae"] for r in rows), "runs": rows}
+
+
+def _mean(values) -> float | None:
+    values = [v for v in values if v is not None]
+    return float(np.mean(values)) if values else None
+
+
+def _arrow(before, after) -> str:
+    return "–" if before is None or after is None else f"{before:.3f} → {after:.3f}"
 
 
 def markdown(results: list[dict]) -> str:
     lines = ["| case | trusted / class | row L1 without | row L1 with (mean over seeds) | lower? | "
-             "trusted check: recall | trusted check: false alarms |", "|---|---|---|---|---|---|---|"]
+             "noise-rate error without → with | class-rate MAE without → with | "
+             "trusted check: recall | trusted check: false alarms |", "|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         rec = [x["check"]["recall"] for x in r["runs"] if x["check"]["recall"] is not None]
         fa = [x["check"]["false_alarm_rate"] for x in r["runs"] if x["check"]["false_alarm_rate"] is not None]
@@ -77,13 +98,15 @@ def markdown(results: list[dict]) -> str:
         fa_s = f"{np.mean(fa):.3f}" if fa else "–"
         with_s = ", ".join(f"{v:.4f}" for v in r["row_l1_with"])
         lines.append(f"| {r['case']} | {r['per_class']} | {r['row_l1_without']:.4f} | {r['row_l1_with_mean']:.4f} "
-                     f"({with_s}) | {'yes' if r['lower'] else 'no'} | {rec_s} | {fa_s} |")
+                     f"({with_s}) | {'yes' if r['lower'] else ('same' if r['row_l1_with_mean'] == r['row_l1_without'] else 'no')} | "
+                     f"{_arrow(r.get('noise_rate_abs_err_without'), r.get('noise_rate_abs_err_with_mean'))} | "
+                     f"{_arrow(r.get('class_rate_mae_without'), r.get('class_rate_mae_with_mean'))} | {rec_s} | {fa_s} |")
     return "\n".join(lines) + "\n"
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--cases", nargs="*", default=DEFAULT_CASES, choices=sorted({**CASES, **DEV_CASES}))
+    ap.add_argument("--cases", nargs="*", default=DEFAULT_CASES, choices=sorted(ALL))
     ap.add_argument("--per-class", type=int, default=10)
     ap.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
     ap.add_argument("--tag", default="trusted")

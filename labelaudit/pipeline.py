@@ -31,7 +31,8 @@ from .proxy import ProxySettings
 from .limit import LimitSettings
 from .scores import FUSIONS, SCORES, aul, aum, fuse, rank_descending
 from .sources import MANIFEST_SUFFIXES, Listing, list_folder, list_manifest
-from .trusted import TAU, TrustedSet, check_audit, combine_transition, load_trusted, pair_transition
+from .trusted import TAU, Calibration, TrustedSet, calibrate, check_audit, combine_transition, load_trusted, \
+    pair_transition
 from .transition import TRANSITIONS, count_joint, estimate_transition, given_label_rates, top_flows, transition_frame
 
 
@@ -75,6 +76,7 @@ class ScanConfig:
     allow_outside_root: bool = False  # manifest: accept paths outside --root (.., absolute paths elsewhere)
     # --- trusted set and pseudo labels (IEG)
     trusted: str | None = None  # manifest of hand-verified path,label rows: T from pairs, a check of the audit
+    trusted_calibration: bool = True  # --trusted: recalibrate p(mislabeled) on the verified samples in the data
     pseudo_labels: str = "mean"  # predicted_label from: mean (softmax averaged over epochs) | augment (IEG Eq. 3)
     pseudo_k: int = 8  # augment: views averaged (the un-augmented image and K − 1 augmentations)
     # --- interruption
@@ -227,19 +229,65 @@ def build_samples(ds: Dataset, *, aul_s: np.ndarray, aum_s: np.ndarray, score: n
     return df[SAMPLE_COLUMNS + extras]
 
 
-def _with_trusted(config: ScanConfig, trust: TrustedSet, ds: Dataset, samples: pd.DataFrame,
-                  t_audit: np.ndarray) -> tuple[np.ndarray, pd.DataFrame, dict]:
-    """The trusted set's part of a scan: T from (verified, given) pairs combined with the audit's T,
-    and how the audit did on the trusted samples (trusted.py). Returns (T, transition frame, run.json block)."""
+def _calibrated(config: ScanConfig, trust: TrustedSet | None, fit: NoiseFit) -> tuple[NoiseFit, Calibration | None, str | None]:
+    """The noise model recalibrated on the trusted samples that are in the data (trusted.calibrate), or
+    the fit unchanged and why. Returns (fit, calibration, reason it was not done)."""
+    if trust is None:
+        return fit, None, None
+    if not config.trusted_calibration:
+        return fit, None, "turned off (--no-trusted-calibration)"
+    inside = trust.in_data >= 0
+    if not inside.any():
+        return fit, None, "no trusted sample is also in the data, so no given label was verified"
+    p_new, cal = calibrate(fit.p_mislabeled, trust.in_data[inside], trust.labels[inside] != trust.given[inside])
+    method = (f"{fit.method}; recalibrated on {cal.n} verified samples: logit p + {cal.shift:.3f} "
+              "(the mixture's prior odds re-estimated, trusted.calibrate)")
+    return dataclasses.replace(fit, p_mislabeled=p_new, noise_rate=cal.noise_rate, method=method,
+                               interval=cal.interval), cal, None
+
+
+def _apply_verified(samples: pd.DataFrame, trust: TrustedSet, classes: list[str]) -> pd.DataFrame:
+    """The trusted samples that are in the data keep what was verified: p_mislabeled 1 where the
+    verified label differs from the given one and 0 where it agrees (and is_label_issue, label_score,
+    weight with it), predicted_label = the verified label with confidence 1, and the extra column
+    ``verified_label`` (null elsewhere). ``score`` and ``rank`` stay the scorer's, so the ranking is
+    still the audit's own."""
+    inside = trust.in_data >= 0
+    rows, verified = trust.in_data[inside], trust.labels[inside]
+    wrong = (verified != trust.given[inside]).astype(np.float64)
+    samples = samples.copy()
+    col = samples.columns.get_loc
+    samples.iloc[rows, col("p_mislabeled")] = wrong
+    samples.iloc[rows, col("is_label_issue")] = wrong > 0
+    samples.iloc[rows, col("label_score")] = 1.0 - wrong
+    samples.iloc[rows, col("weight")] = 1.0 - wrong
+    names = np.asarray(classes, dtype=object)[verified]
+    samples.iloc[rows, col("predicted_label")] = names
+    samples.iloc[rows, col("predicted_confidence")] = 1.0
+    verified_col = pd.Series([None] * len(samples), dtype=object, index=samples.index)
+    verified_col.iloc[rows] = names
+    samples["verified_label"] = verified_col
+    return samples
+
+
+def _with_trusted(config: ScanConfig, trust: TrustedSet, ds: Dataset, flags: np.ndarray,
+                  t_audit: np.ndarray, t_calibrated: np.ndarray | None) -> tuple[np.ndarray, pd.DataFrame, dict]:
+    """The trusted set's part of a scan: T from (verified, given) pairs combined with the audit's T
+    (``t_calibrated`` when given: the count estimate from the posteriors after the trusted set's
+    recalibration and verified labels), and how the audit did on the trusted samples
+    (trusted.py). ``flags``: the unsupervised audit's is_label_issue (before any recalibration, which
+    has seen these samples). Returns (T, transition frame, run.json block)."""
     k = len(ds.classes)
     t_pairs, n_pairs = pair_transition(trust.labels, trust.given, k)
-    t_final, alpha = combine_transition(t_audit, t_pairs, n_pairs)
+    t_final, alpha = combine_transition(t_audit if t_calibrated is None else t_calibrated, t_pairs, n_pairs)
     frame = transition_frame(t_final, ds.classes)
     frame["p_audit"] = np.asarray(t_audit, dtype=np.float64).reshape(-1)
     frame["p_trusted"] = t_pairs.reshape(-1)  # NaN for a class without pairs
+    if t_calibrated is not None:
+        frame["p_calibrated"] = np.asarray(t_calibrated, dtype=np.float64).reshape(-1)
     flagged = np.zeros(len(trust.labels), dtype=bool)
     inside = trust.in_data >= 0
-    flagged[inside] = samples["is_label_issue"].to_numpy()[trust.in_data[inside]]
+    flagged[inside] = flags[trust.in_data[inside]]
     counts = trust.counts(k)
     info = {
         "file": str(Path(config.trusted).resolve()), "n": int(len(trust.labels)),
@@ -247,7 +295,8 @@ def _with_trusted(config: ScanConfig, trust: TrustedSet, ds: Dataset, samples: p
                       "classes_without": [c for c, n in zip(ds.classes, counts) if n == 0][:20]},
         "check": check_audit(trust.labels, trust.given, flagged),
         "transition": {"method": "rows (n_i·T_pairs + α·T_audit) / (n_i + α): the posterior mean under a Dirichlet "
-                                 "prior centred on the audit's row, α by the pairs' marginal likelihood; n_i = "
+                                 "prior centred on the audit's row, averaged over α's posterior (log-uniform prior on 1..10^4 "
+                                 "× the pairs' marginal likelihood; alpha = its geometric mean); n_i = "
                                  "trusted samples of true class i that are in the data (Patrini Sec. 5.3 pairs)",
                        "alpha": alpha, "pairs_per_class": n_pairs.astype(int).tolist()},
     }
@@ -366,9 +415,14 @@ def scan(data: str | Path | None = None, *, out: str | Path | None = "labelaudit
     raw = {"aul": aul_s, "aum": aum_s, "limit": limit_s}
     score = fuse(config.fusion, {name: raw[name] for name in scorers})
     fit = fit_noise(config.noise_model, aul_scores=aul_s, aum_scores=aum_s, random_state=config.seed)
+    p_audit = np.clip(fit.p_mislabeled, 0.0, 1.0)
+    audit_flags = p_audit > config.threshold
+    fit, calibration, not_calibrated = _calibrated(config, trust, fit)
     samples = build_samples(ds, aul_s=aul_s, aum_s=aum_s, score=score, fit=fit,
                             mean_probs=dyn.mean_probs if dyn.pseudo_probs is None else dyn.pseudo_probs,
                             threshold=config.threshold, limit_s=limit_s)
+    if trust is not None:
+        samples = _apply_verified(samples, trust, ds.classes)
     p = samples["p_mislabeled"].to_numpy()
     noise = noise_table(p, ds.labels, ds.classes)
     joint = count_joint(p, ds.labels, dyn.mean_probs)
@@ -376,7 +430,12 @@ def scan(data: str | Path | None = None, *, out: str | Path | None = "labelaudit
                                              probs=dyn.mean_probs, quantile=config.anchor_quantile, joint=joint)
     trusted_info = None
     if trust is not None:
-        t_matrix, transition, trusted_info = _with_trusted(config, trust, ds, samples, t_matrix)
+        t_audit, t_calibrated = t_matrix, None
+        if config.transition == "counts":  # the unsupervised audit's T, and the one from the corrected posteriors
+            t_audit, t_calibrated = estimate_transition("counts", p_mislabeled=p_audit, given=ds.labels,
+                                                        probs=dyn.mean_probs)[0], t_matrix
+        t_matrix, transition, trusted_info = _with_trusted(config, trust, ds, audit_flags, t_audit, t_calibrated)
+        trusted_info["calibration"] = calibration.as_dict() if calibration else {"skipped": not_calibrated}
     else:
         transition = transition_frame(t_matrix, ds.classes)
     noise["transition_rate"] = _transition_rates(t_matrix, joint, ds)
@@ -400,7 +459,10 @@ def scan(data: str | Path | None = None, *, out: str | Path | None = "labelaudit
                  "fingerprint": fingerprint, **ds.stats},
         "noise_model": {"method": fit.method, **fit.details,
                         "interval": {"level": BOOTSTRAP_LEVEL, "rounds": BOOTSTRAP_ROUNDS,
-                                     "method": "percentile bootstrap over samples, mixture refit each round"}},
+                                     "method": "percentile bootstrap over samples, mixture refit each round"}
+                        if calibration is None else
+                        {"level": BOOTSTRAP_LEVEL, "method": "the calibration shift ± 1.96 standard errors "
+                                                             "(its uncertainty dominates the mixture's)"}},
         "scores": {"ran": list(scorers), "fusion": config.fusion if len(scorers) > 1 else None,
                    "score": (f"{config.fusion} of {', '.join(scorers)}" if len(scorers) > 1 else
                              f"{scorers[0]} alone") + " (higher = more likely mislabeled)",

@@ -14,8 +14,9 @@ from labelaudit.cli import app
 from labelaudit.errors import UsageError
 from labelaudit.meta import meta_coefficients
 from labelaudit.train import train
-from labelaudit.trusted import (CONCENTRATIONS, check_audit, combine_transition, pair_transition,
-                                prior_concentration, sharpen)
+from labelaudit import trusted as trusted_mod
+from labelaudit.trusted import (CONCENTRATIONS, calibrate, check_audit, combine_transition, concentration_loglik,
+                                pair_transition, prior_concentration, sharpen, shift_posteriors)
 
 from .conftest import FAST, FAST_ARGS, make_color_folder
 
@@ -85,10 +86,75 @@ def test_prior_strength_follows_how_well_the_pairs_agree_with_the_audit():
     assert np.abs(combined - t_pairs).max() < 0.05
 
 
+def test_combination_averages_over_the_posterior_of_alpha():
+    audit = np.array([[0.8, 0.2], [0.1, 0.9]])
+    counts = np.array([[6.0, 4.0], [1.0, 9.0]])  # 10 pairs a class, the first row a little off the audit
+    n = counts.sum(axis=1)
+    t_pairs = counts / n[:, None]
+    loglik = concentration_loglik(audit, counts)
+    # α's posterior under a log-uniform prior on the grid: the likelihood, normalised
+    w = np.exp(loglik - loglik.max())
+    w /= w.sum()
+    expected = sum(wi * (n[:, None] * t_pairs + a * audit) / (n[:, None] + a) for wi, a in zip(w, CONCENTRATIONS))
+    combined, alpha = combine_transition(audit, t_pairs, n)
+    np.testing.assert_allclose(combined, expected)
+    assert alpha == pytest.approx(np.exp(np.sum(w * np.log(CONCENTRATIONS))))
+    # between the pairs and the audit, row by row; and no pairs at all: the audit unchanged
+    assert audit[0, 0] > combined[0, 0] > t_pairs[0, 0]
+    np.testing.assert_allclose(combine_transition(audit, np.full((2, 2), np.nan), np.zeros(2))[0], audit)
+
+
 def test_pseudo_label_sharpening_formula():
     # IEG Eq. 3 with τ = 0.5: p² / Σ p²
     np.testing.assert_allclose(sharpen(np.array([[0.6, 0.4]])), [[0.36 / 0.52, 0.16 / 0.52]])
     torch.testing.assert_close(sharpen(torch.tensor([[0.5, 0.25, 0.25]]), 1.0), torch.tensor([[0.5, 0.25, 0.25]]))
+
+
+def test_shift_posteriors_moves_the_prior_odds():
+    # p = 0.2 is odds 1:4; times e^{ln 2} = 1:2, i.e. p = 1/3; p = 0.5 with shift 0 stays 0.5
+    assert shift_posteriors(np.array([0.2, 0.5]), np.log(2.0)) == pytest.approx([1 / 3, 2 / 3])
+    assert shift_posteriors(np.array([0.5]), 0.0) == pytest.approx([0.5])
+
+
+def test_calibration_shift_solves_the_offset_regression_by_hand(monkeypatch):
+    p = np.full(8, 0.5)
+    rows, wrong = np.arange(4), np.array([True, True, True, False])
+    # with a flat prior the offset MLE makes the mean posterior equal the share wrong: σ(a) = 3/4, a = ln 3
+    monkeypatch.setattr(trusted_mod, "SHIFT_PRIOR_SD", 1e6)
+    p_new, cal = calibrate(p, rows, wrong)
+    assert cal.shift == pytest.approx(np.log(3.0), abs=1e-6)
+    assert p_new == pytest.approx(np.full(8, 0.75)) and cal.noise_rate == pytest.approx(0.75)
+    assert cal.se == pytest.approx(1 / np.sqrt(4 * 0.75 * 0.25), rel=1e-4)  # the offset's Fisher information
+    assert (cal.n, cal.n_wrong, cal.noise_rate_before) == (4, 3, 0.5)
+    # the N(0, 3²) prior pulls a toward 0: the root of 3 − 4σ(a) − a/9
+    monkeypatch.setattr(trusted_mod, "SHIFT_PRIOR_SD", 3.0)
+    _, cal = calibrate(p, rows, wrong)
+    assert 3 - 4 / (1 + np.exp(-cal.shift)) - cal.shift / 9 == pytest.approx(0.0, abs=1e-9)
+    assert 0 < cal.shift < np.log(3.0)
+    # every verified label right: the shift stays finite and lowers the rate
+    _, cal = calibrate(p, rows, np.zeros(4, dtype=bool))
+    assert -40 < cal.shift < 0 and cal.noise_rate < 0.5
+    lo, hi = cal.interval
+    assert lo < cal.noise_rate < hi
+
+
+def test_calibration_recovers_a_known_noise_rate_from_100_verified_samples():
+    rng = np.random.default_rng(0)
+    n, rate = 20000, 0.1
+    wrong = rng.random(n) < rate
+    score = rng.normal(np.where(wrong, 2.0, 0.0), 1.0)
+    logit_true = np.log(rate / (1 - rate)) + 2.0 * score - 2.0  # exact posterior of the two Gaussians
+    p_over = 1 / (1 + np.exp(-(logit_true + 1.5)))  # a mixture that overstates the noise odds by e^1.5
+    assert p_over.mean() > 0.2  # what the audit alone would report
+    errors, covered = [], 0
+    for seed in range(20):
+        pick = np.random.default_rng(seed).choice(n, 100, replace=False)
+        p_new, cal = calibrate(p_over, pick, wrong[pick])
+        errors.append(abs(p_new.mean() - wrong.mean()))
+        covered += cal.interval[0] <= wrong.mean() <= cal.interval[1]
+    # 100 verified labels carry a sampling error of their own (one draw here holds 16 wrong, not 10)
+    assert np.median(errors) < 0.025 and np.mean(errors) < 0.035 and covered >= 16
+    assert np.mean(errors) < abs(p_over.mean() - wrong.mean()) / 4
 
 
 def test_check_audit_counts():
@@ -121,7 +187,19 @@ def test_scan_with_a_trusted_set_checks_the_audit_and_reports_both_transition_es
     assert check["recall"] >= 5 / 6 and check["false_alarm_rate"] <= 1 / 6  # the colour set is easy
     assert run["pseudo_labels"] == {"method": "augment", "k": 8, "tau": 0.5, "equation": "IEG Eq. 3"}
     t = pd.read_parquet(tmp_path / "audit" / "transition.parquet")
-    assert {"p", "p_audit", "p_trusted"} <= set(t.columns)
+    assert {"p", "p_audit", "p_trusted", "p_calibrated"} <= set(t.columns)
+    cal = run["trusted"]["calibration"]
+    assert cal["n"] == 12 and cal["n_wrong"] == 6
+    assert run["summary"]["noise_rate"] == pytest.approx(cal["noise_rate"])
+    assert "Calibrated on the trusted set" in res.output
+    samples = pd.read_parquet(tmp_path / "audit" / "samples.parquet").set_index("path")
+    for path, colour in rows:  # a verified sample says what was verified, whatever the audit thought
+        rel = path.removeprefix("images/")
+        wrong = colour != rel.split("/")[0]
+        assert samples.loc[rel, "verified_label"] == colour and samples.loc[rel, "predicted_label"] == colour
+        assert samples.loc[rel, "p_mislabeled"] == float(wrong) and samples.loc[rel, "is_label_issue"] == wrong
+        assert samples.loc[rel, "weight"] == 1.0 - wrong
+    assert samples["verified_label"].notna().sum() == 12
     red = t[t["true_label"] == "red"].set_index("noisy_label")
     assert red.loc["green", "p_trusted"] == pytest.approx(0.5)  # 2 of the 4 trusted reds were filed as green
     assert red["p"].sum() == pytest.approx(1.0)

@@ -59,6 +59,9 @@ def scan_cli(
     anchor_quantile: float = typer.Option(_D.anchor_quantile, help="anchors: quantile of p(label = i | x) that "
                                                                    "picks class i's anchor; 1.0 = argmax."),
     trusted: Optional[Path] = TRUSTED,
+    trusted_calibration: bool = typer.Option(_D.trusted_calibration, "--trusted-calibration/--no-trusted-calibration",
+                                             help="--trusted: recalibrate p(mislabeled), the noise rates and T on the "
+                                                  "verified samples that are in the data (docs/trusted.md)."),
     pseudo_labels: str = typer.Option(_D.pseudo_labels, help="predicted_label from: mean (softmax averaged over "
                                                               "the proxy's epochs) or augment (IEG: mean over "
                                                               "--pseudo-k views, sharpened with τ = 0.5)."),
@@ -83,7 +86,8 @@ def scan_cli(
                         anchor_quantile=anchor_quantile, report=report, report_top=report_top,
                         path_column=path_column, label_column=label_column, max_errors=max_errors,
                         dedupe=dedupe, allow_outside_root=allow_outside_root, resume=resume,
-                        trusted=str(trusted) if trusted else None, pseudo_labels=pseudo_labels, pseudo_k=pseudo_k)
+                        trusted=str(trusted) if trusted else None,
+                        trusted_calibration=trusted_calibration, pseudo_labels=pseudo_labels, pseudo_k=pseudo_k)
     err = Console(stderr=True)
     with handle_errors():
         with RichProgress(err, enabled=not quiet and not as_json) as progress:

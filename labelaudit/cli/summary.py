@@ -30,6 +30,11 @@ def render_overview(console: Console, run: dict) -> None:
             line += (f" and {c['n_right_flagged']} of the {c['n_given_right']} with a right one "
                      f"({c['false_alarm_rate']:.1%} false alarms)")
         console.print(line, soft_wrap=True)
+        cal = trusted.get("calibration") or {}
+        if "shift" in cal:
+            console.print(f"[dim]Calibrated on the trusted set: the mixture said {cal['noise_rate_before']:.1%}, "
+                          f"the {cal['n']:,} verified labels move it to {cal['noise_rate']:.1%} "
+                          f"(log-odds shift {cal['shift']:+.2f} ± {cal['se']:.2f})[/dim]", soft_wrap=True)
     if run.get("resumed_from_epoch"):
         console.print(f"[dim]Resumed from the checkpoint of epoch {run['resumed_from_epoch']} "
                       f"of {run['config']['epochs']}[/dim]")
