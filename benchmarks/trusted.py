@@ -83,6 +83,10 @@ def _mean(values) -> float | None:
     return float(np.mean(values)) if values else None
 
 
+def _lower(r: dict) -> str:
+    return "yes" if r["lower"] else "same" if r["row_l1_with_mean"] == r["row_l1_without"] else "no"
+
+
 def _arrow(before, after) -> str:
     return "–" if before is None or after is None else f"{before:.3f} → {after:.3f}"
 
@@ -98,7 +102,7 @@ def markdown(results: list[dict]) -> str:
         fa_s = f"{np.mean(fa):.3f}" if fa else "–"
         with_s = ", ".join(f"{v:.4f}" for v in r["row_l1_with"])
         lines.append(f"| {r['case']} | {r['per_class']} | {r['row_l1_without']:.4f} | {r['row_l1_with_mean']:.4f} "
-                     f"({with_s}) | {'yes' if r['lower'] else ('same' if r['row_l1_with_mean'] == r['row_l1_without'] else 'no')} | "
+                     f"({with_s}) | {_lower(r)} | "
                      f"{_arrow(r.get('noise_rate_abs_err_without'), r.get('noise_rate_abs_err_with_mean'))} | "
                      f"{_arrow(r.get('class_rate_mae_without'), r.get('class_rate_mae_with_mean'))} | {rec_s} | {fa_s} |")
     return "\n".join(lines) + "\n"

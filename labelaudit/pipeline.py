@@ -236,10 +236,10 @@ def _calibrated(config: ScanConfig, trust: TrustedSet | None, fit: NoiseFit) -> 
         return fit, None, None
     if not config.trusted_calibration:
         return fit, None, "turned off (--no-trusted-calibration)"
-    inside = trust.in_data >= 0
-    if not inside.any():
+    if not trust.inside.any():
         return fit, None, "no trusted sample is also in the data, so no given label was verified"
-    p_new, cal = calibrate(fit.p_mislabeled, trust.in_data[inside], trust.labels[inside] != trust.given[inside])
+    rows, _, wrong = trust.verified_rows()
+    p_new, cal = calibrate(fit.p_mislabeled, rows, wrong)
     method = (f"{fit.method}; recalibrated on {cal.n} verified samples: logit p + {cal.shift:.3f} "
               "(the mixture's prior odds re-estimated, trusted.calibrate)")
     return dataclasses.replace(fit, p_mislabeled=p_new, noise_rate=cal.noise_rate, method=method,
@@ -252,9 +252,8 @@ def _apply_verified(samples: pd.DataFrame, trust: TrustedSet, classes: list[str]
     weight with it), predicted_label = the verified label with confidence 1, and the extra column
     ``verified_label`` (null elsewhere). ``score`` and ``rank`` stay the scorer's, so the ranking is
     still the audit's own."""
-    inside = trust.in_data >= 0
-    rows, verified = trust.in_data[inside], trust.labels[inside]
-    wrong = (verified != trust.given[inside]).astype(np.float64)
+    rows, verified, wrong = trust.verified_rows()
+    wrong = wrong.astype(np.float64)
     samples = samples.copy()
     col = samples.columns.get_loc
     samples.iloc[rows, col("p_mislabeled")] = wrong
@@ -264,8 +263,8 @@ def _apply_verified(samples: pd.DataFrame, trust: TrustedSet, classes: list[str]
     names = np.asarray(classes, dtype=object)[verified]
     samples.iloc[rows, col("predicted_label")] = names
     samples.iloc[rows, col("predicted_confidence")] = 1.0
-    verified_col = pd.Series([None] * len(samples), dtype=object, index=samples.index)
-    verified_col.iloc[rows] = names
+    verified_col = np.full(len(samples), None, dtype=object)
+    verified_col[rows] = names
     samples["verified_label"] = verified_col
     return samples
 
@@ -286,8 +285,7 @@ def _with_trusted(config: ScanConfig, trust: TrustedSet, ds: Dataset, flags: np.
     if t_calibrated is not None:
         frame["p_calibrated"] = np.asarray(t_calibrated, dtype=np.float64).reshape(-1)
     flagged = np.zeros(len(trust.labels), dtype=bool)
-    inside = trust.in_data >= 0
-    flagged[inside] = flags[trust.in_data[inside]]
+    flagged[trust.inside] = flags[trust.verified_rows()[0]]
     counts = trust.counts(k)
     info = {
         "file": str(Path(config.trusted).resolve()), "n": int(len(trust.labels)),

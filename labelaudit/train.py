@@ -461,7 +461,7 @@ def train(data: str | Path | None = None, *, audit: str | Path | None = None, ou
         "transition": t_info or None,
         "trusted": None if trust is None else {"file": str(Path(trusted).resolve()), "n": int(len(trust.labels)),
                                                "per_class_min": int(trust.counts(k).min()),
-                                               "n_in_data": int((trust.in_data >= 0).sum())},
+                                               "n_in_data": int(trust.inside.sum())},
         "model_evaluated": "momentum (EMA) model" if ema is not None else "model",
         "epochs": history, "final": final, "best": best, "timings": timings,
     }

@@ -53,6 +53,17 @@ class TrustedSet:
     given: np.ndarray
     source: str
 
+    @property
+    def inside(self) -> np.ndarray:
+        """(M,) bool: which trusted samples are also in the main data (their given label is known)."""
+        return self.in_data >= 0
+
+    def verified_rows(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """For the trusted samples in the data: their rows of the main data, their verified labels, and
+        whether the given label is wrong (verified ≠ given)."""
+        inside = self.inside
+        return self.in_data[inside], self.labels[inside], self.labels[inside] != self.given[inside]
+
     def counts(self, k: int) -> np.ndarray:
         """Trusted samples per class (K,)."""
         return np.bincount(self.labels, minlength=k)
@@ -203,11 +214,17 @@ class Calibration:
                 "interval": list(self.interval)}
 
 
+def _clipped_logit(p: np.ndarray) -> np.ndarray:
+    from scipy.special import logit
+
+    return logit(np.clip(np.asarray(p, dtype=np.float64), P_CLIP, 1.0 - P_CLIP))
+
+
 def shift_posteriors(p: np.ndarray, shift: float) -> np.ndarray:
     """``σ(logit p + shift)``: the posteriors of the same mixture with its prior odds times e^shift."""
-    from scipy.special import expit, logit
+    from scipy.special import expit
 
-    return expit(logit(np.clip(np.asarray(p, dtype=np.float64), P_CLIP, 1.0 - P_CLIP)) + shift)
+    return expit(_clipped_logit(p) + shift)
 
 
 def calibrate(p: np.ndarray, trusted_rows: np.ndarray, wrong: np.ndarray) -> tuple[np.ndarray, Calibration]:
@@ -220,14 +237,15 @@ def calibrate(p: np.ndarray, trusted_rows: np.ndarray, wrong: np.ndarray) -> tup
     ``Σ_t (y_t − σ(ℓ_t + a)) − a / 9``, which falls monotonically. Returns (p', Calibration).
     """
     from scipy.optimize import brentq
-    from scipy.special import expit, logit
+    from scipy.special import expit
 
     p = np.asarray(p, dtype=np.float64)
     rows = np.asarray(trusted_rows, dtype=np.int64)
     y = np.asarray(wrong, dtype=np.float64)
     if len(rows) == 0:
         raise ValueError("calibrate needs at least one trusted sample in the data")
-    ell = logit(np.clip(p[rows], P_CLIP, 1.0 - P_CLIP))
+    ell_all = _clipped_logit(p)  # once: the shift, the posteriors and both interval ends all start from it
+    ell = ell_all[rows]
     bound = 40.0  # |a| ≤ 40 covers every clipped logit (|logit 1e-6| ≈ 13.8) several times over
 
     def slope(a: float) -> float:
@@ -236,8 +254,8 @@ def calibrate(p: np.ndarray, trusted_rows: np.ndarray, wrong: np.ndarray) -> tup
     shift = brentq(slope, -bound, bound)
     q = expit(ell + shift)
     se = float(1.0 / np.sqrt(np.sum(q * (1.0 - q)) + 1.0 / SHIFT_PRIOR_SD ** 2))
-    p_new = shift_posteriors(p, shift)
-    interval = (float(shift_posteriors(p, shift - Z95 * se).mean()), float(shift_posteriors(p, shift + Z95 * se).mean()))
+    p_new = expit(ell_all + shift)
+    interval = (float(expit(ell_all + shift - Z95 * se).mean()), float(expit(ell_all + shift + Z95 * se).mean()))
     return p_new, Calibration(float(shift), se, int(len(rows)), int(y.sum()), float(p.mean()), float(p_new.mean()),
                               interval)
 
