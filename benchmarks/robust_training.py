@@ -54,6 +54,9 @@ def rows_for(epochs: int, sigma: float) -> dict[str, dict]:
         # a trusted set of 10 verified labels per class (issue: trusted set); CIFAR: held-out training images
         "meta-reweight": {"trusted": 10, "meta_reweight": True},
         "meta-relabel": {"trusted": 10, "meta_relabel": True},
+        # L2R on the audit-weighted losses, and on the audit's kept samples (meta.py)
+        "weights+meta": {"trusted": 10, "meta_reweight": True, "weights": True},
+        "drop+meta": {"trusted": 10, "meta_reweight": True, "drop_issues": True},
     }
 
 

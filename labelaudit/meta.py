@@ -7,6 +7,11 @@ coefficients, through the virtual step (second order), with torch.func (``functi
 
 - Weights (IEG Eq. 1–2, L2R's online approximation): at ω₀ = 1/B, ``ω* = max(−∂L_p/∂ω, 0)``,
   normalised to sum to 1 (all zero when no sample helps the probe loss).
+- With the audit's weights aᵢ (``prior``, ``--weights --meta-reweight``), L2R is applied to the
+  audit-weighted losses ℓᵢ = aᵢ·Lᵢ: the virtual step descends Σ ωᵢ aᵢ Lᵢ, so ∂L_p/∂ωᵢ carries the
+  factor aᵢ, and the step's loss is Σ ω*ᵢ aᵢ Lᵢ with the products ω*ᵢ aᵢ normalised to sum to 1 (the
+  audit's weight thus enters squared). A sample counts only when the audit trusts it and the trusted
+  batch's gradient agrees with it.
 - Labels (IEG Eq. 5–7): the target is ``P(λ) = λ·y + (1 − λ)·g(x)`` with g the pseudo label; at λ₀ = 0.9,
   ``λ* = [sign(−∂L_p/∂λ)]₊`` keeps the given label where raising λ lowers the probe loss and takes the
   pseudo label otherwise.
@@ -39,23 +44,26 @@ def _soft_ce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 def meta_coefficients(model: torch.nn.Module, x: torch.Tensor, target: torch.Tensor, probe_x: torch.Tensor,
                       probe_y: torch.Tensor, *, lr: float, pseudo: torch.Tensor | None = None,
-                      lambda0: float = LAMBDA0) -> MetaCoefficients:
+                      prior: torch.Tensor | None = None, lambda0: float = LAMBDA0) -> MetaCoefficients:
     """ω* (and λ* when ``pseudo`` is given) for one batch.
 
     x (B, 3, S, S) float, target (B, K) the batch's (possibly soft) given-label targets, probe_x (M, 3, S, S),
-    probe_y (M,) verified labels, lr the virtual step's size, pseudo (B, K) pseudo labels g(x) or None.
+    probe_y (M,) verified labels, lr the virtual step's size, pseudo (B, K) pseudo labels g(x) or None,
+    prior (B,) the audit's non-negative per-sample weights aᵢ or None (all 1). The returned weights
+    multiply the per-sample losses directly (aᵢ already folded in).
     """
     params = {name: p.detach() for name, p in model.named_parameters()}
     buffers = {name: b.detach().clone() for name, b in model.named_buffers()}
     b = x.shape[0]
     eps = torch.full((b,), 1.0 / b, device=x.device)
     lam = torch.full((b,), lambda0, device=x.device)
+    a = torch.ones(b, device=x.device) if prior is None else prior.detach().float()
 
     # the buffers are arguments, not captured: BatchNorm updates them in place (copies, see above)
     def batch_loss(p: dict, eps: torch.Tensor, lam: torch.Tensor, buf: dict) -> torch.Tensor:
         mixed = target if pseudo is None else lam[:, None] * target + (1.0 - lam[:, None]) * pseudo  # Eq. 5
         logits = functional_call(model, (p, buf), (x,))
-        return (eps * _soft_ce(logits, mixed)).sum()  # Eq. 1
+        return (eps * a * _soft_ce(logits, mixed)).sum()  # Eq. 1, on the losses aᵢ·Lᵢ
 
     def probe_loss(eps: torch.Tensor, lam: torch.Tensor, buf: dict) -> torch.Tensor:
         g = grad(batch_loss)(params, eps, lam, buf)
@@ -66,7 +74,7 @@ def meta_coefficients(model: torch.nn.Module, x: torch.Tensor, target: torch.Ten
         return F.cross_entropy(logits.float(), probe_y)  # Eq. 2
 
     d_eps, d_lam = grad(probe_loss, argnums=(0, 1))(eps, lam, buffers)
-    w = torch.clamp(-d_eps, min=0.0)
+    w = torch.clamp(-d_eps, min=0.0) * a  # ω*ᵢ·aᵢ: the weight on Lᵢ itself
     total = w.sum()
     w = w / total if total > 0 else torch.zeros_like(w)
     keep = (-d_lam > 0) if pseudo is not None else None  # Eq. 6: [sign(−∂L_p/∂λ)]₊

@@ -105,8 +105,6 @@ class TrainConfig:
             raise UsageError(f"--augment {self.augment!r}: unknown; choose one of {', '.join(AUGMENTS)}")
         if self.pseudo_k < 1 or self.probe_batch < 1:
             raise UsageError(f"--pseudo-k {self.pseudo_k} / --probe-batch {self.probe_batch}: expected at least 1")
-        if (self.meta_reweight or self.meta_relabel) and self.weights:
-            raise UsageError("--weights and --meta-reweight/--meta-relabel both set the per-sample weights; choose one")
         if self.drop_issues and self.relabel:
             raise UsageError("--drop-issues and --relabel both decide what happens to flagged samples; choose one")
         return self
@@ -128,10 +126,11 @@ class TrainConfig:
             out.append(f"EMA α={self.ema:g}")
         if self.label_correction:
             out.append(f"label correction from epoch {self.label_correction} ({self.lc_weighting})")
+        on = " of the audit-weighted losses" if self.weights else ""
         if self.meta_relabel:
-            out.append(f"meta re-labeling + re-weighting (IEG, K={self.pseudo_k})")
+            out.append(f"meta re-labeling + re-weighting{on} (IEG, K={self.pseudo_k})")
         elif self.meta_reweight:
-            out.append("meta re-weighting (L2R/IEG)")
+            out.append(f"meta re-weighting{on} (L2R/IEG)")
         return out or ["plain cross-entropy"]
 
     @property
@@ -254,13 +253,14 @@ def _transition(audit, classes: list[str], config: TrainConfig) -> tuple[np.ndar
 # ---------------------------------------------------------------------------------------- training
 
 def _meta_loss(model, x, target, raw, augment: str, gen, probe_images, probe_labels, normalise,
-               config: TrainConfig, *, lr: float):
+               config: TrainConfig, *, lr: float, prior=None):
     """The step's loss with IEG's data coefficients (meta.py).
 
     meta_reweight: ``L_ω* = Σ ω*_i L(y_i, Φ(x_i))`` (IEG Eq. 1–2, L2R). meta_relabel: IEG Eq. 8,
     ``L_ω* + L_λ*`` with ``L_ω* = Σ ω*_i L(P(λ₀), Φ(x_i))`` and ``L_λ* = Σ (1/B) L(y*_i, Φ(x_i))``, y* the
     given label where λ* > 0 and the pseudo label g(x) (Eq. 3) otherwise (Eq. 7). The probe batch is a
-    random draw of ``probe_batch`` trusted samples, augmented like the training batch.
+    random draw of ``probe_batch`` trusted samples, augmented like the training batch. ``prior`` (B,): the
+    audit's weights with ``--weights`` (meta re-weighting of the audit-weighted losses, meta.py), else None.
     """
     import torch
 
@@ -277,7 +277,7 @@ def _meta_loss(model, x, target, raw, augment: str, gen, probe_images, probe_lab
     if config.meta_relabel:  # g(x): the mean softmax over x and K − 1 more augmentations, sharpened (Eq. 3)
         pseudo = pseudo_label(model, raw, normalise, augment, config.pseudo_k, gen,
                               first=torch.softmax(logits.detach(), dim=1))
-    coef = meta_coefficients(model, x, target, probe_x, probe_labels[pick], lr=lr, pseudo=pseudo)
+    coef = meta_coefficients(model, x, target, probe_x, probe_labels[pick], lr=lr, pseudo=pseudo, prior=prior)
     log_p = torch.log_softmax(logits, dim=1)  # (B, K)
     if pseudo is None:
         return -(coef.weights * (target * log_p).sum(dim=1)).sum()
@@ -408,7 +408,8 @@ def train(data: str | Path | None = None, *, audit: str | Path | None = None, ou
                 target = sln_targets(target, config.sln, gen)
             if config.needs_trusted:  # IEG / L2R: coefficients from a virtual step and the trusted batch
                 loss = _meta_loss(model, x, target, images[ids], augment, gen, probe_images, probe_labels,
-                                  normalise, config, lr=float(sched.get_last_lr()[0]))
+                                  normalise, config, lr=float(sched.get_last_lr()[0]),
+                                  prior=weights[ids] if config.weights else None)
             else:
                 with autocast:
                     logits = model(x)  # (B, K)

@@ -42,6 +42,21 @@ def test_meta_weights_give_a_flipped_duplicate_weight_zero():
     assert coef.keep_given is None
 
 
+def test_meta_weights_on_audit_weighted_losses():
+    # prior a = (1, 1, ½, 1). A's two copies cancel in the virtual step, so the probe sees p = (½, ½) on A and
+    # −∂L_p/∂ω₀ = lr·a₀·½·½. C's copies no longer cancel: C's logits move by −lr·¼·(½·g₂ + g₃) = (+, −)·lr/16,
+    # the probe's p on C is (q, 1 − q) with q = σ(lr/8), and −∂L_p/∂ω₂ = lr·a₂·q/2. The weights on the losses
+    # are ω*ᵢ·aᵢ: (¼, 0, ½·½·q/2, 0), normalised.
+    q = torch.sigmoid(torch.tensor(0.1 / 8))
+    expect = torch.stack([torch.tensor(0.25), torch.tensor(0.0), q / 8, torch.tensor(0.0)])
+    coef = meta_coefficients(_linear(), X, GIVEN, PROBE_X, PROBE_Y, lr=0.1, prior=torch.tensor([1.0, 1.0, 0.5, 1.0]))
+    torch.testing.assert_close(coef.weights, expect / expect.sum())  # ≈ (0.799, 0, 0.201, 0)
+    same = meta_coefficients(_linear(), X, GIVEN, PROBE_X, PROBE_Y, lr=0.1, prior=torch.ones(4))
+    torch.testing.assert_close(same.weights, torch.tensor([0.5, 0.0, 0.5, 0.0]))  # all-ones prior: plain L2R
+    vetoed = meta_coefficients(_linear(), X, GIVEN, PROBE_X, PROBE_Y, lr=0.1, prior=torch.tensor([0.0, 1, 1, 1]))
+    torch.testing.assert_close(vetoed.weights, torch.tensor([0.0, 0.0, 1.0, 0.0]))  # the audit's veto holds
+
+
 def test_meta_relabel_keeps_the_given_label_only_where_it_helps_the_probe():
     pseudo = torch.nn.functional.one_hot(torch.tensor([1, 0, 0, 1]), 2).float()  # wrong where the label is right
     coef = meta_coefficients(_linear(), X, GIVEN, PROBE_X, PROBE_Y, lr=0.1, pseudo=pseudo)
@@ -227,17 +242,24 @@ def test_trusted_labels_must_be_classes_and_meta_methods_need_every_class(tmp_pa
         train(tmp_path / "images", out=None, meta_relabel=True, epochs=1, image_size=16, workers=1)
 
 
-@pytest.mark.parametrize("method", ["--meta-reweight", "--meta-relabel"])
+@pytest.mark.parametrize("method", [["--meta-reweight"], ["--meta-relabel"], ["--weights", "--meta-reweight"]])
 def test_train_with_one_trusted_sample_per_class_end_to_end(tmp_path, method):
     truth = make_color_folder(tmp_path / "images", flips_per_class=6)  # 25% of the labels are wrong
     make_color_folder(tmp_path / "heldout", n_per_class=10, flips_per_class=0, seed=1)
     _trusted_csv(tmp_path, truth, ("015.png",), tmp_path / "trusted.csv")  # one per class
+    audit = []
+    if "--weights" in method:
+        assert runner.invoke(app, ["scan", str(tmp_path / "images"), "--out", str(tmp_path / "audit"), "--quiet",
+                                   *FAST_ARGS]).exit_code == 0
+        audit = ["--audit", str(tmp_path / "audit")]
     res = runner.invoke(app, ["train", str(tmp_path / "images"), "--out", str(tmp_path / "model"), "--eval",
-                              str(tmp_path / "heldout"), "--trusted", str(tmp_path / "trusted.csv"), method,
+                              str(tmp_path / "heldout"), "--trusted", str(tmp_path / "trusted.csv"), *method, *audit,
                               "--epochs", "6", "--image-size", "16", "--batch-size", "16", "--workers", "1",
                               "--model", "tiny", "--quiet"])
     assert res.exit_code == 0, res.output
     metrics = json.loads((tmp_path / "model" / "metrics.json").read_text())
     assert metrics["trusted"]["n"] == 3 and metrics["trusted"]["per_class_min"] == 1
-    assert any("meta re-" in m for m in metrics["methods"])
+    methods = " | ".join(metrics["methods"])
+    assert "meta re-" in methods
+    assert ("of the audit-weighted losses" in methods) == ("--weights" in method)
     assert metrics["final"]["eval_accuracy"] >= 0.9

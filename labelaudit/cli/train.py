@@ -48,7 +48,8 @@ def train_cli(
     trusted: Optional[Path] = TRUSTED,
     meta_reweight: bool = typer.Option(False, "--meta-reweight", help="With --trusted: weight each sample every "
                                                                       "step by how much it helps the trusted "
-                                                                      "batch (L2R/IEG meta re-weighting)."),
+                                                                      "batch (L2R/IEG meta re-weighting); with "
+                                                                      "--weights, of the audit-weighted losses."),
     meta_relabel: bool = typer.Option(False, "--meta-relabel", help="With --trusted: every step, train each "
                                                                     "sample on its given or its pseudo label, "
                                                                     "whichever helps the trusted batch (IEG)."),
