@@ -59,6 +59,9 @@ def rows_for(epochs: int, sigma: float) -> dict[str, dict]:
         # L2R on the audit-weighted losses, and on the audit's kept samples (meta.py)
         "weights+meta": {"trusted": 10, "meta_reweight": True, "weights": True},
         "drop+meta": {"trusted": 10, "meta_reweight": True, "drop_issues": True},
+        # the audit's weights from a scan with the trusted set (calibrated p_mislabeled), no meta step
+        "weights+trusted-scan": {"trusted_scan": 10, "weights": True},
+        "drop+trusted-scan": {"trusted_scan": 10, "drop_issues": True},
     }
 
 
@@ -134,12 +137,18 @@ def run_case(name: str, rows: list[str], seeds: list[int], epochs: int):
         extra = dict(table[row])
         clean = extra.pop("clean", False)
         per_class = extra.pop("trusted", 0)
+        scan_trusted = extra.pop("trusted_scan", 0)
         accs, times = [], []
         for seed in seeds:
             data = {"manifest": clean_manifest(folder), "root": folder / "images"} if clean else \
                 {"data": folder / "images", "audit": audit}
             if per_class:
                 data["trusted"] = trusted_manifest(name, folder, per_class, seed)
+            if scan_trusted:  # an audit of its own: the scan calibrated on this seed's trusted draw
+                data["audit"] = folder / f"audit-trusted-{scan_trusted}-s{seed}"
+                if not (data["audit"] / "run.json").exists():
+                    scan(folder / "images", out=data["audit"], cache_dir=cache,
+                         trusted=trusted_manifest(name, folder, scan_trusted, seed), **options)
             result, seconds = timed(train, **data, out=None, eval_data=held_out, cache_dir=cache, epochs=epochs,
                                     seed=seed, **options, **extra)
             times.append(seconds)
@@ -171,7 +180,8 @@ def markdown(results: list[dict]) -> str:
                   "| wall s / run |", "|---|---|---|---|---|---|---|"]
         for r in rs:
             vs_plain = _versus(r, plain)
-            uses_trust = r["options"].get("meta_reweight") or r["options"].get("meta_relabel")
+            uses_trust = r["options"].get("meta_reweight") or r["options"].get("meta_relabel") \
+                or r["row"].endswith("trusted-scan")
             vs_weights = _versus(r, weights) if uses_trust else ("–", "–")
             lines.append(f"| {r['row']} | {r['mean']:.2%} ± {r['std']:.2%} | {' | '.join(vs_plain)} | "
                          f"{' | '.join(vs_weights)} | {r['wall_s']:.0f} |")
