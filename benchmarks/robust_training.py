@@ -4,6 +4,7 @@
     python benchmarks/robust_training.py                              # digits uniform 0.4, 3 seeds
     python benchmarks/robust_training.py --cases cifar10n_worst_10k   # CIFAR-10N worst, CIFAR-10 test set
     python benchmarks/robust_training.py --rows plain weights --seeds 0
+    python benchmarks/robust_training.py --rows drop+meta --tag side; ... --combine side   # parallel runs
 
 Cases:
 - ``digits_uniform_0.4``: make_noisy.py digits with 40% uniform noise and ``--holdout 400``: the model
@@ -16,13 +17,16 @@ model from that audit. Rows: plain CE, weights, drop, relabel, forward, backward
 SLN+EMA+LC (as the paper writes ω, and reversed), an oracle trained on the clean labels, and with
 10 trusted labels per class, meta re-weighting and meta re-labeling (IEG; for CIFAR-10N the trusted
 images are training images outside the 10k subset, with their clean labels), alone and on top of the
-audit's weights or its kept samples (weights+meta, drop+meta). Test accuracy is reported as mean ± std
+audit's weights or its kept samples (weights+meta, drop+meta); and the audit's weights or drop from a
+scan calibrated on 10 verified labels a class of the case's own images (weights+trusted-scan,
+drop+trusted-scan; one scan per seed, benchmarks/trusted.py's draw). Test accuracy is reported as mean ± std
 over the seeds, with wall time; the trusted rows are also compared with the audit's weights without a
 trusted set. Writes benchmarks/results/robust_training.json and .md.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 import zipfile
@@ -59,7 +63,8 @@ def rows_for(epochs: int, sigma: float) -> dict[str, dict]:
         # L2R on the audit-weighted losses, and on the audit's kept samples (meta.py)
         "weights+meta": {"trusted": 10, "meta_reweight": True, "weights": True},
         "drop+meta": {"trusted": 10, "meta_reweight": True, "drop_issues": True},
-        # the audit's weights from a scan with the trusted set (calibrated p_mislabeled), no meta step
+        # the audit's weights from a scan calibrated on 10 verified labels a class of the data's own
+        # images (benchmarks/trusted.py's draw: the calibration needs verified *and* given labels), no meta step
         "weights+trusted-scan": {"trusted_scan": 10, "weights": True},
         "drop+trusted-scan": {"trusted_scan": 10, "drop_issues": True},
     }
@@ -144,11 +149,13 @@ def run_case(name: str, rows: list[str], seeds: list[int], epochs: int):
                 {"data": folder / "images", "audit": audit}
             if per_class:
                 data["trusted"] = trusted_manifest(name, folder, per_class, seed)
-            if scan_trusted:  # an audit of its own: the scan calibrated on this seed's trusted draw
+            if scan_trusted:  # an audit of its own: the scan calibrated on this seed's in-data trusted draw
+                from trusted import trusted_manifest as in_data
+
                 data["audit"] = folder / f"audit-trusted-{scan_trusted}-s{seed}"
                 if not (data["audit"] / "run.json").exists():
                     scan(folder / "images", out=data["audit"], cache_dir=cache,
-                         trusted=trusted_manifest(name, folder, scan_trusted, seed), **options)
+                         trusted=in_data(folder, scan_trusted, seed), **options)
             result, seconds = timed(train, **data, out=None, eval_data=held_out, cache_dir=cache, epochs=epochs,
                                     seed=seed, **options, **extra)
             times.append(seconds)
@@ -198,14 +205,23 @@ def main() -> None:
     ap.add_argument("--tag", default="robust_training")
     ap.add_argument("--merge", action="store_true", help="keep the other rows of an earlier results file; "
                                                           "rows run now replace theirs")
+    ap.add_argument("--combine", nargs="*", default=[], metavar="TAG",
+                    help="run nothing: fold the rows of these results files (runs made in parallel under other "
+                         "--tag names) into --tag's file, theirs replacing its rows of the same case and method")
     args = ap.parse_args()
+    order = list(rows_for(args.epochs, 1.0))
     earlier = RESULTS / f"{args.tag}.json"
     kept = []
-    if args.merge and earlier.exists():
-        import json
-
+    if (args.merge or args.combine) and earlier.exists():
         kept = json.loads(earlier.read_text())["results"]
-    order = list(rows_for(args.epochs, 1.0))
+    if args.combine:
+        for tag in args.combine:
+            theirs = json.loads((RESULTS / f"{tag}.json").read_text())["results"]
+            fresh = {(r["case"], r["row"]) for r in theirs}
+            kept = [r for r in kept if (r["case"], r["row"]) not in fresh] + theirs
+        kept.sort(key=lambda r: (r["case"], order.index(r["row"])))
+        save_results(args.tag, {"meta": machine_meta(), "results": kept}, markdown(kept))
+        return
     results: list[dict] = []
     for name in args.cases:
         for result in run_case(name, args.rows, args.seeds, args.epochs):
