@@ -203,17 +203,23 @@ def _fingerprint(samples: pd.DataFrame) -> str:
     return h.hexdigest()
 
 
+def decide(p_mislabeled: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """(p clipped to [0, 1], is_label_issue = p > threshold): the one rule for the flags."""
+    p = np.clip(p_mislabeled, 0.0, 1.0)
+    return p, p > threshold
+
+
 def build_samples(ds: Dataset, *, aul_s: np.ndarray, aum_s: np.ndarray, score: np.ndarray,
                   fit: NoiseFit, mean_probs: np.ndarray, threshold: float,
                   limit_s: np.ndarray | None = None) -> pd.DataFrame:
     """samples.parquet: the contract's columns (CONTRACT.md), in its order, then extras
     (``limit_distance`` when LIMIT ran)."""
-    p = np.clip(fit.p_mislabeled, 0.0, 1.0)
+    p, flags = decide(fit.p_mislabeled, threshold)
     pred = mean_probs.argmax(axis=1)
     df = ds.samples.copy()
     df["score"] = score
     df["p_mislabeled"] = p
-    df["is_label_issue"] = p > threshold
+    df["is_label_issue"] = flags
     df["label_score"] = 1.0 - p
     df["rank"] = rank_descending(score)
     df["predicted_label"] = np.asarray(ds.classes, dtype=object)[pred]
@@ -229,7 +235,8 @@ def build_samples(ds: Dataset, *, aul_s: np.ndarray, aum_s: np.ndarray, score: n
     return df[SAMPLE_COLUMNS + extras]
 
 
-def _calibrated(config: ScanConfig, trust: TrustedSet | None, fit: NoiseFit) -> tuple[NoiseFit, Calibration | None, str | None]:
+def _calibrated(config: ScanConfig, trust: TrustedSet | None,
+                fit: NoiseFit) -> tuple[NoiseFit, Calibration | None, str | None]:
     """The noise model recalibrated on the trusted samples that are in the data (trusted.calibrate), or
     the fit unchanged and why. Returns (fit, calibration, reason it was not done)."""
     if trust is None:
@@ -293,9 +300,9 @@ def _with_trusted(config: ScanConfig, trust: TrustedSet, ds: Dataset, flags: np.
                       "classes_without": [c for c, n in zip(ds.classes, counts) if n == 0][:20]},
         "check": check_audit(trust.labels, trust.given, flagged),
         "transition": {"method": "rows (n_i·T_pairs + α·T_audit) / (n_i + α): the posterior mean under a Dirichlet "
-                                 "prior centred on the audit's row, averaged over α's posterior (log-uniform prior on 1..10^4 "
-                                 "× the pairs' marginal likelihood; alpha = its geometric mean); n_i = "
-                                 "trusted samples of true class i that are in the data (Patrini Sec. 5.3 pairs)",
+                                 "prior centred on the audit's row, averaged over α's posterior (log-uniform "
+                                 "prior on 1..10^4 × the pairs' marginal likelihood; alpha = its geometric mean); "
+                                 "n_i = trusted samples of true class i that are in the data (Patrini Sec. 5.3 pairs)",
                        "alpha": alpha, "pairs_per_class": n_pairs.astype(int).tolist()},
     }
     return t_final, frame, info
@@ -413,8 +420,7 @@ def scan(data: str | Path | None = None, *, out: str | Path | None = "labelaudit
     raw = {"aul": aul_s, "aum": aum_s, "limit": limit_s}
     score = fuse(config.fusion, {name: raw[name] for name in scorers})
     fit = fit_noise(config.noise_model, aul_scores=aul_s, aum_scores=aum_s, random_state=config.seed)
-    p_audit = np.clip(fit.p_mislabeled, 0.0, 1.0)
-    audit_flags = p_audit > config.threshold
+    p_audit, audit_flags = decide(fit.p_mislabeled, config.threshold)  # the unsupervised audit's own
     fit, calibration, not_calibrated = _calibrated(config, trust, fit)
     samples = build_samples(ds, aul_s=aul_s, aum_s=aum_s, score=score, fit=fit,
                             mean_probs=dyn.mean_probs if dyn.pseudo_probs is None else dyn.pseudo_probs,
@@ -430,8 +436,10 @@ def scan(data: str | Path | None = None, *, out: str | Path | None = "labelaudit
     if trust is not None:
         t_audit, t_calibrated = t_matrix, None
         if config.transition == "counts":  # the unsupervised audit's T, and the one from the corrected posteriors
-            t_audit, t_calibrated = estimate_transition("counts", p_mislabeled=p_audit, given=ds.labels,
-                                                        probs=dyn.mean_probs)[0], t_matrix
+            t_calibrated = t_matrix
+            if trust.inside.any():  # else no posterior moved (nothing to calibrate on or verify): the same T
+                t_audit = estimate_transition("counts", p_mislabeled=p_audit, given=ds.labels,
+                                              probs=dyn.mean_probs)[0]
         t_matrix, transition, trusted_info = _with_trusted(config, trust, ds, audit_flags, t_audit, t_calibrated)
         trusted_info["calibration"] = calibration.as_dict() if calibration else {"skipped": not_calibrated}
     else:
