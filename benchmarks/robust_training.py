@@ -38,6 +38,7 @@ import pandas as pd
 from _cases import DIGITS, RESULTS, SHARED, WORK, machine_meta, read_truth, save_results, timed
 from labelaudit import scan
 from labelaudit.train import train
+from trusted import trusted_manifest as in_data_manifest
 
 CASES = {
     # name: (make_noisy args, scan/train options, SLN σ (the paper: 1 for symmetric noise, 0.5 otherwise))
@@ -75,9 +76,7 @@ def trusted_manifest(name: str, folder: Path, per_class: int, seed: int) -> Path
     not in the case (held out), with their clean labels, extracted once under benchmarks/work/. Digits:
     the case's own training images with their clean labels."""
     if not name.startswith("cifar"):
-        from trusted import trusted_manifest as in_data
-
-        return in_data(folder, per_class, seed)
+        return in_data_manifest(folder, per_class, seed)
     out = WORK / f"cifar10_trusted_{per_class}_s{seed}"
     manifest = out / "trusted.csv"
     if manifest.exists():
@@ -133,10 +132,14 @@ def run_case(name: str, rows: list[str], seeds: list[int], epochs: int):
     """Yields one result per row as soon as its seeds have run."""
     folder, held_out = build_case(name)
     options, sigma = CASES[name][1], CASES[name][2]
-    audit = folder / "audit"
     cache = str(WORK / "cache")
-    if not (audit / "run.json").exists():
-        scan(folder / "images", out=audit, cache_dir=cache, **options)
+
+    def scanned(out: Path, **extra) -> Path:  # an audit folder, scanned once
+        if not (out / "run.json").exists():
+            scan(folder / "images", out=out, cache_dir=cache, **options, **extra)
+        return out
+
+    audit = scanned(folder / "audit")
     table = rows_for(epochs, sigma)
     for row in rows:  # in the order asked for, so the rows that matter most can run first
         extra = dict(table[row])
@@ -150,12 +153,8 @@ def run_case(name: str, rows: list[str], seeds: list[int], epochs: int):
             if per_class:
                 data["trusted"] = trusted_manifest(name, folder, per_class, seed)
             if scan_trusted:  # an audit of its own: the scan calibrated on this seed's in-data trusted draw
-                from trusted import trusted_manifest as in_data
-
-                data["audit"] = folder / f"audit-trusted-{scan_trusted}-s{seed}"
-                if not (data["audit"] / "run.json").exists():
-                    scan(folder / "images", out=data["audit"], cache_dir=cache,
-                         trusted=in_data(folder, scan_trusted, seed), **options)
+                data["audit"] = scanned(folder / f"audit-trusted-{scan_trusted}-s{seed}",
+                                        trusted=in_data_manifest(folder, scan_trusted, seed))
             result, seconds = timed(train, **data, out=None, eval_data=held_out, cache_dir=cache, epochs=epochs,
                                     seed=seed, **options, **extra)
             times.append(seconds)
@@ -164,6 +163,9 @@ def run_case(name: str, rows: list[str], seeds: list[int], epochs: int):
         yield {"case": name, "row": row, "options": extra, "seeds": seeds, "accuracies": accs,
                "mean": float(np.mean(accs)), "std": float(np.std(accs, ddof=1)) if len(accs) > 1 else 0.0,
                "wall_s": float(np.mean(times)), "epochs": epochs}
+
+
+TRUSTED_ROWS = {row for row, opts in rows_for(40, 1.0).items() if opts.get("trusted") or opts.get("trusted_scan")}
 
 
 def _versus(r: dict, base: dict | None) -> tuple[str, str]:
@@ -187,9 +189,7 @@ def markdown(results: list[dict]) -> str:
                   "| wall s / run |", "|---|---|---|---|---|---|---|"]
         for r in rs:
             vs_plain = _versus(r, plain)
-            uses_trust = r["options"].get("meta_reweight") or r["options"].get("meta_relabel") \
-                or r["row"].endswith("trusted-scan")
-            vs_weights = _versus(r, weights) if uses_trust else ("–", "–")
+            vs_weights = _versus(r, weights) if r["row"] in TRUSTED_ROWS else ("–", "–")
             lines.append(f"| {r['row']} | {r['mean']:.2%} ± {r['std']:.2%} | {' | '.join(vs_plain)} | "
                          f"{' | '.join(vs_weights)} | {r['wall_s']:.0f} |")
         lines.append("")
@@ -205,7 +205,7 @@ def main() -> None:
     ap.add_argument("--tag", default="robust_training")
     ap.add_argument("--merge", action="store_true", help="keep the other rows of an earlier results file; "
                                                           "rows run now replace theirs")
-    ap.add_argument("--combine", nargs="*", default=[], metavar="TAG",
+    ap.add_argument("--combine", nargs="+", metavar="TAG",
                     help="run nothing: fold the rows of these results files (runs made in parallel under other "
                          "--tag names) into --tag's file, theirs replacing its rows of the same case and method")
     args = ap.parse_args()
@@ -214,22 +214,25 @@ def main() -> None:
     kept = []
     if (args.merge or args.combine) and earlier.exists():
         kept = json.loads(earlier.read_text())["results"]
+
+    def merged(old: list[dict], new: list[dict]) -> list[dict]:  # new replaces old's rows of the same case and method
+        fresh = {(r["case"], r["row"]) for r in new}
+        out = [r for r in old if (r["case"], r["row"]) not in fresh] + new
+        return sorted(out, key=lambda r: (r["case"], order.index(r["row"])))
+
+    def save(results: list[dict]) -> None:
+        save_results(args.tag, {"meta": machine_meta(), "results": results}, markdown(results))
+
     if args.combine:
         for tag in args.combine:
-            theirs = json.loads((RESULTS / f"{tag}.json").read_text())["results"]
-            fresh = {(r["case"], r["row"]) for r in theirs}
-            kept = [r for r in kept if (r["case"], r["row"]) not in fresh] + theirs
-        kept.sort(key=lambda r: (r["case"], order.index(r["row"])))
-        save_results(args.tag, {"meta": machine_meta(), "results": kept}, markdown(kept))
+            kept = merged(kept, json.loads((RESULTS / f"{tag}.json").read_text())["results"])
+        save(kept)
         return
     results: list[dict] = []
     for name in args.cases:
         for result in run_case(name, args.rows, args.seeds, args.epochs):
             results.append(result)  # saved after every row, so a stopped run keeps what it finished
-            fresh = {(r["case"], r["row"]) for r in results}
-            merged = [r for r in kept if (r["case"], r["row"]) not in fresh] + results
-            merged.sort(key=lambda r: (r["case"], order.index(r["row"])))
-            save_results(args.tag, {"meta": machine_meta(), "results": merged}, markdown(merged))
+            save(merged(kept, results))
 
 if __name__ == "__main__":
     main()
