@@ -72,11 +72,12 @@ def run_case(name: str, overrides: dict) -> dict:
     metrics.update(score_aurocs(result.samples, folder))
     metrics["flows_found"] = flows_found(out, folder)
     run = result.run
-    n, epochs = run["summary"]["n_samples"], run["config"]["epochs"]
+    n, epochs = run["summary"]["n_samples"], run["epochs_run"]
     return {"case": name, "held_out": case.held_out, **metrics, "scan_s": wall, "scan_s_no_limit": base_s,
             "limit_time_ratio": wall / base_s if base_s else None, "scores": run["scores"]["score"],
             "train_s": run["timings"]["train_s"], "images_per_s": n * epochs / run["timings"]["train_s"],
-            "noise_method": run["noise_model"]["method"], "options": {**case.scan_options, **overrides}}
+            "epochs_run": epochs, "noise_method": run["noise_model"]["method"],
+            "options": {**case.scan_options, **overrides}}
 
 
 def markdown(rows: list[dict]) -> str:
@@ -91,7 +92,7 @@ def markdown(rows: list[dict]) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cases", nargs="*", default=list(CASES), choices=list(CASES))
-    ap.add_argument("--epochs", type=int)
+    ap.add_argument("--epochs", help="scan's --epochs: auto (default) or a number")
     ap.add_argument("--scores", help="scan's --scores, e.g. aum or aul,aum,limit")
     ap.add_argument("--tag", default="detection", help="name of the result files")
     args = ap.parse_args()

@@ -19,6 +19,7 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 
 from labelaudit.mixture import fit_aul_gmm, fit_margin_mixture
+from labelaudit.pipeline import parse_epochs
 from labelaudit.proxy import ProxySettings
 from labelaudit.scores import aul, aum
 from _cases import DEV_CASES, save_results, load_case, timed
@@ -60,11 +61,12 @@ def markdown(rows: list[dict]) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cases", nargs="*", default=list(DEV_CASES), choices=list(DEV_CASES))
-    ap.add_argument("--epochs", type=int, default=ProxySettings.epochs)
+    ap.add_argument("--epochs", default="auto", help="auto (the scan's default) or a number")
     ap.add_argument("--model", default=ProxySettings.model)
     ap.add_argument("--tag", default="noise_models")
     args = ap.parse_args()
-    settings = ProxySettings(epochs=args.epochs, model=args.model)
+    max_epochs, stop_from = parse_epochs(args.epochs)
+    settings = ProxySettings(epochs=max_epochs, stop_from=stop_from, model=args.model)
     rows = []
     for name in args.cases:
         rows.append(run_case(name, settings))

@@ -176,7 +176,7 @@ def scan_stages(folder: Path) -> dict:
         peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
         run = json.loads(Path(f"{tmp}/audit/run.json").read_text())
     n = run["data"]["n_samples"]
-    epochs = run["config"]["epochs"]
+    epochs = run["epochs_run"]
     return {"wall_s": wall, "timings": run["timings"], "n": n, "epochs": epochs,
             "peak_rss_mb": max(peak_kb, before) / 1024,
             "decode": {"n_decoded": run["data"]["n_decoded"], "n_cached": run["data"]["n_cached"]}}

@@ -21,6 +21,7 @@ import argparse
 import numpy as np
 
 from labelaudit.mixture import fit_margin_mixture, noise_table
+from labelaudit.pipeline import parse_epochs
 from labelaudit.proxy import ProxySettings
 from labelaudit.scores import aum
 from labelaudit.transition import anchor_transition, count_transition, given_label_rates, true_prior
@@ -91,10 +92,11 @@ def markdown(rows: list[dict]) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cases", nargs="*", default=list(DEV_CASES), choices=list(DEV_CASES))
-    ap.add_argument("--epochs", type=int, default=ProxySettings.epochs)
+    ap.add_argument("--epochs", default="auto", help="auto (the scan's default) or a number")
     ap.add_argument("--tag", default="transition")
     args = ap.parse_args()
-    settings = ProxySettings(epochs=args.epochs)
+    max_epochs, stop_from = parse_epochs(args.epochs)
+    settings = ProxySettings(epochs=max_epochs, stop_from=stop_from)
     rows = []
     for name in args.cases:
         case_rows = run_case(name, settings)

@@ -67,14 +67,14 @@ def run_case(name: str) -> dict:
     # --- labelaudit scan, end to end (warm cache)
     out = WORK / f"{name}.vs-cleanlab"
     t = time.perf_counter()
-    scan(folder / "images", out=out, cache_dir=str(WORK / "cache"), **case.scan_options)
+    result = scan(folder / "images", out=out, cache_dir=str(WORK / "cache"), **case.scan_options)
     la_s = time.perf_counter() - t
     ev = evaluate(out, folder / "truth.csv")
     la = {"auroc": ev["auroc"], "precision": ev["precision"], "recall": ev["recall"],
           "noise_rate": ev["noise_rate_est"], "noise_rate_error": ev["noise_rate_abs_err"], "wall_s": la_s}
 
-    # --- cleanlab: 5-fold CV pred_probs with the same proxy and epochs per fold
-    settings = ProxySettings(**case.scan_options)
+    # --- cleanlab: 5-fold CV pred_probs with the same proxy and epochs per fold (the epochs the scan ran)
+    settings = ProxySettings(epochs=result.run["epochs_run"], stop_from=None, **case.scan_options)
     t = time.perf_counter()
     probs = cross_validated_probs(loaded.ds, settings)
     labels = np.asarray(loaded.ds.labels)

@@ -73,11 +73,13 @@ def _fit_best(x: np.ndarray, max_components: int, random_state: int) -> tuple[Ga
     return fits[int(np.argmin(bics))], bics
 
 
-def fit_margin_mixture(aum_scores: np.ndarray, *, max_components: int = 3, random_state: int = 0) -> NoiseFit:
+def fit_margin_mixture(aum_scores: np.ndarray, *, max_components: int = 3, random_state: int = 0,
+                       interval: bool = True) -> NoiseFit:
     """p(mislabeled) = posterior mass of the mixture components with a negative mean AUM.
 
     aum_scores: (N,) mean logit margins (lower = more suspicious). The number of components
-    (1..max_components) is chosen by BIC.
+    (1..max_components) is chosen by BIC. ``interval=False`` skips the bootstrap (NoiseFit.interval is
+    None): the proxy's stopping rule refits every epoch and needs the rate only.
     """
     x = np.asarray(aum_scores, dtype=np.float64).reshape(-1, 1)
     n = len(x)
@@ -95,8 +97,9 @@ def fit_margin_mixture(aum_scores: np.ndarray, *, max_components: int = 3, rando
                "mislabeled_components": int(noisy.sum())}
     method = (f"margin mixture: {gmm.n_components} Gaussian component(s) on AUM chosen by BIC; "
               f"p(mislabeled) = posterior of the {int(noisy.sum())} component(s) with negative mean margin")
-    interval = bootstrap_interval(x, gmm, noisy, random_state=random_state) if noisy.any() else (0.0, 0.0)
-    return NoiseFit(p, float(p.mean()), method, details, interval)
+    bounds = None if not interval else \
+        bootstrap_interval(x, gmm, noisy, random_state=random_state) if noisy.any() else (0.0, 0.0)
+    return NoiseFit(p, float(p.mean()), method, details, bounds)
 
 
 def fit_aul_gmm(aul_scores: np.ndarray, *, random_state: int = 0) -> NoiseFit:

@@ -27,7 +27,7 @@ from .errors import DataError, UsageError
 from .mixture import BOOTSTRAP_LEVEL, BOOTSTRAP_ROUNDS, NOISE_MODELS, NoiseFit, fit_noise, noise_table
 from .models import MIN_IMAGE_SIZE, MODELS
 from .outputs import SAMPLE_COLUMNS, AuditTables, write_audit, write_parquet
-from .proxy import ProxySettings
+from .proxy import AUTO_EPOCHS, ProxySettings
 from .limit import LimitSettings
 from .scores import FUSIONS, SCORES, aul, aum, fuse, rank_descending
 from .sources import MANIFEST_SUFFIXES, Listing, list_folder, list_manifest
@@ -47,7 +47,7 @@ class ScanConfig:
     cache_dir: str | None = None  # None = $LABELAUDIT_CACHE or ~/.cache/labelaudit
     # --- proxy training (see proxy.ProxySettings for the why of each)
     model: str = ProxySettings.model  # small | medium | resnet18
-    epochs: int = ProxySettings.epochs  # small proxy: 10k 32-px images × 15 epochs ≈ 70 s on 2 cores
+    epochs: int | str = "auto"  # auto: 15 to 30, stopping at the onset of memorisation (proxy.py); N: exactly N
     batch_size: int = ProxySettings.batch_size
     lr: float = ProxySettings.lr  # constant: AUL is read before any learning-rate drop
     augment: str = ProxySettings.augment  # crop+flip | crop | none ("crop" for digits, text, symbols)
@@ -83,11 +83,11 @@ class ScanConfig:
     resume: bool = False  # continue from <out>/checkpoint.pt (written after every epoch) when it is there
 
     def validate(self) -> "ScanConfig":
+        """The config with ``epochs`` in its one spelling ("auto" or an int), or UsageError."""
         checks = [
             (MIN_IMAGE_SIZE <= self.image_size <= 1024, "--image-size", self.image_size,
              f"a side length from {MIN_IMAGE_SIZE} to 1024 px"),
             (self.workers >= 0, "--workers", self.workers, "0 (auto) or a positive number"),
-            (self.epochs >= 1, "--epochs", self.epochs, "at least 1"),
             (self.batch_size >= 2, "--batch-size", self.batch_size, "at least 2"),
             (self.lr > 0 and np.isfinite(self.lr), "--lr", self.lr, "a positive number"),
             (0.0 < self.threshold < 1.0, "--threshold", self.threshold, "a probability strictly between 0 and 1"),
@@ -113,10 +113,25 @@ class ScanConfig:
                                            ("--transition", "transition estimator", self.transition, TRANSITIONS)):
             if value not in names:
                 raise UsageError(f"{option} {value!r}: unknown {what}; choose one of {', '.join(names)}")
-        return self
+        epochs, stop_from = parse_epochs(self.epochs)
+        return dataclasses.replace(self, epochs="auto" if stop_from is not None else epochs)
 
 
 PSEUDO_LABELS = ("mean", "augment")
+
+
+def parse_epochs(value: int | str) -> tuple[int, int | None]:
+    """``--epochs``: ``"auto"`` → (30, 15): at most 30, stopping from epoch 15 on at the onset of
+    memorisation (proxy.memorisation_check); ``N`` (an int or its text) → (N, None): exactly N."""
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return AUTO_EPOCHS[1], AUTO_EPOCHS[0]
+    try:
+        n = int(value)
+    except (TypeError, ValueError):
+        n = 0
+    if isinstance(value, float) or n < 1:
+        raise UsageError(f"--epochs {value}: expected auto or a whole number of epochs, at least 1")
+    return n, None
 
 
 def parse_scores(text: str) -> tuple[str, ...]:
@@ -395,8 +410,9 @@ def scan(data: str | Path | None = None, *, out: str | Path | None = "labelaudit
     t = time.perf_counter()
     images = device_images(ds.images, device)  # (N, 3, S, S) uint8
     labels = device_labels(ds.labels, device)
-    settings = ProxySettings(model=config.model, epochs=config.epochs, batch_size=config.batch_size,
-                             lr=config.lr, augment=config.augment, seed=config.seed, compile=config.compile)
+    max_epochs, stop_from = parse_epochs(config.epochs)
+    settings = ProxySettings(model=config.model, epochs=max_epochs, stop_from=stop_from,
+                             batch_size=config.batch_size, lr=config.lr, augment=config.augment, seed=config.seed, compile=config.compile)
     scorers = parse_scores(config.scores)
     limit = LimitSettings(dist=config.limit_dist, beta=config.limit_beta, model=config.limit_model) \
         if "limit" in scorers else None
@@ -458,6 +474,8 @@ def scan(data: str | Path | None = None, *, out: str | Path | None = "labelaudit
         "seed": config.seed,
         "timings": timings,
         "resumed_from_epoch": dyn.resumed_from_epoch,
+        "epochs_run": int(dyn.loss.shape[0]),
+        "early_stop": dyn.stopped,
         "data": {"source": listing.source, "root": str(Path(listing.root).resolve()),
                  "manifest": str(listing.manifest.resolve()) if listing.manifest else None,
                  "n_samples": len(ds.samples),

@@ -34,6 +34,7 @@ class Dynamics:
     limit_epochs: np.ndarray | None = None  # (E, N) float32: LIMIT distance in the training pass, when LIMIT ran
     limit_distance: np.ndarray | None = None  # (N,) float32: LIMIT distance after training, eval mode, no augmentation
     resumed_from_epoch: int = 0  # epochs that came from a checkpoint (scan --resume)
+    stopped: dict | None = None  # proxy.memorisation_check at the early stop; None = ran every epoch
     pseudo_probs: np.ndarray | None = None  # (N, K) IEG Eq. 3 pseudo labels of the trained proxy, when asked for
 
 

@@ -184,7 +184,7 @@ def render_report(audit: Audit, *, top: int = DEFAULT_TOP) -> str:
     method = e(str(run.get("noise_model", {}).get("method", "")))
     sections = [f'<section id="summary"><h2>Summary</h2><div class="stats">{stats}</div>{flows_html}'
                 f'<p class="note">Noise model: {method}. Proxy: {e(str(cfg.get("model", "")))}, '
-                f'{e(str(cfg.get("epochs", "")))} epochs on {e(str(run.get("device", "")))}, seed '
+                f'{e(str(run.get("epochs_run", cfg.get("epochs", ""))))} epochs on {e(str(run.get("device", "")))}, seed '
                 f'{e(str(run.get("seed", "")))}; labelaudit {e(str(run.get("labelaudit_version", "")))}.</p></section>']
     sections.append(f'<section id="scores"><h2>Score distribution and fitted mixture</h2>'
                     f'<img class="fig" alt="score histogram" src="{histogram_figure(audit)}"></section>')

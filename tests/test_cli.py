@@ -154,7 +154,7 @@ def test_manifest_scan(color_folder, tmp_path):
 
 @pytest.mark.parametrize("args,code,message", [
     (["scan", "/no/such/folder"], 2, "no such folder"),
-    (["scan", "{root}", "--epochs", "0"], 2, "--epochs 0: expected at least 1"),
+    (["scan", "{root}", "--epochs", "0"], 2, "--epochs 0: expected auto or a whole number of epochs, at least 1"),
     (["scan", "{root}", "--device", "tpu"], 2, "--device"),
     (["scan", "{root}", "--model", "vgg99"], 2, "unknown model"),
     (["scan", "{root}", "--scores", "aum,loss"], 2, "--scores 'aum,loss'"),

@@ -38,7 +38,8 @@ def scan_cli(
                                                         "or ~/.cache/labelaudit]."),
     cache: bool = typer.Option(_D.cache, "--cache/--no-cache", help="Reuse decoded images across scans."),
     model: str = typer.Option(_D.model, help="Proxy network: small, medium or resnet18."),
-    epochs: int = typer.Option(_D.epochs, help="Proxy training epochs."),
+    epochs: str = typer.Option(_D.epochs, help="Proxy training epochs: auto (15 to 30, stopping when the proxy "
+                               "starts to memorise the noisy labels) or a number (exactly that many)."),
     batch_size: int = typer.Option(_D.batch_size, help="Proxy batch size."),
     lr: float = typer.Option(_D.lr, help="Constant SGD learning rate."),
     augment: str = typer.Option(_D.augment, help="crop+flip, crop (for digits, text, symbols) or none."),

@@ -37,7 +37,12 @@ def render_overview(console: Console, run: dict) -> None:
                           f"(log-odds shift {cal['shift']:+.2f} ± {cal['se']:.2f})[/dim]", soft_wrap=True)
     if run.get("resumed_from_epoch"):
         console.print(f"[dim]Resumed from the checkpoint of epoch {run['resumed_from_epoch']} "
-                      f"of {run['config']['epochs']}[/dim]")
+                      f"of {run.get('epochs_run', run['config']['epochs'])}[/dim]")
+    stop = run.get("early_stop")
+    if stop:
+        console.print(f"[dim]Proxy stopped after epoch {stop['epoch']}: it agreed with {stop['agreement']:.1%} of "
+                      f"the given labels, the share the noise model believes right "
+                      f"({1 - stop['noise_rate']:.1%}); more epochs would memorise the rest[/dim]", soft_wrap=True)
     flows = s.get("top_flows") or []
     if flows:
         console.print("[bold]Largest label flows[/bold] (share of a true class filed under another label):")

@@ -1,0 +1,84 @@
+"""--epochs auto: the proxy stops at the onset of memorisation (proxy.memorisation_check)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from labelaudit import proxy
+from labelaudit.errors import UsageError
+from labelaudit.pipeline import parse_epochs
+from labelaudit.proxy import ProxySettings, memorisation_check, train_proxy
+
+
+def _margins(epochs: int, memorised_from: int | None, n: int = 2000, noisy_share: float = 0.2, seed: int = 0):
+    """(E, N) margins: clean samples ~ N(2, 1.5) every epoch (91% positive); the first
+    ``noisy_share`` are mislabeled, ~ N(-3, 1) until epoch ``memorised_from``, like clean after it."""
+    rng = np.random.default_rng(seed)
+    m = rng.normal(2.0, 1.5, (epochs, n))
+    n_noisy = int(noisy_share * n)
+    last = epochs if memorised_from is None else memorised_from
+    m[:last, :n_noisy] = rng.normal(-3.0, 1.0, (last, n_noisy))
+    return m
+
+
+def test_check_fires_on_the_first_epoch_that_fits_more_labels_than_are_right():
+    m = _margins(10, memorised_from=6)
+    for e in range(2, 7):  # agreement ≈ 0.8 × 0.91 = 0.73 < 1 − η̂ ≈ 0.8
+        check = memorisation_check(m[:e])
+        assert check["epoch"] == e and not check["memorising"]
+        assert check["noise_rate"] == pytest.approx(0.2, abs=0.01)
+        assert check["agreement"] == pytest.approx(0.8 * 0.909 + 0.2 * 0.0013, abs=0.02)
+    check = memorisation_check(m[:7])  # epoch 7: the mislabeled samples fit their labels
+    assert check["memorising"]
+    assert check["agreement"] == pytest.approx(0.909, abs=0.02)
+    assert check["noise_rate"] == pytest.approx(0.2, abs=0.01)  # the mean margin is still far below 0
+
+
+def test_clean_data_never_stops_early():
+    m = _margins(12, memorised_from=None, noisy_share=0.0)
+    checks = [memorisation_check(m[:e]) for e in range(1, 13)]
+    assert all(c["noise_rate"] == 0.0 and not c["memorising"] for c in checks)
+
+
+def test_parse_epochs():
+    assert parse_epochs("auto") == (30, 15) == (proxy.AUTO_EPOCHS[1], proxy.AUTO_EPOCHS[0])
+    assert parse_epochs("AUTO") == (30, 15)
+    assert parse_epochs("7") == (7, None)
+    assert parse_epochs(3) == (3, None)
+    for bad in ("0", "-2", "banana", 2.5, ""):
+        with pytest.raises(UsageError, match=r"^--epochs .*expected auto or a whole number"):
+            parse_epochs(bad)
+
+
+def _tiny(n: int = 24, k: int = 2):
+    g = torch.Generator().manual_seed(0)
+    return torch.randint(0, 256, (n, 3, 16, 16), dtype=torch.uint8, generator=g), torch.arange(n) % k
+
+
+def test_training_stops_where_the_check_says_and_reports_it(monkeypatch):
+    seen = []
+
+    def fake_check(margin):
+        seen.append(margin.shape[0])
+        assert not np.isnan(margin).any()  # only finished epochs are handed over
+        return {"epoch": margin.shape[0], "agreement": 1.0, "noise_rate": 0.0, "memorising": margin.shape[0] >= 4}
+
+    monkeypatch.setattr(proxy, "memorisation_check", fake_check)
+    images, labels = _tiny()
+    calls = []
+    dyn = train_proxy(images, labels, 2, ProxySettings(model="tiny", epochs=9, stop_from=2, batch_size=8),
+                      device=torch.device("cpu"), progress=lambda *a: calls.append(a))
+    assert seen == [2, 3, 4]  # checked before epochs 3, 4 and 5; the third check stops it
+    assert dyn.loss.shape == dyn.margin.shape == (4, 24)
+    assert dyn.stopped == {"epoch": 4, "agreement": 1.0, "noise_rate": 0.0, "memorising": True}
+    stage, completed, total, info = calls[-1]
+    assert stage == "train" and completed == total == 4 * 3 and info["epochs"] == 4  # the bar ends full
+
+
+def test_fixed_epochs_never_check(monkeypatch):
+    monkeypatch.setattr(proxy, "memorisation_check", lambda m: pytest.fail("checked with a fixed --epochs"))
+    images, labels = _tiny()
+    dyn = train_proxy(images, labels, 2, ProxySettings(model="tiny", epochs=3, stop_from=None, batch_size=8),
+                      device=torch.device("cpu"))
+    assert dyn.margin.shape == (3, 24) and dyn.stopped is None
