@@ -53,6 +53,20 @@ def save_results(tag: str, payload, md: str) -> None:
     print(md)
 
 
+def run_and_save(tag: str, names: list[str], run_case, markdown, *, held_out_last: dict | None = None) -> list[dict]:
+    """Run ``run_case(name)`` for each name, printing each row's table line as it comes, then
+    save_results(tag, {"meta", "rows"}). ``held_out_last`` (the cases by name): held-out cases run
+    after the others, so a rule is fixed on the development cases before the held-out one is seen."""
+    if held_out_last is not None:
+        names = sorted(names, key=lambda n: held_out_last[n].held_out)
+    rows = []
+    for name in names:
+        rows.append(run_case(name))
+        print(markdown(rows[-1:]).splitlines()[-1], flush=True)
+    save_results(tag, {"meta": machine_meta(), "rows": rows}, markdown(rows))
+    return rows
+
+
 def machine_meta() -> dict:
     """What a result was measured with: versions, cores, torch threads, machine, date."""
     import os

@@ -22,7 +22,7 @@ from sklearn.metrics import roc_auc_score
 
 from labelaudit.mixture import fit_margin_mixture
 from labelaudit.proxy import AUTO_EPOCHS, ProxySettings, memorisation_check
-from _cases import CASES, NOISE_RATE_CASES, load_case, machine_meta, save_results, timed
+from _cases import CASES, NOISE_RATE_CASES, load_case, run_and_save, timed
 
 ALL = {**NOISE_RATE_CASES, **{n: c for n, c in CASES.items() if n not in NOISE_RATE_CASES}}
 LOW, HIGH = AUTO_EPOCHS
@@ -73,12 +73,7 @@ def main() -> None:
     ap.add_argument("--tag", default="epochs")
     args = ap.parse_args()
     names = [n for n in args.cases if not (args.no_held_out and ALL[n].held_out)]
-    names.sort(key=lambda n: ALL[n].held_out)  # the held-out case last, after the rule is fixed
-    rows = []
-    for name in names:
-        rows.append(run_case(name))
-        print(markdown(rows[-1:]).splitlines()[-1], flush=True)
-    save_results(args.tag, {"machine": machine_meta(), "rows": rows}, markdown(rows))
+    run_and_save(args.tag, names, run_case, markdown, held_out_last=ALL)
 
 
 if __name__ == "__main__":

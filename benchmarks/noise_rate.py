@@ -20,7 +20,7 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 
 from labelaudit import scan
-from _cases import NOISE_RATE_CASES, WORK, build, machine_meta, read_truth, save_results, timed
+from _cases import NOISE_RATE_CASES, WORK, build, read_truth, run_and_save, timed
 
 BINS = 10
 
@@ -90,11 +90,7 @@ def main() -> None:
     ap.add_argument("--tag", default="noise_rate")
     args = ap.parse_args()
     names = [n for n in args.cases if not (args.no_held_out and NOISE_RATE_CASES[n].held_out)]
-    rows = []
-    for name in names:
-        rows.append(run_case(name))
-        print(markdown(rows[-1:]).splitlines()[-1], flush=True)
-    save_results(args.tag, {"meta": machine_meta(), "rows": rows}, markdown(rows))
+    run_and_save(args.tag, names, run_case, markdown)
 
 
 if __name__ == "__main__":

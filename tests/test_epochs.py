@@ -82,3 +82,35 @@ def test_fixed_epochs_never_check(monkeypatch):
     dyn = train_proxy(images, labels, 2, ProxySettings(model="tiny", epochs=3, stop_from=None, batch_size=8),
                       device=torch.device("cpu"))
     assert dyn.margin.shape == (3, 24) and dyn.stopped is None
+
+
+def test_auto_scan_records_its_stop_and_the_summary_says_it(color_folder, monkeypatch):
+    """End to end with --epochs auto: the stop lands in run.json and the terminal summary."""
+    from rich.console import Console
+
+    from labelaudit import scan
+    from labelaudit.cli.summary import render_overview
+
+    from .conftest import FAST
+
+    stop_at = 3
+    real = proxy.memorisation_check
+
+    def check(margin):  # the real check, forced to say yes from epoch 3 on (a tiny set never memorises)
+        return {**real(margin), "memorising": margin.shape[0] >= stop_at}
+
+    monkeypatch.setattr(proxy, "memorisation_check", check)
+    monkeypatch.setattr(proxy, "AUTO_EPOCHS", (2, 6))
+    monkeypatch.setattr("labelaudit.pipeline.AUTO_EPOCHS", (2, 6))
+    root, _ = color_folder
+    result = scan(root, out=None, **{**FAST, "epochs": "auto"})
+    run = result.run
+    assert run["config"]["epochs"] == "auto" and run["epochs_run"] == stop_at
+    assert run["early_stop"]["epoch"] == stop_at and run["early_stop"]["memorising"]
+    assert 0.0 <= run["early_stop"]["agreement"] <= 1.0 and 0.0 <= run["early_stop"]["noise_rate"] <= 1.0
+    assert result.trajectories["epoch"].max() == stop_at
+    console = Console(record=True, width=200)
+    render_overview(console, run)
+    assert f"Proxy stopped after epoch {stop_at}: it agreed with" in console.export_text()
+    fixed = scan(root, out=None, **FAST)
+    assert fixed.run["epochs_run"] == FAST["epochs"] and fixed.run["early_stop"] is None
