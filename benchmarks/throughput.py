@@ -114,7 +114,7 @@ def train_rates(ds, models: list[str], epochs: int, device: torch.device) -> dic
     n, k = len(labels), len(ds.classes)
     out = {}
     for model in models:
-        settings = ProxySettings(model=model, epochs=epochs)
+        settings = ProxySettings(model=model, epochs=epochs, stop_from=None)
         t = time.perf_counter()
         train_proxy(images, labels, k, settings, device=device)
         seconds = time.perf_counter() - t
@@ -132,7 +132,7 @@ def train_rates(ds, models: list[str], epochs: int, device: torch.device) -> dic
 
     with mock.patch.object(proxy, "device_model", nchw_model), mock.patch.object(Normalise, "__call__", nchw_normalise):
         t = time.perf_counter()
-        train_proxy(images, labels, k, ProxySettings(epochs=epochs), device=device)
+        train_proxy(images, labels, k, ProxySettings(epochs=epochs, stop_from=None), device=device)
         seconds = time.perf_counter() - t
     out["small_without_channels_last"] = {"images_per_s": n * epochs / seconds, "epochs": epochs,
                                           "channels_last_speedup": out["small"]["images_per_s"] / (n * epochs / seconds)

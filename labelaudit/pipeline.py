@@ -412,7 +412,8 @@ def scan(data: str | Path | None = None, *, out: str | Path | None = "labelaudit
     labels = device_labels(ds.labels, device)
     max_epochs, stop_from = parse_epochs(config.epochs)
     settings = ProxySettings(model=config.model, epochs=max_epochs, stop_from=stop_from,
-                             batch_size=config.batch_size, lr=config.lr, augment=config.augment, seed=config.seed, compile=config.compile)
+                             batch_size=config.batch_size, lr=config.lr, augment=config.augment,
+                             seed=config.seed, compile=config.compile)
     scorers = parse_scores(config.scores)
     limit = LimitSettings(dist=config.limit_dist, beta=config.limit_beta, model=config.limit_model) \
         if "limit" in scorers else None
