@@ -18,6 +18,7 @@ Writes benchmarks/results/vs_cleanlab.json and .md.
 from __future__ import annotations
 
 import argparse
+import json
 import time
 
 import numpy as np
@@ -25,7 +26,7 @@ import torch
 from sklearn.metrics import precision_score, recall_score, roc_auc_score
 from sklearn.model_selection import StratifiedKFold
 
-from _cases import CASES, WORK, evaluate, load_case, machine_meta, save_results
+from _cases import CASES, RESULTS, WORK, evaluate, load_case, machine_meta, save_results
 from labelaudit import scan
 from labelaudit.loop import autocast_for, batched_logits, device_images, device_labels
 from labelaudit.proxy import ProxySettings, train_proxy
@@ -121,8 +122,14 @@ def markdown(results: list[dict]) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cases", nargs="*", default=DEFAULT_CASES, choices=sorted(CASES))
+    ap.add_argument("--merge", action="store_true",
+                    help="keep the saved rows of the cases not run now (re-run one case whose timing was disturbed)")
     args = ap.parse_args()
     results = [run_case(name) for name in args.cases]
+    if args.merge:
+        saved = json.loads((RESULTS / "vs_cleanlab.json").read_text())["results"]
+        fresh = {r["case"]: r for r in results}
+        results = [fresh.pop(r["case"], r) for r in saved] + list(fresh.values())
     save_results("vs_cleanlab", {"meta": machine_meta(), "results": results}, markdown(results))
 
 
