@@ -141,6 +141,16 @@ def test_json_output_and_quiet(color_folder, tmp_path):
     assert res.exit_code == 0 and res.stdout.strip() == ""
 
 
+def test_score_is_an_alias_of_scores(color_folder, tmp_path):
+    root, _ = color_folder
+    res = runner.invoke(app, ["scan", str(root), "-o", str(tmp_path / "a"), "--quiet", "--score", "aul", *FAST_ARGS])
+    assert res.exit_code == 0, res.output
+    run = json.loads((tmp_path / "a" / "run.json").read_text())
+    samples = pd.read_parquet(tmp_path / "a" / "samples.parquet")
+    assert run["scores"]["ran"] == ["aul"] and run["config"]["scores"] == "aul"
+    np.testing.assert_allclose(samples["score"], samples["aul"])  # AUL: higher = more suspicious already
+
+
 def test_manifest_scan(color_folder, tmp_path):
     root, _ = color_folder
     rows = [(p.relative_to(root).as_posix(), p.parent.name) for p in sorted(root.rglob("*.png"))]

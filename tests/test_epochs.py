@@ -114,3 +114,11 @@ def test_auto_scan_records_its_stop_and_the_summary_says_it(color_folder, monkey
     assert f"Proxy stopped after epoch {stop_at}: it agreed with" in console.export_text()
     fixed = scan(root, out=None, **FAST)
     assert fixed.run["epochs_run"] == FAST["epochs"] and fixed.run["early_stop"] is None
+
+
+def test_a_large_set_is_checked_on_a_fixed_draw(monkeypatch):
+    monkeypatch.setattr(proxy, "CHECK_SAMPLES", 500)
+    m = _margins(8, memorised_from=None, n=3000)
+    a, b = memorisation_check(m), memorisation_check(m)
+    assert a == b  # the same draw every time: same seed, same outputs
+    assert a["noise_rate"] == pytest.approx(0.2, abs=0.05) and a["agreement"] == pytest.approx(0.8 * 0.909, abs=0.02)

@@ -47,8 +47,9 @@ def scan_cli(
     compile: bool = typer.Option(_D.compile, "--compile/--no-compile", help="torch.compile the proxy network "
                                                                           "(pays off on long GPU runs)."),
     seed: int = typer.Option(_D.seed, help="Random seed; same seed, device and data give the same outputs."),
-    scores: str = typer.Option(_D.scores, help="Scores fused into the ranking: a comma list of aul, aum, limit "
-                                                "(limit trains two more networks; see docs/scores.md)."),
+    scores: str = typer.Option(_D.scores, "--scores", "--score",
+                               help="Scores fused into the ranking: a comma list of aul, aum, limit (limit trains "
+                                    "two more networks; see docs/scores.md). --score aul ranks by AUL alone."),
     fusion: str = typer.Option(_D.fusion, help="How several scores are fused: z-mean, rank-mean or posterior-mean."),
     limit_dist: str = typer.Option(_D.limit_dist, help="LIMIT's gradient predictor: gaussian (MSE) or laplace (MAE)."),
     limit_beta: float = typer.Option(_D.limit_beta, help="LIMIT's penalty on the predicted gradient's norm (β)."),
