@@ -53,6 +53,19 @@ def save_results(tag: str, payload, md: str) -> None:
     print(md)
 
 
+def chosen_cases(doc: str, cases: dict, tag: str) -> tuple[list[str], str]:
+    """The command line shared by the benchmarks that run a table of cases: ``--cases`` (default: all),
+    ``--no-held-out`` (skip the held-out real-noise set) and ``--tag``. Returns (case names, tag)."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--cases", nargs="*", default=list(cases), choices=list(cases))
+    ap.add_argument("--no-held-out", action="store_true", help="skip the held-out CIFAR-10N worse_label case")
+    ap.add_argument("--tag", default=tag)
+    args = ap.parse_args()
+    return [n for n in args.cases if not (args.no_held_out and cases[n].held_out)], args.tag
+
+
 def run_and_save(tag: str, names: list[str], run_case, markdown, *, held_out_last: dict | None = None) -> list[dict]:
     """Run ``run_case(name)`` for each name, printing each row's table line as it comes, then
     save_results(tag, {"meta", "rows"}). ``held_out_last`` (the cases by name): held-out cases run

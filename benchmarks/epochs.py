@@ -15,14 +15,12 @@ with the rule already chosen on the others, never used to choose it.
 """
 from __future__ import annotations
 
-import argparse
-
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
 from labelaudit.mixture import fit_margin_mixture
 from labelaudit.proxy import AUTO_EPOCHS, ProxySettings, memorisation_check
-from _cases import CASES, NOISE_RATE_CASES, load_case, run_and_save, timed
+from _cases import CASES, NOISE_RATE_CASES, chosen_cases, load_case, run_and_save, timed
 
 ALL = {**NOISE_RATE_CASES, **{n: c for n, c in CASES.items() if n not in NOISE_RATE_CASES}}
 LOW, HIGH = AUTO_EPOCHS
@@ -67,14 +65,8 @@ def markdown(rows: list[dict]) -> str:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--cases", nargs="*", default=list(ALL), choices=list(ALL))
-    ap.add_argument("--no-held-out", action="store_true", help="skip the held-out CIFAR-10N worse_label case")
-    ap.add_argument("--tag", default="epochs")
-    args = ap.parse_args()
-    names = [n for n in args.cases if not (args.no_held_out and ALL[n].held_out)]
-    run_and_save(args.tag, names, run_case, markdown, held_out_last=ALL)
-
+    names, tag = chosen_cases(__doc__, ALL, "epochs")
+    run_and_save(tag, names, run_case, markdown, held_out_last=ALL)
 
 if __name__ == "__main__":
     main()

@@ -14,13 +14,12 @@ never tuned on. Writes benchmarks/results/<tag>.json and .md.
 """
 from __future__ import annotations
 
-import argparse
 
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
 from labelaudit import scan
-from _cases import NOISE_RATE_CASES, WORK, build, read_truth, run_and_save, timed
+from _cases import NOISE_RATE_CASES, WORK, build, chosen_cases, read_truth, run_and_save, timed
 
 BINS = 10
 
@@ -84,14 +83,8 @@ def markdown(rows: list[dict]) -> str:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--cases", nargs="*", default=list(NOISE_RATE_CASES), choices=list(NOISE_RATE_CASES))
-    ap.add_argument("--no-held-out", action="store_true", help="skip the held-out CIFAR-10N worse_label case")
-    ap.add_argument("--tag", default="noise_rate")
-    args = ap.parse_args()
-    names = [n for n in args.cases if not (args.no_held_out and NOISE_RATE_CASES[n].held_out)]
-    run_and_save(args.tag, names, run_case, markdown)
-
+    names, tag = chosen_cases(__doc__, NOISE_RATE_CASES, "noise_rate")
+    run_and_save(tag, names, run_case, markdown)
 
 if __name__ == "__main__":
     main()
