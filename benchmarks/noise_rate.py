@@ -14,7 +14,6 @@ never tuned on. Writes benchmarks/results/<tag>.json and .md.
 """
 from __future__ import annotations
 
-
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
