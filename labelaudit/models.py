@@ -1,5 +1,5 @@
 """Stage 3a — proxy networks. Small on purpose: the proxy only has to learn the clean signal faster
-than it memorises the noise, and the default must train 10k images × 15 epochs in minutes on 2 CPU
+than it memorises the noise, and the default must train 10k images × 15–30 epochs in minutes on 2 CPU
 cores.
 
 ``small`` (default): an airbench-style CNN (conv-pool-BN-GELU blocks, global max pool) narrowed
