@@ -55,7 +55,8 @@ def save_results(tag: str, payload, md: str) -> None:
 
 def chosen_cases(doc: str, cases: dict, tag: str) -> tuple[list[str], str]:
     """The command line shared by the benchmarks that run a table of cases: ``--cases`` (default: all),
-    ``--no-held-out`` (skip the held-out real-noise set) and ``--tag``. Returns (case names, tag)."""
+    ``--no-held-out`` (skip the held-out real-noise set) and ``--tag``. Returns (case names, tag), the
+    held-out cases last, so a rule is fixed on the development cases before a held-out one is seen."""
     import argparse
 
     ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -63,21 +64,27 @@ def chosen_cases(doc: str, cases: dict, tag: str) -> tuple[list[str], str]:
     ap.add_argument("--no-held-out", action="store_true", help="skip the held-out CIFAR-10N worse_label case")
     ap.add_argument("--tag", default=tag)
     args = ap.parse_args()
-    return [n for n in args.cases if not (args.no_held_out and cases[n].held_out)], args.tag
+    names = [n for n in args.cases if not (args.no_held_out and cases[n].held_out)]
+    return sorted(names, key=lambda n: cases[n].held_out), args.tag
 
 
-def run_and_save(tag: str, names: list[str], run_case, markdown, *, held_out_last: dict | None = None) -> list[dict]:
+def run_and_save(tag: str, names: list[str], run_case, markdown) -> list[dict]:
     """Run ``run_case(name)`` for each name, printing each row's table line as it comes, then
-    save_results(tag, {"meta", "rows"}). ``held_out_last`` (the cases by name): held-out cases run
-    after the others, so a rule is fixed on the development cases before the held-out one is seen."""
-    if held_out_last is not None:
-        names = sorted(names, key=lambda n: held_out_last[n].held_out)
+    save_results(tag, {"meta", "rows"})."""
     rows = []
     for name in names:
         rows.append(run_case(name))
         print(markdown(rows[-1:]).splitlines()[-1], flush=True)
     save_results(tag, {"meta": machine_meta(), "rows": rows}, markdown(rows))
     return rows
+
+
+def replace_rows(saved: list[dict], fresh: list[dict], key) -> list[dict]:
+    """``saved`` with each row whose ``key(row)`` a fresh row shares replaced by that fresh row, in
+    place; fresh rows with a new key at the end (a benchmark's --merge: re-run some rows, keep the rest)."""
+    by_key = {key(r): r for r in fresh}
+    out = [by_key.pop(key(r), r) for r in saved]
+    return out + [r for r in fresh if key(r) in by_key]
 
 
 def machine_meta() -> dict:

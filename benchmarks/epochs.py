@@ -66,7 +66,8 @@ def markdown(rows: list[dict]) -> str:
 
 def main() -> None:
     names, tag = chosen_cases(__doc__, ALL, "epochs")
-    run_and_save(tag, names, run_case, markdown, held_out_last=ALL)
+    run_and_save(tag, names, run_case, markdown)
+
 
 if __name__ == "__main__":
     main()

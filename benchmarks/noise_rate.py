@@ -85,5 +85,6 @@ def main() -> None:
     names, tag = chosen_cases(__doc__, NOISE_RATE_CASES, "noise_rate")
     run_and_save(tag, names, run_case, markdown)
 
+
 if __name__ == "__main__":
     main()

@@ -35,7 +35,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from _cases import DIGITS, RESULTS, SHARED, WORK, machine_meta, read_truth, save_results, timed
+from _cases import (DIGITS, RESULTS, SHARED, WORK, machine_meta, read_truth, replace_rows, save_results,
+                    timed)
 from labelaudit import scan
 from labelaudit.train import train
 from trusted import trusted_manifest as in_data_manifest
@@ -216,8 +217,7 @@ def main() -> None:
         kept = json.loads(earlier.read_text())["results"]
 
     def merged(old: list[dict], new: list[dict]) -> list[dict]:  # new replaces old's rows of the same case and method
-        fresh = {(r["case"], r["row"]) for r in new}
-        out = [r for r in old if (r["case"], r["row"]) not in fresh] + new
+        out = replace_rows(old, new, key=lambda r: (r["case"], r["row"]))
         return sorted(out, key=lambda r: (r["case"], order.index(r["row"])))
 
     def save(results: list[dict]) -> None:

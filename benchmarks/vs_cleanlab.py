@@ -28,7 +28,7 @@ import torch
 from sklearn.metrics import precision_score, recall_score, roc_auc_score
 from sklearn.model_selection import StratifiedKFold
 
-from _cases import CASES, RESULTS, WORK, evaluate, load_case, machine_meta, save_results
+from _cases import CASES, RESULTS, WORK, evaluate, load_case, machine_meta, replace_rows, save_results
 from labelaudit import scan
 from labelaudit.loop import autocast_for, batched_logits, device_images, device_labels
 from labelaudit.proxy import ProxySettings, train_proxy
@@ -142,8 +142,7 @@ def main() -> None:
     results = [run_case(name) for name in args.cases]
     if args.merge:
         saved = json.loads((RESULTS / "vs_cleanlab.json").read_text())["results"]
-        fresh = {r["case"]: r for r in results}
-        results = [fresh.pop(r["case"], r) for r in saved] + list(fresh.values())
+        results = replace_rows(saved, results, key=lambda r: r["case"])
     save_results("vs_cleanlab", {"meta": machine_meta(), "results": results}, markdown(results))
 
 

@@ -15,7 +15,7 @@ onset of memorisation (:func:`memorisation_check`): a network fits the correctly
 first and the mislabeled ones later (Arpit et al. 2017; the AUL paper's premise, Sec. 3), so once
 it agrees with more given labels than the noise model believes correct, further epochs only teach it
 the wrong labels and blur the scores. Measured in benchmarks/epochs.py: the digits sets stop at 15,
-where their AUROC is at its best, the CIFAR-10 sets run 25–30 epochs and gain 0.005–0.02 AUROC.
+where their AUROC is at its best, the CIFAR-10 sets run 25–30 epochs and gain 0.005–0.03 AUROC.
 """
 from __future__ import annotations
 
