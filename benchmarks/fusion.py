@@ -7,8 +7,9 @@
 
 Trains the proxy with the LIMIT pair once per case (scan defaults, the default β) and keeps the
 per-sample scores in benchmarks/work/<case>.scores.npz, so the rules are compared on the same
-scores. Every rule in labelaudit.scores.FUSIONS is scored, plus the single scores. The rule is chosen
-on the development cases; the held-out row is measured after the choice.
+scores. Every rule in labelaudit.scores.FUSIONS is scored, plus the single scores and two label-free
+weightings kept here for comparison (WEIGHTED: the spectral meta-learner, a tied 2-D mixture). The
+rule is chosen on the development cases; the held-out row is measured after the choice.
 Writes benchmarks/results/fusion.json and .md.
 """
 from __future__ import annotations
@@ -26,6 +27,44 @@ ALL = {**DEV_CASES, **NOISE_RATE_CASES, **CASES}
 DEFAULT_CASES = ["digits_uniform_0.4", "digits_pair_0.2", "digits_asym_0.3", "digits_uniform_0.1",
                  "cifar10n_uniform_0.1_10k", "cifar10n_random1_10k"]
 COMBOS = (("aul", "aum"), ("aum", "limit"), ("aul", "aum", "limit"))
+
+
+def _rank_centred(c: np.ndarray) -> np.ndarray:
+    from scipy.stats import rankdata
+
+    return rankdata(c) / len(c) - 0.5
+
+
+def spectral_weights(columns: list[np.ndarray]) -> np.ndarray:
+    """Weights of the spectral meta-learner (Parisi et al., PNAS 2014): for scores that are independent
+    given the true label, the off-diagonal covariance of their centred ranks is rank one,
+    C_ij = v_i v_j with v_i ∝ AUROC_i − ½, so v_i = sqrt(C_ij C_ik / C_jk) for three scores."""
+    c = np.cov(np.array([_rank_centred(x) for x in columns]))
+    return np.array([np.sqrt(abs(c[i, j] * c[i, k] / c[j, k])) for i, j, k in ((0, 1, 2), (1, 0, 2), (2, 0, 1))])
+
+
+def _spectral(columns: list[np.ndarray]) -> np.ndarray:
+    """Σ v_i · centred rank_i with the spectral meta-learner's weights (three scores only)."""
+    v = spectral_weights(columns)
+    return sum(w * _rank_centred(x) for w, x in zip(v, columns))
+
+
+def _mixture_2d(columns: list[np.ndarray]) -> np.ndarray:
+    """Log-odds of the high component of a 2-component Gaussian mixture with one shared covariance on
+    the robust z-scores of all the scores together: linear discriminant weights learned without labels."""
+    from sklearn.mixture import GaussianMixture
+
+    x = np.column_stack([(c - np.median(c)) / max(np.subtract(*np.quantile(c, [0.75, 0.25])), 1e-12)
+                         for c in columns])
+    g = GaussianMixture(2, covariance_type="tied", random_state=0, reg_covar=1e-6).fit(x)
+    hi = int(np.argmax(g.means_.sum(axis=1)))
+    log_p = g._estimate_weighted_log_prob(x)
+    return log_p[:, hi] - log_p[:, 1 - hi]
+
+
+# Label-free weightings measured against the library's rules, kept out of FUSIONS: neither beat
+# AUM alone on the CIFAR-10 cases (docs/scores.md)
+WEIGHTED = {"spectral": _spectral, "mixture-2d": _mixture_2d}
 
 
 def case_scores(name: str, refresh: bool) -> tuple[dict, np.ndarray, dict]:
@@ -51,6 +90,9 @@ def run_case(name: str, refresh: bool) -> dict:
     for rule in FUSIONS:
         for combo in COMBOS:
             row[f"{rule}({'+'.join(combo)})"] = roc_auc_score(is_noisy, fuse(rule, {s: scores[s] for s in combo}))
+    for rule, fn in WEIGHTED.items():
+        for combo in COMBOS[1:] if rule == "mixture-2d" else COMBOS[2:]:
+            row[f"{rule}({'+'.join(combo)})"] = roc_auc_score(is_noisy, fn([oriented(s, scores[s]) for s in combo]))
     return row
 
 
