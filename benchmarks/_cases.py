@@ -68,6 +68,11 @@ def chosen_cases(doc: str, cases: dict, tag: str) -> tuple[list[str], str]:
     return sorted(names, key=lambda n: cases[n].held_out), args.tag
 
 
+def case_label(row: dict) -> str:
+    """A result row's case name for a table, marked when it is the held-out set."""
+    return row["case"] + (" (held out)" if row["held_out"] else "")
+
+
 def run_and_save(tag: str, names: list[str], run_case, markdown) -> list[dict]:
     """Run ``run_case(name)`` for each name, printing each row's table line as it comes, then
     save_results(tag, {"meta", "rows"})."""

@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from labelaudit import scan
-from _cases import CASES, WORK, build, evaluate, machine_meta, read_truth, save_results, timed
+from _cases import CASES, WORK, build, case_label, evaluate, machine_meta, read_truth, save_results, timed
 
 COLUMNS = [("auroc", "AUROC (score)", "{:.4f}"), ("auroc_aul", "aul", "{:.4f}"), ("auroc_aum", "aum", "{:.4f}"),
            ("auroc_limit", "limit", "{:.4f}"), ("ap", "AP", "{:.4f}"), ("precision", "precision", "{:.3f}"),
@@ -85,7 +85,7 @@ def markdown(rows: list[dict]) -> str:
     lines = [head, "|" + "---|" * (len(COLUMNS) + 1)]
     for r in rows:
         cells = [fmt.format(r[k]) if isinstance(r.get(k), (int, float)) else "–" for k, _, fmt in COLUMNS]
-        lines.append(f"| {r['case']}{' (held out)' if r['held_out'] else ''} | " + " | ".join(cells) + " |")
+        lines.append(f"| {case_label(r)} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 

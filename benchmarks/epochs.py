@@ -20,7 +20,7 @@ from sklearn.metrics import roc_auc_score
 
 from labelaudit.mixture import fit_margin_mixture
 from labelaudit.proxy import AUTO_EPOCHS, ProxySettings, memorisation_check
-from _cases import CASES, NOISE_RATE_CASES, chosen_cases, load_case, run_and_save, timed
+from _cases import CASES, NOISE_RATE_CASES, case_label, chosen_cases, load_case, run_and_save, timed
 
 ALL = {**NOISE_RATE_CASES, **{n: c for n, c in CASES.items() if n not in NOISE_RATE_CASES}}
 LOW, HIGH = AUTO_EPOCHS
@@ -58,8 +58,7 @@ def markdown(rows: list[dict]) -> str:
     lines = ["| case | true rate | 15: AUROC | 15: rate (error) | auto: epochs | auto: AUROC | auto: rate (error) "
              "| 30: AUROC | 30: rate (error) |", "|" + "---|" * 9]
     for r in rows:
-        name = r["case"] + (" (held out)" if r["held_out"] else "")
-        lines.append(f"| {name} | {r['true_rate']:.3f} | {cell(r['fixed_15'])} | {r['auto']['epochs']} | "
+        lines.append(f"| {case_label(r)} | {r['true_rate']:.3f} | {cell(r['fixed_15'])} | {r['auto']['epochs']} | "
                      f"{cell(r['auto'])} | {cell(r['fixed_30'])} |")
     return "\n".join(lines) + "\n"
 

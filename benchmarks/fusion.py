@@ -19,9 +19,9 @@ import argparse
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from _cases import CASES, DEV_CASES, NOISE_RATE_CASES, WORK, load_case, machine_meta, save_results, timed
+from _cases import CASES, DEV_CASES, NOISE_RATE_CASES, WORK, case_label, load_case, machine_meta, save_results, timed
 from labelaudit.limit import LimitSettings
-from labelaudit.scores import FUSIONS, aul, aum, fuse, oriented
+from labelaudit.scores import FUSIONS, aul, aum, fuse, oriented, rank_fraction, robust_z
 
 ALL = {**DEV_CASES, **NOISE_RATE_CASES, **CASES}
 DEFAULT_CASES = ["digits_uniform_0.4", "digits_pair_0.2", "digits_asym_0.3", "digits_uniform_0.1",
@@ -30,9 +30,7 @@ COMBOS = (("aul", "aum"), ("aum", "limit"), ("aul", "aum", "limit"))
 
 
 def _rank_centred(c: np.ndarray) -> np.ndarray:
-    from scipy.stats import rankdata
-
-    return rankdata(c) / len(c) - 0.5
+    return rank_fraction(c) - 0.5
 
 
 def spectral_weights(columns: list[np.ndarray]) -> np.ndarray:
@@ -54,8 +52,7 @@ def _mixture_2d(columns: list[np.ndarray]) -> np.ndarray:
     the robust z-scores of all the scores together: linear discriminant weights learned without labels."""
     from sklearn.mixture import GaussianMixture
 
-    x = np.column_stack([(c - np.median(c)) / max(np.subtract(*np.quantile(c, [0.75, 0.25])), 1e-12)
-                         for c in columns])
+    x = np.column_stack([robust_z(c) for c in columns])
     g = GaussianMixture(2, covariance_type="tied", random_state=0, reg_covar=1e-6).fit(x)
     hi = int(np.argmax(g.means_.sum(axis=1)))
     log_p = g._estimate_weighted_log_prob(x)
@@ -63,8 +60,9 @@ def _mixture_2d(columns: list[np.ndarray]) -> np.ndarray:
 
 
 # Label-free weightings measured against the library's rules, kept out of FUSIONS: neither beat
-# AUM alone on the CIFAR-10 cases (docs/scores.md)
-WEIGHTED = {"spectral": _spectral, "mixture-2d": _mixture_2d}
+# AUM alone on the CIFAR-10 cases (docs/scores.md). rule: (function, the combinations it scores;
+# the spectral weights need three scores)
+WEIGHTED = {"spectral": (_spectral, COMBOS[2:]), "mixture-2d": (_mixture_2d, COMBOS[1:])}
 
 
 def case_scores(name: str, refresh: bool) -> tuple[dict, np.ndarray, dict]:
@@ -90,8 +88,8 @@ def run_case(name: str, refresh: bool) -> dict:
     for rule in FUSIONS:
         for combo in COMBOS:
             row[f"{rule}({'+'.join(combo)})"] = roc_auc_score(is_noisy, fuse(rule, {s: scores[s] for s in combo}))
-    for rule, fn in WEIGHTED.items():
-        for combo in COMBOS[1:] if rule == "mixture-2d" else COMBOS[2:]:
+    for rule, (fn, combos) in WEIGHTED.items():
+        for combo in combos:
             row[f"{rule}({'+'.join(combo)})"] = roc_auc_score(is_noisy, fn([oriented(s, scores[s]) for s in combo]))
     return row
 
@@ -100,7 +98,7 @@ def markdown(rows: list[dict]) -> str:
     cols = [k for k in rows[0] if k not in ("case", "held_out", "proxy_s", "limit_s")]
     dev = [r for r in rows if not r["held_out"]]
     lines = ["AUROC per case; last row: mean over the development cases.", "",
-             "| score | " + " | ".join(r["case"] + (" (held out)" if r["held_out"] else "") for r in rows)
+             "| score | " + " | ".join(case_label(r) for r in rows)
              + " | dev mean |", "|" + "---|" * (len(rows) + 2)]
     for c in cols:
         mean = np.mean([r[c] for r in dev]) if dev else float("nan")

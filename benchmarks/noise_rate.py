@@ -18,7 +18,7 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 
 from labelaudit import scan
-from _cases import NOISE_RATE_CASES, WORK, build, chosen_cases, read_truth, run_and_save, timed
+from _cases import NOISE_RATE_CASES, WORK, build, case_label, chosen_cases, read_truth, run_and_save, timed
 
 BINS = 10
 
@@ -74,7 +74,7 @@ def markdown(rows: list[dict]) -> str:
     for r in rows:
         auroc = "–" if r["auroc"] is None else f"{r['auroc']:.4f}"
         mark = "✓" if r["abs_error"] <= target(r) else "✗"
-        lines.append(f"| {r['case']}{' (held out)' if r['held_out'] else ''} | {r['true_rate']:.4f} | "
+        lines.append(f"| {case_label(r)} | {r['true_rate']:.4f} | "
                      f"{r['est_rate']:.4f} [{r['interval'][0]:.4f}, {r['interval'][1]:.4f}] | "
                      f"{r['abs_error']:.4f} (≤ {target(r):.2f} {mark}) | {r['flagged']:,} / {r['true_count']:,} | "
                      f"{auroc} | {r['ece']:.4f} |")

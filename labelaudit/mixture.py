@@ -97,8 +97,9 @@ def fit_margin_mixture(aum_scores: np.ndarray, *, max_components: int = 3, rando
                "mislabeled_components": int(noisy.sum())}
     method = (f"margin mixture: {gmm.n_components} Gaussian component(s) on AUM chosen by BIC; "
               f"p(mislabeled) = posterior of the {int(noisy.sum())} component(s) with negative mean margin")
-    bounds = None if not interval else \
-        bootstrap_interval(x, gmm, noisy, random_state=random_state) if noisy.any() else (0.0, 0.0)
+    bounds = None
+    if interval:
+        bounds = bootstrap_interval(x, gmm, noisy, random_state=random_state) if noisy.any() else (0.0, 0.0)
     return NoiseFit(p, float(p.mean()), method, details, bounds)
 
 

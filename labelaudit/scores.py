@@ -58,20 +58,27 @@ def oriented(name: str, values: np.ndarray) -> np.ndarray:
     return _SIGN[name] * np.asarray(values, dtype=np.float64)
 
 
-def _rank_mean(columns: list[np.ndarray]) -> np.ndarray:
-    """Mean over scores of the rank fraction (average ranks for ties, 1/N … 1)."""
+def rank_fraction(c: np.ndarray) -> np.ndarray:
+    """Rank / N of each value (average ranks for ties): 1/N … 1, the higher the value the higher."""
     from scipy.stats import rankdata
 
-    return np.mean([rankdata(c) / len(c) for c in columns], axis=0)
+    return rankdata(c) / len(c)
+
+
+def robust_z(c: np.ndarray) -> np.ndarray:
+    """The robust z-score (x − median) / IQR (IQR floored at 1e-12)."""
+    q1, med, q3 = np.quantile(c, [0.25, 0.5, 0.75])
+    return (c - med) / max(q3 - q1, 1e-12)
+
+
+def _rank_mean(columns: list[np.ndarray]) -> np.ndarray:
+    """Mean over scores of the rank fraction."""
+    return np.mean([rank_fraction(c) for c in columns], axis=0)
 
 
 def _z_mean(columns: list[np.ndarray]) -> np.ndarray:
-    """Mean over scores of the robust z-score (x − median) / IQR."""
-    out = []
-    for c in columns:
-        q1, med, q3 = np.quantile(c, [0.25, 0.5, 0.75])
-        out.append((c - med) / max(q3 - q1, 1e-12))
-    return np.mean(out, axis=0)
+    """Mean over scores of the robust z-score."""
+    return np.mean([robust_z(c) for c in columns], axis=0)
 
 
 def _posterior_mean(columns: list[np.ndarray]) -> np.ndarray:
