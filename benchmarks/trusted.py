@@ -121,6 +121,7 @@ def main() -> None:
     if args.merge and earlier.exists():
         kept = [r for r in json.loads(earlier.read_text())["results"] if r["case"] not in args.cases]
     results = kept + [run_case(name, args.per_class, args.seeds) for name in args.cases]
+    results.sort(key=lambda r: r["held_out"])  # stable: the held-out set stays the last row
     save_results(args.tag, {"meta": machine_meta(), "results": results}, markdown(results))
 
 
