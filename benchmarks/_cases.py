@@ -53,14 +53,17 @@ def save_results(tag: str, payload, md: str) -> None:
     print(md)
 
 
-def chosen_cases(doc: str, cases: dict, tag: str) -> tuple[list[str], str]:
-    """The command line shared by the benchmarks that run a table of cases: ``--cases`` (default: all),
-    ``--no-held-out`` (skip the held-out real-noise set) and ``--tag``. Returns (case names, tag), the
-    held-out cases last, so a rule is fixed on the development cases before a held-out one is seen."""
+def chosen_cases(doc: str, cases: dict, tag: str, extra: dict | None = None) -> tuple[list[str], str]:
+    """The command line shared by the benchmarks that run a table of cases: ``--cases`` (default: all
+    of ``cases``; the ``extra`` ones run only when named), ``--no-held-out`` (skip the held-out
+    real-noise set) and ``--tag``. Returns (case names, tag), the held-out cases last, so a rule is
+    fixed on the development cases before a held-out one is seen."""
     import argparse
 
+    default = list(cases)
+    cases = {**cases, **(extra or {})}
     ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--cases", nargs="*", default=list(cases), choices=list(cases))
+    ap.add_argument("--cases", nargs="*", default=default, choices=list(cases))
     ap.add_argument("--no-held-out", action="store_true", help="skip the held-out CIFAR-10N worse_label case")
     ap.add_argument("--tag", default=tag)
     args = ap.parse_args()
@@ -148,6 +151,13 @@ NOISE_RATE_CASES = {c.name: c for c in [
     Case("cifar10n_uniform_0.1_10k", CIFAR + ("--noise", "uniform:0.1")),
     DEV_CASES["cifar10n_random1_10k"],
     CASES["cifar10n_worst_10k"],
+]}
+
+# Run only when named (--cases): a development case at 5× the images, for how the estimate moves with
+# the size of the dataset (the scan takes about 15 minutes on 2 cores).
+LARGE_CASES = {c.name: c for c in [
+    Case("cifar10n_uniform_0.05_50k", ("--source", str(SHARED / "data" / "cifar10n"), "--limit", "50000",
+                                       "--noise", "uniform:0.05")),
 ]}
 
 

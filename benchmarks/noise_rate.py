@@ -4,6 +4,7 @@
     python benchmarks/noise_rate.py                          # every case (~10 min on 2 cores)
     python benchmarks/noise_rate.py --cases digits_none digits_uniform_0.05
     python benchmarks/noise_rate.py --no-held-out            # development cases only
+    python benchmarks/noise_rate.py --cases cifar10n_uniform_0.05_50k --tag noise_rate_50k  # 5× the images
 
 Each case is scanned with default settings (plus the case's documented options, e.g. --augment crop
 for digits). Rows: true noise rate; estimated rate with its 95% bootstrap interval; absolute error;
@@ -18,7 +19,7 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 
 from labelaudit import scan
-from _cases import NOISE_RATE_CASES, WORK, build, case_label, chosen_cases, read_truth, run_and_save, timed
+from _cases import LARGE_CASES, NOISE_RATE_CASES, WORK, build, case_label, chosen_cases, read_truth, run_and_save, timed
 
 BINS = 10
 
@@ -40,7 +41,7 @@ def reliability(p: np.ndarray, y: np.ndarray, bins: int = BINS) -> tuple[float, 
 
 
 def run_case(name: str) -> dict:
-    case = NOISE_RATE_CASES[name]
+    case = {**NOISE_RATE_CASES, **LARGE_CASES}[name]
     folder = build(case)
     result, wall = timed(scan, folder / "images", out=WORK / f"{name}.noise-audit", cache_dir=str(WORK / "cache"),
                          **case.scan_options)
@@ -82,7 +83,7 @@ def markdown(rows: list[dict]) -> str:
 
 
 def main() -> None:
-    names, tag = chosen_cases(__doc__, NOISE_RATE_CASES, "noise_rate")
+    names, tag = chosen_cases(__doc__, NOISE_RATE_CASES, "noise_rate", extra=LARGE_CASES)
     run_and_save(tag, names, run_case, markdown)
 
 
