@@ -25,7 +25,9 @@ class Case:
 
 
 DIGITS = ("--source", "digits", "--upscale", "4")
-CIFAR = ("--source", str(SHARED / "data" / "cifar10n"), "--limit", "10000")
+CIFAR_DATA = SHARED / "data" / "cifar10n"  # CIFAR-10 with the CIFAR-10N human labels
+CIFAR_SOURCE = ("--source", str(CIFAR_DATA))
+CIFAR = CIFAR_SOURCE + ("--limit", "10000")
 # Digits are not mirror-symmetric: the documented setting for them is --augment crop.
 CASES = {c.name: c for c in [
     Case("digits_uniform_0.4", DIGITS + ("--noise", "uniform:0.4"), {"augment": "crop"}),
@@ -60,15 +62,14 @@ def chosen_cases(doc: str, cases: dict, tag: str, extra: dict | None = None) -> 
     fixed on the development cases before a held-out one is seen."""
     import argparse
 
-    default = list(cases)
-    cases = {**cases, **(extra or {})}
+    every = {**cases, **(extra or {})}
     ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--cases", nargs="*", default=default, choices=list(cases))
+    ap.add_argument("--cases", nargs="*", default=list(cases), choices=list(every))
     ap.add_argument("--no-held-out", action="store_true", help="skip the held-out CIFAR-10N worse_label case")
     ap.add_argument("--tag", default=tag)
     args = ap.parse_args()
-    names = [n for n in args.cases if not (args.no_held_out and cases[n].held_out)]
-    return sorted(names, key=lambda n: cases[n].held_out), args.tag
+    names = [n for n in args.cases if not (args.no_held_out and every[n].held_out)]
+    return sorted(names, key=lambda n: every[n].held_out), args.tag
 
 
 def case_label(row: dict) -> str:
@@ -156,8 +157,7 @@ NOISE_RATE_CASES = {c.name: c for c in [
 # Run only when named (--cases): a development case at 5× the images, for how the estimate moves with
 # the size of the dataset (the scan takes about 15 minutes on 2 cores).
 LARGE_CASES = {c.name: c for c in [
-    Case("cifar10n_uniform_0.05_50k", ("--source", str(SHARED / "data" / "cifar10n"), "--limit", "50000",
-                                       "--noise", "uniform:0.05")),
+    Case("cifar10n_uniform_0.05_50k", CIFAR_SOURCE + ("--limit", "50000", "--noise", "uniform:0.05")),
 ]}
 
 

@@ -21,6 +21,7 @@ from sklearn.metrics import roc_auc_score
 from labelaudit import scan
 from _cases import LARGE_CASES, NOISE_RATE_CASES, WORK, build, case_label, chosen_cases, read_truth, run_and_save, timed
 
+ALL = {**NOISE_RATE_CASES, **LARGE_CASES}
 BINS = 10
 
 
@@ -41,7 +42,7 @@ def reliability(p: np.ndarray, y: np.ndarray, bins: int = BINS) -> tuple[float, 
 
 
 def run_case(name: str) -> dict:
-    case = {**NOISE_RATE_CASES, **LARGE_CASES}[name]
+    case = ALL[name]
     folder = build(case)
     result, wall = timed(scan, folder / "images", out=WORK / f"{name}.noise-audit", cache_dir=str(WORK / "cache"),
                          **case.scan_options)

@@ -35,8 +35,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from _cases import (DIGITS, RESULTS, SHARED, WORK, machine_meta, read_truth, replace_rows, save_results,
-                    timed)
+from _cases import (CIFAR, CIFAR_DATA, DIGITS, RESULTS, SHARED, WORK, machine_meta, read_truth, replace_rows,
+                    save_results, timed)
 from labelaudit import scan
 from labelaudit.train import train
 from trusted import trusted_manifest as in_data_manifest
@@ -44,8 +44,7 @@ from trusted import trusted_manifest as in_data_manifest
 CASES = {
     # name: (make_noisy args, scan/train options, SLN σ (the paper: 1 for symmetric noise, 0.5 otherwise))
     "digits_uniform_0.4": (DIGITS + ("--noise", "uniform:0.4", "--holdout", "400"), {"augment": "crop"}, 1.0),
-    "cifar10n_worst_10k": (("--source", str(SHARED / "data" / "cifar10n"), "--limit", "10000",
-                            "--noise", "column:worse_label"), {}, 0.5),
+    "cifar10n_worst_10k": (CIFAR + ("--noise", "column:worse_label"), {}, 0.5),
 }
 
 
@@ -83,13 +82,13 @@ def trusted_manifest(name: str, folder: Path, per_class: int, seed: int) -> Path
     if manifest.exists():
         return manifest
     used = {Path(p).name for p in read_truth(folder).index}
-    labels = pd.read_csv(SHARED / "data" / "cifar10n" / "labels_train.csv")
+    labels = pd.read_csv(CIFAR_DATA / "labels_train.csv")
     labels = labels[~labels["path"].map(lambda p: Path(p).name).isin(used)]
     rng = np.random.default_rng(seed)
     picks = pd.concat(rows.iloc[rng.choice(len(rows), size=per_class, replace=False)]
                       for _, rows in labels.groupby("clean_label", sort=True))
     rows = []
-    with zipfile.ZipFile(SHARED / "data" / "cifar10n" / "images_train.zip") as z:
+    with zipfile.ZipFile(CIFAR_DATA / "images_train.zip") as z:
         for path, label in zip(picks["path"], picks["clean_label"]):
             target = out / label / Path(path).name
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -110,8 +109,8 @@ def build_case(name: str) -> tuple[Path, Path]:
         return out, out / "holdout"
     test = WORK / "cifar10_test"
     if not test.is_dir():  # CIFAR-10 test set, clean labels, as an image folder
-        labels = pd.read_csv(SHARED / "data" / "cifar10n" / "labels_test.csv")
-        with zipfile.ZipFile(SHARED / "data" / "cifar10n" / "images_test.zip") as z:
+        labels = pd.read_csv(CIFAR_DATA / "labels_test.csv")
+        with zipfile.ZipFile(CIFAR_DATA / "images_test.zip") as z:
             for path, label in zip(labels["path"], labels["label"]):
                 target = test / label / Path(path).name
                 target.parent.mkdir(parents=True, exist_ok=True)

@@ -22,7 +22,8 @@ import json
 import numpy as np
 import pandas as pd
 
-from _cases import CASES, DEV_CASES, NOISE_RATE_CASES, WORK, build, evaluate, machine_meta, read_truth, save_results, timed
+from _cases import (CASES, DEV_CASES, NOISE_RATE_CASES, RESULTS, WORK, build, evaluate, machine_meta, read_truth,
+                    replace_rows, save_results, timed)
 from labelaudit import scan
 
 DEFAULT_CASES = ["digits_uniform_0.4", "digits_pair_0.2", "digits_asym_0.3"]
@@ -116,12 +117,11 @@ def main() -> None:
     ap.add_argument("--tag", default="trusted")
     ap.add_argument("--merge", action="store_true", help="keep the other cases of an earlier results file")
     args = ap.parse_args()
-    kept = []
-    earlier = WORK.parent / "results" / f"{args.tag}.json"
+    results = [run_case(name, args.per_class, args.seeds) for name in args.cases]
+    earlier = RESULTS / f"{args.tag}.json"
     if args.merge and earlier.exists():
-        kept = [r for r in json.loads(earlier.read_text())["results"] if r["case"] not in args.cases]
-    results = kept + [run_case(name, args.per_class, args.seeds) for name in args.cases]
-    results.sort(key=lambda r: r["held_out"])  # stable: the held-out set stays the last row
+        results = replace_rows(json.loads(earlier.read_text())["results"], results, key=lambda r: r["case"])
+    results.sort(key=lambda r: r["held_out"])  # stable: a case new to the file still goes before the held-out set
     save_results(args.tag, {"meta": machine_meta(), "results": results}, markdown(results))
 
 
