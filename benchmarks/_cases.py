@@ -55,11 +55,18 @@ def save_results(tag: str, payload, md: str) -> None:
     print(md)
 
 
-def chosen_cases(doc: str, cases: dict, tag: str, extra: dict | None = None) -> tuple[list[str], str]:
+@dataclass(frozen=True)
+class Chosen:
+    names: list  # case names, the held-out ones last
+    tag: str
+    merge: bool  # keep the saved rows of the cases not run again
+
+
+def chosen_cases(doc: str, cases: dict, tag: str, extra: dict | None = None) -> Chosen:
     """The command line shared by the benchmarks that run a table of cases: ``--cases`` (default: all
     of ``cases``; the ``extra`` ones run only when named), ``--no-held-out`` (skip the held-out
-    real-noise set) and ``--tag``. Returns (case names, tag), the held-out cases last, so a rule is
-    fixed on the development cases before a held-out one is seen."""
+    real-noise set), ``--tag`` and ``--merge``. The held-out cases come last, so a rule is fixed on
+    the development cases before a held-out one is seen."""
     import argparse
 
     every = {**cases, **(extra or {})}
@@ -67,9 +74,11 @@ def chosen_cases(doc: str, cases: dict, tag: str, extra: dict | None = None) -> 
     ap.add_argument("--cases", nargs="*", default=list(cases), choices=list(every))
     ap.add_argument("--no-held-out", action="store_true", help="skip the held-out CIFAR-10N worse_label case")
     ap.add_argument("--tag", default=tag)
+    ap.add_argument("--merge", action="store_true",
+                    help="replace only the named cases' rows in the saved results; keep the others")
     args = ap.parse_args()
     names = [n for n in args.cases if not (args.no_held_out and every[n].held_out)]
-    return sorted(names, key=lambda n: every[n].held_out), args.tag
+    return Chosen(sorted(names, key=lambda n: every[n].held_out), args.tag, args.merge)
 
 
 def case_label(row: dict) -> str:
@@ -77,14 +86,20 @@ def case_label(row: dict) -> str:
     return row["case"] + (" (held out)" if row["held_out"] else "")
 
 
-def run_and_save(tag: str, names: list[str], run_case, markdown) -> list[dict]:
-    """Run ``run_case(name)`` for each name, printing each row's table line as it comes, then
-    save_results(tag, {"meta", "rows"})."""
+def run_and_save(chosen: Chosen, run_case, markdown) -> list[dict]:
+    """Run ``run_case(name)`` for each chosen case, printing each row's table line as it comes, then
+    save_results(tag, {"meta", "rows"}); with ``merge``, the fresh rows replace the saved rows of
+    the same cases and the other saved rows stay (``meta`` is then the latest run's)."""
+    import json
+
     rows = []
-    for name in names:
+    for name in chosen.names:
         rows.append(run_case(name))
         print(markdown(rows[-1:]).splitlines()[-1], flush=True)
-    save_results(tag, {"meta": machine_meta(), "rows": rows}, markdown(rows))
+    saved = RESULTS / f"{chosen.tag}.json"
+    if chosen.merge and saved.exists():
+        rows = replace_rows(json.loads(saved.read_text())["rows"], rows, key=lambda r: r["case"])
+    save_results(chosen.tag, {"meta": machine_meta(), "rows": rows}, markdown(rows))
     return rows
 
 
@@ -154,10 +169,13 @@ NOISE_RATE_CASES = {c.name: c for c in [
     CASES["cifar10n_worst_10k"],
 ]}
 
-# Run only when named (--cases): a development case at 5× the images, for how the estimate moves with
-# the size of the dataset (the scan takes about 15 minutes on 2 cores).
+# Run only when named (--cases): the CIFAR development cases at 5× the images, for how the estimate moves
+# with the size of the dataset (each scan takes about 15 minutes on 2 cores).
+CIFAR_50K = CIFAR_SOURCE + ("--limit", "50000")
 LARGE_CASES = {c.name: c for c in [
-    Case("cifar10n_uniform_0.05_50k", CIFAR_SOURCE + ("--limit", "50000", "--noise", "uniform:0.05")),
+    Case("cifar10n_uniform_0.05_50k", CIFAR_50K + ("--noise", "uniform:0.05")),
+    Case("cifar10n_uniform_0.1_50k", CIFAR_50K + ("--noise", "uniform:0.1")),
+    Case("cifar10n_random1_50k", CIFAR_50K + ("--noise", "column:random_label1")),
 ]}
 
 

@@ -64,8 +64,7 @@ def markdown(rows: list[dict]) -> str:
 
 
 def main() -> None:
-    names, tag = chosen_cases(__doc__, ALL, "epochs")
-    run_and_save(tag, names, run_case, markdown)
+    run_and_save(chosen_cases(__doc__, ALL, "epochs"), run_case, markdown)
 
 
 if __name__ == "__main__":

@@ -21,12 +21,18 @@ from sklearn.metrics import roc_auc_score
 
 from _cases import CASES, DEV_CASES, NOISE_RATE_CASES, WORK, case_label, load_case, machine_meta, save_results, timed
 from labelaudit.limit import LimitSettings
-from labelaudit.scores import FUSIONS, aul, aum, fuse, oriented, rank_fraction, robust_z
+from labelaudit.scores import FUSIONS, aul, aum, oriented, rank_fraction, robust_z
 
 ALL = {**DEV_CASES, **NOISE_RATE_CASES, **CASES}
 DEFAULT_CASES = ["digits_uniform_0.4", "digits_pair_0.2", "digits_asym_0.3", "digits_uniform_0.1",
                  "cifar10n_uniform_0.1_10k", "cifar10n_random1_10k"]
-COMBOS = (("aul", "aum"), ("aum", "limit"), ("aul", "aum", "limit"))
+COMBOS = (("aul", "aum"), ("aum", "limit"), ("aul", "aum", "limit"), ("aum", "limit_area"),
+          ("aul", "aum", "limit_area"))
+SCORER = {"aul": "aul", "aum": "aum", "limit": "limit", "limit_area": "limit"}  # column → scorer (its orientation)
+
+
+def _oriented(name: str, values: np.ndarray) -> np.ndarray:
+    return oriented(SCORER[name], values)
 
 
 def _rank_centred(c: np.ndarray) -> np.ndarray:
@@ -62,40 +68,41 @@ def _mixture_2d(columns: list[np.ndarray]) -> np.ndarray:
 # Label-free weightings measured against the library's rules, kept out of FUSIONS: neither beat
 # AUM alone on the CIFAR-10 cases (docs/scores.md). rule: (function, the combinations it scores;
 # the spectral weights need three scores)
-WEIGHTED = {"spectral": (_spectral, COMBOS[2:]), "mixture-2d": (_mixture_2d, COMBOS[1:])}
+WEIGHTED = {"spectral": (_spectral, [c for c in COMBOS if len(c) == 3]),
+            "mixture-2d": (_mixture_2d, [c for c in COMBOS if c != ("aul", "aum")])}
 
 
-def case_scores(name: str, refresh: bool) -> tuple[dict, np.ndarray, dict]:
-    """{aul, aum, limit} per sample, is_noisy, and timings for one case (cached as .npz)."""
-    path = WORK / f"{name}.scores.npz"
+def case_scores(name: str, refresh: bool, beta: float) -> tuple[dict, np.ndarray, dict]:
+    """{aul, aum, limit, limit_area} per sample, is_noisy, and timings for one case (cached as .npz).
+    ``limit`` is the scan's limit_distance (eval mode, after training); ``limit_area`` the mean of the
+    training-pass distance over the epochs (trajectories.parquet's limit_distance column)."""
+    path = WORK / f"{name}.scores.b{beta:g}.npz"
     if path.exists() and not refresh:
         z = np.load(path)
-        return {k: z[k] for k in ("aul", "aum", "limit")}, z["is_noisy"], {k: float(z[k]) for k in
-                                                                           ("proxy_s", "limit_s")}
+        return {k: z[k] for k in SCORER}, z["is_noisy"], {k: float(z[k]) for k in ("proxy_s", "limit_s")}
     lc = load_case(ALL[name])
     _, proxy_s = timed(lc.train)
-    dyn, limit_s = timed(lc.train, limit=LimitSettings())
-    scores = {"aul": aul(dyn.loss), "aum": aum(dyn.margin), "limit": dyn.limit_distance.astype(np.float64)}
+    dyn, limit_s = timed(lc.train, limit=LimitSettings(beta=beta))
+    scores = {"aul": aul(dyn.loss), "aum": aum(dyn.margin), "limit": dyn.limit_distance.astype(np.float64),
+              "limit_area": dyn.limit_epochs.mean(axis=0).astype(np.float64)}
     np.savez(path, **scores, is_noisy=lc.is_noisy, proxy_s=proxy_s, limit_s=limit_s)
     return scores, lc.is_noisy, {"proxy_s": proxy_s, "limit_s": limit_s}
 
 
-def run_case(name: str, refresh: bool) -> dict:
-    scores, is_noisy, times = case_scores(name, refresh)
-    row = {"case": name, "held_out": ALL[name].held_out, **times}
+def run_case(name: str, refresh: bool, beta: float) -> dict:
+    scores, is_noisy, times = case_scores(name, refresh, beta)
+    row = {"case": name, "held_out": ALL[name].held_out, "beta": beta, **times}
     for s in scores:
-        row[s] = roc_auc_score(is_noisy, oriented(s, scores[s]))
-    for rule in FUSIONS:
-        for combo in COMBOS:
-            row[f"{rule}({'+'.join(combo)})"] = roc_auc_score(is_noisy, fuse(rule, {s: scores[s] for s in combo}))
-    for rule, (fn, combos) in WEIGHTED.items():
+        row[s] = roc_auc_score(is_noisy, _oriented(s, scores[s]))
+    rules = {**{rule: (fn, COMBOS) for rule, fn in FUSIONS.items()}, **WEIGHTED}
+    for rule, (fn, combos) in rules.items():
         for combo in combos:
-            row[f"{rule}({'+'.join(combo)})"] = roc_auc_score(is_noisy, fn([oriented(s, scores[s]) for s in combo]))
+            row[f"{rule}({'+'.join(combo)})"] = roc_auc_score(is_noisy, fn([_oriented(s, scores[s]) for s in combo]))
     return row
 
 
 def markdown(rows: list[dict]) -> str:
-    cols = [k for k in rows[0] if k not in ("case", "held_out", "proxy_s", "limit_s")]
+    cols = [k for k in rows[0] if k not in ("case", "held_out", "beta", "proxy_s", "limit_s")]
     dev = [r for r in rows if not r["held_out"]]
     lines = ["AUROC per case; last row: mean over the development cases.", "",
              "| score | " + " | ".join(case_label(r) for r in rows)
@@ -114,12 +121,13 @@ def main() -> None:
     ap.add_argument("--cases", nargs="*", default=DEFAULT_CASES, choices=[n for n in ALL if not ALL[n].held_out])
     ap.add_argument("--held-out", action="store_true", help="add the held-out CIFAR-10N worst case")
     ap.add_argument("--refresh", action="store_true", help="retrain even when scores are cached")
+    ap.add_argument("--beta", type=float, default=LimitSettings.beta, help="LIMIT's β (default: the scan's)")
     ap.add_argument("--tag", default="fusion")
     args = ap.parse_args()
     names = args.cases + (["cifar10n_worst_10k"] if args.held_out else [])
     rows = []
     for name in names:
-        rows.append(run_case(name, args.refresh))
+        rows.append(run_case(name, args.refresh, args.beta))
         print(name, {k: round(v, 4) for k, v in rows[-1].items() if isinstance(v, float)}, flush=True)
     save_results(args.tag, {"meta": machine_meta(), "rows": rows}, markdown(rows))
 

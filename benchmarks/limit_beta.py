@@ -3,6 +3,7 @@
 
     python benchmarks/limit_beta.py                                  # digits cases, full grid, gaussian
     python benchmarks/limit_beta.py --dist laplace --betas 0.3 1 3
+    python benchmarks/limit_beta.py --cases cifar10n_uniform_0.1_10k --betas 1 3 10 --merge  # add photos
     python benchmarks/limit_beta.py --cases cifar10n_uniform_0.1_10k --betas 10 --model small --lr 3e-3
 
 Trains the proxy with the LIMIT pair directly (no outputs written) with the scan's default settings,
@@ -14,11 +15,12 @@ Writes benchmarks/results/limit_beta.json and .md.
 from __future__ import annotations
 
 import argparse
+import json
 
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from _cases import DEV_CASES, NOISE_RATE_CASES, load_case, machine_meta, save_results, timed
+from _cases import DEV_CASES, NOISE_RATE_CASES, RESULTS, load_case, machine_meta, replace_rows, save_results, timed
 from labelaudit.limit import BETA_GRID, LIMIT_DISTS, LimitSettings
 from labelaudit.models import MODELS
 from labelaudit.proxy import ProxySettings
@@ -48,15 +50,24 @@ def run_case(name: str, betas: list[float], dist: str, seed: int, model: str, lr
     return rows
 
 
+def _beta_table(rows: list[dict], key: str, cases: list[str], betas: list[float]) -> list[str]:
+    """One AUROC table, β by case, with the mean over the cases that have every β ("–" where a run is missing)."""
+    lines = ["| β | " + " | ".join(cases) + " | mean |", "|" + "---|" * (len(cases) + 2)]
+    for beta in betas:
+        vals = [next((r[key] for r in rows if r["case"] == c and r["beta"] == beta), None) for c in cases]
+        mean = f"{np.mean(vals):.4f}" if None not in vals else "–"
+        lines.append(f"| {beta:g} | " + " | ".join("–" if v is None else f"{v:.4f}" for v in vals) + f" | {mean} |")
+    return lines
+
+
 def markdown(rows: list[dict]) -> str:
     cases = list(dict.fromkeys(r["case"] for r in rows))
-    betas = list(dict.fromkeys(r["beta"] for r in rows))
+    betas = sorted(dict.fromkeys(r["beta"] for r in rows))
     lines = ["AUROC of `limit_distance` (eval mode, after training) by β; last column: mean over cases.", "",
-             "| β | " + " | ".join(cases) + " | mean |", "|" + "---|" * (len(cases) + 2)]
-    for beta in betas:
-        vals = [next(r["auroc_limit"] for r in rows if r["case"] == c and r["beta"] == beta) for c in cases]
-        lines.append(f"| {beta:g} | " + " | ".join(f"{v:.4f}" for v in vals) + f" | {np.mean(vals):.4f} |")
-    lines += ["", "| case | AUROC of AUM (proxy alone) | training time with LIMIT / proxy alone |", "|---|---|---|"]
+             *_beta_table(rows, "auroc_limit", cases, betas), "",
+             "AUROC of the training-pass distance's mean over the epochs (trajectories.parquet) by β.", "",
+             *_beta_table(rows, "auroc_limit_epochs", cases, betas), "",
+             "| case | AUROC of AUM (proxy alone) | training time with LIMIT / proxy alone |", "|---|---|---|"]
     for c in cases:
         rs = [r for r in rows if r["case"] == c]
         lines.append(f"| {c} | {rs[0]['auroc_aum']:.4f} | {np.mean([r['time_ratio'] for r in rs]):.2f}× |")
@@ -72,8 +83,14 @@ def main() -> None:
     ap.add_argument("--model", default=LimitSettings.model, choices=list(MODELS), help="f's and q's network")
     ap.add_argument("--lr", type=float, default=LimitSettings.lr, help="f's and q's Adam learning rate")
     ap.add_argument("--tag", default="limit_beta")
+    ap.add_argument("--merge", action="store_true",
+                    help="add to the saved results, replacing only runs of the same case and settings")
     args = ap.parse_args()
     rows = [r for name in args.cases for r in run_case(name, args.betas, args.dist, args.seed, args.model, args.lr)]
+    saved = RESULTS / f"{args.tag}.json"
+    if args.merge and saved.exists():
+        rows = replace_rows(json.loads(saved.read_text())["rows"], rows,
+                            key=lambda r: (r["case"], r["dist"], r["beta"], r["seed"], r.get("model"), r.get("lr")))
     save_results(args.tag, {"meta": machine_meta(), "rows": rows}, markdown(rows))
 
 

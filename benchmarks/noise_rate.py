@@ -5,6 +5,7 @@
     python benchmarks/noise_rate.py --cases digits_none digits_uniform_0.05
     python benchmarks/noise_rate.py --no-held-out            # development cases only
     python benchmarks/noise_rate.py --cases cifar10n_uniform_0.05_50k --tag noise_rate_50k  # 5× the images
+    python benchmarks/noise_rate.py --cases cifar10n_random1_50k --tag noise_rate_50k --merge  # add a row
 
 Each case is scanned with default settings (plus the case's documented options, e.g. --augment crop
 for digits). Rows: true noise rate; estimated rate with its 95% bootstrap interval; absolute error;
@@ -84,8 +85,7 @@ def markdown(rows: list[dict]) -> str:
 
 
 def main() -> None:
-    names, tag = chosen_cases(__doc__, NOISE_RATE_CASES, "noise_rate", extra=LARGE_CASES)
-    run_and_save(tag, names, run_case, markdown)
+    run_and_save(chosen_cases(__doc__, NOISE_RATE_CASES, "noise_rate", extra=LARGE_CASES), run_case, markdown)
 
 
 if __name__ == "__main__":

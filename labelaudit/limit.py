@@ -35,7 +35,7 @@ BETA_GRID = (0.0, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)  # the paper's grid (su
 @dataclass(frozen=True)
 class LimitSettings:
     dist: str = "gaussian"  # q's noise model: gaussian → ‖µ − g‖² (LIMIT_G) | laplace → ‖µ − g‖₁ (LIMIT_L)
-    beta: float = 10.0  # weight of ‖µ‖² in q's loss (Sec. 3.4); chosen from BETA_GRID by benchmarks/limit_beta.py
+    beta: float = 3.0  # weight of ‖µ‖² in q's loss (Sec. 3.4); chosen from BETA_GRID by benchmarks/limit_beta.py
     model: str = "tiny"  # f's and q's network (models.MODELS): tiny keeps LIMIT under 2× the proxy's time on a CPU
     lr: float = 1e-3  # Adam learning rate of f and q (the paper's α = 10⁻³, β₁ = 0.9)
 
