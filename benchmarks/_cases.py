@@ -90,17 +90,23 @@ def run_and_save(chosen: Chosen, run_case, markdown) -> list[dict]:
     """Run ``run_case(name)`` for each chosen case, printing each row's table line as it comes, then
     save_results(tag, {"meta", "rows"}); with ``merge``, the fresh rows replace the saved rows of
     the same cases and the other saved rows stay (``meta`` is then the latest run's)."""
-    import json
-
     rows = []
     for name in chosen.names:
         rows.append(run_case(name))
         print(markdown(rows[-1:]).splitlines()[-1], flush=True)
-    saved = RESULTS / f"{chosen.tag}.json"
-    if chosen.merge and saved.exists():
-        rows = replace_rows(json.loads(saved.read_text())["rows"], rows, key=lambda r: r["case"])
+    if chosen.merge:
+        rows = merge_saved(chosen.tag, rows, key=lambda r: r["case"])
     save_results(chosen.tag, {"meta": machine_meta(), "rows": rows}, markdown(rows))
     return rows
+
+
+def merge_saved(tag: str, fresh: list[dict], key, field: str = "rows") -> list[dict]:
+    """A benchmark's --merge: the rows under ``field`` of the saved results/<tag>.json with ``fresh``
+    merged in by ``replace_rows``; just ``fresh`` when nothing is saved yet."""
+    import json
+
+    saved = RESULTS / f"{tag}.json"
+    return replace_rows(json.loads(saved.read_text())[field], fresh, key) if saved.exists() else fresh
 
 
 def replace_rows(saved: list[dict], fresh: list[dict], key) -> list[dict]:

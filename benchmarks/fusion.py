@@ -6,7 +6,7 @@
     python benchmarks/fusion.py --held-out              # measure the chosen rule on CIFAR-10N worst
 
 Trains the proxy with the LIMIT pair once per case (scan defaults, the default β) and keeps the
-per-sample scores in benchmarks/work/<case>.scores.npz, so the rules are compared on the same
+per-sample scores in benchmarks/work/<case>.scores.b<β>.npz, so the rules are compared on the same
 scores. Every rule in labelaudit.scores.FUSIONS is scored, plus the single scores and two label-free
 weightings kept here for comparison (WEIGHTED: the spectral meta-learner, a tied 2-D mixture). The
 rule is chosen on the development cases; the held-out row is measured after the choice.

@@ -15,12 +15,11 @@ Writes benchmarks/results/limit_beta.json and .md.
 from __future__ import annotations
 
 import argparse
-import json
 
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from _cases import DEV_CASES, NOISE_RATE_CASES, RESULTS, load_case, machine_meta, replace_rows, save_results, timed
+from _cases import DEV_CASES, NOISE_RATE_CASES, load_case, machine_meta, merge_saved, save_results, timed
 from labelaudit.limit import BETA_GRID, LIMIT_DISTS, LimitSettings
 from labelaudit.models import MODELS
 from labelaudit.proxy import ProxySettings
@@ -87,10 +86,9 @@ def main() -> None:
                     help="add to the saved results, replacing only runs of the same case and settings")
     args = ap.parse_args()
     rows = [r for name in args.cases for r in run_case(name, args.betas, args.dist, args.seed, args.model, args.lr)]
-    saved = RESULTS / f"{args.tag}.json"
-    if args.merge and saved.exists():
-        rows = replace_rows(json.loads(saved.read_text())["rows"], rows,
-                            key=lambda r: (r["case"], r["dist"], r["beta"], r["seed"], r.get("model"), r.get("lr")))
+    if args.merge:
+        rows = merge_saved(args.tag, rows,
+                           key=lambda r: (r["case"], r["dist"], r["beta"], r["seed"], r.get("model"), r.get("lr")))
     save_results(args.tag, {"meta": machine_meta(), "rows": rows}, markdown(rows))
 
 

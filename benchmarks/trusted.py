@@ -22,8 +22,8 @@ import json
 import numpy as np
 import pandas as pd
 
-from _cases import (CASES, DEV_CASES, NOISE_RATE_CASES, RESULTS, WORK, build, evaluate, machine_meta, read_truth,
-                    replace_rows, save_results, timed)
+from _cases import (CASES, DEV_CASES, NOISE_RATE_CASES, WORK, build, evaluate, machine_meta, merge_saved, read_truth,
+                    save_results, timed)
 from labelaudit import scan
 
 DEFAULT_CASES = ["digits_uniform_0.4", "digits_pair_0.2", "digits_asym_0.3"]
@@ -118,9 +118,8 @@ def main() -> None:
     ap.add_argument("--merge", action="store_true", help="keep the other cases of an earlier results file")
     args = ap.parse_args()
     results = [run_case(name, args.per_class, args.seeds) for name in args.cases]
-    earlier = RESULTS / f"{args.tag}.json"
-    if args.merge and earlier.exists():
-        results = replace_rows(json.loads(earlier.read_text())["results"], results, key=lambda r: r["case"])
+    if args.merge:
+        results = merge_saved(args.tag, results, key=lambda r: r["case"], field="results")
     results.sort(key=lambda r: r["held_out"])  # stable: a case new to the file still goes before the held-out set
     save_results(args.tag, {"meta": machine_meta(), "results": results}, markdown(results))
 

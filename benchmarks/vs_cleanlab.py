@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import time
 
 import numpy as np
@@ -28,7 +27,7 @@ import torch
 from sklearn.metrics import precision_score, recall_score, roc_auc_score
 from sklearn.model_selection import StratifiedKFold
 
-from _cases import CASES, RESULTS, WORK, evaluate, load_case, machine_meta, replace_rows, save_results
+from _cases import CASES, WORK, evaluate, load_case, machine_meta, merge_saved, save_results
 from labelaudit import scan
 from labelaudit.loop import autocast_for, batched_logits, device_images, device_labels
 from labelaudit.proxy import ProxySettings, train_proxy
@@ -142,8 +141,7 @@ def main() -> None:
     args = ap.parse_args()
     results = [run_case(name) for name in args.cases]
     if args.merge:
-        saved = json.loads((RESULTS / "vs_cleanlab.json").read_text())["results"]
-        results = replace_rows(saved, results, key=lambda r: r["case"])
+        results = merge_saved("vs_cleanlab", results, key=lambda r: r["case"], field="results")
     save_results("vs_cleanlab", {"meta": machine_meta(), "results": results}, markdown(results))
 
 
