@@ -6,7 +6,8 @@
     python benchmarks/fusion.py --held-out              # measure the chosen rule on CIFAR-10N worst
 
 Trains the proxy with the LIMIT pair once per case (scan defaults, the default β) and keeps the
-per-sample scores in benchmarks/work/<case>.scores.b<β>.npz, so the rules are compared on the same
+per-sample scores in benchmarks/work/<case>.scores.b<β>.a<average epochs>.npz (no .a part for
+0, q's last weights), so the rules are compared on the same
 scores. Every rule in labelaudit.scores.FUSIONS is scored, plus the single scores and two label-free
 weightings kept here for comparison (WEIGHTED: the spectral meta-learner, a tied 2-D mixture). The
 rule is chosen on the development cases; the held-out row is measured after the choice.
@@ -72,26 +73,27 @@ WEIGHTED = {"spectral": (_spectral, [c for c in COMBOS if len(c) == 3]),
             "mixture-2d": (_mixture_2d, [c for c in COMBOS if c != ("aul", "aum")])}
 
 
-def case_scores(name: str, refresh: bool, beta: float) -> tuple[dict, np.ndarray, dict]:
+def case_scores(name: str, refresh: bool, beta: float, average: float) -> tuple[dict, np.ndarray, dict]:
     """{aul, aum, limit, limit_area} per sample, is_noisy, and timings for one case (cached as .npz).
     ``limit`` is the scan's limit_distance (eval mode, after training); ``limit_area`` the mean of the
-    training-pass distance over the epochs (trajectories.parquet's limit_distance column)."""
-    path = WORK / f"{name}.scores.b{beta:g}.npz"
+    training-pass distance over the epochs (trajectories.parquet's limit_distance column). ``average``:
+    LimitSettings.average_epochs (0, q's last weights, keeps the cache name it had before averaging)."""
+    path = WORK / (f"{name}.scores.b{beta:g}.npz" if average == 0 else f"{name}.scores.b{beta:g}.a{average:g}.npz")
     if path.exists() and not refresh:
         z = np.load(path)
         return {k: z[k] for k in SCORER}, z["is_noisy"], {k: float(z[k]) for k in ("proxy_s", "limit_s")}
     lc = load_case(ALL[name])
     _, proxy_s = timed(lc.train)
-    dyn, limit_s = timed(lc.train, limit=LimitSettings(beta=beta))
+    dyn, limit_s = timed(lc.train, limit=LimitSettings(beta=beta, average_epochs=average))
     scores = {"aul": aul(dyn.loss), "aum": aum(dyn.margin), "limit": dyn.limit_distance.astype(np.float64),
               "limit_area": dyn.limit_epochs.mean(axis=0).astype(np.float64)}
     np.savez(path, **scores, is_noisy=lc.is_noisy, proxy_s=proxy_s, limit_s=limit_s)
     return scores, lc.is_noisy, {"proxy_s": proxy_s, "limit_s": limit_s}
 
 
-def run_case(name: str, refresh: bool, beta: float) -> dict:
-    scores, is_noisy, times = case_scores(name, refresh, beta)
-    row = {"case": name, "held_out": ALL[name].held_out, "beta": beta, **times}
+def run_case(name: str, refresh: bool, beta: float, average: float) -> dict:
+    scores, is_noisy, times = case_scores(name, refresh, beta, average)
+    row = {"case": name, "held_out": ALL[name].held_out, "beta": beta, "average_epochs": average, **times}
     for s in scores:
         row[s] = roc_auc_score(is_noisy, _oriented(s, scores[s]))
     rules = {**{rule: (fn, COMBOS) for rule, fn in FUSIONS.items()}, **WEIGHTED}
@@ -102,7 +104,7 @@ def run_case(name: str, refresh: bool, beta: float) -> dict:
 
 
 def markdown(rows: list[dict]) -> str:
-    cols = [k for k in rows[0] if k not in ("case", "held_out", "beta", "proxy_s", "limit_s")]
+    cols = [k for k in rows[0] if k not in ("case", "held_out", "beta", "average_epochs", "proxy_s", "limit_s")]
     dev = [r for r in rows if not r["held_out"]]
     lines = ["AUROC per case; last row: mean over the development cases.", "",
              "| score | " + " | ".join(case_label(r) for r in rows)
@@ -122,12 +124,14 @@ def main() -> None:
     ap.add_argument("--held-out", action="store_true", help="add the held-out CIFAR-10N worst case")
     ap.add_argument("--refresh", action="store_true", help="retrain even when scores are cached")
     ap.add_argument("--beta", type=float, default=LimitSettings.beta, help="LIMIT's β (default: the scan's)")
+    ap.add_argument("--average-epochs", type=float, default=LimitSettings.average_epochs,
+                    help="horizon of q's moving average that scores (default: the scan's; 0 = q's last weights)")
     ap.add_argument("--tag", default="fusion")
     args = ap.parse_args()
     names = args.cases + (["cifar10n_worst_10k"] if args.held_out else [])
     rows = []
     for name in names:
-        rows.append(run_case(name, args.refresh, args.beta))
+        rows.append(run_case(name, args.refresh, args.beta, args.average_epochs))
         print(name, {k: round(v, 4) for k, v in rows[-1].items() if isinstance(v, float)}, flush=True)
     save_results(args.tag, {"meta": machine_meta(), "rows": rows}, markdown(rows))
 

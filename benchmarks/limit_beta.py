@@ -7,7 +7,8 @@
     python benchmarks/limit_beta.py --cases cifar10n_uniform_0.1_10k --betas 10 --model small --lr 3e-3
 
 Trains the proxy with the LIMIT pair directly (no outputs written) with the scan's default settings,
-once per β, and reports the AUROC of the eval-mode distance (the scan's ``limit_distance``), of its
+once per β, and reports the AUROC of the eval-mode distance (the scan's ``limit_distance``, but from
+q's last weights unless ``--average-epochs``: the saved grid predates the scan's moving average), of its
 mean over the training epochs, and the training time relative to the proxy alone. Only synthetic
 noise (make_noisy.py) is allowed here: β is chosen on it, never on the real-noise sets.
 Writes benchmarks/results/limit_beta.json and .md.
@@ -30,15 +31,18 @@ SYNTHETIC = {n: c for n, c in {**DEV_CASES, **NOISE_RATE_CASES}.items()
 DEFAULT_CASES = ["digits_uniform_0.4", "digits_pair_0.2", "digits_asym_0.3"]
 
 
-def run_case(name: str, betas: list[float], dist: str, seed: int, model: str, lr: float) -> list[dict]:
+def run_case(name: str, betas: list[float], dist: str, seed: int, model: str, lr: float,
+             average: float) -> list[dict]:
     case = SYNTHETIC[name]
     lc = load_case(case)
     settings = ProxySettings(seed=seed)
     base, base_s = timed(lc.train, settings)
     rows = []
     for beta in betas:
-        dyn, train_s = timed(lc.train, settings, limit=LimitSettings(dist=dist, beta=beta, model=model, lr=lr))
+        dyn, train_s = timed(lc.train, settings, limit=LimitSettings(dist=dist, beta=beta, model=model, lr=lr,
+                                                                     average_epochs=average))
         row = {"case": name, "dist": dist, "beta": beta, "seed": seed, "model": model, "lr": lr,
+               "average_epochs": average,
                "auroc_limit": roc_auc_score(lc.is_noisy, dyn.limit_distance),
                "auroc_limit_epochs": roc_auc_score(lc.is_noisy, dyn.limit_epochs.mean(axis=0)),
                "auroc_aum": roc_auc_score(lc.is_noisy, -aum(base.margin)),
@@ -81,14 +85,18 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--model", default=LimitSettings.model, choices=list(MODELS), help="f's and q's network")
     ap.add_argument("--lr", type=float, default=LimitSettings.lr, help="f's and q's Adam learning rate")
+    ap.add_argument("--average-epochs", type=float, default=0.0,
+                    help="q's moving average that scores (0 = q's last weights, as the saved grid was run; the "
+                         "scan's default is 1)")
     ap.add_argument("--tag", default="limit_beta")
     ap.add_argument("--merge", action="store_true",
                     help="add to the saved results, replacing only runs of the same case and settings")
     args = ap.parse_args()
-    rows = [r for name in args.cases for r in run_case(name, args.betas, args.dist, args.seed, args.model, args.lr)]
+    rows = [r for name in args.cases
+            for r in run_case(name, args.betas, args.dist, args.seed, args.model, args.lr, args.average_epochs)]
     if args.merge:
-        rows = merge_saved(args.tag, rows,
-                           key=lambda r: (r["case"], r["dist"], r["beta"], r["seed"], r.get("model"), r.get("lr")))
+        rows = merge_saved(args.tag, rows, key=lambda r: (r["case"], r["dist"], r["beta"], r["seed"], r.get("model"),
+                                                          r.get("lr"), r.get("average_epochs", 0.0)))
     save_results(args.tag, {"meta": machine_meta(), "rows": rows}, markdown(rows))
 
 

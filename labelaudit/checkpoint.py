@@ -22,7 +22,7 @@ from .atomic import write_atomic
 from .errors import DataError, UsageError
 
 CHECKPOINT_FILE = "checkpoint.pt"
-FORMAT = 2  # 2: LIMIT's networks and optimiser under one "limit" entry
+FORMAT = 3  # 2: LIMIT's networks and optimiser under one "limit" entry; 3: with q's moving average
 
 
 def checkpoint_key(**parts: Any) -> str:

@@ -14,6 +14,12 @@ The LIMIT paper's objective (Sec. 3.3–3.4, Algorithm 1 in the supplement), per
   mode on un-augmented images after training. q cannot memorise a wrong label as easily as a
   network trained on it with cross-entropy, so it predicts the "correct" gradient for a mislabeled
   sample, far from the cross-entropy gradient of its given label.
+- The q that scores is an exponential moving average of q's weights over about the last epoch
+  (``LimitSettings.average_epochs``; torch's AveragedModel, the momentum model SLN uses, Sec. 3.2
+  of ../shared/papers/sln_stochastic_label_noise.txt). It is not in the LIMIT paper, whose q trains
+  for hundreds of epochs: in a CPU budget of 15–30, q is still moving when the run stops, and the
+  average of its last epoch scores better on every development case (docs/scores.md). 0 = q's last
+  weights, the paper's score.
 
 Both networks are built from the same model choices as the proxy (models.MODELS) and are optimised
 with Adam, as in the paper's experiments (Sec. 4).
@@ -24,6 +30,8 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from .errors import UsageError
 from .loop import Normalise, batched_logits, device_model
@@ -38,6 +46,7 @@ class LimitSettings:
     beta: float = 3.0  # weight of ‖µ‖² in q's loss (Sec. 3.4); chosen from BETA_GRID by benchmarks/limit_beta.py
     model: str = "tiny"  # f's and q's network (models.MODELS): tiny keeps LIMIT under 2× the proxy's time on a CPU
     lr: float = 1e-3  # Adam learning rate of f and q (the paper's α = 10⁻³, β₁ = 0.9)
+    average_epochs: float = 1.0  # horizon of the moving average of q that scores, in epochs; 0 = q's last weights
 
     def validate(self) -> "LimitSettings":
         if self.dist not in LIMIT_DISTS:
@@ -45,7 +54,17 @@ class LimitSettings:
         if not (self.beta >= 0 and self.beta < float("inf")):
             raise UsageError(f"--limit-beta {self.beta!r}: expected a number ≥ 0 (the paper's grid: "
                              f"{', '.join(map(str, BETA_GRID))})")
+        if not (self.average_epochs >= 0 and self.average_epochs < float("inf")):
+            raise UsageError(f"--limit-average-epochs {self.average_epochs!r}: expected a number of epochs ≥ 0 "
+                             "(0 scores with q's last weights)")
         return self
+
+    def average_decay(self, steps_per_epoch: int) -> float:
+        """The moving average's decay per step: 1 − 1/(average_epochs × steps per epoch), so the
+        weights of the last ``average_epochs`` epochs carry 1 − 1/e of the average; 0 (no averaging)
+        when that horizon is a step or less."""
+        horizon = self.average_epochs * steps_per_epoch
+        return 0.0 if horizon <= 1 else 1.0 - 1.0 / horizon
 
 
 def predicted_gradient(f_logits: torch.Tensor, q_logits: torch.Tensor) -> torch.Tensor:
@@ -101,21 +120,27 @@ class LimitPair:
     no random numbers in the loop, so the proxy's data order and augmentation stay the same too.
     """
 
-    def __init__(self, model: str, num_classes: int, limit: LimitSettings, *, device: torch.device):
+    def __init__(self, model: str, num_classes: int, limit: LimitSettings, *, device: torch.device,
+                 steps_per_epoch: int):
         self.limit = limit
         self.f = device_model(model, num_classes, device)
         self.q = device_model(model, num_classes, device)
         # Adam, as the paper trains LIMIT (Sec. 4): with β > 0, q settles near (onehot + β·softmax(f)) / (1 + β),
         # so µ ≈ g / (1 + β) — SGD would shrink f's step by 1 + β; Adam's update does not depend on that scale
         self.opt = torch.optim.Adam([*self.f.parameters(), *self.q.parameters()], lr=limit.lr)
+        # the q that scores: BatchNorm's running statistics are averaged with the weights they belong to
+        self.q_average = AveragedModel(self.q, multi_avg_fn=get_ema_multi_avg_fn(limit.average_decay(steps_per_epoch)),
+                                       use_buffers=True)
 
     def state_dict(self) -> dict:
-        """f's, q's and the optimiser's state, for a checkpoint (checkpoint.py)."""
-        return {"f": self.f.state_dict(), "q": self.q.state_dict(), "opt": self.opt.state_dict()}
+        """f's, q's, q's average's and the optimiser's state, for a checkpoint (checkpoint.py)."""
+        return {"f": self.f.state_dict(), "q": self.q.state_dict(), "q_average": self.q_average.state_dict(),
+                "opt": self.opt.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
         self.f.load_state_dict(state["f"])
         self.q.load_state_dict(state["q"])
+        self.q_average.load_state_dict(state["q_average"])
         self.opt.load_state_dict(state["opt"])
 
     def step(self, x: torch.Tensor, y: torch.Tensor, autocast: torch.autocast) -> torch.Tensor:
@@ -134,10 +159,12 @@ class LimitPair:
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
+        self.q_average.update_parameters(self.q)
         return limit_distance(q_logits.detach(), y, dist=self.limit.dist)
 
     def distance(self, images: torch.Tensor, labels: torch.Tensor, normalise: Normalise, batch_size: int,
                  autocast: torch.autocast) -> torch.Tensor:
-        """limit_distance of every sample, q in eval mode, on un-augmented images (N, 3, S, S) uint8."""
-        q_logits = batched_logits(self.q, images, normalise, batch_size, autocast)
+        """limit_distance of every sample, q's moving average in eval mode, on un-augmented images
+        (N, 3, S, S) uint8 (q itself with ``average_epochs`` 0: the average is then its last weights)."""
+        q_logits = batched_logits(self.q_average.module, images, normalise, batch_size, autocast)
         return limit_distance(q_logits, labels, dist=self.limit.dist)

@@ -61,6 +61,7 @@ class ScanConfig:
     limit_dist: str = LimitSettings.dist  # LIMIT's q: gaussian (LIMIT_G, MSE) | laplace (LIMIT_L, MAE)
     limit_beta: float = LimitSettings.beta  # LIMIT's β‖µ‖² weight (benchmarks/limit_beta.py)
     limit_model: str = LimitSettings.model  # LIMIT's f and q networks (tiny: < 2× the proxy's time on a CPU)
+    limit_average_epochs: float = LimitSettings.average_epochs  # q that scores: its moving average over ~1 epoch
     noise_model: str = "margin"  # margin (mixture on AUM, components below 0 = mislabeled) | aul-gmm (paper)
     threshold: float = 0.5  # is_label_issue = p_mislabeled > threshold
     transition: str = "counts"  # T estimator: counts (default, by benchmarks/transition.py) | anchors (Patrini)
@@ -102,7 +103,7 @@ class ScanConfig:
             raise UsageError(f"--pseudo-labels {self.pseudo_labels!r}: choose one of {', '.join(PSEUDO_LABELS)}")
         if self.pseudo_k < 1:
             raise UsageError(f"--pseudo-k {self.pseudo_k}: expected at least 1")
-        LimitSettings(dist=self.limit_dist, beta=self.limit_beta).validate()
+        LimitSettings(dist=self.limit_dist, beta=self.limit_beta, average_epochs=self.limit_average_epochs).validate()
         for ok, option, value, expected in checks:
             if not ok:
                 raise UsageError(f"{option} {value!r}: expected {expected}")
@@ -415,8 +416,8 @@ def scan(data: str | Path | None = None, *, out: str | Path | None = "labelaudit
                              batch_size=config.batch_size, lr=config.lr, augment=config.augment,
                              seed=config.seed, compile=config.compile)
     scorers = parse_scores(config.scores)
-    limit = LimitSettings(dist=config.limit_dist, beta=config.limit_beta, model=config.limit_model) \
-        if "limit" in scorers else None
+    limit = LimitSettings(dist=config.limit_dist, beta=config.limit_beta, model=config.limit_model,
+                          average_epochs=config.limit_average_epochs) if "limit" in scorers else None
     fingerprint = _fingerprint(ds.samples)
     checkpoint = None
     if out is not None:  # resumed only on the very same settings, listing and pixels

@@ -96,7 +96,8 @@ def train_proxy(images: torch.Tensor, labels: torch.Tensor, num_classes: int, se
     n = images.shape[0]
     torch.manual_seed(settings.seed)
     model = device_model(settings.model, num_classes, device)
-    pair = None if limit is None else LimitPair(limit.model, num_classes, limit, device=device)
+    pair = None if limit is None else LimitPair(limit.model, num_classes, limit, device=device,
+                                                steps_per_epoch=steps_per_epoch(n, settings.batch_size))
     opt = torch.optim.SGD(model.parameters(), lr=settings.lr, momentum=settings.momentum,
                           nesterov=True, weight_decay=settings.weight_decay)
     normalise = Normalise.of(images)

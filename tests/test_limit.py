@@ -59,7 +59,7 @@ def test_limit_distance_on_hand_made_tensors():
 
 def _pair(beta=1.0) -> LimitPair:
     torch.manual_seed(0)
-    return LimitPair("small", 3, LimitSettings(beta=beta), device=torch.device("cpu"))
+    return LimitPair("small", 3, LimitSettings(beta=beta), device=torch.device("cpu"), steps_per_epoch=4)
 
 
 def test_q_never_takes_the_label_and_f_gets_no_gradient_from_it():
@@ -81,6 +81,43 @@ def test_settings_are_validated():
         LimitSettings(dist="cauchy").validate()
     with pytest.raises(UsageError, match="--limit-beta -1"):
         LimitSettings(beta=-1.0).validate()
+    with pytest.raises(UsageError, match="--limit-average-epochs -0.5"):
+        LimitSettings(average_epochs=-0.5).validate()
+
+
+def test_average_decay_spans_the_asked_epochs():
+    assert LimitSettings().average_decay(78) == pytest.approx(1 - 1 / 78)  # CIFAR-10 10k at batch 128
+    assert LimitSettings(average_epochs=2.5).average_decay(14) == pytest.approx(1 - 1 / 35)
+    assert LimitSettings(average_epochs=0).average_decay(78) == 0.0  # q's last weights
+    assert LimitSettings(average_epochs=1).average_decay(1) == 0.0  # a one-step horizon is no average
+
+
+def test_scoring_q_is_the_moving_average_of_q():
+    torch.manual_seed(0)
+    pair = LimitPair("tiny", 3, LimitSettings(average_epochs=1.0), device=torch.device("cpu"), steps_per_epoch=2)
+    x, y = torch.randn(6, 3, 16, 16), torch.tensor([0, 1, 2, 0, 1, 2])
+    no_amp = torch.autocast("cpu", enabled=False)
+    seen = []  # q's head weights after each step
+    for _ in range(3):
+        pair.step(x, y, no_amp)
+        seen.append(pair.q.head.weight.detach().clone())
+    # decay 1 − 1/2: the first step copies, then avg ← ½ avg + ½ q
+    expected = 0.5 * (0.5 * seen[0] + 0.5 * seen[1]) + 0.5 * seen[2]
+    torch.testing.assert_close(pair.q_average.module.head.weight, expected)
+    assert not torch.allclose(expected, seen[2])  # the average is not q's last weights
+    # the distance is the average's, in eval mode; with average_epochs 0 it is q's own
+    images = torch.randint(0, 256, (6, 3, 16, 16), dtype=torch.uint8)
+    norm = lambda t: t.float() / 255  # noqa: E731
+    with torch.no_grad():
+        avg = limit_distance(pair.q_average.module.eval()(norm(images)), y)
+    torch.testing.assert_close(pair.distance(images, y, norm, 8, no_amp), avg)
+    torch.manual_seed(0)
+    last = LimitPair("tiny", 3, LimitSettings(average_epochs=0), device=torch.device("cpu"), steps_per_epoch=2)
+    for _ in range(3):
+        last.step(x, y, no_amp)
+    with torch.no_grad():
+        own = limit_distance(last.q.eval()(norm(images)), y)
+    torch.testing.assert_close(last.distance(images, y, norm, 8, no_amp), own)
 
 
 def _noisy_colour_tensors(n_per_class=40, flips=6, size=16, seed=0):

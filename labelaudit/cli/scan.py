@@ -54,6 +54,9 @@ def scan_cli(
     limit_dist: str = typer.Option(_D.limit_dist, help="LIMIT's gradient predictor: gaussian (MSE) or laplace (MAE)."),
     limit_beta: float = typer.Option(_D.limit_beta, help="LIMIT's penalty on the predicted gradient's norm (β)."),
     limit_model: str = typer.Option(_D.limit_model, help="LIMIT's two networks: tiny, small, medium or resnet18."),
+    limit_average_epochs: float = typer.Option(_D.limit_average_epochs,
+                                               help="LIMIT scores with a moving average of q over about this many "
+                                                    "last epochs; 0 = q's last weights."),
     noise_model: str = typer.Option(_D.noise_model, help="margin (default) or aul-gmm (the AUL paper's mixture)."),
     threshold: float = typer.Option(_D.threshold, help="Flag a sample when p(mislabeled) exceeds this."),
     transition: str = typer.Option(_D.transition, help="Transition-matrix estimator: counts (from the audit) "
@@ -83,7 +86,7 @@ def scan_cli(
                         batch_size=batch_size, lr=lr, augment=augment, device=device, seed=seed, scores=scores,
                         compile=compile,
                         fusion=fusion, limit_dist=limit_dist, limit_beta=limit_beta,
-                        limit_model=limit_model,
+                        limit_model=limit_model, limit_average_epochs=limit_average_epochs,
                         noise_model=noise_model, threshold=threshold, transition=transition,
                         anchor_quantile=anchor_quantile, report=report, report_top=report_top,
                         path_column=path_column, label_column=label_column, max_errors=max_errors,
