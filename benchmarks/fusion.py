@@ -9,7 +9,8 @@ Trains the proxy with the LIMIT pair once per case (scan defaults, the default Î
 per-sample scores in benchmarks/work/<case>.scores.b<Î²>.a<average epochs>.npz (no .a part for
 0, q's last weights), so the rules are compared on the same
 scores. Every rule in labelaudit.scores.FUSIONS is scored, plus the single scores and two label-free
-weightings kept here for comparison (WEIGHTED: the spectral meta-learner, a tied 2-D mixture). The
+weightings kept here for comparison (WEIGHTED: the spectral meta-learner, a tied 2-D mixture), and
+the ceiling of any linear fusion (a logistic regression fitted out-of-fold with the true labels). The
 rule is chosen on the development cases; the held-out row is measured after the choice.
 Writes benchmarks/results/fusion.json and .md.
 """
@@ -73,6 +74,17 @@ WEIGHTED = {"spectral": (_spectral, [c for c in COMBOS if len(c) == 3]),
             "mixture-2d": (_mixture_2d, [c for c in COMBOS if c != ("aul", "aum")])}
 
 
+def label_ceiling(columns: list[np.ndarray], is_noisy: np.ndarray) -> np.ndarray:
+    """Out-of-fold P(mislabeled) of a logistic regression on the robust z-scores, fitted *with the
+    true labels* (5 folds): not a rule a scan could use, but the ceiling of any linear fusion, to tell
+    a fusion rule that wastes what the scores hold from scores that hold nothing more together."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import cross_val_predict
+
+    x = np.column_stack([robust_z(c) for c in columns])
+    return cross_val_predict(LogisticRegression(max_iter=2000), x, is_noisy, cv=5, method="predict_proba")[:, 1]
+
+
 def case_scores(name: str, refresh: bool, beta: float, average: float) -> tuple[dict, np.ndarray, dict]:
     """{aul, aum, limit, limit_area} per sample, is_noisy, and timings for one case (cached as .npz).
     ``limit`` is the scan's limit_distance (eval mode, after training); ``limit_area`` the mean of the
@@ -100,6 +112,9 @@ def run_case(name: str, refresh: bool, beta: float, average: float) -> dict:
     for rule, (fn, combos) in rules.items():
         for combo in combos:
             row[f"{rule}({'+'.join(combo)})"] = roc_auc_score(is_noisy, fn([_oriented(s, scores[s]) for s in combo]))
+    for combo in (("aum", "limit"), ("aul", "aum", "limit")):
+        row[f"ceiling, with labels({'+'.join(combo)})"] = roc_auc_score(
+            is_noisy, label_ceiling([_oriented(s, scores[s]) for s in combo], is_noisy))
     return row
 
 
