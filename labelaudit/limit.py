@@ -15,7 +15,7 @@ The LIMIT paper's objective (Sec. 3.3–3.4, Algorithm 1 in the supplement), per
   network trained on it with cross-entropy, so it predicts the "correct" gradient for a mislabeled
   sample, far from the cross-entropy gradient of its given label.
 - The q that scores is an exponential moving average of q's weights over about the last epoch
-  (``LimitSettings.average_epochs``; torch's AveragedModel, the momentum model SLN uses, Sec. 3.2
+  (``LimitSettings.average_epochs``; torch's AveragedModel, the momentum model SLN uses, Sec. 4.1
   of ../shared/papers/sln_stochastic_label_noise.txt). It is not in the LIMIT paper, whose q trains
   for hundreds of epochs: in a CPU budget of 15–30, q is still moving when the run stops, and the
   average of its last epoch scores better on every development case (docs/scores.md). 0 = q's last
@@ -30,7 +30,6 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from .errors import UsageError

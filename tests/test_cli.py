@@ -168,6 +168,8 @@ def test_manifest_scan(color_folder, tmp_path):
     (["scan", "{root}", "--device", "tpu"], 2, "--device"),
     (["scan", "{root}", "--model", "vgg99"], 2, "unknown model"),
     (["scan", "{root}", "--scores", "aum,loss"], 2, "--scores 'aum,loss'"),
+    (["scan", "{root}", "--scores", "aum,limit", "--limit-average-epochs", "-1"], 2,
+     "--limit-average-epochs -1.0: expected a number of epochs ≥ 0"),
     (["scan"], 2, "nothing to scan"),
 ])
 def test_user_errors_are_one_line_without_traceback(color_folder, args, code, message):
