@@ -182,6 +182,7 @@ LARGE_CASES = {c.name: c for c in [
     Case("cifar10n_uniform_0.05_50k", CIFAR_50K + ("--noise", "uniform:0.05")),
     Case("cifar10n_uniform_0.1_50k", CIFAR_50K + ("--noise", "uniform:0.1")),
     Case("cifar10n_random1_50k", CIFAR_50K + ("--noise", "column:random_label1")),
+    Case("cifar10n_worst_50k", CIFAR_50K + ("--noise", "column:worse_label"), {}, held_out=True),
 ]}
 
 

@@ -11,7 +11,8 @@ Each case is scanned with default settings (plus the case's documented options, 
 for digits). Rows: true noise rate; estimated rate with its 95% bootstrap interval; absolute error;
 flagged count against the true count; AUROC of the ranking score; expected calibration error (ECE)
 of p_mislabeled over 10 equal-width bins, whose reliability table (per bin: count, mean p,
-share truly mislabeled) goes to the JSON. The CIFAR-10N worse_label case is held out: measured,
+share truly mislabeled) goes to the JSON, and the class-rate MAE of shared/bench/evaluate.py (the per-class
+noise rates against the truth). The CIFAR-10N worse_label case is held out: measured,
 never tuned on. Writes benchmarks/results/<tag>.json and .md.
 """
 from __future__ import annotations
@@ -20,7 +21,8 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 
 from labelaudit import scan
-from _cases import LARGE_CASES, NOISE_RATE_CASES, WORK, build, case_label, chosen_cases, read_truth, run_and_save, timed
+from _cases import (LARGE_CASES, NOISE_RATE_CASES, WORK, build, case_label, chosen_cases, evaluate, read_truth,
+                    run_and_save, timed)
 
 ALL = {**NOISE_RATE_CASES, **LARGE_CASES}
 BINS = 10
@@ -61,6 +63,8 @@ def run_case(name: str) -> dict:
         "auroc": float(roc_auc_score(y, s["score"])) if 0 < y.sum() < len(y) else None,
         "ece": ece, "reliability": table, "scan_s": wall, "options": case.scan_options,
         "noise_method": result.run["noise_model"]["method"],
+        # the per-class view (the transition issue's class_rate_mae) from shared/bench/evaluate.py
+        **{k: evaluate(WORK / f"{name}.noise-audit", folder / "truth.csv").get(k) for k in ("class_rate_mae", "transition_row_l1")},
     }
 
 
@@ -71,16 +75,20 @@ def target(row: dict) -> float:
     return 0.02 if row["true_rate"] <= 0.2 else 0.04
 
 
+def _fmt(x: float | None) -> str:
+    return "–" if x is None else f"{x:.4f}"  # rows run before the column existed have none
+
+
 def markdown(rows: list[dict]) -> str:
-    lines = ["| case | true rate | estimate [95% interval] | abs. error (target) | flagged / true | AUROC | ECE |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| case | true rate | estimate [95% interval] | abs. error (target) | flagged / true | AUROC | ECE "
+             "| class-rate MAE |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         auroc = "–" if r["auroc"] is None else f"{r['auroc']:.4f}"
         mark = "✓" if r["abs_error"] <= target(r) else "✗"
         lines.append(f"| {case_label(r)} | {r['true_rate']:.4f} | "
                      f"{r['est_rate']:.4f} [{r['interval'][0]:.4f}, {r['interval'][1]:.4f}] | "
                      f"{r['abs_error']:.4f} (≤ {target(r):.2f} {mark}) | {r['flagged']:,} / {r['true_count']:,} | "
-                     f"{auroc} | {r['ece']:.4f} |")
+                     f"{auroc} | {r['ece']:.4f} | {_fmt(r.get('class_rate_mae'))} |")
     return "\n".join(lines) + "\n"
 
 
