@@ -175,8 +175,8 @@ NOISE_RATE_CASES = {c.name: c for c in [
     CASES["cifar10n_worst_10k"],
 ]}
 
-# Run only when named (--cases): the CIFAR development cases at 5× the images, for how the estimate moves
-# with the size of the dataset (each scan takes about 15 minutes on 2 cores).
+# Run only when named (--cases): the CIFAR cases at 5× the images (the 50k worse_label one held out), for how
+# the estimate moves with the size of the dataset (each scan takes about 15 minutes on 2 cores).
 CIFAR_50K = CIFAR_SOURCE + ("--limit", "50000")
 LARGE_CASES = {c.name: c for c in [
     Case("cifar10n_uniform_0.05_50k", CIFAR_50K + ("--noise", "uniform:0.05")),

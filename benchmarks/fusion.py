@@ -90,7 +90,7 @@ def case_scores(name: str, refresh: bool, beta: float, average: float) -> tuple[
     ``limit`` is the scan's limit_distance (eval mode, after training); ``limit_area`` the mean of the
     training-pass distance over the epochs (trajectories.parquet's limit_distance column). ``average``:
     LimitSettings.average_epochs (0, q's last weights, keeps the cache name it had before averaging)."""
-    path = WORK / (f"{name}.scores.b{beta:g}.npz" if average == 0 else f"{name}.scores.b{beta:g}.a{average:g}.npz")
+    path = WORK / f"{name}.scores.b{beta:g}{'' if average == 0 else f'.a{average:g}'}.npz"
     if path.exists() and not refresh:
         z = np.load(path)
         return {k: z[k] for k in SCORER}, z["is_noisy"], {k: float(z[k]) for k in ("proxy_s", "limit_s")}

@@ -83,6 +83,11 @@ class ScanConfig:
     # --- interruption
     resume: bool = False  # continue from <out>/checkpoint.pt (written after every epoch) when it is there
 
+    def limit_settings(self) -> LimitSettings:
+        """The LIMIT pair's settings from the --limit-* options (unvalidated)."""
+        return LimitSettings(dist=self.limit_dist, beta=self.limit_beta, model=self.limit_model,
+                             average_epochs=self.limit_average_epochs)
+
     def validate(self) -> "ScanConfig":
         """The config with ``epochs`` in its one spelling ("auto" or an int), or UsageError."""
         checks = [
@@ -103,7 +108,7 @@ class ScanConfig:
             raise UsageError(f"--pseudo-labels {self.pseudo_labels!r}: choose one of {', '.join(PSEUDO_LABELS)}")
         if self.pseudo_k < 1:
             raise UsageError(f"--pseudo-k {self.pseudo_k}: expected at least 1")
-        LimitSettings(dist=self.limit_dist, beta=self.limit_beta, average_epochs=self.limit_average_epochs).validate()
+        self.limit_settings().validate()
         for ok, option, value, expected in checks:
             if not ok:
                 raise UsageError(f"{option} {value!r}: expected {expected}")
@@ -416,8 +421,7 @@ def scan(data: str | Path | None = None, *, out: str | Path | None = "labelaudit
                              batch_size=config.batch_size, lr=config.lr, augment=config.augment,
                              seed=config.seed, compile=config.compile)
     scorers = parse_scores(config.scores)
-    limit = LimitSettings(dist=config.limit_dist, beta=config.limit_beta, model=config.limit_model,
-                          average_epochs=config.limit_average_epochs) if "limit" in scorers else None
+    limit = config.limit_settings() if "limit" in scorers else None
     fingerprint = _fingerprint(ds.samples)
     checkpoint = None
     if out is not None:  # resumed only on the very same settings, listing and pixels
