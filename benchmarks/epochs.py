@@ -20,7 +20,7 @@ from sklearn.metrics import roc_auc_score
 
 from labelaudit.mixture import fit_margin_mixture
 from labelaudit.proxy import AUTO_EPOCHS, ProxySettings, memorisation_check
-from _cases import CASES, NOISE_RATE_CASES, case_label, chosen_cases, load_case, run_and_save, timed
+from _cases import CASES, NOISE_RATE_CASES, WORK, case_label, chosen_cases, load_case, run_and_save, timed
 
 ALL = {**NOISE_RATE_CASES, **{n: c for n, c in CASES.items() if n not in NOISE_RATE_CASES}}
 LOW, HIGH = AUTO_EPOCHS
@@ -41,13 +41,25 @@ def at(margin: np.ndarray, is_noisy: np.ndarray, epochs: int) -> dict:
     return {"epochs": epochs, "auroc": auroc, "rate": rate, "error": rate - float(is_noisy.mean())}
 
 
-def run_case(name: str) -> dict:
+def fixed_run(name: str) -> tuple[np.ndarray, np.ndarray, float]:
+    """The case's 30-epoch margins (E, N), its is_noisy (N,) and the training seconds. Kept in
+    benchmarks/work/<case>.margin30.npz, so a stopping rule can be replayed without training again
+    (delete the file to retrain)."""
+    path = WORK / f"{name}.margin30.npz"
+    if path.exists():
+        saved = np.load(path)
+        return saved["margin"], saved["is_noisy"], float(saved["train_s"])
     loaded = load_case(ALL[name])
     dyn, train_s = timed(loaded.train, ProxySettings(epochs=HIGH, stop_from=None))
-    y = loaded.is_noisy
-    stop = auto_stop(dyn.margin)
+    np.savez_compressed(path, margin=dyn.margin, is_noisy=loaded.is_noisy, train_s=train_s)
+    return dyn.margin, loaded.is_noisy, train_s
+
+
+def run_case(name: str) -> dict:
+    margin, y, train_s = fixed_run(name)
+    stop = auto_stop(margin)
     return {"case": name, "held_out": ALL[name].held_out, "true_rate": float(y.mean()), "train_s_30": train_s,
-            "fixed_15": at(dyn.margin, y, LOW), "auto": at(dyn.margin, y, stop), "fixed_30": at(dyn.margin, y, HIGH)}
+            "fixed_15": at(margin, y, LOW), "auto": at(margin, y, stop), "fixed_30": at(margin, y, HIGH)}
 
 
 def markdown(rows: list[dict]) -> str:

@@ -9,7 +9,8 @@
 
 Each case is scanned with default settings (plus the case's documented options, e.g. --augment crop
 for digits). Rows: true noise rate; estimated rate with its 95% bootstrap interval; absolute error;
-flagged count against the true count; AUROC of the ranking score; expected calibration error (ECE)
+the model range (the rate with any mixture component that straddles zero counted clean, and counted
+mislabeled: "none" when every component is decided) and the epochs the proxy ran; flagged count against the true count; AUROC of the ranking score; expected calibration error (ECE)
 of p_mislabeled over 10 equal-width bins, whose reliability table (per bin: count, mean p,
 share truly mislabeled) goes to the JSON, and the class-rate MAE of shared/bench/evaluate.py (the per-class
 noise rates against the truth; its transition_row_l1 goes to the JSON too). The CIFAR-10N worse_label case is held out: measured,
@@ -65,6 +66,7 @@ def run_case(name: str) -> dict:
         "ece": ece, "reliability": table, "scan_s": wall, "options": case.scan_options,
         "noise_method": result.run["noise_model"]["method"],
         "class_rate_mae": metrics.get("class_rate_mae"), "transition_row_l1": metrics.get("transition_row_l1"),
+        "epochs_run": result.run["epochs_run"], "model_range": result.summary.get("noise_rate_model_range"),
     }
 
 
@@ -79,15 +81,24 @@ def _fmt(x: float | None) -> str:
     return "–" if x is None else f"{x:.4f}"  # rows run before the column existed have none
 
 
+def _range(row: dict) -> str:
+    """The estimate's model range (a mixture component straddling zero), "none" when every component is
+    decided, "–" for rows run before the column existed."""
+    if "model_range" not in row:
+        return "–"
+    return "none" if row["model_range"] is None else f"{row['model_range'][0]:.3f}–{row['model_range'][1]:.3f}"
+
+
 def markdown(rows: list[dict]) -> str:
-    lines = ["| case | true rate | estimate [95% interval] | abs. error (target) | flagged / true | AUROC | ECE "
-             "| class-rate MAE |", "|---|---|---|---|---|---|---|---|"]
+    lines = ["| case | true rate | estimate [95% interval] | abs. error (target) | model range | epochs | flagged / true "
+             "| AUROC | ECE | class-rate MAE |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         auroc = "–" if r["auroc"] is None else f"{r['auroc']:.4f}"
         mark = "✓" if r["abs_error"] <= target(r) else "✗"
         lines.append(f"| {case_label(r)} | {r['true_rate']:.4f} | "
                      f"{r['est_rate']:.4f} [{r['interval'][0]:.4f}, {r['interval'][1]:.4f}] | "
-                     f"{r['abs_error']:.4f} (≤ {target(r):.2f} {mark}) | {r['flagged']:,} / {r['true_count']:,} | "
+                     f"{r['abs_error']:.4f} (≤ {target(r):.2f} {mark}) | {_range(r)} | {r.get('epochs_run', '–')} | "
+                     f"{r['flagged']:,} / {r['true_count']:,} | "
                      f"{auroc} | {r['ece']:.4f} | {_fmt(r.get('class_rate_mae'))} |")
     return "\n".join(lines) + "\n"
 

@@ -271,7 +271,7 @@ def _calibrated(config: ScanConfig, trust: TrustedSet | None,
     method = (f"{fit.method}; recalibrated on {cal.n} verified samples: logit p + {cal.shift:.3f} "
               "(the mixture's prior odds re-estimated, trusted.calibrate)")
     return dataclasses.replace(fit, p_mislabeled=p_new, noise_rate=cal.noise_rate, method=method,
-                               interval=cal.interval), cal, None
+                               interval=cal.interval, model_range=None), cal, None
 
 
 def _apply_verified(samples: pd.DataFrame, trust: TrustedSet, classes: list[str]) -> pd.DataFrame:
@@ -505,6 +505,7 @@ def scan(data: str | Path | None = None, *, out: str | Path | None = "labelaudit
         "summary": {
             "noise_rate": fit.noise_rate,
             "noise_rate_interval": list(fit.interval) if fit.interval else None,
+            "noise_rate_model_range": list(fit.model_range) if fit.model_range else None,
             "n_label_issues": int(samples["is_label_issue"].sum()),
             "n_samples": int(len(samples)),
             "n_errors": int(len(ds.errors)),

@@ -171,7 +171,9 @@ def render_report(audit: Audit, *, top: int = DEFAULT_TOP) -> str:
     stats = "".join([
         _stat(f"{s['noise_rate']:.1%}", "estimated noise rate" + (
             f" (95% interval {s['noise_rate_interval'][0]:.1%}–{s['noise_rate_interval'][1]:.1%})"
-            if s.get("noise_rate_interval") else "")),
+            if s.get("noise_rate_interval") else "") + (
+            f"; could be {s['noise_rate_model_range'][0]:.1%}–{s['noise_rate_model_range'][1]:.1%}: a mixture "
+            "component straddles a margin of 0" if s.get("noise_rate_model_range") else "")),
         _stat(f"{s['n_label_issues']:,}", "label issues flagged"),
         _stat(f"{s['n_samples']:,}", "samples audited"),
         _stat(f"{s.get('n_classes', audit.class_rates.shape[0]):,}", "classes"),

@@ -107,6 +107,8 @@ def test_other_files_match_the_contract(audited):
     flows = run["summary"].pop("top_flows")
     lo, hi = run["summary"].pop("noise_rate_interval")
     assert lo <= ds["noise_rate"] <= hi and hi - lo < 0.2
+    model_range = run["summary"].pop("noise_rate_model_range")
+    assert model_range is None or model_range[0] <= ds["noise_rate"] <= model_range[1]
     assert run["summary"] == {"noise_rate": pytest.approx(ds["noise_rate"]), "n_label_issues": len(suspects),
                               "n_samples": 75, "n_errors": 1, "n_classes": 3}
     assert {(f["true"], f["noisy"]) for f in flows} == {("red", "green"), ("green", "blue"), ("blue", "red")}

@@ -41,6 +41,18 @@ def test_clean_data_never_stops_early():
     assert all(c["noise_rate"] == 0.0 and not c["memorising"] for c in checks)
 
 
+def test_check_waits_while_a_component_straddles_zero():
+    """40% of the samples sit around a margin of 0 (per-sample AUM ~ N(−0.3, 1)): the mixture counts them
+    mislabeled (η̂ ≈ 0.6), so agreement ≈ 0.56 ≥ 1 − η̂ would stop the run; the check waits instead."""
+    rng = np.random.default_rng(3)
+    base = np.concatenate([rng.normal(-3.0, 0.7, 400), rng.normal(-0.3, 1.0, 800), rng.normal(3.5, 0.8, 800)])
+    check = memorisation_check(base + rng.normal(0.0, 0.3, (20, 2000)))
+    assert check["undecided"] == 1 and not check["memorising"]
+    assert check["agreement"] >= 1.0 - check["noise_rate"]  # the rule without the wait would have fired
+    settled = memorisation_check(np.concatenate([base[:400], base[400:] + 3.0]) + rng.normal(0.0, 0.3, (20, 2000)))
+    assert settled["undecided"] == 0  # once the group has moved off zero the check is free to fire
+
+
 def test_parse_epochs():
     assert parse_epochs("auto") == (30, 15) == (proxy.AUTO_EPOCHS[1], proxy.AUTO_EPOCHS[0])
     assert parse_epochs("AUTO") == (30, 15)

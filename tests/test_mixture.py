@@ -35,6 +35,45 @@ def test_margin_mixture_says_zero_on_clean_skewed_scores():
     assert fit_aul_gmm(-aum).noise_rate > 0.15
 
 
+def test_a_component_straddling_zero_gives_a_model_range():
+    """20% clearly mislabeled (−3), 40% undecided around 0 (mean −0.1, sd 1: 46% of it above zero), 40% clean."""
+    rng = np.random.default_rng(3)
+    aum = np.concatenate([rng.normal(-3.0, 0.7, 800), rng.normal(-0.1, 1.0, 1600), rng.normal(3.5, 0.8, 1600)])
+    fit = fit_margin_mixture(aum)
+    assert fit.details["undecided"] == [False, True, False] and fit.details["undecided_components"] == 1
+    lo, hi = fit.model_range
+    assert lo == pytest.approx(0.2, abs=0.03) and hi == pytest.approx(0.6, abs=0.03)
+    # the estimate itself still follows the side of zero the component's mean is on
+    assert fit.noise_rate == pytest.approx(lo if fit.details["means"][1] >= 0 else hi)
+    assert "straddle zero" in fit.method
+
+
+def test_the_summary_warns_about_a_model_range():
+    from rich.console import Console
+
+    from labelaudit.cli.summary import render_overview
+
+    run = {"summary": {"noise_rate": 0.6, "noise_rate_interval": [0.59, 0.61], "noise_rate_model_range": [0.2, 0.6],
+                       "n_samples": 4000, "n_classes": 2, "n_label_issues": 2400, "n_errors": 0},
+           "noise_model": {"method": "margin mixture"}}
+    console = Console(record=True, width=300)
+    render_overview(console, run)
+    text = console.export_text()
+    assert "Uncertain estimate" in text and "anywhere from 20.0% to 60.0%" in text
+    run["summary"]["noise_rate_model_range"] = None
+    console = Console(record=True, width=300)
+    render_overview(console, run)
+    assert "Uncertain" not in console.export_text()
+
+
+def test_well_separated_components_have_no_model_range():
+    rng = np.random.default_rng(1)
+    aum = np.concatenate([_clean_margins(rng, 3000), rng.normal(-2.5, 1.0, 1000)])
+    fit = fit_margin_mixture(aum)
+    assert fit.model_range is None and fit.details["undecided_components"] == 0
+    assert fit.noise_rate == pytest.approx(0.25, abs=0.02)
+
+
 def test_aul_gmm_is_the_papers_recipe_on_bimodal_scores():
     rng = np.random.default_rng(3)
     aul = np.concatenate([rng.normal(2.0, 0.5, 3000), rng.normal(8.0, 1.0, 1000)])

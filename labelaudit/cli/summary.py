@@ -17,6 +17,12 @@ def render_overview(console: Console, run: dict) -> None:
                   + (f"   [yellow]unreadable files: {s['n_errors']:,} (see errors.parquet)[/yellow]"
                      if s["n_errors"] else ""))
     console.print(f"[dim]Noise model: {run['noise_model']['method']}[/dim]")
+    model_range = s.get("noise_rate_model_range")
+    if model_range:
+        console.print(f"[yellow]Uncertain estimate: part of the data sits on neither side of the noise model's "
+                      f"line (a mixture component straddles a margin of 0), so the rate could be anywhere from "
+                      f"{model_range[0]:.1%} to {model_range[1]:.1%}. More epochs, more images or --trusted labels "
+                      f"settle it (docs/scores.md).[/yellow]", soft_wrap=True)
     if run.get("scores"):
         console.print(f"[dim]Ranking: {run['scores']['score']}[/dim]")
     trusted = run.get("trusted")
