@@ -124,6 +124,7 @@ class CheckResult:
     new_suspects: list[str] = field(default_factory=list)  # with a baseline: the new suspects' paths
     config: str | None = None  # the file thresholds came from
     with_baseline: bool = False
+    caveats: list[str] = field(default_factory=list)  # what the verdict cannot see, e.g. an uncertain estimate
 
     @property
     def passed(self) -> bool:
@@ -132,7 +133,7 @@ class CheckResult:
     def to_dict(self) -> dict:
         return {"passed": self.passed, "scope": self.scope, "n_samples": self.n_samples,
                 "verdicts": [asdict(v) for v in self.verdicts], "new_suspects": self.new_suspects,
-                "config": self.config}
+                "config": self.config, "caveats": self.caveats}
 
 
 def check_audit(audit: Audit, thresholds: Thresholds, baseline: Audit | None = None) -> CheckResult:
@@ -168,7 +169,21 @@ def check_audit(audit: Audit, thresholds: Thresholds, baseline: Audit | None = N
     if thresholds.max_issues is not None:
         verdicts.append(Verdict("max-issues", "new label issues" if baseline is not None else "label issues",
                                 issues, thresholds.max_issues, issues <= thresholds.max_issues))
-    return CheckResult(verdicts, scope, n, new_suspects, with_baseline=baseline is not None)
+    return CheckResult(verdicts, scope, n, new_suspects, with_baseline=baseline is not None,
+                       caveats=_caveats(audit, baseline))
+
+
+def _caveats(audit: Audit, baseline: Audit | None) -> list[str]:
+    """The audits' model ranges (mixture.fit_margin_mixture): the verdict compares the estimate, which
+    could be anywhere in the range."""
+    notes = []
+    for which, a in (("the audit", audit), ("the baseline", baseline)):
+        rng = None if a is None else a.summary.get("noise_rate_model_range")
+        if rng:
+            notes.append(f"{which}'s noise model could not call part of the data (a mixture component straddles "
+                         f"a margin of 0): its dataset noise rate {a.summary['noise_rate']:.1%} could be anywhere "
+                         f"from {rng[0]:.1%} to {rng[1]:.1%}, and the class rates move with it")
+    return notes
 
 
 def _fmt(name: str, x: float) -> str:
@@ -189,6 +204,7 @@ def to_markdown(result: CheckResult, audit: Audit, *, top: int = 20) -> str:
     for v in result.verdicts:
         lines.append(f"| {v.what} (`--{v.name}`) | {_fmt(v.name, v.value)} | {_fmt(v.name, v.limit)} | "
                      f"{'pass' if v.passed else '**fail**'} |")
+    lines += [f"\n> ⚠️ Uncertain: {note}." for note in result.caveats]
     suspects = audit.suspects
     if result.with_baseline:
         suspects = suspects[suspects["path"].isin(result.new_suspects)]

@@ -92,6 +92,27 @@ def test_check_verdict_names_threshold_value_and_limit(audit_10pct, tmp_path, mo
                                     "passed": True}]
 
 
+def test_check_names_an_uncertain_estimate(audit_10pct, tmp_path, monkeypatch):
+    """An audit whose noise model left a component undecided: the verdict is the estimate's, with a caveat."""
+    monkeypatch.chdir(tmp_path)
+    run_json = audit_10pct / "run.json"
+    run = json.loads(run_json.read_text())
+    run["summary"]["noise_rate_model_range"] = [0.02, 0.1]
+    run_json.write_text(json.dumps(run))
+    md = tmp_path / "summary.md"
+    res = runner.invoke(app, ["check", str(audit_10pct), "--max-noise-rate", "0.1", "--markdown", str(md)])
+    assert res.exit_code == 0
+    assert "Uncertain: the audit's noise model could not call part of the data" in res.output
+    assert "rate 10.0% could be anywhere from 2.0% to 10.0%" in res.output
+    assert "⚠️ Uncertain: the audit's noise model" in md.read_text()
+    verdict = json.loads(runner.invoke(app, ["check", str(audit_10pct), "--max-noise-rate", "0.1", "--json"]).stdout)
+    assert len(verdict["caveats"]) == 1 and "2.0% to 10.0%" in verdict["caveats"][0]
+    run["summary"]["noise_rate_model_range"] = None
+    run_json.write_text(json.dumps(run))
+    res = runner.invoke(app, ["check", str(audit_10pct), "--max-noise-rate", "0.1"])
+    assert "Uncertain" not in res.output
+
+
 def test_check_baseline_counts_only_new_suspects(tmp_path):
     labels = ["cat"] * 50 + ["dog"] * 50
     paths = [f"{c}/{i}.png" for i, c in enumerate(labels)]

@@ -69,5 +69,7 @@ def check_cli(
         for line in verdict_lines(result):
             style = "green" if line.startswith("PASS") else "bold red"
             console.print(f"[{style}]{line[:4]}[/{style}]{line[4:]}", soft_wrap=True, highlight=False)
+        for note in result.caveats:
+            console.print(f"[yellow]Uncertain: {note}.[/yellow]", soft_wrap=True, highlight=False)
         console.print("[green]passed[/green]" if result.passed else "[bold red]failed[/bold red]")
     raise typer.Exit(0 if result.passed else 1)
