@@ -291,3 +291,15 @@ def test_report_stays_light_for_a_large_audit(tmp_path):
     page = render_report(audit, top=48)
     assert page.count('<div class="card">') == 48 and "Suspects: the top 48 of 10,000" in page
     assert len(page.encode()) < 1_000_000
+
+
+def test_report_gives_the_model_range(audit_10pct):
+    from labelaudit.report import render_report
+
+    run_json = audit_10pct / "run.json"
+    run = json.loads(run_json.read_text())
+    assert "could be" not in render_report(load_audit(audit_10pct))
+    run["summary"]["noise_rate_model_range"] = [0.02, 0.1]
+    run_json.write_text(json.dumps(run))
+    page = render_report(load_audit(audit_10pct))
+    assert "could be 2.0%–10.0%: a mixture component straddles a margin of 0" in page
