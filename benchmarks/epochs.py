@@ -6,7 +6,7 @@ onset of memorisation, proxy.memorisation_check).
     python benchmarks/epochs.py --no-held-out
 
 Each case trains the proxy once for 30 epochs at a constant learning rate and keeps every epoch's
-margins. A run of E epochs is the first E epochs of that run (same seed, same batches, same
+margins (in benchmarks/work/<case>.margin30.npz: a second run replays them without training). A run of E epochs is the first E epochs of that run (same seed, same batches, same
 augmentation: the learning rate never changes), and ``--epochs auto`` stops before epoch E + 1 when
 ``memorisation_check`` on the first E epochs says so — so all three settings are read from one run.
 Rows: AUROC of AUM and the margin mixture's noise-rate estimate (the scan's default noise model) at

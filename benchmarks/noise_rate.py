@@ -10,11 +10,12 @@
 Each case is scanned with default settings (plus the case's documented options, e.g. --augment crop
 for digits). Rows: true noise rate; estimated rate with its 95% bootstrap interval; absolute error;
 the model range (the rate with any mixture component that straddles zero counted clean, and counted
-mislabeled: "none" when every component is decided) and the epochs the proxy ran; flagged count against the true count; AUROC of the ranking score; expected calibration error (ECE)
-of p_mislabeled over 10 equal-width bins, whose reliability table (per bin: count, mean p,
-share truly mislabeled) goes to the JSON, and the class-rate MAE of shared/bench/evaluate.py (the per-class
-noise rates against the truth; its transition_row_l1 goes to the JSON too). The CIFAR-10N worse_label case is held out: measured,
-never tuned on. Writes benchmarks/results/<tag>.json and .md.
+mislabeled: "none" when every component is decided) and the epochs the proxy ran; flagged count
+against the true count; AUROC of the ranking score; expected calibration error (ECE) of
+p_mislabeled over 10 equal-width bins, whose reliability table (per bin: count, mean p, share truly
+mislabeled) goes to the JSON; and the class-rate MAE of shared/bench/evaluate.py (the per-class noise
+rates against the truth; its transition_row_l1 goes to the JSON too). The CIFAR-10N worse_label
+cases are held out: measured, never tuned on. Writes benchmarks/results/<tag>.json and .md.
 """
 from __future__ import annotations
 
