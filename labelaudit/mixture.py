@@ -13,7 +13,7 @@ is the posterior mass of the components whose mean margin is below zero. On clea
 sits below zero and the estimate is 0, where a plain 2-component fit reports 40–65% (measured on
 scikit-learn digits, see docs/scores.md).
 
-A component whose mean lies within half its standard deviation of zero is *undecided*: at least 31%
+A component whose mean lies within half its standard deviation of zero is *undecided*: more than 30%
 of its mass is on either side, so the sign rule cannot call its samples. Its mean's side still
 decides the estimate (every other rule measured was worse on the development cases, docs/scores.md),
 but the fit then also reports ``model_range``: the rate with the undecided components counted clean,
@@ -49,7 +49,7 @@ class NoiseFit:
 
 BOOTSTRAP_ROUNDS = 50
 BOOTSTRAP_LEVEL = 0.95
-UNDECIDED_Z = 0.5  # a component with |mean| < UNDECIDED_Z · std straddles zero (≥ 31% of its mass on each side)
+UNDECIDED_Z = 0.5  # a component with |mean| < UNDECIDED_Z · std straddles zero (> 30% of its mass on each side)
 
 
 def bootstrap_interval(x: np.ndarray, gmm: GaussianMixture, noisy: np.ndarray, *, rounds: int = BOOTSTRAP_ROUNDS,
