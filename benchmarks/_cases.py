@@ -148,6 +148,19 @@ def timed(fn, *args, **kwargs):
     return result, time.perf_counter() - t
 
 
+def cached_arrays(path: Path, make, refresh: bool = False) -> dict:
+    """``make()`` (a dict of arrays and numbers) saved to the .npz ``path`` and loaded from it on the
+    next call, unless ``refresh``: per-sample results a benchmark replays without training again."""
+    import numpy as np
+
+    if path.exists() and not refresh:
+        with np.load(path) as saved:
+            return {k: saved[k] for k in saved.files}
+    arrays = make()
+    np.savez_compressed(path, **arrays)
+    return arrays
+
+
 def build(case: Case) -> Path:
     out = WORK / case.name
     if not (out / "truth.csv").exists():

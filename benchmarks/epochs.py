@@ -6,8 +6,9 @@ onset of memorisation, proxy.memorisation_check).
     python benchmarks/epochs.py --no-held-out
 
 Each case trains the proxy once for 30 epochs at a constant learning rate and keeps every epoch's
-margins (in benchmarks/work/<case>.margin30.npz: a second run replays them without training). A run of E epochs is the first E epochs of that run (same seed, same batches, same
-augmentation: the learning rate never changes), and ``--epochs auto`` stops before epoch E + 1 when
+margins (in benchmarks/work/<case>.margin30.npz: a second run replays them without training). A run
+of E epochs is the first E epochs of that run (same seed, same batches, same augmentation: the
+learning rate never changes), and ``--epochs auto`` stops before epoch E + 1 when
 ``memorisation_check`` on the first E epochs says so — so all three settings are read from one run.
 Rows: AUROC of AUM and the margin mixture's noise-rate estimate (the scan's default noise model) at
 15 epochs, at the epoch auto stops, and at 30. The held-out CIFAR-10N worse_label case is measured
@@ -20,7 +21,8 @@ from sklearn.metrics import roc_auc_score
 
 from labelaudit.mixture import fit_margin_mixture
 from labelaudit.proxy import AUTO_EPOCHS, ProxySettings, memorisation_check
-from _cases import CASES, NOISE_RATE_CASES, WORK, case_label, chosen_cases, load_case, run_and_save, timed
+from _cases import (CASES, NOISE_RATE_CASES, WORK, cached_arrays, case_label, chosen_cases, load_case, run_and_save,
+                    timed)
 
 ALL = {**NOISE_RATE_CASES, **{n: c for n, c in CASES.items() if n not in NOISE_RATE_CASES}}
 LOW, HIGH = AUTO_EPOCHS
@@ -45,14 +47,13 @@ def fixed_run(name: str) -> tuple[np.ndarray, np.ndarray, float]:
     """The case's 30-epoch margins (E, N), its is_noisy (N,) and the training seconds. Kept in
     benchmarks/work/<case>.margin30.npz, so a stopping rule can be replayed without training again
     (delete the file to retrain)."""
-    path = WORK / f"{name}.margin30.npz"
-    if path.exists():
-        saved = np.load(path)
-        return saved["margin"], saved["is_noisy"], float(saved["train_s"])
-    loaded = load_case(ALL[name])
-    dyn, train_s = timed(loaded.train, ProxySettings(epochs=HIGH, stop_from=None))
-    np.savez_compressed(path, margin=dyn.margin, is_noisy=loaded.is_noisy, train_s=train_s)
-    return dyn.margin, loaded.is_noisy, train_s
+    def train() -> dict:
+        loaded = load_case(ALL[name])
+        dyn, train_s = timed(loaded.train, ProxySettings(epochs=HIGH, stop_from=None))
+        return {"margin": dyn.margin, "is_noisy": loaded.is_noisy, "train_s": train_s}
+
+    saved = cached_arrays(WORK / f"{name}.margin30.npz", train)
+    return saved["margin"], saved["is_noisy"], float(saved["train_s"])
 
 
 def run_case(name: str) -> dict:

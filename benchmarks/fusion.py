@@ -21,7 +21,8 @@ import argparse
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from _cases import CASES, DEV_CASES, NOISE_RATE_CASES, WORK, case_label, load_case, machine_meta, save_results, timed
+from _cases import (CASES, DEV_CASES, NOISE_RATE_CASES, WORK, cached_arrays, case_label, load_case, machine_meta,
+                    save_results, timed)
 from labelaudit.limit import LimitSettings
 from labelaudit.scores import FUSIONS, aul, aum, oriented, rank_fraction, robust_z
 
@@ -90,17 +91,16 @@ def case_scores(name: str, refresh: bool, beta: float, average: float) -> tuple[
     ``limit`` is the scan's limit_distance (eval mode, after training); ``limit_area`` the mean of the
     training-pass distance over the epochs (trajectories.parquet's limit_distance column). ``average``:
     LimitSettings.average_epochs (0, q's last weights, keeps the cache name it had before averaging)."""
-    path = WORK / f"{name}.scores.b{beta:g}{'' if average == 0 else f'.a{average:g}'}.npz"
-    if path.exists() and not refresh:
-        z = np.load(path)
-        return {k: z[k] for k in SCORER}, z["is_noisy"], {k: float(z[k]) for k in ("proxy_s", "limit_s")}
-    lc = load_case(ALL[name])
-    _, proxy_s = timed(lc.train)
-    dyn, limit_s = timed(lc.train, limit=LimitSettings(beta=beta, average_epochs=average))
-    scores = {"aul": aul(dyn.loss), "aum": aum(dyn.margin), "limit": dyn.limit_distance.astype(np.float64),
-              "limit_area": dyn.limit_epochs.mean(axis=0).astype(np.float64)}
-    np.savez(path, **scores, is_noisy=lc.is_noisy, proxy_s=proxy_s, limit_s=limit_s)
-    return scores, lc.is_noisy, {"proxy_s": proxy_s, "limit_s": limit_s}
+    def train() -> dict:
+        lc = load_case(ALL[name])
+        _, proxy_s = timed(lc.train)
+        dyn, limit_s = timed(lc.train, limit=LimitSettings(beta=beta, average_epochs=average))
+        return {"aul": aul(dyn.loss), "aum": aum(dyn.margin), "limit": dyn.limit_distance.astype(np.float64),
+                "limit_area": dyn.limit_epochs.mean(axis=0).astype(np.float64), "is_noisy": lc.is_noisy,
+                "proxy_s": proxy_s, "limit_s": limit_s}
+
+    z = cached_arrays(WORK / f"{name}.scores.b{beta:g}{'' if average == 0 else f'.a{average:g}'}.npz", train, refresh)
+    return {k: z[k] for k in SCORER}, z["is_noisy"], {k: float(z[k]) for k in ("proxy_s", "limit_s")}
 
 
 def run_case(name: str, refresh: bool, beta: float, average: float) -> dict:
