@@ -163,17 +163,26 @@ def _stat(value: str, what: str) -> str:
     return f'<div class="stat"><b>{html.escape(value)}</b><span>{html.escape(what)}</span></div>'
 
 
+def _rate_caption(summary: dict) -> str:
+    """What the noise rate's number is, with its 95% interval and, when a mixture component is
+    undecided, its model range (run.json summary)."""
+    caption = "estimated noise rate"
+    if summary.get("noise_rate_interval"):
+        lo, hi = summary["noise_rate_interval"]
+        caption += f" (95% interval {lo:.1%}–{hi:.1%})"
+    if summary.get("noise_rate_model_range"):
+        lo, hi = summary["noise_rate_model_range"]
+        caption += f"; could be {lo:.1%}–{hi:.1%}: a mixture component straddles a margin of 0"
+    return caption
+
+
 def render_report(audit: Audit, *, top: int = DEFAULT_TOP) -> str:
     """The HTML text of report.html for ``audit``."""
     e = html.escape
     run, s = audit.run, audit.summary
     cfg = run.get("config", {})
     stats = "".join([
-        _stat(f"{s['noise_rate']:.1%}", "estimated noise rate" + (
-            f" (95% interval {s['noise_rate_interval'][0]:.1%}–{s['noise_rate_interval'][1]:.1%})"
-            if s.get("noise_rate_interval") else "") + (
-            f"; could be {s['noise_rate_model_range'][0]:.1%}–{s['noise_rate_model_range'][1]:.1%}: a mixture "
-            "component straddles a margin of 0" if s.get("noise_rate_model_range") else "")),
+        _stat(f"{s['noise_rate']:.1%}", _rate_caption(s)),
         _stat(f"{s['n_label_issues']:,}", "label issues flagged"),
         _stat(f"{s['n_samples']:,}", "samples audited"),
         _stat(f"{s.get('n_classes', audit.class_rates.shape[0]):,}", "classes"),
