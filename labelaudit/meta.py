@@ -15,6 +15,11 @@ coefficients, through the virtual step (second order), with torch.func (``functi
 - Labels (IEG Eq. 5–7): the target is ``P(λ) = λ·y + (1 − λ)·g(x)`` with g the pseudo label; at λ₀ = 0.9,
   ``λ* = [sign(−∂L_p/∂λ)]₊`` keeps the given label where raising λ lowers the probe loss and takes the
   pseudo label otherwise.
+- Averaged weights (``--meta-average α``, our addition; IEG and L2R use each step's ω* alone): ω* of one
+  step rests on one probe batch and one virtual step, and on a hard dataset it flips between steps. Each
+  sample keeps an exponential average of B·ω* over its visits (once an epoch), bias-corrected as Adam
+  corrects its moments, so the first visit gives ω* itself; the batch's loss is weighted by the averages,
+  normalised to sum to 1. α = 0 is the paper's method.
 
 The virtual step is plain SGD at the current learning rate (as L2R; IEG follows the optimiser's momentum
 direction, a refinement left out). BatchNorm runs in training mode on copies of its buffers, so the
@@ -79,3 +84,29 @@ def meta_coefficients(model: torch.nn.Module, x: torch.Tensor, target: torch.Ten
     w = w / total if total > 0 else torch.zeros_like(w)
     keep = (-d_lam > 0) if pseudo is not None else None  # Eq. 6: [sign(−∂L_p/∂λ)]₊
     return MetaCoefficients(w.detach(), None if keep is None else keep.detach())
+
+
+class WeightAverage:
+    """Per-sample exponential average of the meta weights over the epochs (``--meta-average``).
+
+    On each visit of sample i: ``m_i ← α·m_i + (1 − α)·B·ω*_i`` (B·ω* is 1 on average, so samples of
+    batches of different sizes compare), ``m̂_i = m_i / (1 − α^{t_i})`` after t_i visits (the bias correction
+    of Adam, Kingma & Ba 2015, Alg. 1), and the batch's weights are m̂ normalised to sum to 1 (all 0 when
+    every m̂ is 0, as for ω*). A sample whose ω* is always 0 keeps weight 0, as in plain L2R.
+    """
+
+    def __init__(self, n: int, decay: float, device=None):
+        if not 0.0 <= decay < 1.0:
+            raise ValueError(f"decay must be in [0, 1), got {decay}")
+        self.decay = decay
+        self.mean = torch.zeros(n, device=device)  # (N,) m, biased towards 0
+        self.visits = torch.zeros(n, device=device)  # (N,) t
+
+    def __call__(self, ids: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """ids (B,) long sample indices, weights (B,) ω* summing to 1 or all 0 → (B,) averaged weights."""
+        m = self.decay * self.mean[ids] + (1.0 - self.decay) * weights.detach() * len(ids)
+        self.mean[ids] = m
+        self.visits[ids] += 1
+        corrected = m / (1.0 - self.decay ** self.visits[ids])
+        total = corrected.sum()
+        return corrected / total if total > 0 else torch.zeros_like(corrected)

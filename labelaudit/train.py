@@ -77,6 +77,7 @@ class TrainConfig:
     meta_relabel: bool = False  # per-step choice between given and pseudo label (IEG Eq. 5–8); implies the weights
     pseudo_k: int = 2  # augmentations averaged into a pseudo label (IEG Eq. 3; the paper's K = 2)
     probe_batch: int = 100  # trusted samples per meta step (all of them when fewer)
+    meta_average: float = 0.0  # decay of each sample's average of ω* over its visits (meta.WeightAverage); 0 = off
 
     def validate(self) -> "TrainConfig":
         checks = [
@@ -90,6 +91,8 @@ class TrainConfig:
             (self.max_condition > 1, "--max-condition", self.max_condition, "a number above 1"),
             (0.0 <= self.sln < 10, "--sln", self.sln, "a standard deviation from 0 (off) to 10 (the paper: 0.5–1)"),
             (self.ema == 0 or 0.0 < self.ema < 1.0, "--ema", self.ema, "0 (off) or a decay in (0, 1), e.g. 0.999"),
+            (0.0 <= self.meta_average < 1.0, "--meta-average", self.meta_average,
+             "0 (off) or a decay in (0, 1), e.g. 0.8"),
             (0 <= self.label_correction <= self.epochs, "--label-correction", self.label_correction,
              f"0 (off) or an epoch from 1 to --epochs ({self.epochs})"),
         ]
@@ -105,6 +108,8 @@ class TrainConfig:
             raise UsageError(f"--augment {self.augment!r}: unknown; choose one of {', '.join(AUGMENTS)}")
         if self.pseudo_k < 1 or self.probe_batch < 1:
             raise UsageError(f"--pseudo-k {self.pseudo_k} / --probe-batch {self.probe_batch}: expected at least 1")
+        if self.meta_average and not self.needs_trusted:
+            raise UsageError("--meta-average averages the meta weights: add --meta-reweight or --meta-relabel")
         if self.drop_issues and self.relabel:
             raise UsageError("--drop-issues and --relabel both decide what happens to flagged samples; choose one")
         return self
@@ -127,6 +132,8 @@ class TrainConfig:
         if self.label_correction:
             out.append(f"label correction from epoch {self.label_correction} ({self.lc_weighting})")
         on = " of the audit-weighted losses" if self.weights else ""
+        if self.meta_average:
+            on += f", averaged per sample (decay {self.meta_average:g})"
         if self.meta_relabel:
             out.append(f"meta re-labeling + re-weighting{on} (IEG, K={self.pseudo_k})")
         elif self.meta_reweight:
@@ -253,7 +260,7 @@ def _transition(audit, classes: list[str], config: TrainConfig) -> tuple[np.ndar
 # ---------------------------------------------------------------------------------------- training
 
 def _meta_loss(model, x, target, raw, augment: str, gen, probe_images, probe_labels, normalise,
-               config: TrainConfig, *, lr: float, prior=None):
+               config: TrainConfig, *, lr: float, prior=None, average=None, ids=None):
     """The step's loss with IEG's data coefficients (meta.py).
 
     meta_reweight: ``L_ω* = Σ ω*_i L(y_i, Φ(x_i))`` (IEG Eq. 1–2, L2R). meta_relabel: IEG Eq. 8,
@@ -261,6 +268,7 @@ def _meta_loss(model, x, target, raw, augment: str, gen, probe_images, probe_lab
     given label where λ* > 0 and the pseudo label g(x) (Eq. 3) otherwise (Eq. 7). The probe batch is a
     random draw of ``probe_batch`` trusted samples, augmented like the training batch. ``prior`` (B,): the
     audit's weights with ``--weights`` (meta re-weighting of the audit-weighted losses, meta.py), else None.
+    ``average`` (meta.WeightAverage) with the batch's sample ``ids``: ω* replaced by its per-sample average.
     """
     import torch
 
@@ -278,6 +286,8 @@ def _meta_loss(model, x, target, raw, augment: str, gen, probe_images, probe_lab
         pseudo = pseudo_label(model, raw, normalise, augment, config.pseudo_k, gen,
                               first=torch.softmax(logits.detach(), dim=1))
     coef = meta_coefficients(model, x, target, probe_x, probe_labels[pick], lr=lr, pseudo=pseudo, prior=prior)
+    if average is not None:
+        coef = dataclasses.replace(coef, weights=average(ids, coef.weights))
     log_p = torch.log_softmax(logits, dim=1)  # (B, K)
     if pseudo is None:
         return -(coef.weights * (target * log_p).sum(dim=1)).sum()
@@ -392,6 +402,11 @@ def train(data: str | Path | None = None, *, audit: str | Path | None = None, ou
     kept = ema if ema is not None else model  # the model evaluated, reported and saved
 
     history, done, t = [], 0, time.perf_counter()
+    average = None
+    if config.meta_average:
+        from .meta import WeightAverage
+
+        average = WeightAverage(n, config.meta_average, device=device)
     model.train()
     for epoch in range(1, config.epochs + 1):
         # --- SLN-MO-LC: targets from the (momentum) model's predictions, once per epoch (SLN Sec. 3.3)
@@ -409,7 +424,7 @@ def train(data: str | Path | None = None, *, audit: str | Path | None = None, ou
             if config.needs_trusted:  # IEG / L2R: coefficients from a virtual step and the trusted batch
                 loss = _meta_loss(model, x, target, images[ids], augment, gen, probe_images, probe_labels,
                                   normalise, config, lr=float(sched.get_last_lr()[0]),
-                                  prior=weights[ids] if config.weights else None)
+                                  prior=weights[ids] if config.weights else None, average=average, ids=ids)
             else:
                 with autocast:
                     logits = model(x)  # (B, K)

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from labelaudit import scan
 from labelaudit.cli import app
 from labelaudit.errors import UsageError
-from labelaudit.meta import meta_coefficients
+from labelaudit.meta import WeightAverage, meta_coefficients
 from labelaudit.train import train
 from labelaudit import trusted as trusted_mod
 from labelaudit.trusted import (CONCENTRATIONS, calibrate, check_audit, combine_transition, concentration_loglik,
@@ -62,6 +62,42 @@ def test_meta_relabel_keeps_the_given_label_only_where_it_helps_the_probe():
     coef = meta_coefficients(_linear(), X, GIVEN, PROBE_X, PROBE_Y, lr=0.1, pseudo=pseudo)
     assert coef.keep_given.tolist() == [True, False, True, False]  # Eq. 6–7
     torch.testing.assert_close(coef.weights, torch.tensor([0.5, 0.0, 0.5, 0.0]))
+
+
+def test_averaged_meta_weights_follow_the_bias_corrected_average():
+    avg = WeightAverage(4, decay=0.5)
+    ids = torch.tensor([0, 1, 2])
+    # first visit: the bias correction gives ω* back exactly
+    torch.testing.assert_close(avg(ids, torch.tensor([0.5, 0.5, 0.0])), torch.tensor([0.5, 0.5, 0.0]))
+    # second: m = ½·(¾, ¾, 0) + ½·3·(1, 0, 0) = (15/8, 3/8, 0); / (1 − ¼) = (5/2, ½, 0); normalised (5/6, 1/6, 0)
+    torch.testing.assert_close(avg(ids, torch.tensor([1.0, 0.0, 0.0])), torch.tensor([5 / 6, 1 / 6, 0.0]))
+    # sample 3's first visit, in a batch of two with sample 0 (its third): B·ω* = (0, 2) → m₀ = 15/16, m₃ = 1;
+    # corrected 15/16 / (7/8) = 15/14 and 1 / ½ = 2
+    torch.testing.assert_close(avg(torch.tensor([0, 3]), torch.tensor([0.0, 1.0])),
+                               torch.tensor([15 / 14, 2.0]) / (15 / 14 + 2))
+    assert avg.visits.tolist() == [3, 2, 2, 1]
+    assert avg(torch.tensor([2]), torch.tensor([0.0])).tolist() == [0.0]  # never helped: weight 0, no 0/0
+
+
+def test_averaged_meta_weights_keep_a_flipped_duplicate_at_zero():
+    avg = WeightAverage(4, decay=0.8)
+    model = _linear()
+    for _ in range(3):  # three epochs of one batch; the model moves between them
+        coef = meta_coefficients(model, X, GIVEN, PROBE_X, PROBE_Y, lr=0.1)
+        w = avg(torch.arange(4), coef.weights)
+        with torch.no_grad():
+            model.weight -= 0.5 * torch.randn(2, 2, generator=torch.Generator().manual_seed(0)).abs()
+    assert w[1] == 0 and w[3] == 0 and float(w.sum()) == pytest.approx(1.0)
+
+
+def test_meta_average_needs_a_meta_method_and_a_decay_below_one():
+    from labelaudit.train import TrainConfig
+
+    with pytest.raises(UsageError, match="--meta-average averages the meta weights"):
+        TrainConfig(meta_average=0.8).validate()
+    with pytest.raises(UsageError, match="--meta-average 1.0"):
+        TrainConfig(meta_average=1.0, meta_reweight=True).validate()
+    assert "averaged per sample (decay 0.8)" in " ".join(TrainConfig(meta_average=0.8, meta_reweight=True).methods())
 
 
 def test_meta_step_never_moves_the_real_batchnorm_statistics():
@@ -242,7 +278,8 @@ def test_trusted_labels_must_be_classes_and_meta_methods_need_every_class(tmp_pa
         train(tmp_path / "images", out=None, meta_relabel=True, epochs=1, image_size=16, workers=1)
 
 
-@pytest.mark.parametrize("method", [["--meta-reweight"], ["--meta-relabel"], ["--weights", "--meta-reweight"]])
+@pytest.mark.parametrize("method", [["--meta-reweight"], ["--meta-relabel"], ["--weights", "--meta-reweight"],
+                                    ["--meta-reweight", "--meta-average", "0.8"]])
 def test_train_with_one_trusted_sample_per_class_end_to_end(tmp_path, method):
     truth = make_color_folder(tmp_path / "images", flips_per_class=6)  # 25% of the labels are wrong
     make_color_folder(tmp_path / "heldout", n_per_class=10, flips_per_class=0, seed=1)
@@ -262,4 +299,5 @@ def test_train_with_one_trusted_sample_per_class_end_to_end(tmp_path, method):
     methods = " | ".join(metrics["methods"])
     assert "meta re-" in methods
     assert ("of the audit-weighted losses" in methods) == ("--weights" in method)
+    assert ("averaged per sample" in methods) == ("--meta-average" in method)
     assert metrics["final"]["eval_accuracy"] >= 0.9

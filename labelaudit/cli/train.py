@@ -54,6 +54,9 @@ def train_cli(
                                                                     "sample on its given or its pseudo label, "
                                                                     "whichever helps the trusted batch (IEG)."),
     pseudo_k: int = typer.Option(_D.pseudo_k, help="--meta-relabel: augmentations averaged into a pseudo label."),
+    meta_average: float = typer.Option(_D.meta_average, help="With --meta-reweight/--meta-relabel: weight each "
+                                                             "sample by its average meta weight over its visits, "
+                                                             "with this decay, e.g. 0.8 (0 = each step's own)."),
     model: str = typer.Option(_D.model, help="Network: tiny, small, medium or resnet18."),
     epochs: int = typer.Option(_D.epochs, help="Training epochs."),
     batch_size: int = typer.Option(_D.batch_size, help="Batch size."),
@@ -74,7 +77,7 @@ def train_cli(
                          relabel=relabel, min_confidence=min_confidence, correction=correction, sln=sln, ema=ema,
                          label_correction=label_correction, lc_weighting=lc_weighting,
                          allow_outside_root=allow_outside_root, meta_reweight=meta_reweight,
-                         meta_relabel=meta_relabel, pseudo_k=pseudo_k)
+                         meta_relabel=meta_relabel, pseudo_k=pseudo_k, meta_average=meta_average)
     err = Console(stderr=True)
     with handle_errors():
         base = _baseline_accuracy(baseline) if baseline is not None else None
