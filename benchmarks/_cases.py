@@ -94,8 +94,8 @@ def run_and_save(chosen: Chosen, run_case, markdown) -> list[dict]:
     for name in chosen.names:
         rows.append(run_case(name))
         print(markdown(rows[-1:]).splitlines()[-1], flush=True)
-    if chosen.merge:
-        rows = merge_saved(chosen.tag, rows, key=lambda r: r["case"])
+    if chosen.merge:  # a development case added later still goes before the held-out rows
+        rows = sorted(merge_saved(chosen.tag, rows, key=lambda r: r["case"]), key=lambda r: bool(r.get("held_out")))
     save_results(chosen.tag, {"meta": machine_meta(), "rows": rows}, markdown(rows))
     return rows
 
@@ -184,6 +184,7 @@ NOISE_RATE_CASES = {c.name: c for c in [
     DEV_CASES["cifar10n_clean_10k"],
     Case("cifar10n_uniform_0.05_10k", CIFAR + ("--noise", "uniform:0.05")),
     Case("cifar10n_uniform_0.1_10k", CIFAR + ("--noise", "uniform:0.1")),
+    Case("cifar10n_uniform_0.4_10k", CIFAR + ("--noise", "uniform:0.4")),
     DEV_CASES["cifar10n_random1_10k"],
     CASES["cifar10n_worst_10k"],
 ]}
