@@ -11,7 +11,7 @@ Cases:
   trains on the 1,397 noisy samples and is evaluated on the 400 clean held-out ones.
 - ``cifar10n_worst_10k``: the CIFAR-10N worse_label 10k subset, evaluated on the CIFAR-10 test set
   (../shared/data/cifar10n/images_test.zip, clean labels; extracted once under benchmarks/work/).
-- ``cifar10_uniform_0.4_10k``: the same 10k images with their clean labels and 40% uniform noise
+- ``cifar10n_uniform_0.4_10k``: the same 10k images with their clean labels and 40% uniform noise
   (make_noisy.py), the same test set: a development stand-in for the held-out worst case, where
   settings for CIFAR are chosen.
 
@@ -21,11 +21,11 @@ SLN+EMA+LC (as the paper writes ω, and reversed), an oracle trained on the clea
 10 trusted labels per class, meta re-weighting and meta re-labeling (IEG; for CIFAR-10N the trusted
 images are training images outside the 10k subset, with their clean labels), alone and on top of the
 audit's weights or its kept samples (weights+meta, drop+meta), the former also with each
-sample's meta weight averaged over the epochs (weights+meta-avg, ``--meta-average 0.8``); and the audit's weights or drop from a
-scan calibrated on 10 verified labels a class of the case's own images (weights+trusted-scan,
-drop+trusted-scan; one scan per seed, benchmarks/trusted.py's draw). Test accuracy is reported as mean ± std
-over the seeds, with wall time; the trusted rows are also compared with the audit's weights without a
-trusted set. Writes benchmarks/results/robust_training.json and .md.
+sample's meta weight averaged over the epochs (weights+meta-avg, ``--meta-average 0.8``); and the
+audit's weights or drop from a scan calibrated on 10 verified labels a class of the case's own
+images (weights+trusted-scan, drop+trusted-scan; one scan per seed, benchmarks/trusted.py's draw).
+Test accuracy is reported as mean ± std over the seeds, with wall time; the trusted rows are also
+compared with the audit's weights without a trusted set. Writes benchmarks/results/robust_training.json and .md.
 """
 from __future__ import annotations
 
@@ -50,7 +50,7 @@ CASES = {
     "digits_uniform_0.4": (DIGITS + ("--noise", "uniform:0.4", "--holdout", "400"), {"augment": "crop"}, 1.0),
     "cifar10n_worst_10k": (CIFAR + ("--noise", "column:worse_label"), {}, 0.5),
     # development stand-in for the held-out worst case: the same 10k images, their clean labels, 40% uniform noise
-    "cifar10_uniform_0.4_10k": (CIFAR + ("--noise", "uniform:0.4"), {}, 1.0),
+    "cifar10n_uniform_0.4_10k": (CIFAR + ("--noise", "uniform:0.4"), {}, 1.0),
 }
 
 

@@ -13,8 +13,8 @@ is the posterior mass of the components whose mean margin is below zero. On clea
 sits below zero and the estimate is 0, where a plain 2-component fit reports 40–65% (measured on
 scikit-learn digits, see docs/scores.md).
 
-A component whose mean lies within half its standard deviation of zero is *undecided*: more than 30%
-of its mass is on either side, so the sign rule cannot call its samples. Its mean's side still
+A component whose mean lies within one standard deviation of zero is *undecided*: more than 16% of
+its mass is on either side, so the sign rule cannot call its samples. Its mean's side still
 decides the estimate (every other rule measured was worse on the development cases, docs/scores.md),
 but the fit then also reports ``model_range``: the rate with the undecided components counted clean,
 and counted mislabeled — how far the choice alone could move the estimate. The proxy's stopping rule
@@ -49,7 +49,7 @@ class NoiseFit:
 
 BOOTSTRAP_ROUNDS = 50
 BOOTSTRAP_LEVEL = 0.95
-UNDECIDED_Z = 0.5  # a component with |mean| < UNDECIDED_Z · std straddles zero (> 30% of its mass on each side)
+UNDECIDED_Z = 1.0  # a component with |mean| < UNDECIDED_Z · std straddles zero (> 16% of its mass on each side)
 
 
 def bootstrap_interval(x: np.ndarray, gmm: GaussianMixture, noisy: np.ndarray, *, rounds: int = BOOTSTRAP_ROUNDS,

@@ -48,6 +48,19 @@ def test_a_component_straddling_zero_gives_a_model_range():
     assert "straddle zero" in fit.method
 
 
+@pytest.mark.parametrize("z, undecided", [(-0.8, True), (-1.4, False)])
+def test_undecided_means_within_one_standard_deviation_of_zero(z, undecided):
+    """A middle component at −0.8 sd (as CIFAR-10 with 40% uniform noise at 15 epochs: −0.40 for sd 0.44,
+    mostly clean images not yet learned) is undecided; at −1.4 sd (8% of it above zero) it is decided."""
+    rng = np.random.default_rng(4)
+    aum = np.concatenate([rng.normal(-4.0, 0.5, 1000), rng.normal(z * 0.6, 0.6, 1600), rng.normal(3.0, 0.6, 1400)])
+    fit = fit_margin_mixture(aum, interval=False)
+    assert fit.details["n_components"] == 3 and fit.details["mislabeled"] == [True, True, False]
+    assert fit.details["undecided"] == [False, undecided, False]
+    assert (fit.model_range is not None) == undecided
+    assert fit.noise_rate == pytest.approx(0.65, abs=0.02)
+
+
 def test_the_summary_warns_about_a_model_range():
     from rich.console import Console
 
