@@ -94,19 +94,21 @@ def run_and_save(chosen: Chosen, run_case, markdown) -> list[dict]:
     for name in chosen.names:
         rows.append(run_case(name))
         print(markdown(rows[-1:]).splitlines()[-1], flush=True)
-    if chosen.merge:  # a development case added later still goes before the held-out rows
-        rows = sorted(merge_saved(chosen.tag, rows, key=lambda r: r["case"]), key=lambda r: bool(r.get("held_out")))
+    if chosen.merge:
+        rows = merge_saved(chosen.tag, rows, key=lambda r: r["case"])
     save_results(chosen.tag, {"meta": machine_meta(), "rows": rows}, markdown(rows))
     return rows
 
 
 def merge_saved(tag: str, fresh: list[dict], key, field: str = "rows") -> list[dict]:
     """A benchmark's --merge: the rows under ``field`` of the saved results/<tag>.json with ``fresh``
-    merged in by ``replace_rows``; just ``fresh`` when nothing is saved yet."""
+    merged in by ``replace_rows``; just ``fresh`` when nothing is saved yet. Held-out rows stay last,
+    so a development case added later goes before them."""
     import json
 
     saved = RESULTS / f"{tag}.json"
-    return replace_rows(json.loads(saved.read_text())[field], fresh, key) if saved.exists() else fresh
+    rows = replace_rows(json.loads(saved.read_text())[field], fresh, key) if saved.exists() else fresh
+    return sorted(rows, key=lambda r: bool(r.get("held_out")))
 
 
 def replace_rows(saved: list[dict], fresh: list[dict], key) -> list[dict]:

@@ -4,6 +4,7 @@
     python benchmarks/detection.py                       # all cases
     python benchmarks/detection.py --cases digits_none   # some
     python benchmarks/detection.py --epochs 5            # override a scan option everywhere
+    python benchmarks/detection.py --cases cifar10n_worst_10k --merge   # re-measure one row, keep the others
 
 Writes benchmarks/results/detection.json and detection.md (AUROC of the fused score and of each
 single score, AP, precision, recall, noise-rate error, wall time, images/s). Each case is scanned
@@ -19,7 +20,8 @@ from pathlib import Path
 import pandas as pd
 
 from labelaudit import scan
-from _cases import CASES, WORK, build, case_label, evaluate, machine_meta, read_truth, save_results, timed
+from _cases import (CASES, WORK, build, case_label, evaluate, machine_meta, merge_saved, read_truth, save_results,
+                    timed)
 
 COLUMNS = [("auroc", "AUROC (score)", "{:.4f}"), ("auroc_aul", "aul", "{:.4f}"), ("auroc_aum", "aum", "{:.4f}"),
            ("auroc_limit", "limit", "{:.4f}"), ("ap", "AP", "{:.4f}"), ("precision", "precision", "{:.3f}"),
@@ -95,6 +97,8 @@ def main() -> None:
     ap.add_argument("--epochs", help="scan's --epochs: auto (default) or a number")
     ap.add_argument("--scores", help="scan's --scores, e.g. aum or aul,aum,limit")
     ap.add_argument("--tag", default="detection", help="name of the result files")
+    ap.add_argument("--merge", action="store_true",
+                    help="replace only the named cases' rows in the saved results; keep the others")
     args = ap.parse_args()
     overrides = {k: v for k, v in (("epochs", args.epochs), ("scores", args.scores)) if v is not None}
     rows = []
@@ -103,6 +107,8 @@ def main() -> None:
         rows.append(row)
         print(f"{name:24s} auroc {row.get('auroc', float('nan')):.4f}  rate {row['noise_rate_est']:.4f} "
               f"(true {row['noise_rate_true']:.4f})  {row['scan_s']:.0f}s", flush=True)
+    if args.merge:
+        rows = merge_saved(args.tag, rows, key=lambda r: r["case"])
     save_results(args.tag, {"meta": machine_meta(), "rows": rows}, markdown(rows))
 
 

@@ -25,7 +25,8 @@ sample's meta weight averaged over the epochs (weights+meta-avg, ``--meta-averag
 audit's weights or drop from a scan calibrated on 10 verified labels a class of the case's own
 images (weights+trusted-scan, drop+trusted-scan; one scan per seed, benchmarks/trusted.py's draw).
 Test accuracy is reported as mean ± std over the seeds, with wall time; the trusted rows are also
-compared with the audit's weights without a trusted set. Writes benchmarks/results/robust_training.json and .md.
+compared with the audit's weights without a trusted set. Writes
+benchmarks/results/robust_training.json and .md.
 """
 from __future__ import annotations
 
