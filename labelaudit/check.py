@@ -1,8 +1,10 @@
 """``labelaudit check``: gate a CI job on an audit's noise estimates.
 
-Three thresholds, each optional: the dataset noise rate, the worst per-class noise rate (given-label
-view, noise.parquet) and the number of label issues. A check passes when every threshold that is
-set holds (value ≤ limit).
+Four thresholds, each optional: the dataset noise rate, the worst per-class noise rate (given-label
+view, noise.parquet), the number of label issues, and the width of the noise model's range for the
+dataset rate (``summary.noise_rate_model_range``: 0 when every mixture component is decided, see
+mixture.fit_margin_mixture), so a gate can refuse an estimate the noise model could not pin down. A
+check passes when every threshold that is set holds (value ≤ limit).
 
 With a baseline (an earlier audit of the same dataset, e.g. the last release), only what is new
 counts, so a growing dataset is not failed for the issues it already had: the noise rates are taken
@@ -33,6 +35,7 @@ class Thresholds:
     max_noise_rate: float | None = None  # dataset noise rate, 0..1
     max_class_noise_rate: float | None = None  # worst class's rate (given-label view), 0..1
     max_issues: int | None = None  # number of samples flagged is_label_issue
+    max_model_range: float | None = None  # width of the audit's model range for the dataset rate, 0..1
 
     def any(self) -> bool:
         return any(v is not None for v in asdict(self).values())
@@ -41,8 +44,9 @@ class Thresholds:
         """Valid, with at least one threshold set; else a UsageError saying how to set one."""
         self.validate()
         if not self.any():
-            raise UsageError("no thresholds to check: pass --max-noise-rate, --max-class-noise-rate or "
-                             "--max-issues, or set them in [tool.labelaudit.check] of pyproject.toml")
+            raise UsageError("no thresholds to check: pass --max-noise-rate, --max-class-noise-rate, "
+                             "--max-issues or --max-model-range, or set them in [tool.labelaudit.check] of "
+                             "pyproject.toml")
         return self
 
     def merged(self, override: "Thresholds") -> "Thresholds":
@@ -50,7 +54,7 @@ class Thresholds:
         return replace(self, **{k: v for k, v in asdict(override).items() if v is not None})
 
     def validate(self, where: str = "") -> "Thresholds":
-        for name in ("max_noise_rate", "max_class_noise_rate"):
+        for name in ("max_noise_rate", "max_class_noise_rate", "max_model_range"):
             value = getattr(self, name)
             if value is not None and not (isinstance(value, (int, float)) and 0.0 <= value <= 1.0):
                 raise UsageError(f"{where}--{name.replace('_', '-')} {value!r}: expected a rate from 0 to 1 "
@@ -169,8 +173,23 @@ def check_audit(audit: Audit, thresholds: Thresholds, baseline: Audit | None = N
     if thresholds.max_issues is not None:
         verdicts.append(Verdict("max-issues", "new label issues" if baseline is not None else "label issues",
                                 issues, thresholds.max_issues, issues <= thresholds.max_issues))
+    if thresholds.max_model_range is not None:
+        low, high = model_range(audit)
+        width = round(high - low, 12)  # 0.1 − 0.02 is 0.08000000000000002 in floats: a limit of 0.08 holds
+        verdicts.append(Verdict("max-model-range", f"width of the audit's model range for the dataset noise rate "
+                                f"({low:.1%}–{high:.1%})", width, thresholds.max_model_range,
+                                width <= thresholds.max_model_range))
     return CheckResult(verdicts, scope, n, new_suspects, with_baseline=baseline is not None,
                        caveats=_caveats(audit, baseline))
+
+
+def model_range(audit: Audit) -> tuple[float, float]:
+    """The audit's dataset noise rate with its undecided mixture components counted clean and counted
+    mislabeled (``summary.noise_rate_model_range``); (rate, rate) when every component is decided, and
+    for audits written before the range existed."""
+    rng = audit.summary.get("noise_rate_model_range")
+    rate = float(audit.summary["noise_rate"])
+    return (float(rng[0]), float(rng[1])) if rng else (rate, rate)
 
 
 def _caveats(audit: Audit, baseline: Audit | None) -> list[str]:

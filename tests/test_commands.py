@@ -113,6 +113,30 @@ def test_check_names_an_uncertain_estimate(audit_10pct, tmp_path, monkeypatch):
     assert "Uncertain" not in res.output
 
 
+@pytest.mark.parametrize("model_range, limit, code, line", [
+    ([0.02, 0.1], "0.05", 1, "FAIL  width of the audit's model range for the dataset noise rate (2.0%–10.0%) "
+                             "8.0% > 5.0% (max-model-range)"),
+    ([0.02, 0.1], "0.08", 0, "PASS  width of the audit's model range for the dataset noise rate (2.0%–10.0%) "
+                             "8.0% ≤ 8.0% (max-model-range)"),
+    (None, "0", 0, "PASS  width of the audit's model range for the dataset noise rate (10.0%–10.0%) "
+                   "0.0% ≤ 0.0% (max-model-range)"),
+    ([0.1, 0.3], "0", 1, "(10.0%–30.0%) 20.0% > 0.0% (max-model-range)"),
+    ([0.1, 0.3], "1.2", 2, "--max-model-range 1.2: expected a rate from 0 to 1"),
+])
+def test_check_gates_on_the_model_range(audit_10pct, tmp_path, monkeypatch, model_range, limit, code, line):
+    """--max-model-range: the width of the noise model's range (0 when every component is decided)."""
+    monkeypatch.chdir(tmp_path)
+    run_json = audit_10pct / "run.json"
+    run = json.loads(run_json.read_text())
+    run["summary"]["noise_rate_model_range"] = model_range
+    run_json.write_text(json.dumps(run))
+    res = runner.invoke(app, ["check", str(audit_10pct), "--max-model-range", limit])
+    assert res.exit_code == code, res.output
+    assert " ".join(line.split()) in " ".join(res.output.split())
+    (tmp_path / "labelaudit.toml").write_text(f"[check]\nmax-model-range = {limit}\n")
+    assert runner.invoke(app, ["check", str(audit_10pct)]).exit_code == code
+
+
 def test_check_baseline_counts_only_new_suspects(tmp_path):
     labels = ["cat"] * 50 + ["dog"] * 50
     paths = [f"{c}/{i}.png" for i, c in enumerate(labels)]

@@ -25,6 +25,9 @@ def check_cli(
     max_class_noise_rate: Optional[float] = typer.Option(None, help="Fail when any class's noise rate exceeds "
                                                                      "this."),
     max_issues: Optional[int] = typer.Option(None, help="Fail when more samples than this are flagged."),
+    max_model_range: Optional[float] = typer.Option(None, help="Fail when the noise model's range for the dataset "
+                                                                "noise rate is wider than this (0 = fail whenever "
+                                                                "the estimate is uncertain)."),
     baseline: Optional[Path] = typer.Option(None, help="An earlier audit: count only samples and suspects "
                                                        "that are new since it."),
     config: Optional[Path] = typer.Option(None, help="TOML file with the thresholds \\[default: the nearest "
@@ -44,7 +47,7 @@ def check_cli(
     usage errors."""
     err = Console(stderr=True)
     with handle_errors(exit_code=2):
-        thresholds = Thresholds(max_noise_rate, max_class_noise_rate, max_issues)
+        thresholds = Thresholds(max_noise_rate, max_class_noise_rate, max_issues, max_model_range)
         source = config or find_config()
         if source is not None:
             thresholds = load_thresholds(source).merged(thresholds)
