@@ -9,6 +9,10 @@ Modes (the rows the output holds):
   weighted training run.
 - ``folder``: the ``drop`` rows (or the ``relabel`` rows when ``min_confidence`` is given) laid out
   as ``OUT/<label>/<file>``, as symbolic links to the original images, or copies.
+- ``verify``: not a cleaned manifest but a worksheet for a person: a seeded random draw of
+  ``per_class`` samples of every given label (:func:`verify_rows`), with an empty ``label`` column to
+  fill in with each image's true class. Filled in, it is a trusted set: ``labelaudit scan DATA
+  --trusted OUT`` checks and recalibrates the audit on it (docs/trusted.md).
 
 Every manifest has ``path, label, weight, original_label, changed``; ``path`` is absolute, so the
 file can be read from anywhere; ``labelaudit scan --manifest OUT --root ROOT`` reads it back (ROOT the
@@ -30,7 +34,9 @@ from .atomic import write_atomic
 from .audit import Audit
 from .errors import DataError, UsageError
 
-EXPORT_MODES = ("drop", "relabel", "weight", "folder")
+CLEAN_MODES = ("drop", "relabel", "weight", "folder")  # the modes cleaned_rows serves
+EXPORT_MODES = CLEAN_MODES + ("verify",)
+DEFAULT_PER_CLASS = 10  # --mode verify: 10 verified labels a class took CIFAR-10 5% noise's rate error 0.104 → 0.026
 EXPORT_FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 DEFAULT_MIN_CONFIDENCE = 0.5
 
@@ -46,8 +52,9 @@ class ExportSummary:
 
 def cleaned_rows(audit: Audit, mode: str, *, min_confidence: float | None = None) -> pd.DataFrame:
     """The rows of a cleaned manifest: path (absolute), label, weight, original_label, changed."""
-    if mode not in EXPORT_MODES:
-        raise UsageError(f"--mode {mode!r}: unknown; choose one of {', '.join(EXPORT_MODES)}")
+    if mode not in CLEAN_MODES:
+        raise UsageError(f"--mode {mode!r}: unknown; choose one of {', '.join(EXPORT_MODES)}"
+                         if mode not in EXPORT_MODES else f"--mode {mode!r} writes no cleaned rows: use verify_rows")
     if min_confidence is not None and not 0.0 <= min_confidence <= 1.0:
         raise UsageError(f"--min-confidence {min_confidence!r}: expected a probability from 0 to 1")
     s = audit.samples
@@ -70,6 +77,35 @@ def cleaned_rows(audit: Audit, mode: str, *, min_confidence: float | None = None
     })
     rows["changed"] = rows["label"] != rows["original_label"]
     return rows[keep].reset_index(drop=True)
+
+
+def verify_rows(audit: Audit, per_class: int = DEFAULT_PER_CLASS, seed: int = 0) -> pd.DataFrame:
+    """A worksheet of samples to verify by hand: ``per_class`` samples of every given label (all of a
+    smaller class), drawn at random with ``seed`` among the samples the audit has not had verified
+    yet (``verified_label``, from an earlier ``--trusted``), in random order. Columns: ``path``
+    (absolute), ``label`` (empty: the true class, to fill in) and ``given_label``.
+
+    The draw depends only on the given label, never on the score: docs/trusted.md's calibration
+    assumes that which samples were verified does not depend on whether their label is wrong, and a
+    draw of the top suspects would need the score to be modelled as well. Equal numbers per class
+    make sure every class has verified samples (``train --meta-reweight`` needs that).
+    """
+    if isinstance(per_class, bool) or not isinstance(per_class, (int, np.integer)) or per_class < 1:
+        raise UsageError(f"--per-class {per_class!r}: expected a whole number of samples, 1 or more")
+    s = audit.samples
+    files = audit.files().to_numpy()
+    open_rows = np.ones(len(s), dtype=bool)
+    if "verified_label" in s.columns:  # verified in an earlier round: not asked again
+        open_rows = s["verified_label"].isna().to_numpy() | (s["verified_label"].astype(str) == "").to_numpy()
+    rng = np.random.default_rng(seed)
+    picks = []
+    for _, rows in s[open_rows].groupby("given_label", sort=True):
+        idx = rows.index.to_numpy()
+        picks.append(rng.choice(idx, size=min(per_class, len(idx)), replace=False))
+    if not picks:
+        raise UsageError("--mode verify: every sample of the audit has been verified already; nothing to draw")
+    chosen = rng.permutation(np.concatenate(picks))  # mixed classes: a worksheet in class blocks invites routine
+    return pd.DataFrame({"path": files[chosen], "label": "", "given_label": s["given_label"].to_numpy()[chosen]})
 
 
 def _format_of(out: Path, fmt: str | None) -> str:
@@ -137,9 +173,18 @@ def write_folder(rows: pd.DataFrame, out: Path, *, copy: bool = False) -> None:
 
 
 def export(audit: Audit, out: str | os.PathLike, *, mode: str = "drop", min_confidence: float | None = None,
-           fmt: str | None = None, copy: bool = False) -> ExportSummary:
-    """Write a cleaned manifest (or, for ``mode="folder"``, a tree) to ``out``; see the module docstring."""
+           fmt: str | None = None, copy: bool = False, per_class: int = DEFAULT_PER_CLASS,
+           seed: int = 0) -> ExportSummary:
+    """Write a cleaned manifest (or, for ``mode="folder"``, a tree; for ``mode="verify"``, a worksheet
+    of samples to verify) to ``out``; see the module docstring."""
     out = Path(out)
+    if mode == "verify":
+        if min_confidence is not None or copy:
+            raise UsageError("--mode verify draws samples to check by hand; --min-confidence and --copy do not apply")
+        rows = verify_rows(audit, per_class, seed)
+        _guard_inputs(audit, out)
+        write_manifest(rows, out, _format_of(out, fmt))
+        return ExportSummary(out, mode, len(rows), len(audit.samples) - len(rows), 0)
     rows = cleaned_rows(audit, mode, min_confidence=min_confidence)
     _guard_inputs(audit, out)
     if mode == "folder":

@@ -92,8 +92,19 @@ def load_trusted(path: str | os.PathLike, *, classes: list[str], data_files: Seq
     from .dataset import decode_cached
     from .sources import list_manifest
 
+    # paths outside the trusted file's folder are fine when they are the main data's own files (a
+    # worksheet from `export --mode verify` names them absolutely); any other is refused as for a manifest
     listing = list_manifest(path, root=root, path_column=path_column, label_column=label_column,
-                            allow_outside_root=allow_outside_root, option="--trusted")
+                            allow_outside_root=True, option="--trusted")
+    where = {os.path.normpath(os.path.abspath(f)): i for i, f in enumerate(data_files)}
+    files = [os.path.normpath(os.path.abspath(f)) for f in listing.samples["file"]]
+    if not allow_outside_root:
+        inside = os.path.join(os.path.normpath(os.path.abspath(listing.root)), "")
+        outside = [p for p, f in zip(listing.samples["path"], files) if not f.startswith(inside) and f not in where]
+        if outside:
+            raise UsageError(f"--trusted {path}: {len(outside)} path(s) lie outside its folder {listing.root} and are "
+                             f"not images of the data (first: {outside[0]!r}); move the file next to its images, "
+                             f"or pass --allow-outside-root if you trust it")
     if len(listing.errors):
         first = listing.errors.iloc[0]
         raise DataError(f"--trusted {path}: {len(listing.errors)} row(s) cannot be used (first: {first['path']!r}: "
@@ -112,8 +123,6 @@ def load_trusted(path: str | os.PathLike, *, classes: list[str], data_files: Seq
     if bad:
         raise DataError(f"--trusted {path}: {len(bad)} image(s) cannot be read (first: {bad[0][0]!r}: {bad[0][1]}); "
                         "fix or remove them")
-    where = {os.path.normpath(os.path.abspath(f)): i for i, f in enumerate(data_files)}
-    files = [os.path.normpath(os.path.abspath(f)) for f in listing.samples["file"]]
     in_data = np.array([where.get(f, -1) for f in files], dtype=np.int64)
     labels = listing.samples["given_label"].map(index).to_numpy(dtype=np.int64)
     samples = pd.DataFrame({"path": listing.samples["path"].astype(str),

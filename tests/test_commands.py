@@ -9,6 +9,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 from typer.testing import CliRunner
 
 from labelaudit import scan
@@ -327,3 +328,80 @@ def test_report_gives_the_model_range(audit_10pct):
     run_json.write_text(json.dumps(run))
     page = render_report(load_audit(audit_10pct))
     assert "could be 2.0%–10.0%: a mixture component straddles a margin of 0" in page
+
+
+def test_export_verify_draws_a_worksheet_per_given_label(scanned, tmp_path):
+    """--mode verify: per_class random samples of every given label, label left empty, seeded."""
+    tmp, truth = scanned
+    out = tmp_path / "verify.csv"
+    res = runner.invoke(app, ["export", str(tmp / "audit"), "--out", str(out), "--mode", "verify",
+                              "--per-class", "5", "--seed", "1"])
+    assert res.exit_code == 0, res.output
+    assert "15 samples to verify" in res.output and f"--trusted {out}" in res.output
+    rows = pd.read_csv(out, keep_default_na=False)
+    assert rows.columns.tolist() == ["path", "label", "given_label"]
+    assert (rows["label"] == "").all() and rows["path"].is_unique
+    assert rows["given_label"].value_counts().to_dict() == {"blue": 5, "green": 5, "red": 5}
+    root = tmp / "images"
+    assert all(p.startswith(str(root)) and p[len(str(root)) + 1:] in truth for p in rows["path"])
+    assert all(p[len(str(root)) + 1:].split("/")[0] == g for p, g in zip(rows["path"], rows["given_label"]))
+    again = tmp_path / "again.csv"
+    runner.invoke(app, ["export", str(tmp / "audit"), "--out", str(again), "--mode", "verify", "--per-class", "5",
+                        "--seed", "1"])
+    assert pd.read_csv(again, keep_default_na=False).equals(rows)  # same seed, same draw
+    runner.invoke(app, ["export", str(tmp / "audit"), "--out", str(again), "--mode", "verify", "--per-class", "5"])
+    assert set(pd.read_csv(again)["path"]) != set(rows["path"])
+    runner.invoke(app, ["export", str(tmp / "audit"), "--out", str(again), "--mode", "verify", "--per-class", "30"])
+    assert len(pd.read_csv(again)) == 72  # a class smaller than --per-class is drawn whole
+    res = runner.invoke(app, ["export", str(tmp / "audit"), "--out", str(again), "--mode", "verify",
+                              "--per-class", "0"])
+    assert res.exit_code == 2 and "--per-class 0: expected a whole number of samples, 1 or more" in res.output
+    res = runner.invoke(app, ["export", str(tmp / "audit"), "--out", str(again), "--mode", "verify", "--copy"])
+    assert res.exit_code == 2 and "--copy do not apply" in res.output
+
+
+def test_a_filled_in_worksheet_is_a_trusted_set(scanned, tmp_path):
+    """export --mode verify, labels filled in with the truth, scan --trusted: every worksheet row is a
+    verified sample of the data, the audit is checked on them, and the next worksheet skips them."""
+    tmp, truth = scanned
+    sheet = tmp_path / "sheet" / "verify.csv"  # a folder of its own, outside the images' folder
+    sheet.parent.mkdir()
+    assert runner.invoke(app, ["export", str(tmp / "audit"), "--out", str(sheet), "--mode", "verify",
+                               "--per-class", "8"]).exit_code == 0
+    rows = pd.read_csv(sheet, keep_default_na=False)
+    root = str(tmp / "images")
+    rel = [p[len(root) + 1:] for p in rows["path"]]
+    rows["label"] = [truth[r] for r in rel]  # the person's verdict: the image's true colour
+    partial = rows.copy()
+    partial.loc[:2, "label"] = ""
+    partial.to_csv(sheet, index=False)
+    with pytest.raises(Exception, match="3 row.s. cannot be used.*empty label"):
+        scan(tmp / "images", out=None, trusted=str(sheet), **FAST)
+    rows.to_csv(sheet, index=False)
+    out = tmp_path / "audit"
+    scan(tmp / "images", out=out, trusted=str(sheet), cache_dir=str(tmp / "cache"), **FAST)
+    run = json.loads((out / "run.json").read_text())
+    wrong = sum(r.split("/")[0] != truth[r] for r in rel)
+    assert run["trusted"]["n"] == 24 and run["trusted"]["check"]["n_in_data"] == 24
+    assert run["trusted"]["check"]["n_given_wrong"] == wrong
+    samples = pd.read_parquet(out / "samples.parquet")
+    verified = samples.dropna(subset=["verified_label"])
+    assert dict(zip(verified["path"], verified["verified_label"])) == dict(zip(rel, rows["label"]))
+    nxt = tmp_path / "next.csv"
+    assert runner.invoke(app, ["export", str(out), "--out", str(nxt), "--mode", "verify",
+                               "--per-class", "30"]).exit_code == 0
+    assert len(pd.read_csv(nxt)) == 72 - 24 and not set(pd.read_csv(nxt)["path"]) & set(rows["path"])
+
+
+def test_trusted_paths_outside_its_folder_must_be_images_of_the_data(color_folder, tmp_path):
+    root, _ = color_folder
+    stray = tmp_path / "elsewhere" / "stray.png"
+    stray.parent.mkdir()
+    Image.new("RGB", (16, 16), (200, 30, 30)).save(stray)
+    sheet = tmp_path / "sheet" / "trusted.csv"
+    sheet.parent.mkdir()
+    inside = sorted(str(p) for p in root.glob("red/*.png"))[:2]
+    pd.DataFrame({"path": [*inside, str(stray)], "label": ["red", "red", "red"]}).to_csv(sheet, index=False)
+    with pytest.raises(UsageError, match=r"1 path\(s\) lie outside its folder .*not images of the data "
+                                         r".*stray.png.*--allow-outside-root"):
+        scan(root, out=None, trusted=str(sheet), **FAST)
