@@ -73,6 +73,7 @@ def test_the_summary_warns_about_a_model_range():
     render_overview(console, run)
     text = console.export_text()
     assert "Uncertain estimate" in text and "anywhere from 20.0% to 60.0%" in text
+    assert "--mode verify" in text and "--trusted verify.csv" in text  # and how to settle it
     run["summary"]["noise_rate_model_range"] = None
     console = Console(record=True, width=300)
     render_overview(console, run)

@@ -21,8 +21,10 @@ def render_overview(console: Console, run: dict) -> None:
     if model_range:
         console.print(f"[yellow]Uncertain estimate: part of the data sits on neither side of the noise model's "
                       f"line (a mixture component straddles a margin of 0), so the rate could be anywhere from "
-                      f"{model_range[0]:.1%} to {model_range[1]:.1%}. More epochs, more images or --trusted labels "
-                      f"settle it (docs/scores.md).[/yellow]", soft_wrap=True)
+                      f"{model_range[0]:.1%} to {model_range[1]:.1%}. More epochs, more images or verified labels "
+                      f"settle it: `labelaudit export AUDIT --mode verify --out verify.csv` draws 10 a class to "
+                      f"check by hand, then scan again with --trusted verify.csv (docs/trusted.md).[/yellow]",
+                      soft_wrap=True)
     if run.get("scores"):
         console.print(f"[dim]Ranking: {run['scores']['score']}[/dim]")
     trusted = run.get("trusted")
