@@ -5,10 +5,15 @@
     python benchmarks/trusted.py --cases digits_uniform_0.4 digits_pair_0.2 digits_asym_0.3 digits_uniform_0.1 \
         digits_none cifar10n_random1_10k cifar10n_uniform_0.05_10k  # the development cases in results/trusted.md
     python benchmarks/trusted.py --cases cifar10n_worst_10k --merge  # then the held-out case, added to them
+    python benchmarks/trusted.py --draw worksheet --cases ...      # the draw a user gets: export --mode verify
 
 For each case the scan runs once without a trusted set and once per seed with ``--trusted``: a
-manifest of ``--per-class`` samples of every class drawn (seeded) from the case's own images, with
-their clean label as the verified label (so each is a (verified, given) pair). Rows:
+manifest of ``--per-class`` samples drawn (seeded) from the case's own images, with their clean label as
+the verified label (so each is a (verified, given) pair). ``--draw clean`` (default, results/trusted.*)
+draws per *clean* class, which no user can do; ``--draw worksheet`` (results/trusted_worksheet.*) draws
+what ``labelaudit export AUDIT --mode verify --per-class N --seed S`` hands a person, per *given* label
+from the scan without a trusted set (export.verify_rows), and fills in the clean labels as that person
+would.Rows:
 transition_row_l1 of both scans (as ../shared/bench/evaluate.py computes it), the noise-rate error and
 class-rate MAE of both (the scan with the trusted set recalibrates p(mislabeled)), and the audit check the
 scan reports (recall on the trusted samples whose given label is wrong, false alarms on the rest)
@@ -18,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 
 import numpy as np
 import pandas as pd
@@ -25,6 +31,8 @@ import pandas as pd
 from _cases import (CASES, DEV_CASES, NOISE_RATE_CASES, WORK, build, evaluate, machine_meta, merge_saved, read_truth,
                     save_results, timed)
 from labelaudit import scan
+from labelaudit.audit import load_audit
+from labelaudit.export import verify_rows
 
 DEFAULT_CASES = ["digits_uniform_0.4", "digits_pair_0.2", "digits_asym_0.3"]
 ALL = {**CASES, **DEV_CASES, **NOISE_RATE_CASES}
@@ -45,7 +53,18 @@ def trusted_manifest(folder, per_class: int, seed: int):
     return out
 
 
-def run_case(name: str, per_class: int, seeds: list[int]) -> dict:
+def worksheet_manifest(folder, audit, per_class: int, seed: int):
+    """``export --mode verify``'s draw from ``audit`` (per given label), filled in with the clean labels."""
+    truth = read_truth(folder)
+    rows = verify_rows(load_audit(audit), per_class, seed)
+    rel = [os.path.relpath(p, folder / "images") for p in rows["path"]]
+    rows["label"] = truth.loc[rel, "clean_label"].to_numpy()
+    out = folder / f"worksheet_{per_class}_s{seed}.csv"
+    rows.to_csv(out, index=False)
+    return out
+
+
+def run_case(name: str, per_class: int, seeds: list[int], draw: str = "clean") -> dict:
     case = ALL[name]
     folder = build(case)
     cache = str(WORK / "cache")
@@ -55,8 +74,12 @@ def run_case(name: str, per_class: int, seeds: list[int]) -> dict:
     without = evaluate(base, folder / "truth.csv")
     rows = []
     for seed in seeds:
-        manifest = trusted_manifest(folder, per_class, seed)
-        out = folder.parent / f"{name}.trusted-{per_class}-s{seed}"
+        if draw == "worksheet":
+            manifest = worksheet_manifest(folder, base, per_class, seed)
+            out = folder.parent / f"{name}.trusted-ws-{per_class}-s{seed}"
+        else:
+            manifest = trusted_manifest(folder, per_class, seed)
+            out = folder.parent / f"{name}.trusted-{per_class}-s{seed}"
         _, seconds = timed(scan, folder / "images", out=out, cache_dir=cache, trusted=str(manifest),
                            **case.scan_options)
         with_t = evaluate(out, folder / "truth.csv")
@@ -68,7 +91,7 @@ def run_case(name: str, per_class: int, seeds: list[int]) -> dict:
         print(f"{name} seed {seed}: row L1 {without['transition_row_l1']:.4f} → {with_t['transition_row_l1']:.4f}",
               flush=True)
     l1 = [r["transition_row_l1"] for r in rows]
-    return {"case": name, "per_class": per_class, "seeds": seeds, "held_out": case.held_out,
+    return {"case": name, "per_class": per_class, "draw": draw, "seeds": seeds, "held_out": case.held_out,
             "row_l1_without": without["transition_row_l1"], "row_l1_with": l1,
             "row_l1_with_mean": float(np.mean(l1)), "lower": bool(np.mean(l1) < without["transition_row_l1"]),
             "recall_all": without.get("recall"), "precision_all": without.get("precision"),
@@ -114,10 +137,13 @@ def main() -> None:
     ap.add_argument("--cases", nargs="*", default=DEFAULT_CASES, choices=sorted(ALL))
     ap.add_argument("--per-class", type=int, default=10)
     ap.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
-    ap.add_argument("--tag", default="trusted")
+    ap.add_argument("--draw", choices=("clean", "worksheet"), default="clean",
+                    help="clean: per clean class; worksheet: export --mode verify's draw, per given label")
+    ap.add_argument("--tag", help="results name [default: trusted, or trusted_worksheet with --draw worksheet]")
     ap.add_argument("--merge", action="store_true", help="keep the other cases of an earlier results file")
     args = ap.parse_args()
-    results = [run_case(name, args.per_class, args.seeds) for name in args.cases]
+    args.tag = args.tag or ("trusted" if args.draw == "clean" else "trusted_worksheet")
+    results = [run_case(name, args.per_class, args.seeds, args.draw) for name in args.cases]
     if args.merge:
         results = merge_saved(args.tag, results, key=lambda r: r["case"], field="results")
     results.sort(key=lambda r: r["held_out"])  # stable: a case new to the file still goes before the held-out set
