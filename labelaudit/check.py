@@ -174,22 +174,13 @@ def check_audit(audit: Audit, thresholds: Thresholds, baseline: Audit | None = N
         verdicts.append(Verdict("max-issues", "new label issues" if baseline is not None else "label issues",
                                 issues, thresholds.max_issues, issues <= thresholds.max_issues))
     if thresholds.max_model_range is not None:
-        low, high = model_range(audit)
-        width = round(high - low, 12)  # 0.1 − 0.02 is 0.08000000000000002 in floats: a limit of 0.08 holds
+        rng = audit.summary.get("noise_rate_model_range")  # None: every component decided, or recalibrated
+        width = round(rng[1] - rng[0], 12) if rng else 0.0  # 0.1 − 0.02 = 0.08000000000000002: 0.08 must hold
+        span = f"{rng[0]:.1%}–{rng[1]:.1%}" if rng else "none"
         verdicts.append(Verdict("max-model-range", f"width of the audit's model range for the dataset noise rate "
-                                f"({low:.1%}–{high:.1%})", width, thresholds.max_model_range,
-                                width <= thresholds.max_model_range))
+                                f"({span})", width, thresholds.max_model_range, width <= thresholds.max_model_range))
     return CheckResult(verdicts, scope, n, new_suspects, with_baseline=baseline is not None,
                        caveats=_caveats(audit, baseline))
-
-
-def model_range(audit: Audit) -> tuple[float, float]:
-    """The audit's dataset noise rate with its undecided mixture components counted clean and counted
-    mislabeled (``summary.noise_rate_model_range``); (rate, rate) when every component is decided, and
-    for audits written before the range existed."""
-    rng = audit.summary.get("noise_rate_model_range")
-    rate = float(audit.summary["noise_rate"])
-    return (float(rng[0]), float(rng[1])) if rng else (rate, rate)
 
 
 def _caveats(audit: Audit, baseline: Audit | None) -> list[str]:

@@ -119,7 +119,7 @@ def test_check_names_an_uncertain_estimate(audit_10pct, tmp_path, monkeypatch):
                              "8.0% > 5.0% (max-model-range)"),
     ([0.02, 0.1], "0.08", 0, "PASS  width of the audit's model range for the dataset noise rate (2.0%–10.0%) "
                              "8.0% ≤ 8.0% (max-model-range)"),
-    (None, "0", 0, "PASS  width of the audit's model range for the dataset noise rate (10.0%–10.0%) "
+    (None, "0", 0, "PASS  width of the audit's model range for the dataset noise rate (none) "
                    "0.0% ≤ 0.0% (max-model-range)"),
     ([0.1, 0.3], "0", 1, "(10.0%–30.0%) 20.0% > 0.0% (max-model-range)"),
     ([0.1, 0.3], "1.2", 2, "--max-model-range 1.2: expected a rate from 0 to 1"),
