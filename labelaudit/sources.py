@@ -8,6 +8,7 @@ second table of ``path, error`` so nothing silently vanishes.
 from __future__ import annotations
 
 import os
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -170,13 +171,15 @@ def _label_to_str(value) -> str | None:
 
 def list_manifest(manifest: str | os.PathLike, *, root: str | os.PathLike | None = None,
                   path_column: str = "path", label_column: str = "label", dedupe: bool = False,
-                  allow_outside_root: bool = False, option: str = "--manifest") -> Listing:
+                  allow_outside_root: bool = False, option: str = "--manifest",
+                  known_files: Collection[str] = ()) -> Listing:
     """List the samples of a manifest with ``path`` and ``label`` columns (names configurable).
 
     Relative paths resolve against ``root`` (default: the manifest's own folder). A path that lands
     outside ``root`` (through ``..`` or as an absolute path elsewhere) is a UsageError unless
     ``allow_outside_root``: a manifest from elsewhere cannot make the scan read, and name in its
-    outputs, files the user did not point it at. Rows with an empty
+    outputs, files the user did not point it at; ``known_files`` (normalised absolute paths) are files
+    the user did point it at (a trusted set may name the main data's images), allowed anywhere. Rows with an empty
     label or a missing file are listed as errors, not dropped silently. A file listed twice (after
     resolving the path) is a UsageError naming the rows, unless ``dedupe``: then the first row wins
     and the others go to the errors.
@@ -211,7 +214,7 @@ def list_manifest(manifest: str | os.PathLike, *, root: str | os.PathLike | None
             continue
         file = Path(path) if os.path.isabs(path) else root / path
         key = os.path.normpath(os.path.abspath(file))
-        if not allow_outside_root and not key.startswith(inside):
+        if not allow_outside_root and not key.startswith(inside) and key not in known_files:
             outside.append((row_no, path))
             continue
         if key in first_row:
@@ -224,8 +227,10 @@ def list_manifest(manifest: str | os.PathLike, *, root: str | os.PathLike | None
         rows.append((path, label, str(file)))
     if outside:
         row_no, path = outside[0]
-        raise UsageError(f"{option} {manifest}: {len(outside)} path(s) lie outside the root {root} (first: row "
-                         f"{row_no}, {path!r}); pass --root a folder that holds every image, or "
-                         f"--allow-outside-root if you trust this manifest")
+        fix = "pass --root a folder that holds every image" if option == "--manifest" else \
+            "move the file next to its images"
+        raise UsageError(f"{option} {manifest}: {len(outside)} path(s) lie outside the root {root}"
+                         f"{' and are not images of the data' if known_files else ''} (first: row {row_no}, "
+                         f"{path!r}); {fix}, or --allow-outside-root if you trust this manifest")
     samples = pd.DataFrame(rows, columns=["path", "given_label", "file"]).astype(str)
     return Listing(samples, _errors_frame(errors), root, "manifest", manifest)

@@ -92,19 +92,12 @@ def load_trusted(path: str | os.PathLike, *, classes: list[str], data_files: Seq
     from .dataset import decode_cached
     from .sources import list_manifest
 
-    # paths outside the trusted file's folder are fine when they are the main data's own files (a
-    # worksheet from `export --mode verify` names them absolutely); any other is refused as for a manifest
-    listing = list_manifest(path, root=root, path_column=path_column, label_column=label_column,
-                            allow_outside_root=True, option="--trusted")
     where = {os.path.normpath(os.path.abspath(f)): i for i, f in enumerate(data_files)}
+    # the main data's own images may be named anywhere (a worksheet from `export --mode verify` names
+    # them absolutely); any other path outside the trusted file's folder is refused as for a manifest
+    listing = list_manifest(path, root=root, path_column=path_column, label_column=label_column,
+                            allow_outside_root=allow_outside_root, option="--trusted", known_files=where)
     files = [os.path.normpath(os.path.abspath(f)) for f in listing.samples["file"]]
-    if not allow_outside_root:
-        inside = os.path.join(os.path.normpath(os.path.abspath(listing.root)), "")
-        outside = [p for p, f in zip(listing.samples["path"], files) if not f.startswith(inside) and f not in where]
-        if outside:
-            raise UsageError(f"--trusted {path}: {len(outside)} path(s) lie outside its folder {listing.root} and are "
-                             f"not images of the data (first: {outside[0]!r}); move the file next to its images, "
-                             f"or pass --allow-outside-root if you trust it")
     if len(listing.errors):
         first = listing.errors.iloc[0]
         raise DataError(f"--trusted {path}: {len(listing.errors)} row(s) cannot be used (first: {first['path']!r}: "

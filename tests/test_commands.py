@@ -402,6 +402,6 @@ def test_trusted_paths_outside_its_folder_must_be_images_of_the_data(color_folde
     sheet.parent.mkdir()
     inside = sorted(str(p) for p in root.glob("red/*.png"))[:2]
     pd.DataFrame({"path": [*inside, str(stray)], "label": ["red", "red", "red"]}).to_csv(sheet, index=False)
-    with pytest.raises(UsageError, match=r"1 path\(s\) lie outside its folder .*not images of the data "
-                                         r".*stray.png.*--allow-outside-root"):
+    with pytest.raises(UsageError, match=r"1 path\(s\) lie outside the root .* and are not images of the data "
+                                         r".*stray.png.*move the file next to its images, or --allow-outside-root"):
         scan(root, out=None, trusted=str(sheet), **FAST)
