@@ -13,8 +13,7 @@ the verified label (so each is a (verified, given) pair). ``--draw clean`` (defa
 draws per *clean* class, which no user can do; ``--draw worksheet`` (results/trusted_worksheet.*) draws
 what ``labelaudit export AUDIT --mode verify --per-class N --seed S`` hands a person, per *given* label
 from the scan without a trusted set (export.verify_rows), and fills in the clean labels as that person
-would.Rows:
-transition_row_l1 of both scans (as ../shared/bench/evaluate.py computes it), the noise-rate error and
+would. Rows: transition_row_l1 of both scans (as ../shared/bench/evaluate.py computes it), the noise-rate error and
 class-rate MAE of both (the scan with the trusted set recalibrates p(mislabeled)), and the audit check the
 scan reports (recall on the trusted samples whose given label is wrong, false alarms on the rest)
 next to the same numbers over the whole dataset. Writes benchmarks/results/<tag>.json and .md.

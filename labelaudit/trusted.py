@@ -97,7 +97,6 @@ def load_trusted(path: str | os.PathLike, *, classes: list[str], data_files: Seq
     # them absolutely); any other path outside the trusted file's folder is refused as for a manifest
     listing = list_manifest(path, root=root, path_column=path_column, label_column=label_column,
                             allow_outside_root=allow_outside_root, option="--trusted", known_files=where)
-    files = [os.path.normpath(os.path.abspath(f)) for f in listing.samples["file"]]
     if len(listing.errors):
         first = listing.errors.iloc[0]
         raise DataError(f"--trusted {path}: {len(listing.errors)} row(s) cannot be used (first: {first['path']!r}: "
@@ -116,6 +115,7 @@ def load_trusted(path: str | os.PathLike, *, classes: list[str], data_files: Seq
     if bad:
         raise DataError(f"--trusted {path}: {len(bad)} image(s) cannot be read (first: {bad[0][0]!r}: {bad[0][1]}); "
                         "fix or remove them")
+    files = [os.path.normpath(os.path.abspath(f)) for f in listing.samples["file"]]
     in_data = np.array([where.get(f, -1) for f in files], dtype=np.int64)
     labels = listing.samples["given_label"].map(index).to_numpy(dtype=np.int64)
     samples = pd.DataFrame({"path": listing.samples["path"].astype(str),
