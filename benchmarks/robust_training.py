@@ -21,7 +21,9 @@ SLN+EMA+LC (as the paper writes ω, and reversed), an oracle trained on the clea
 10 trusted labels per class, meta re-weighting and meta re-labeling (IEG; for CIFAR-10N the trusted
 images are training images outside the 10k subset, with their clean labels), alone and on top of the
 audit's weights or its kept samples (weights+meta, drop+meta), the former also with each
-sample's meta weight averaged over the epochs (weights+meta-avg, ``--meta-average 0.8``); and the
+sample's meta weight averaged over the epochs (weights+meta-avg, ``--meta-average 0.8``); IEG's whole
+step (ieg: meta re-labeling with the consistency loss and the probe mixup, ``--meta-kl 20 --meta-mixup
+5``) and its parts (meta-relabel+kl, meta-relabel+mixup, meta-reweight+mixup); and the
 audit's weights or drop from a scan calibrated on 10 verified labels a class of the case's own
 images (weights+trusted-scan, drop+trusted-scan; one scan per seed, benchmarks/trusted.py's draw).
 Test accuracy is reported as mean ± std over the seeds, with wall time; the trusted rows are also
@@ -73,6 +75,13 @@ def rows_for(epochs: int, sigma: float) -> dict[str, dict]:
         # the same with each sample's meta weight averaged over its visits (train --meta-average, decay 0.8)
         "weights+meta-avg": {"trusted": 10, "meta_reweight": True, "weights": True, "meta_average": 0.8},
         "drop+meta": {"trusted": 10, "meta_reweight": True, "drop_issues": True},
+        # IEG's whole training step (Algorithm 1): meta re-labeling + re-weighting, the consistency loss
+        # (Eq. 4) and the probe mixup (Eq. 9), with the paper's CIFAR weights k = 20, p = 5 (Sec. 5.2)
+        "ieg": {"trusted": 10, "meta_relabel": True, "meta_kl": 20.0, "meta_mixup": 5.0},
+        # its parts, for the ablation in docs/trusted.md (run there at --epochs 10)
+        "meta-relabel+kl": {"trusted": 10, "meta_relabel": True, "meta_kl": 20.0},
+        "meta-relabel+mixup": {"trusted": 10, "meta_relabel": True, "meta_mixup": 5.0},
+        "meta-reweight+mixup": {"trusted": 10, "meta_reweight": True, "meta_mixup": 5.0},
         # the audit's weights from a scan calibrated on 10 verified labels a class of the data's own
         # images (benchmarks/trusted.py's draw: the calibration needs verified *and* given labels), no meta step
         "weights+trusted-scan": {"trusted_scan": 10, "weights": True},

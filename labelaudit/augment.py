@@ -36,3 +36,22 @@ def augment_batch(x: torch.Tensor, name: str, generator: torch.Generator, pad: i
         flip = torch.rand(B, device=dev, generator=generator) < 0.5
         x = torch.where(flip[:, None, None, None], x.flip(3), x)
     return x
+
+
+def cutout_batch(x: torch.Tensor, generator: torch.Generator, size: int | None = None) -> torch.Tensor:
+    """Cutout (DeVries & Taylor 2017): zero one ``size``² square per image, centred uniformly on the image
+    and clipped at its border, as IEG's strong views x̂ use it (flip → crop → cutout, IEG Sec. 5.1/6).
+    (B, C, S, S) any dtype → a new tensor of the same shape; ``size`` defaults to S/2 (16 px at 32)."""
+    B, _, S, _ = x.shape
+    if B == 0:
+        return x
+    size = max(1, S // 2) if size is None else size
+    dev = x.device
+    cy = torch.randint(0, S, (B,), device=dev, generator=generator)
+    cx = torch.randint(0, S, (B,), device=dev, generator=generator)
+    ar = torch.arange(S, device=dev)
+    lo = size // 2
+    inside_y = (ar[None, :] >= (cy - lo)[:, None]) & (ar[None, :] < (cy - lo + size)[:, None])  # (B, S)
+    inside_x = (ar[None, :] >= (cx - lo)[:, None]) & (ar[None, :] < (cx - lo + size)[:, None])  # (B, S)
+    hole = inside_y[:, None, :, None] & inside_x[:, None, None, :]  # (B, 1, S, S)
+    return torch.where(hole, torch.zeros((), dtype=x.dtype, device=dev), x)

@@ -21,6 +21,17 @@ coefficients, through the virtual step (second order), with torch.func (``functi
   corrects its moments, so the first visit gives ω* itself; the batch's loss is weighted by the averages,
   normalised to sum to 1. α = 0 is the paper's method.
 
+- Supervised training (IEG Sec. 4.2 and 4.4, Algorithm 1 steps 1, 5–6; ``--meta-kl k``, ``--meta-mixup p``):
+  each batch also gets a strong view x̂ (the standard augmentation, then cutout), which is the second
+  view of the pseudo label (Eq. 3, K = 2) and the other side of the consistency loss
+  ``L_KL = 1/N Σ KL(Φ(x) ‖ Φ(x̂))`` (Eq. 4, :func:`kl_consistency`). The pool D_p ∪ D_u ∪ D̂_u (the probe
+  batch with its verified labels, the batch and its strong view with their pseudo labels: IEG's threshold
+  T at its highest, Appendix B, so every sample counts as possibly mislabeled) is mixed with a random
+  permutation of itself, β ~ Beta(0.5, 0.5) (Eq. 9, :func:`mix`, :func:`arcsine`); ``L_pβ`` is the mean loss of
+  the mixed rows anchored on a probe sample, ``L_uβ`` of the rest. The step's loss is Algorithm 1 step 6,
+  ``L_ω* + L_λ* + L_pβ + p·L_uβ + k·L_KL`` (the paper's CIFAR setting: p = 5, k = 20, Sec. 5.2). The
+  probe data thus enters training only through mixed points, never directly (Sec. 4.4).
+
 The virtual step is plain SGD at the current learning rate (as L2R; IEG follows the optimiser's momentum
 direction, a refinement left out). BatchNorm runs in training mode on copies of its buffers, so the
 virtual steps never move the real running statistics, and the probe batch is passed together with the
@@ -110,3 +121,24 @@ class WeightAverage:
         corrected = m / (1.0 - self.decay ** self.visits[ids])
         total = corrected.sum()
         return corrected / total if total > 0 else torch.zeros_like(corrected)
+
+
+def kl_consistency(logits: torch.Tensor, logits_hat: torch.Tensor) -> torch.Tensor:
+    """IEG Eq. 4: ``1/N Σ_i KL(Φ(x_i) ‖ Φ(x̂_i))`` for logits (N, K) of two views; gradients flow through
+    both, as Eq. 4 minimises it over Θ. → scalar."""
+    log_p = F.log_softmax(logits.float(), dim=1)
+    log_q = F.log_softmax(logits_hat.float(), dim=1)
+    return (log_p.exp() * (log_p - log_q)).sum(dim=1).mean()
+
+
+def arcsine(generator: torch.Generator) -> float:
+    """One draw of Beta(0.5, 0.5), the mixup factor of IEG Eq. 9: its CDF is (2/π)·arcsin(√β), so
+    β = sin²(πu/2) for u uniform on [0, 1), drawn from ``generator`` (seeded runs repeat)."""
+    u = torch.rand((), device=generator.device, generator=generator)
+    return float(torch.sin(0.5 * torch.pi * u) ** 2)
+
+
+def mix(t: torch.Tensor, perm: torch.Tensor, beta: float) -> torch.Tensor:
+    """IEG Eq. 9's pairwise mixup: ``Mix_β(a, b) = β·a + (1 − β)·b``, pairing each row a of ``t`` (N, ...)
+    with the row b at its place in the permutation ``perm`` (N,); applied alike to inputs and targets."""
+    return beta * t + (1.0 - beta) * t[perm]

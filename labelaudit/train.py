@@ -78,6 +78,8 @@ class TrainConfig:
     pseudo_k: int = 2  # augmentations averaged into a pseudo label (IEG Eq. 3; the paper's K = 2)
     probe_batch: int = 100  # trusted samples per meta step (all of them when fewer)
     meta_average: float = 0.0  # decay of each sample's average of ω* over its visits (meta.WeightAverage); 0 = off
+    meta_kl: float = 0.0  # k: weight of IEG's consistency loss between a batch and its strong view (Eq. 4); 0 = off
+    meta_mixup: float = 0.0  # p: weight of L_uβ, IEG's mixup of probe, batch and strong view (Eq. 9); 0 = off
 
     def validate(self) -> "TrainConfig":
         checks = [
@@ -93,6 +95,10 @@ class TrainConfig:
             (self.ema == 0 or 0.0 < self.ema < 1.0, "--ema", self.ema, "0 (off) or a decay in (0, 1), e.g. 0.999"),
             (0.0 <= self.meta_average < 1.0, "--meta-average", self.meta_average,
              "0 (off) or a decay in (0, 1), e.g. 0.8"),
+            (0.0 <= self.meta_kl <= 1000 and math.isfinite(self.meta_kl), "--meta-kl", self.meta_kl,
+             "a loss weight from 0 (off) to 1000 (IEG on CIFAR: 20)"),
+            (0.0 <= self.meta_mixup <= 1000 and math.isfinite(self.meta_mixup), "--meta-mixup", self.meta_mixup,
+             "a loss weight from 0 (off) to 1000 (IEG on CIFAR: 5)"),
             (0 <= self.label_correction <= self.epochs, "--label-correction", self.label_correction,
              f"0 (off) or an epoch from 1 to --epochs ({self.epochs})"),
         ]
@@ -108,8 +114,11 @@ class TrainConfig:
             raise UsageError(f"--augment {self.augment!r}: unknown; choose one of {', '.join(AUGMENTS)}")
         if self.pseudo_k < 1 or self.probe_batch < 1:
             raise UsageError(f"--pseudo-k {self.pseudo_k} / --probe-batch {self.probe_batch}: expected at least 1")
-        if self.meta_average and not self.needs_trusted:
-            raise UsageError("--meta-average averages the meta weights: add --meta-reweight or --meta-relabel")
+        for option, value in (("--meta-average", self.meta_average), ("--meta-kl", self.meta_kl),
+                              ("--meta-mixup", self.meta_mixup)):
+            if value and not self.needs_trusted:
+                raise UsageError(f"{option} is part of the meta step's training: add --meta-reweight or "
+                                 "--meta-relabel (and --trusted FILE)")
         if self.drop_issues and self.relabel:
             raise UsageError("--drop-issues and --relabel both decide what happens to flagged samples; choose one")
         return self
@@ -138,6 +147,10 @@ class TrainConfig:
             out.append(f"meta re-labeling + re-weighting{on} (IEG, K={self.pseudo_k})")
         elif self.meta_reweight:
             out.append(f"meta re-weighting{on} (L2R/IEG)")
+        if self.meta_kl:
+            out.append(f"consistency loss k={self.meta_kl:g} (IEG Eq. 4)")
+        if self.meta_mixup:
+            out.append(f"probe mixup p={self.meta_mixup:g} (IEG Eq. 9)")
         return out or ["plain cross-entropy"]
 
     @property
@@ -269,31 +282,58 @@ def _meta_loss(model, x, target, raw, augment: str, gen, probe_images, probe_lab
     random draw of ``probe_batch`` trusted samples, augmented like the training batch. ``prior`` (B,): the
     audit's weights with ``--weights`` (meta re-weighting of the audit-weighted losses, meta.py), else None.
     ``average`` (meta.WeightAverage) with the batch's sample ``ids``: ω* replaced by its per-sample average.
+    With ``meta_kl`` k / ``meta_mixup`` p, Algorithm 1 step 6: ``+ L_pβ + p·L_uβ + k·L_KL`` (Eq. 4 and 9,
+    meta.py), the batch, its strong view x̂ and the mixed pool in one forward pass.
     """
     import torch
 
-    from .augment import augment_batch
-    from .meta import LAMBDA0, meta_coefficients
+    from .augment import augment_batch, cutout_batch
+    from .meta import LAMBDA0, arcsine, kl_consistency, meta_coefficients, mix
     from .trusted import pseudo_label
 
     m = probe_images.shape[0]
     pick = torch.randperm(m, device=probe_images.device, generator=gen)[:config.probe_batch] \
         if m > config.probe_batch else torch.arange(m, device=probe_images.device)
     probe_x = normalise(augment_batch(probe_images[pick], augment, gen))
-    logits = model(x).float()  # (B, K): the step's forward, and the first view of the pseudo label
+    b = x.shape[0]
+    strong = config.meta_kl > 0 or config.meta_mixup > 0
+    inputs = [x]
+    if strong:  # x̂: the standard augmentation, then cutout (IEG Sec. 5.1 without the learned policy, Sec. 6)
+        inputs.append(cutout_batch(normalise(augment_batch(raw, augment, gen)), gen))
+    beta = None
+    if config.meta_mixup:  # Eq. 9's inputs: the pool D_p ∪ D_u ∪ D̂_u, mixed with a permutation of itself
+        beta = arcsine(gen)
+        pool = torch.cat([probe_x, x, inputs[1]])
+        perm = torch.randperm(pool.shape[0], device=pool.device, generator=gen)
+        inputs.append(mix(pool, perm, beta))
+    out = model(torch.cat(inputs) if len(inputs) > 1 else x).float()  # the step's one forward pass
+    logits = out[:b]  # (B, K), also the first view of the pseudo label
     pseudo = None
-    if config.meta_relabel:  # g(x): the mean softmax over x and K − 1 more augmentations, sharpened (Eq. 3)
-        pseudo = pseudo_label(model, raw, normalise, augment, config.pseudo_k, gen,
-                              first=torch.softmax(logits.detach(), dim=1))
-    coef = meta_coefficients(model, x, target, probe_x, probe_labels[pick], lr=lr, pseudo=pseudo, prior=prior)
+    if config.meta_relabel or strong:  # g(x): the mean softmax over the views, sharpened (Eq. 3)
+        views = [torch.softmax(out[:b].detach(), dim=1)] + ([torch.softmax(out[b:2 * b].detach(), dim=1)]
+                                                             if strong else [])
+        pseudo = pseudo_label(model, raw, normalise, augment, config.pseudo_k, gen, first=views)
+    coef = meta_coefficients(model, x, target, probe_x, probe_labels[pick], lr=lr,
+                             pseudo=pseudo if config.meta_relabel else None, prior=prior)
     if average is not None:
         coef = dataclasses.replace(coef, weights=average(ids, coef.weights))
     log_p = torch.log_softmax(logits, dim=1)  # (B, K)
-    if pseudo is None:
-        return -(coef.weights * (target * log_p).sum(dim=1)).sum()
-    mixed = LAMBDA0 * target + (1.0 - LAMBDA0) * pseudo  # P(λ₀)
-    chosen = torch.where(coef.keep_given[:, None], target, pseudo)  # y*
-    return -(coef.weights * (mixed * log_p).sum(dim=1)).sum() - (chosen * log_p).sum(dim=1).mean()
+    if config.meta_relabel:
+        mixed = LAMBDA0 * target + (1.0 - LAMBDA0) * pseudo  # P(λ₀)
+        chosen = torch.where(coef.keep_given[:, None], target, pseudo)  # y*
+        loss = -(coef.weights * (mixed * log_p).sum(dim=1)).sum() - (chosen * log_p).sum(dim=1).mean()
+    else:
+        loss = -(coef.weights * (target * log_p).sum(dim=1)).sum()
+    if config.meta_kl:
+        loss = loss + config.meta_kl * kl_consistency(logits, out[b:2 * b])
+    if config.meta_mixup:
+        k = logits.shape[1]
+        probe_y = torch.nn.functional.one_hot(probe_labels[pick], k).float()
+        mixed_y = mix(torch.cat([probe_y, pseudo, pseudo]), perm, beta)
+        ce = -(mixed_y * torch.log_softmax(out[2 * b:], dim=1)).sum(dim=1)  # (M + 2B,)
+        mp = probe_x.shape[0]
+        loss = loss + ce[:mp].mean() + config.meta_mixup * ce[mp:].mean()  # L_pβ + p·L_uβ
+    return loss
 
 
 def _accuracy(logits, labels) -> float:

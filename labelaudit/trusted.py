@@ -296,8 +296,9 @@ def pseudo_label(model, batch, normalise, augment: str, k: int, generator, *, fi
                  tau: float = TAU):
     """IEG Eq. 3 for one uint8 batch (B, 3, S, S): ``g(x) = sharpen((Φ(x) + Σ_{k=1}^{K−1} Φ(x̂_k)) / K, τ)``,
     Φ the softmax of ``model`` and x̂_k random augmentations (augment.py). ``first``: Φ of the first view
-    when the caller already has it (train's augmented batch), else Φ of the un-augmented batch. No
-    gradients; the model's mode is the caller's. → (B, K) float."""
+    when the caller already has it (train's augmented batch), or a sequence of Φ of the first views (train's
+    batch and its strong view, IEG Sec. 4.2), else Φ of the un-augmented batch; the views given count
+    towards K. No gradients; the model's mode is the caller's. → (B, K) float."""
     import contextlib
 
     import torch
@@ -310,11 +311,17 @@ def pseudo_label(model, batch, normalise, augment: str, k: int, generator, *, fi
         with autocast:
             return torch.softmax(model(normalise(x)).float(), dim=1)
 
+    if first is None:
+        views = []
+    elif isinstance(first, torch.Tensor):
+        views = [first]
+    else:
+        views = list(first)
     with torch.no_grad():
-        total = first.detach().float() if first is not None else softmax(batch)
-        for _ in range(k - 1):
+        total = sum(v.detach().float() for v in views) if views else softmax(batch)
+        for _ in range(k - max(len(views), 1)):
             total = total + softmax(augment_batch(batch, augment, generator))
-    return sharpen(total / k, tau)
+    return sharpen(total / max(k, len(views)), tau)
 
 
 def augmented_pseudo_labels(model, images, normalise, augment: str, k: int, generator, batch_size: int,

@@ -93,11 +93,104 @@ def test_averaged_meta_weights_keep_a_flipped_duplicate_at_zero():
 def test_meta_average_needs_a_meta_method_and_a_decay_below_one():
     from labelaudit.train import TrainConfig
 
-    with pytest.raises(UsageError, match="--meta-average averages the meta weights"):
+    with pytest.raises(UsageError, match="--meta-average is part of the meta step's training"):
         TrainConfig(meta_average=0.8).validate()
     with pytest.raises(UsageError, match="--meta-average 1.0"):
         TrainConfig(meta_average=1.0, meta_reweight=True).validate()
     assert "averaged per sample (decay 0.8)" in " ".join(TrainConfig(meta_average=0.8, meta_reweight=True).methods())
+
+
+def test_ieg_loss_options_need_a_meta_method_and_a_finite_weight():
+    from labelaudit.train import TrainConfig
+
+    with pytest.raises(UsageError, match="--meta-kl is part of the meta step's training: add --meta-reweight"):
+        TrainConfig(meta_kl=20).validate()
+    with pytest.raises(UsageError, match="--meta-mixup is part of the meta step's training"):
+        TrainConfig(meta_mixup=5).validate()
+    for bad in ({"meta_kl": -1.0}, {"meta_mixup": float("nan")}):
+        with pytest.raises(UsageError, match="expected a loss weight from 0"):
+            TrainConfig(meta_relabel=True, **bad).validate()
+    words = " ".join(TrainConfig(meta_relabel=True, meta_kl=20, meta_mixup=5).validate().methods())
+    assert "consistency loss k=20 (IEG Eq. 4)" in words and "probe mixup p=5 (IEG Eq. 9)" in words
+
+
+def test_kl_consistency_by_hand():
+    from labelaudit.meta import kl_consistency
+
+    # Φ(x) = (¼, ¾), Φ(x̂) = (½, ½): KL = ¼·ln(½) + ¾·ln(3/2); a second row with equal views adds 0
+    logits = torch.tensor([[0.0, float(np.log(3.0))], [1.0, 2.0]], requires_grad=True)
+    hat = torch.tensor([[0.0, 0.0], [1.0, 2.0]], requires_grad=True)
+    kl = kl_consistency(logits, hat)
+    assert float(kl.detach()) == pytest.approx((0.25 * np.log(0.5) + 0.75 * np.log(1.5)) / 2, rel=1e-6)
+    kl.backward()  # Eq. 4 minimises over Θ: both views get gradients, and none where the views agree
+    assert logits.grad[0].abs().sum() > 0 and hat.grad[0].abs().sum() > 0
+    torch.testing.assert_close(hat.grad[1], torch.zeros(2))
+
+
+def test_mixup_factor_is_beta_half_half_and_mix_pairs_rows_by_hand():
+    from scipy import stats
+
+    from labelaudit.meta import arcsine, mix
+
+    gen = torch.Generator().manual_seed(0)
+    draws = np.array([arcsine(gen) for _ in range(4000)])
+    assert stats.kstest(draws, stats.beta(0.5, 0.5).cdf).pvalue > 0.01
+    assert arcsine(torch.Generator().manual_seed(3)) == arcsine(torch.Generator().manual_seed(3))
+    t = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.5, 0.5]])
+    mixed = mix(t, torch.tensor([1, 2, 0]), 0.25)  # row a with row perm[a]: ¼·t_a + ¾·t_perm[a]
+    torch.testing.assert_close(mixed, torch.tensor([[0.25, 0.75], [0.375, 0.625], [0.875, 0.125]]))
+
+
+def test_cutout_zeros_one_clipped_square_per_image():
+    from labelaudit.augment import cutout_batch
+
+    x = torch.ones(64, 3, 8, 8)
+    out = cutout_batch(x, torch.Generator().manual_seed(0), size=4)
+    holes = (out == 0).all(dim=1)  # (B, 8, 8): the same square in every channel
+    assert ((out == 0) == holes[:, None]).all() and ((out == 0) | (out == 1)).all()
+    counts = holes.flatten(1).sum(1)
+    assert counts.max() == 16 and counts.min() >= 4  # whole inside, at least a corner quarter at the border
+    for h in holes:  # each hole is one axis-aligned rectangle
+        rows, cols = h.any(1).nonzero().flatten(), h.any(0).nonzero().flatten()
+        assert h[rows.min():rows.max() + 1, cols.min():cols.max() + 1].all()
+        assert int(h.sum()) == len(rows) * len(cols)
+    torch.testing.assert_close(cutout_batch(x, torch.Generator().manual_seed(0), size=4), out)
+
+
+def test_pseudo_label_counts_the_views_it_is_given():
+    from labelaudit.trusted import pseudo_label
+
+    def never(_):
+        raise AssertionError("with K views given, no more forward passes")
+
+    a, b = torch.tensor([[0.6, 0.4]]), torch.tensor([[0.2, 0.8]])
+    g = pseudo_label(never, torch.zeros(1, 3, 4, 4), lambda x: x, "none", 2, None, first=[a, b])
+    torch.testing.assert_close(g, sharpen((a + b) / 2))  # Eq. 3 with K = 2: the mean of the two, sharpened
+
+
+def test_ieg_step_loss_adds_k_kl_and_p_mixup_linearly():
+    # Algorithm 1 step 6: L = L_ω* + L_λ* + L_pβ + p·L_uβ + k·L_KL, so with the same draws the loss is affine in k
+    # and in p, and the consistency and mixup terms are positive
+    from labelaudit.train import TrainConfig, _meta_loss
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 4 * 4, 3))
+    raw = torch.randint(0, 256, (6, 3, 4, 4), dtype=torch.uint8)
+    probe = torch.randint(0, 256, (3, 3, 4, 4), dtype=torch.uint8)
+
+    def loss(k, p, relabel=True):
+        gen = torch.Generator().manual_seed(1)
+        config = TrainConfig(meta_relabel=relabel, meta_reweight=not relabel, meta_kl=k, meta_mixup=p)
+        x = raw.float() / 255
+        target = torch.nn.functional.one_hot(torch.tensor([0, 1, 2, 0, 1, 2]), 3).float()
+        return float(_meta_loss(model, x, target, raw, "crop", gen, probe, torch.tensor([0, 1, 2]),
+                                lambda t: t.float() / 255, config, lr=0.1).detach())
+
+    for relabel in (True, False):
+        base, kl1, kl2 = loss(0.01, 0, relabel), loss(1.01, 0, relabel), loss(2.01, 0, relabel)
+        assert kl1 - base > 0 and kl2 - kl1 == pytest.approx(kl1 - base, rel=1e-4)
+        m1, m2, m3 = loss(0, 1, relabel), loss(0, 2, relabel), loss(0, 3, relabel)
+        assert m2 - m1 > 0 and m3 - m2 == pytest.approx(m2 - m1, rel=1e-4)
 
 
 def test_meta_step_never_moves_the_real_batchnorm_statistics():
@@ -279,7 +372,8 @@ def test_trusted_labels_must_be_classes_and_meta_methods_need_every_class(tmp_pa
 
 
 @pytest.mark.parametrize("method", [["--meta-reweight"], ["--meta-relabel"], ["--weights", "--meta-reweight"],
-                                    ["--meta-reweight", "--meta-average", "0.8"]])
+                                    ["--meta-reweight", "--meta-average", "0.8"],
+                                    ["--meta-relabel", "--meta-kl", "20", "--meta-mixup", "5"]])
 def test_train_with_one_trusted_sample_per_class_end_to_end(tmp_path, method):
     truth = make_color_folder(tmp_path / "images", flips_per_class=6)  # 25% of the labels are wrong
     make_color_folder(tmp_path / "heldout", n_per_class=10, flips_per_class=0, seed=1)
@@ -300,4 +394,5 @@ def test_train_with_one_trusted_sample_per_class_end_to_end(tmp_path, method):
     assert "meta re-" in methods
     assert ("of the audit-weighted losses" in methods) == ("--weights" in method)
     assert ("averaged per sample" in methods) == ("--meta-average" in method)
+    assert ("consistency loss k=20" in methods and "probe mixup p=5" in methods) == ("--meta-kl" in method)
     assert metrics["final"]["eval_accuracy"] >= 0.9

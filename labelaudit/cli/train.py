@@ -57,6 +57,12 @@ def train_cli(
     meta_average: float = typer.Option(_D.meta_average, help="With --meta-reweight/--meta-relabel: weight each "
                                                              "sample by its average meta weight over its visits, "
                                                              "with this decay, e.g. 0.8 (0 = each step's own)."),
+    meta_kl: float = typer.Option(_D.meta_kl, help="With --meta-reweight/--meta-relabel: weight k of IEG's "
+                                                   "consistency loss between each image and a strongly "
+                                                   "augmented copy (0 = off; IEG on CIFAR: 20)."),
+    meta_mixup: float = typer.Option(_D.meta_mixup, help="With --meta-reweight/--meta-relabel: weight p of IEG's "
+                                                         "mixup of trusted and pseudo-labelled images (0 = off; "
+                                                         "IEG on CIFAR: 5)."),
     model: str = typer.Option(_D.model, help="Network: tiny, small, medium or resnet18."),
     epochs: int = typer.Option(_D.epochs, help="Training epochs."),
     batch_size: int = typer.Option(_D.batch_size, help="Batch size."),
@@ -77,7 +83,8 @@ def train_cli(
                          relabel=relabel, min_confidence=min_confidence, correction=correction, sln=sln, ema=ema,
                          label_correction=label_correction, lc_weighting=lc_weighting,
                          allow_outside_root=allow_outside_root, meta_reweight=meta_reweight,
-                         meta_relabel=meta_relabel, pseudo_k=pseudo_k, meta_average=meta_average)
+                         meta_relabel=meta_relabel, pseudo_k=pseudo_k, meta_average=meta_average,
+                         meta_kl=meta_kl, meta_mixup=meta_mixup)
     err = Console(stderr=True)
     with handle_errors():
         base = _baseline_accuracy(baseline) if baseline is not None else None
