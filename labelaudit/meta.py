@@ -142,3 +142,51 @@ def mix(t: torch.Tensor, perm: torch.Tensor, beta: float) -> torch.Tensor:
     """IEG Eq. 9's pairwise mixup: ``Mix_β(a, b) = β·a + (1 − β)·b``, pairing each row a of ``t`` (N, ...)
     with the row b at its place in the permutation ``perm`` (N,); applied alike to inputs and targets."""
     return beta * t + (1.0 - beta) * t[perm]
+
+
+class MetaLog:
+    """What the meta step did, for metrics.json and the model folder's meta_weights.parquet.
+
+    Per step: the effective sample size of ω*, ``(Σω)² / Σω² / B`` (1 when every sample weighs the same,
+    1/B when one sample carries the batch; Kish 1965), and the share of the batch at weight 0, averaged
+    per epoch. Per sample: the mean of B·ω* over its visits (1 = an average sample; 0 = never kept), that
+    of its last visit, and with meta re-labeling the share of visits whose λ* kept the given label.
+    """
+
+    def __init__(self, n: int, device=None):
+        self.total = torch.zeros(n, device=device)  # (N,) Σ B·ω*
+        self.last = torch.full((n,), float("nan"), device=device)  # (N,) B·ω* of the last visit
+        self.visits = torch.zeros(n, device=device)  # (N,)
+        self.kept = torch.zeros(n, device=device)  # (N,) visits with λ* > 0
+        self._ess, self._zero = [], []
+
+    def __call__(self, ids: torch.Tensor, coef: MetaCoefficients) -> None:
+        w = coef.weights.detach().float()
+        b = w.shape[0]
+        self.total[ids] += w * b
+        self.last[ids] = w * b
+        self.visits[ids] += 1
+        if coef.keep_given is not None:
+            self.kept[ids] += coef.keep_given.float()
+        square = (w * w).sum()
+        self._ess.append(torch.where(square > 0, w.sum() ** 2 / square.clamp_min(1e-30) / b, square.new_zeros(())))
+        self._zero.append((w == 0).float().mean())
+
+    def epoch(self) -> dict:
+        """The epoch's mean effective sample size (share of B) and share at weight 0; then starts anew."""
+        if not self._ess:
+            return {}
+        out = {"meta_ess": float(torch.stack(self._ess).mean()),
+               "meta_zero_share": float(torch.stack(self._zero).mean())}
+        self._ess, self._zero = [], []
+        return out
+
+    def per_sample(self, relabel: bool) -> dict:
+        """Columns per sample (NaN for a sample never visited)."""
+        seen = self.visits > 0
+        nan = torch.full_like(self.total, float("nan"))
+        cols = {"meta_weight": torch.where(seen, self.total / self.visits.clamp_min(1), nan),
+                "meta_weight_last": self.last}
+        if relabel:
+            cols["given_label_kept"] = torch.where(seen, self.kept / self.visits.clamp_min(1), nan)
+        return {k: v.cpu().double().numpy() for k, v in cols.items()}  # name → (N,) float64

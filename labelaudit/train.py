@@ -37,6 +37,7 @@ from .outputs import write_json, write_parquet
 from .progress import Progress
 
 MODEL_FILE, MODEL_JSON, METRICS_JSON = "model.pt", "model.json", "metrics.json"
+META_WEIGHTS = "meta_weights.parquet"  # with a meta method: what the meta step made of each sample (meta.MetaLog)
 
 
 @dataclass(frozen=True)
@@ -176,6 +177,7 @@ class TrainResult:
     metrics: dict
     model_info: dict
     out: Path | None = None
+    meta_weights: pd.DataFrame | None = None  # meta_weights.parquet's table, with a meta method
 
     @property
     def final_accuracy(self) -> float | None:
@@ -283,7 +285,7 @@ def _meta_loss(model, x, target, raw, augment: str, gen, probe_images, probe_lab
     audit's weights with ``--weights`` (meta re-weighting of the audit-weighted losses, meta.py), else None.
     ``average`` (meta.WeightAverage) with the batch's sample ``ids``: ω* replaced by its per-sample average.
     With ``meta_kl`` k / ``meta_mixup`` p, Algorithm 1 step 6: ``+ L_pβ + p·L_uβ + k·L_KL`` (Eq. 4 and 9,
-    meta.py), the batch, its strong view x̂ and the mixed pool in one forward pass.
+    meta.py), the batch, its strong view x̂ and the mixed pool in one forward pass. → (loss, coefficients).
     """
     import torch
 
@@ -333,7 +335,7 @@ def _meta_loss(model, x, target, raw, augment: str, gen, probe_images, probe_lab
         ce = -(mixed_y * torch.log_softmax(out[2 * b:], dim=1)).sum(dim=1)  # (M + 2B,)
         mp = probe_x.shape[0]
         loss = loss + ce[:mp].mean() + config.meta_mixup * ce[mp:].mean()  # L_pβ + p·L_uβ
-    return loss
+    return loss, coef
 
 
 def _accuracy(logits, labels) -> float:
@@ -442,7 +444,11 @@ def train(data: str | Path | None = None, *, audit: str | Path | None = None, ou
     kept = ema if ema is not None else model  # the model evaluated, reported and saved
 
     history, done, t = [], 0, time.perf_counter()
-    average = None
+    average = meta_log = None
+    if config.needs_trusted:
+        from .meta import MetaLog
+
+        meta_log = MetaLog(n, device=device)
     if config.meta_average:
         from .meta import WeightAverage
 
@@ -462,9 +468,10 @@ def train(data: str | Path | None = None, *, audit: str | Path | None = None, ou
             if config.sln:
                 target = sln_targets(target, config.sln, gen)
             if config.needs_trusted:  # IEG / L2R: coefficients from a virtual step and the trusted batch
-                loss = _meta_loss(model, x, target, images[ids], augment, gen, probe_images, probe_labels,
-                                  normalise, config, lr=float(sched.get_last_lr()[0]),
-                                  prior=weights[ids] if config.weights else None, average=average, ids=ids)
+                loss, coef = _meta_loss(model, x, target, images[ids], augment, gen, probe_images, probe_labels,
+                                        normalise, config, lr=float(sched.get_last_lr()[0]),
+                                        prior=weights[ids] if config.weights else None, average=average, ids=ids)
+                meta_log(ids, coef)
             else:
                 with autocast:
                     logits = model(x)  # (B, K)
@@ -484,7 +491,8 @@ def train(data: str | Path | None = None, *, audit: str | Path | None = None, ou
         if not math.isfinite(mean_loss):
             raise TrainingError(f"training loss became {mean_loss} in epoch {epoch}; lower --lr (now {config.lr})"
                                 + (" or --sln" if config.sln else "") + " and train again")
-        row = {"epoch": epoch, "train_loss": mean_loss, "lr": float(sched.get_last_lr()[0])}
+        row = {"epoch": epoch, "train_loss": mean_loss, "lr": float(sched.get_last_lr()[0]),
+               **(meta_log.epoch() if meta_log is not None else {})}
         if eval_ds is not None:
             row["eval_accuracy"] = _accuracy(logits_of(kept, eval_images), eval_labels)
             if ema is not None:
@@ -521,19 +529,33 @@ def train(data: str | Path | None = None, *, audit: str | Path | None = None, ou
         "model_evaluated": "momentum (EMA) model" if ema is not None else "model",
         "epochs": history, "final": final, "best": best, "timings": timings,
     }
+    meta_table = None
+    if meta_log is not None:  # per trained sample: what the meta step made of it (meta.MetaLog)
+        meta_table = ds.samples.iloc[keep][["path", "given_label"]].reset_index(drop=True)
+        meta_table["trained_label"] = np.asarray(ds.classes, dtype=object)[train_labels]  # after --relabel
+        for name, column in meta_log.per_sample(config.meta_relabel).items():
+            meta_table[name] = column
+        last = history[-1]
+        metrics["meta"] = {"file": META_WEIGHTS, "last_epoch_ess": last["meta_ess"],
+                           "last_epoch_zero_share": last["meta_zero_share"],
+                           "never_kept": float((meta_table["meta_weight"] == 0).mean())}
     model_info = {
         "labelaudit_version": __version__, "format": "state_dict", "file": MODEL_FILE,
         "model": config.model, "classes": ds.classes, "image_size": image_size,
         "mean": normalise.mean.flatten().tolist(), "std": normalise.std.flatten().tolist(),
         "preprocessing": "RGB, resized to image_size² (as scan decodes), (x − mean) / std per channel in 0..255 units",
     }
-    result = TrainResult(metrics, model_info)
+    result = TrainResult(metrics, model_info, meta_weights=meta_table)
     if out is not None:
         out = Path(out)
         state = {name: tensor.detach().cpu() for name, tensor in kept.state_dict().items()}
-        with replace_folder(out, replaces=(MODEL_FILE, MODEL_JSON, METRICS_JSON)) as stage:  # old or new, never a mix
+        names = (MODEL_FILE, MODEL_JSON) + ((META_WEIGHTS,) if meta_table is not None else ()) + (METRICS_JSON,)
+        # old or new, never a mix; an earlier run's meta_weights.parquet never outlives it
+        with replace_folder(out, replaces=names, drop=(META_WEIGHTS,)) as stage:
             write_atomic(stage / MODEL_FILE, lambda tmp: torch.save(state, tmp))
             write_json(model_info, stage / MODEL_JSON)
+            if meta_table is not None:
+                write_parquet(meta_table, stage / META_WEIGHTS)
             write_json(metrics, stage / METRICS_JSON)  # last: marks a complete run
         result.out = out
     return result

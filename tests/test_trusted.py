@@ -184,13 +184,29 @@ def test_ieg_step_loss_adds_k_kl_and_p_mixup_linearly():
         x = raw.float() / 255
         target = torch.nn.functional.one_hot(torch.tensor([0, 1, 2, 0, 1, 2]), 3).float()
         return float(_meta_loss(model, x, target, raw, "crop", gen, probe, torch.tensor([0, 1, 2]),
-                                lambda t: t.float() / 255, config, lr=0.1).detach())
+                                lambda t: t.float() / 255, config, lr=0.1)[0].detach())
 
     for relabel in (True, False):
         base, kl1, kl2 = loss(0.01, 0, relabel), loss(1.01, 0, relabel), loss(2.01, 0, relabel)
         assert kl1 - base > 0 and kl2 - kl1 == pytest.approx(kl1 - base, rel=1e-4)
         m1, m2, m3 = loss(0, 1, relabel), loss(0, 2, relabel), loss(0, 3, relabel)
         assert m2 - m1 > 0 and m3 - m2 == pytest.approx(m2 - m1, rel=1e-4)
+
+
+def test_meta_log_by_hand():
+    from labelaudit.meta import MetaCoefficients, MetaLog
+
+    log = MetaLog(4)
+    log(torch.tensor([0, 1]), MetaCoefficients(torch.tensor([1.0, 0.0]), torch.tensor([True, False])))
+    log(torch.tensor([1, 2]), MetaCoefficients(torch.tensor([0.5, 0.5]), torch.tensor([True, True])))
+    # ESS/B: (Σw)²/Σw²/B = 1/1/2 and 1/0.5/2; zero share ½ and 0
+    assert log.epoch() == pytest.approx({"meta_ess": 0.75, "meta_zero_share": 0.25})
+    assert log.epoch() == {}  # per epoch: started anew
+    cols = log.per_sample(relabel=True)  # B·ω*: sample 0 → 2; sample 1 → 0 then 1; sample 2 → 1; sample 3 unseen
+    np.testing.assert_allclose(cols["meta_weight"], [2.0, 0.5, 1.0, np.nan])
+    np.testing.assert_allclose(cols["meta_weight_last"], [2.0, 1.0, 1.0, np.nan])
+    np.testing.assert_allclose(cols["given_label_kept"], [1.0, 0.5, 1.0, np.nan])
+    assert "given_label_kept" not in log.per_sample(relabel=False)
 
 
 def test_meta_step_never_moves_the_real_batchnorm_statistics():
@@ -395,4 +411,17 @@ def test_train_with_one_trusted_sample_per_class_end_to_end(tmp_path, method):
     assert ("of the audit-weighted losses" in methods) == ("--weights" in method)
     assert ("averaged per sample" in methods) == ("--meta-average" in method)
     assert ("consistency loss k=20" in methods and "probe mixup p=5" in methods) == ("--meta-kl" in method)
+    # what the meta step made of each sample: one row per trained sample, per-epoch statistics in metrics.json
+    table = pd.read_parquet(tmp_path / "model" / "meta_weights.parquet")
+    assert len(table) == metrics["data"]["n_trained"] and table["meta_weight"].notna().all()
+    assert ("given_label_kept" in table) == ("--meta-relabel" in method)
+    assert metrics["meta"]["file"] == "meta_weights.parquet"
+    assert all(0 < e["meta_ess"] <= 1 and 0 <= e["meta_zero_share"] < 1 for e in metrics["epochs"])
+    if method == ["--meta-reweight"]:  # L2R with the one trusted red, green, blue: the flipped weigh less
+        flipped = table["path"].map(lambda p: truth[p] != p.split("/")[0])
+        assert table.loc[flipped, "meta_weight"].mean() < 0.5 * table.loc[~flipped, "meta_weight"].mean()
+        res = runner.invoke(app, ["train", str(tmp_path / "images"), "--out", str(tmp_path / "model"), "--epochs",
+                                  "1", "--image-size", "16", "--workers", "1", "--model", "tiny", "--quiet"])
+        assert res.exit_code == 0, res.output
+        assert not (tmp_path / "model" / "meta_weights.parquet").exists()  # no stale file from the meta run
     assert metrics["final"]["eval_accuracy"] >= 0.9
