@@ -402,9 +402,13 @@ def test_train_with_one_trusted_sample_per_class_end_to_end(tmp_path, method):
     res = runner.invoke(app, ["train", str(tmp_path / "images"), "--out", str(tmp_path / "model"), "--eval",
                               str(tmp_path / "heldout"), "--trusted", str(tmp_path / "trusted.csv"), *method, *audit,
                               "--epochs", "6", "--image-size", "16", "--batch-size", "16", "--workers", "1",
-                              "--model", "tiny", "--quiet"])
+                              "--model", "tiny", *([] if method == ["--meta-reweight"] else ["--quiet"])])
     assert res.exit_code == 0, res.output
     metrics = json.loads((tmp_path / "model" / "metrics.json").read_text())
+    if method == ["--meta-reweight"]:  # the summary names the meta step's file and its numbers
+        never = f"{metrics['meta']['never_kept']:.1%} of the samples never kept"
+        assert "Meta step:" in res.output and never in res.output.replace("\n", " ")
+        assert "meta_weights.parquet" in res.output
     assert metrics["trusted"]["n"] == 3 and metrics["trusted"]["per_class_min"] == 1
     methods = " | ".join(metrics["methods"])
     assert "meta re-" in methods

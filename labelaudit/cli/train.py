@@ -106,7 +106,14 @@ def train_cli(
             delta = result.final_accuracy - base
             console.print(f"[bold]vs baseline {baseline}:[/bold] {base:.2%} → {result.final_accuracy:.2%} "
                           f"({delta * 100:+.1f} points)")
-    console.print(f"Wrote {out}/ (model.pt, model.json, {METRICS_JSON})")
+    meta = m.get("meta")
+    if meta:
+        console.print(f"[bold]Meta step:[/bold] last epoch, effective batch {meta['last_epoch_ess']:.0%} of "
+                      f"--batch-size, {meta['last_epoch_zero_share']:.0%} of each batch at weight 0; "
+                      f"{meta['never_kept']:.1%} of the samples never kept (each sample's meta_weight in "
+                      f"{meta['file']})")
+    files = ", ".join(["model.pt", "model.json"] + ([meta["file"]] if meta else []) + [METRICS_JSON])
+    console.print(f"Wrote {out}/ ({files})")
 
 
 def _baseline_accuracy(model_dir: Path) -> float:
