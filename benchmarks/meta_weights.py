@@ -6,10 +6,10 @@
 
 A full ``labelaudit train --meta-reweight`` run on 10k CIFAR images takes some 1,000–1,500 s on two
 cores; its ``meta_weights.parquet`` (train.py, meta.MetaLog) says after a few epochs what the meta step
-makes of each sample. This script trains each meta row of benchmarks/robust_training.py (meta-reweight,
-weights+meta, meta-relabel; the same trusted draw, 10 a class, seed 0) for ``--epochs`` epochs on the
-development cases of that benchmark (never the held-out CIFAR-10N worse_label case) and scores the
-per-sample mean meta weight against the case's truth:
+makes of each sample. This script trains each meta row of benchmarks/robust_training.py
+(meta-reweight, weights+meta, meta-relabel, meta-reweight-momentum; the same trusted draw, 10 a class,
+seed 0) for ``--epochs`` epochs on the development cases of that benchmark (never the held-out
+CIFAR-10N worse_label case) and scores the per-sample mean meta weight against the case's truth:
 
 - AUROC of −meta_weight for "mislabeled" (sklearn), next to the audit's own AUROC (its score column);
 - the share of the weight mass on mislabeled samples, against their share of the data (equal: no
@@ -31,7 +31,7 @@ from labelaudit.train import train
 from robust_training import build_case, rows_for, trusted_manifest
 
 CASES = ("digits_uniform_0.4", "cifar10n_uniform_0.4_10k")  # robust_training.py's development cases
-ROWS = ("meta-reweight", "weights+meta", "meta-relabel")
+ROWS = ("meta-reweight", "weights+meta", "meta-relabel", "meta-reweight-momentum")
 
 
 def run(case: str, rows: list[str], epochs: int) -> list[dict]:

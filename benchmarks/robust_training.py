@@ -18,7 +18,8 @@ Cases:
 Each case is scanned once (scan defaults plus the case's options) and every row trains a fresh
 model from that audit. Rows: plain CE, weights, drop, relabel, forward, backward, SLN, SLN+EMA,
 SLN+EMA+LC (as the paper writes ω, and reversed), an oracle trained on the clean labels, and with
-10 trusted labels per class, meta re-weighting and meta re-labeling (IEG; for CIFAR-10N the trusted
+10 trusted labels per class, meta re-weighting (also with the virtual step along the optimiser's
+momentum, meta-reweight-momentum) and meta re-labeling (IEG; for CIFAR-10N the trusted
 images are training images outside the 10k subset, with their clean labels), alone and on top of the
 audit's weights or its kept samples (weights+meta, drop+meta), the former also with each
 sample's meta weight averaged over the epochs (weights+meta-avg, ``--meta-average 0.8``); IEG's whole
@@ -70,6 +71,8 @@ def rows_for(epochs: int, sigma: float) -> dict[str, dict]:
         # a trusted set of 10 verified labels per class (issue: trusted set); CIFAR: held-out training images
         "meta-reweight": {"trusted": 10, "meta_reweight": True},
         "meta-relabel": {"trusted": 10, "meta_relabel": True},
+        # the virtual step along the optimiser's momentum and weight decay (IEG Sec. 4.3, --meta-momentum)
+        "meta-reweight-momentum": {"trusted": 10, "meta_reweight": True, "meta_momentum": True},
         # L2R on the audit-weighted losses, and on the audit's kept samples (meta.py)
         "weights+meta": {"trusted": 10, "meta_reweight": True, "weights": True},
         # the same with each sample's meta weight averaged over its visits (train --meta-average, decay 0.8)

@@ -32,8 +32,11 @@ coefficients, through the virtual step (second order), with torch.func (``functi
   ``L_ω* + L_λ* + L_pβ + p·L_uβ + k·L_KL`` (the paper's CIFAR setting: p = 5, k = 20, Sec. 5.2). The
   probe data thus enters training only through mixed points, never directly (Sec. 4.4).
 
-The virtual step is plain SGD at the current learning rate (as L2R; IEG follows the optimiser's momentum
-direction, a refinement left out). BatchNorm runs in training mode on copies of its buffers, so the
+The virtual step is plain SGD at the current learning rate (as L2R), or with ``sgd`` (``--meta-momentum``)
+the optimiser's own next step, momentum, Nesterov and weight decay included (IEG Sec. 4.3: "the exact
+momentum update direction using momentum states of the SGD optimizer"; :func:`sgd_lookahead`). The
+momentum and the weight decay do not depend on ω, so they move the point where the probe loss is taken,
+not the form of its gradient. BatchNorm runs in training mode on copies of its buffers, so the
 virtual steps never move the real running statistics, and the probe batch is passed together with the
 training batch so that it is normalised with the same batch statistics.
 """
@@ -58,15 +61,48 @@ def _soft_ce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return -(target * F.log_softmax(logits.float(), dim=1)).sum(dim=1)  # (B,)
 
 
+def sgd_lookahead(model: torch.nn.Module, params: dict, grads: dict, lr: float,
+                  sgd: torch.optim.SGD | None = None) -> dict:
+    """The parameters after one step on ``grads`` (name → tensor, differentiable).
+
+    Without ``sgd``: ``θ − lr·g`` (L2R). With it, the step torch.optim.SGD would take from its current
+    state (one parameter group): g ← g + wd·θ; the momentum buffer b ← μ·b + g (b = g on the first step);
+    the direction b, or g + μ·b with Nesterov; that is ``θ − lr·((1 + μ)·g + μ²·b_old)`` with Nesterov and
+    ``θ − lr·(g + μ·b_old)`` without, b_old = 0 before the first step.
+    """
+    if sgd is None:
+        return {name: params[name] - lr * grads[name] for name in params}
+    if len(sgd.param_groups) != 1:
+        raise ValueError("sgd_lookahead follows an optimiser with one parameter group")
+    group = sgd.param_groups[0]
+    mu, wd, nesterov = group["momentum"], group["weight_decay"], group["nesterov"]
+    if group.get("dampening", 0) or group.get("maximize", False):
+        raise ValueError("sgd_lookahead follows SGD without dampening or maximize")
+    out = {}
+    for name, p in model.named_parameters():
+        g = grads[name] + wd * params[name] if wd else grads[name]
+        old = sgd.state.get(p, {}).get("momentum_buffer") if mu else None
+        if not mu:
+            step = g
+        elif nesterov:
+            step = (1.0 + mu) * g + (mu * mu * old if old is not None else 0.0)
+        else:
+            step = g + (mu * old if old is not None else 0.0)
+        out[name] = params[name] - lr * step
+    return out
+
+
 def meta_coefficients(model: torch.nn.Module, x: torch.Tensor, target: torch.Tensor, probe_x: torch.Tensor,
                       probe_y: torch.Tensor, *, lr: float, pseudo: torch.Tensor | None = None,
-                      prior: torch.Tensor | None = None, lambda0: float = LAMBDA0) -> MetaCoefficients:
+                      prior: torch.Tensor | None = None, lambda0: float = LAMBDA0,
+                      sgd: torch.optim.SGD | None = None) -> MetaCoefficients:
     """ω* (and λ* when ``pseudo`` is given) for one batch.
 
     x (B, 3, S, S) float, target (B, K) the batch's (possibly soft) given-label targets, probe_x (M, 3, S, S),
     probe_y (M,) verified labels, lr the virtual step's size, pseudo (B, K) pseudo labels g(x) or None,
-    prior (B,) the audit's non-negative per-sample weights aᵢ or None (all 1). The returned weights
-    multiply the per-sample losses directly (aᵢ already folded in).
+    prior (B,) the audit's non-negative per-sample weights aᵢ or None (all 1), sgd the model's optimiser
+    when the virtual step is to follow it (:func:`sgd_lookahead`). The returned weights multiply the
+    per-sample losses directly (aᵢ already folded in).
     """
     params = {name: p.detach() for name, p in model.named_parameters()}
     buffers = {name: b.detach().clone() for name, b in model.named_buffers()}
@@ -83,7 +119,7 @@ def meta_coefficients(model: torch.nn.Module, x: torch.Tensor, target: torch.Ten
 
     def probe_loss(eps: torch.Tensor, lam: torch.Tensor, buf: dict) -> torch.Tensor:
         g = grad(batch_loss)(params, eps, lam, buf)
-        stepped = {name: params[name] - lr * g[name] for name in params}  # Θ_{t+1}(ω, λ)
+        stepped = sgd_lookahead(model, params, g, lr, sgd)  # Θ_{t+1}(ω, λ)
         # the probe rides along with the batch, so BatchNorm normalises it with the batch's statistics
         # (a probe of a few samples would otherwise get statistics of its own, far from the training ones)
         logits = functional_call(model, (stepped, buf), (torch.cat([x, probe_x]),))[b:]

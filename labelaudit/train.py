@@ -79,6 +79,7 @@ class TrainConfig:
     pseudo_k: int = 2  # augmentations averaged into a pseudo label (IEG Eq. 3; the paper's K = 2)
     probe_batch: int = 100  # trusted samples per meta step (all of them when fewer)
     meta_average: float = 0.0  # decay of each sample's average of ω* over its visits (meta.WeightAverage); 0 = off
+    meta_momentum: bool = False  # the virtual step follows the optimiser's momentum and decay (IEG Sec. 4.3)
     meta_kl: float = 0.0  # k: weight of IEG's consistency loss between a batch and its strong view (Eq. 4); 0 = off
     meta_mixup: float = 0.0  # p: weight of L_uβ, IEG's mixup of probe, batch and strong view (Eq. 9); 0 = off
 
@@ -115,8 +116,8 @@ class TrainConfig:
             raise UsageError(f"--augment {self.augment!r}: unknown; choose one of {', '.join(AUGMENTS)}")
         if self.pseudo_k < 1 or self.probe_batch < 1:
             raise UsageError(f"--pseudo-k {self.pseudo_k} / --probe-batch {self.probe_batch}: expected at least 1")
-        for option, value in (("--meta-average", self.meta_average), ("--meta-kl", self.meta_kl),
-                              ("--meta-mixup", self.meta_mixup)):
+        for option, value in (("--meta-average", self.meta_average), ("--meta-momentum", self.meta_momentum),
+                              ("--meta-kl", self.meta_kl), ("--meta-mixup", self.meta_mixup)):
             if value and not self.needs_trusted:
                 raise UsageError(f"{option} is part of the meta step's training: add --meta-reweight or "
                                  "--meta-relabel (and --trusted FILE)")
@@ -144,6 +145,8 @@ class TrainConfig:
         on = " of the audit-weighted losses" if self.weights else ""
         if self.meta_average:
             on += f", averaged per sample (decay {self.meta_average:g})"
+        if self.meta_momentum:
+            on += ", virtual step along the optimiser's momentum"
         if self.meta_relabel:
             out.append(f"meta re-labeling + re-weighting{on} (IEG, K={self.pseudo_k})")
         elif self.meta_reweight:
@@ -275,7 +278,7 @@ def _transition(audit, classes: list[str], config: TrainConfig) -> tuple[np.ndar
 # ---------------------------------------------------------------------------------------- training
 
 def _meta_loss(model, x, target, raw, augment: str, gen, probe_images, probe_labels, normalise,
-               config: TrainConfig, *, lr: float, prior=None, average=None, ids=None):
+               config: TrainConfig, *, lr: float, prior=None, average=None, ids=None, sgd=None):
     """The step's loss with IEG's data coefficients (meta.py).
 
     meta_reweight: ``L_ω* = Σ ω*_i L(y_i, Φ(x_i))`` (IEG Eq. 1–2, L2R). meta_relabel: IEG Eq. 8,
@@ -284,6 +287,7 @@ def _meta_loss(model, x, target, raw, augment: str, gen, probe_images, probe_lab
     random draw of ``probe_batch`` trusted samples, augmented like the training batch. ``prior`` (B,): the
     audit's weights with ``--weights`` (meta re-weighting of the audit-weighted losses, meta.py), else None.
     ``average`` (meta.WeightAverage) with the batch's sample ``ids``: ω* replaced by its per-sample average.
+    ``sgd``: the optimiser, whose next step the virtual step follows with ``meta_momentum``.
     With ``meta_kl`` k / ``meta_mixup`` p, Algorithm 1 step 6: ``+ L_pβ + p·L_uβ + k·L_KL`` (Eq. 4 and 9,
     meta.py), the batch, its strong view x̂ and the mixed pool in one forward pass. → (loss, coefficients).
     """
@@ -316,7 +320,8 @@ def _meta_loss(model, x, target, raw, augment: str, gen, probe_images, probe_lab
                                                              if strong else [])
         pseudo = pseudo_label(model, raw, normalise, augment, config.pseudo_k, gen, first=views)
     coef = meta_coefficients(model, x, target, probe_x, probe_labels[pick], lr=lr,
-                             pseudo=pseudo if config.meta_relabel else None, prior=prior)
+                             pseudo=pseudo if config.meta_relabel else None, prior=prior,
+                             sgd=sgd if config.meta_momentum else None)
     if average is not None:
         coef = dataclasses.replace(coef, weights=average(ids, coef.weights))
     log_p = torch.log_softmax(logits, dim=1)  # (B, K)
@@ -470,7 +475,8 @@ def train(data: str | Path | None = None, *, audit: str | Path | None = None, ou
             if config.needs_trusted:  # IEG / L2R: coefficients from a virtual step and the trusted batch
                 loss, coef = _meta_loss(model, x, target, images[ids], augment, gen, probe_images, probe_labels,
                                         normalise, config, lr=float(sched.get_last_lr()[0]),
-                                        prior=weights[ids] if config.weights else None, average=average, ids=ids)
+                                        prior=weights[ids] if config.weights else None, average=average, ids=ids,
+                                        sgd=opt)
                 meta_log(ids, coef)
             else:
                 with autocast:

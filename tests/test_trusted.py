@@ -107,6 +107,9 @@ def test_ieg_loss_options_need_a_meta_method_and_a_finite_weight():
         TrainConfig(meta_kl=20).validate()
     with pytest.raises(UsageError, match="--meta-mixup is part of the meta step's training"):
         TrainConfig(meta_mixup=5).validate()
+    with pytest.raises(UsageError, match="--meta-momentum is part of the meta step's training"):
+        TrainConfig(meta_momentum=True).validate()
+    assert "along the optimiser's momentum" in " ".join(TrainConfig(meta_reweight=True, meta_momentum=True).methods())
     for bad in ({"meta_kl": -1.0}, {"meta_mixup": float("nan")}):
         with pytest.raises(UsageError, match="expected a loss weight from 0"):
             TrainConfig(meta_relabel=True, **bad).validate()
@@ -191,6 +194,29 @@ def test_ieg_step_loss_adds_k_kl_and_p_mixup_linearly():
         assert kl1 - base > 0 and kl2 - kl1 == pytest.approx(kl1 - base, rel=1e-4)
         m1, m2, m3 = loss(0, 1, relabel), loss(0, 2, relabel), loss(0, 3, relabel)
         assert m2 - m1 > 0 and m3 - m2 == pytest.approx(m2 - m1, rel=1e-4)
+
+
+@pytest.mark.parametrize("nesterov", [True, False])
+def test_virtual_step_follows_the_optimisers_own_step(nesterov):
+    from labelaudit.meta import sgd_lookahead
+
+    torch.manual_seed(0)
+    model = nn.Linear(3, 2)
+    sgd = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=nesterov, weight_decay=0.01)
+    x, y = torch.randn(5, 3), torch.tensor([0, 1, 1, 0, 1])
+    for _ in range(3):  # the first step has no momentum buffer yet; the later ones do
+        params = {n: p.detach().clone() for n, p in model.named_parameters()}
+        grads = dict(zip(params, torch.autograd.grad(nn.functional.cross_entropy(model(x), y),
+                                                     list(model.parameters()))))
+        ahead = sgd_lookahead(model, params, grads, 0.1, sgd)
+        sgd.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        sgd.step()
+        for n, p in model.named_parameters():
+            torch.testing.assert_close(ahead[n], p.detach())
+    plain = sgd_lookahead(model, params, grads, 0.1)  # L2R: θ − lr·g
+    for n in params:
+        torch.testing.assert_close(plain[n], params[n] - 0.1 * grads[n])
 
 
 def test_meta_log_by_hand():
@@ -389,7 +415,8 @@ def test_trusted_labels_must_be_classes_and_meta_methods_need_every_class(tmp_pa
 
 @pytest.mark.parametrize("method", [["--meta-reweight"], ["--meta-relabel"], ["--weights", "--meta-reweight"],
                                     ["--meta-reweight", "--meta-average", "0.8"],
-                                    ["--meta-relabel", "--meta-kl", "20", "--meta-mixup", "5"]])
+                                    ["--meta-relabel", "--meta-kl", "20", "--meta-mixup", "5"],
+                                    ["--meta-reweight", "--meta-momentum"]])
 def test_train_with_one_trusted_sample_per_class_end_to_end(tmp_path, method):
     truth = make_color_folder(tmp_path / "images", flips_per_class=6)  # 25% of the labels are wrong
     make_color_folder(tmp_path / "heldout", n_per_class=10, flips_per_class=0, seed=1)

@@ -57,6 +57,10 @@ def train_cli(
     meta_average: float = typer.Option(_D.meta_average, help="With --meta-reweight/--meta-relabel: weight each "
                                                              "sample by its average meta weight over its visits, "
                                                              "with this decay, e.g. 0.8 (0 = each step's own)."),
+    meta_momentum: bool = typer.Option(False, "--meta-momentum", help="With --meta-reweight/--meta-relabel: the "
+                                                                      "virtual step follows the optimiser's "
+                                                                      "momentum and weight decay (IEG), not "
+                                                                      "plain SGD (L2R)."),
     meta_kl: float = typer.Option(_D.meta_kl, help="With --meta-reweight/--meta-relabel: weight k of IEG's "
                                                    "consistency loss between each image and a strongly "
                                                    "augmented copy (0 = off; IEG on CIFAR: 20)."),
@@ -84,7 +88,7 @@ def train_cli(
                          label_correction=label_correction, lc_weighting=lc_weighting,
                          allow_outside_root=allow_outside_root, meta_reweight=meta_reweight,
                          meta_relabel=meta_relabel, pseudo_k=pseudo_k, meta_average=meta_average,
-                         meta_kl=meta_kl, meta_mixup=meta_mixup)
+                         meta_kl=meta_kl, meta_mixup=meta_mixup, meta_momentum=meta_momentum)
     err = Console(stderr=True)
     with handle_errors():
         base = _baseline_accuracy(baseline) if baseline is not None else None
