@@ -48,6 +48,8 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call, grad
 
+from .losses import soft_ce
+
 LAMBDA0 = 0.9  # IEG footnote 2: λ₀ leans to the original labels
 
 
@@ -55,10 +57,6 @@ LAMBDA0 = 0.9  # IEG footnote 2: λ₀ leans to the original labels
 class MetaCoefficients:
     weights: torch.Tensor  # (B,) ω*, non-negative, summing to 1 (or all 0)
     keep_given: torch.Tensor | None  # (B,) bool, λ* > 0 (meta re-labeling only)
-
-
-def _soft_ce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    return -(target * F.log_softmax(logits.float(), dim=1)).sum(dim=1)  # (B,)
 
 
 def sgd_lookahead(model: torch.nn.Module, params: dict, grads: dict, lr: float,
@@ -115,7 +113,7 @@ def meta_coefficients(model: torch.nn.Module, x: torch.Tensor, target: torch.Ten
     def batch_loss(p: dict, eps: torch.Tensor, lam: torch.Tensor, buf: dict) -> torch.Tensor:
         mixed = target if pseudo is None else lam[:, None] * target + (1.0 - lam[:, None]) * pseudo  # Eq. 5
         logits = functional_call(model, (p, buf), (x,))
-        return (eps * a * _soft_ce(logits, mixed)).sum()  # Eq. 1, on the losses aᵢ·Lᵢ
+        return (eps * a * soft_ce(logits, mixed)).sum()  # Eq. 1, on the losses aᵢ·Lᵢ
 
     def probe_loss(eps: torch.Tensor, lam: torch.Tensor, buf: dict) -> torch.Tensor:
         g = grad(batch_loss)(params, eps, lam, buf)

@@ -337,7 +337,7 @@ def _meta_loss(model, x, target, raw, augment: str, gen, probe_images, probe_lab
         k = logits.shape[1]
         probe_y = torch.nn.functional.one_hot(probe_labels[pick], k).float()
         mixed_y = mix(torch.cat([probe_y, pseudo, pseudo]), perm, beta)
-        ce = -(mixed_y * torch.log_softmax(out[2 * b:], dim=1)).sum(dim=1)  # (M + 2B,)
+        ce = soft_ce(out[2 * b:], mixed_y)  # (M + 2B,)
         mp = probe_x.shape[0]
         loss = loss + ce[:mp].mean() + config.meta_mixup * ce[mp:].mean()  # L_pβ + p·L_uβ
     return loss, coef
