@@ -26,22 +26,18 @@ import pandas as pd
 from sklearn.metrics import roc_auc_score
 
 from _cases import RESULTS, WORK, machine_meta, read_truth, replace_rows, save_results, timed
-from labelaudit import scan
 from labelaudit.train import train
-from robust_training import build_case, rows_for, trusted_manifest
+from robust_training import CASES as TRAIN_CASES
+from robust_training import build_case, rows_for, scanned, trusted_manifest
 
 CASES = ("digits_uniform_0.4", "cifar10n_uniform_0.4_10k")  # robust_training.py's development cases
 ROWS = ("meta-reweight", "weights+meta", "meta-relabel", "meta-reweight-momentum")
 
 
 def run(case: str, rows: list[str], epochs: int) -> list[dict]:
-    from robust_training import CASES as TRAIN_CASES
-
     folder, _ = build_case(case)
     options = TRAIN_CASES[case][1]
-    audit = folder / "audit"
-    if not (audit / "run.json").exists():  # the audit robust_training.py trains from, scanned once
-        scan(folder / "images", out=audit, cache_dir=str(WORK / "cache"), **options)
+    audit = scanned(case, folder)  # the audit robust_training.py trains from
     truth = read_truth(folder)
     samples = pd.read_parquet(audit / "samples.parquet")
     audit_auroc = float(roc_auc_score(truth.loc[samples["path"], "is_noisy"], samples["score"]))

@@ -149,18 +149,20 @@ def clean_manifest(folder: Path) -> Path:
     return path
 
 
+def scanned(name: str, folder: Path, out: Path | None = None, **extra) -> Path:
+    """The case's audit folder (``folder/audit`` unless ``out``), scanned once with the case's options."""
+    out = folder / "audit" if out is None else out
+    if not (out / "run.json").exists():
+        scan(folder / "images", out=out, cache_dir=str(WORK / "cache"), **CASES[name][1], **extra)
+    return out
+
+
 def run_case(name: str, rows: list[str], seeds: list[int], epochs: int):
     """Yields one result per row as soon as its seeds have run."""
     folder, held_out = build_case(name)
     options, sigma = CASES[name][1], CASES[name][2]
     cache = str(WORK / "cache")
-
-    def scanned(out: Path, **extra) -> Path:  # an audit folder, scanned once
-        if not (out / "run.json").exists():
-            scan(folder / "images", out=out, cache_dir=cache, **options, **extra)
-        return out
-
-    audit = scanned(folder / "audit")
+    audit = scanned(name, folder)
     table = rows_for(epochs, sigma)
     for row in rows:  # in the order asked for, so the rows that matter most can run first
         extra = dict(table[row])
@@ -174,7 +176,7 @@ def run_case(name: str, rows: list[str], seeds: list[int], epochs: int):
             if per_class:
                 data["trusted"] = trusted_manifest(name, folder, per_class, seed)
             if scan_trusted:  # an audit of its own: the scan calibrated on this seed's in-data trusted draw
-                data["audit"] = scanned(folder / f"audit-trusted-{scan_trusted}-s{seed}",
+                data["audit"] = scanned(name, folder, folder / f"audit-trusted-{scan_trusted}-s{seed}",
                                         trusted=in_data_manifest(folder, scan_trusted, seed))
             result, seconds = timed(train, **data, out=None, eval_data=held_out, cache_dir=cache, epochs=epochs,
                                     seed=seed, **options, **extra)

@@ -316,8 +316,7 @@ def _meta_loss(model, x, target, raw, augment: str, gen, probe_images, probe_lab
     logits = out[:b]  # (B, K), also the first view of the pseudo label
     pseudo = None
     if config.meta_relabel or strong:  # g(x): the mean softmax over the views, sharpened (Eq. 3)
-        views = [torch.softmax(out[:b].detach(), dim=1)] + ([torch.softmax(out[b:2 * b].detach(), dim=1)]
-                                                             if strong else [])
+        views = torch.softmax(out[:(2 if strong else 1) * b].detach(), dim=1).split(b)  # x, and x̂ if any
         pseudo = pseudo_label(model, raw, normalise, augment, config.pseudo_k, gen, first=views)
     coef = meta_coefficients(model, x, target, probe_x, probe_labels[pick], lr=lr,
                              pseudo=pseudo if config.meta_relabel else None, prior=prior,

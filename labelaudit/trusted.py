@@ -292,13 +292,13 @@ def sharpen(probs, tau: float = TAU):
         else powered / powered.sum(-1, keepdim=True)
 
 
-def pseudo_label(model, batch, normalise, augment: str, k: int, generator, *, first=None, autocast=None,
+def pseudo_label(model, batch, normalise, augment: str, k: int, generator, *, first=(), autocast=None,
                  tau: float = TAU):
     """IEG Eq. 3 for one uint8 batch (B, 3, S, S): ``g(x) = sharpen((Φ(x) + Σ_{k=1}^{K−1} Φ(x̂_k)) / K, τ)``,
-    Φ the softmax of ``model`` and x̂_k random augmentations (augment.py). ``first``: Φ of the first view
-    when the caller already has it (train's augmented batch), or a sequence of Φ of the first views (train's
-    batch and its strong view, IEG Sec. 4.2), else Φ of the un-augmented batch; the views given count
-    towards K. No gradients; the model's mode is the caller's. → (B, K) float."""
+    Φ the softmax of ``model`` and x̂_k random augmentations (augment.py). ``first``: Φ of the views the
+    caller already has (train's augmented batch, and its strong view with IEG Sec. 4.2), counted towards
+    K; without them, Φ of the un-augmented batch is the first view. No gradients; the model's mode is the
+    caller's. → (B, K) float."""
     import contextlib
 
     import torch
@@ -311,12 +311,7 @@ def pseudo_label(model, batch, normalise, augment: str, k: int, generator, *, fi
         with autocast:
             return torch.softmax(model(normalise(x)).float(), dim=1)
 
-    if first is None:
-        views = []
-    elif isinstance(first, torch.Tensor):
-        views = [first]
-    else:
-        views = list(first)
+    views = list(first)
     with torch.no_grad():
         total = sum(v.detach().float() for v in views) if views else softmax(batch)
         for _ in range(k - max(len(views), 1)):
