@@ -14,7 +14,15 @@ CIFAR-10N worse_label case) and scores the per-sample mean meta weight against t
 - AUROC of −meta_weight for "mislabeled" (sklearn), next to the audit's own AUROC (its score column);
 - the share of the weight mass on mislabeled samples, against their share of the data (equal: no
   separation at all);
-- the last epoch's effective sample size of ω* (share of the batch) and its share of samples at weight 0.
+- the last epoch's effective sample size of ω* (share of the batch) and its share of samples at weight 0;
+- what the meta weight adds to the audit: the AUROC of a logistic regression on the ranks of the
+  audit's score and of −meta_weight, fitted on the truth and scored out of fold (5 folds), against
+  the same fit on the audit's score alone. It is an upper bound for any way of combining the two
+  (a method never sees the truth), so equal values mean the trusted batch's meta signal holds no
+  information about which labels are wrong that the audit does not already have.
+
+``cifar10n_random1_10k`` (CIFAR-10N random_label1 human noise, robust_training.py) is a development
+case too; it is not in the default list (``--cases`` adds it).
 
 Writes benchmarks/results/meta_weights.json and .md.
 """
@@ -22,15 +30,29 @@ from __future__ import annotations
 
 import argparse
 
+import numpy as np
 import pandas as pd
+from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
+from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
 from _cases import RESULTS, WORK, machine_meta, read_truth, replace_rows, save_results, timed
 from labelaudit.train import train
 from robust_training import CASES as TRAIN_CASES
 from robust_training import build_case, rows_for, scanned, trusted_manifest
 
-CASES = ("digits_uniform_0.4", "cifar10n_uniform_0.4_10k")  # robust_training.py's development cases
+DEFAULT_CASES = ("digits_uniform_0.4", "cifar10n_uniform_0.4_10k")  # robust_training.py's development cases
+CASES = DEFAULT_CASES + ("cifar10n_random1_10k",)  # never the held-out cifar10n_worst_10k
+
+
+def out_of_fold_auroc(columns: list[np.ndarray], noisy: np.ndarray) -> float:
+    """AUROC of a logistic regression on the columns' ranks (larger = more suspect), fitted on the truth
+    ``noisy`` and predicted out of fold (5 stratified folds, fixed split): how well the columns
+    together can tell mislabeled samples, at best, by a monotone-in-each, linear-in-rank rule."""
+    x = np.column_stack([pd.Series(c).rank().to_numpy() / len(c) for c in columns])
+    folds = StratifiedKFold(n_splits=5, shuffle=True, random_state=0)
+    p = cross_val_predict(LogisticRegression(), x, noisy, cv=folds, method="predict_proba")[:, 1]
+    return float(roc_auc_score(noisy, p))
 ROWS = ("meta-reweight", "weights+meta", "meta-relabel", "meta-reweight-momentum")
 
 
@@ -39,8 +61,8 @@ def run(case: str, rows: list[str], epochs: int) -> list[dict]:
     options = TRAIN_CASES[case][1]
     audit = scanned(case, folder)  # the audit robust_training.py trains from
     truth = read_truth(folder)
-    samples = pd.read_parquet(audit / "samples.parquet")
-    audit_auroc = float(roc_auc_score(truth.loc[samples["path"], "is_noisy"], samples["score"]))
+    samples = pd.read_parquet(audit / "samples.parquet").set_index("path")
+    audit_auroc = float(roc_auc_score(truth.loc[samples.index, "is_noisy"], samples["score"]))
     table = rows_for(40, TRAIN_CASES[case][2])
     out = []
     for row in rows:
@@ -50,11 +72,14 @@ def run(case: str, rows: list[str], epochs: int) -> list[dict]:
                                 cache_dir=str(WORK / "cache"), trusted=trusted_manifest(case, folder, 10, 0),
                                 **options, **extra)
         w = result.meta_weights
-        noisy = truth.loc[w["path"], "is_noisy"].to_numpy()
+        noisy = truth.loc[w["path"], "is_noisy"].to_numpy().astype(bool)
         mean_w = w["meta_weight"].to_numpy()
+        score = samples.loc[w["path"], "score"].to_numpy()
         last = result.metrics["epochs"][-1]
         out.append({"case": case, "row": row, "epochs": epochs, "auroc_meta": float(roc_auc_score(noisy, -mean_w)),
-                    "auroc_audit": audit_auroc, "mass_on_mislabeled": float(mean_w[noisy].sum() / mean_w.sum()),
+                    "auroc_audit": audit_auroc, "auroc_fit_audit": out_of_fold_auroc([score], noisy),
+                    "auroc_fit_audit_meta": out_of_fold_auroc([score, -mean_w], noisy),
+                    "mass_on_mislabeled": float(mean_w[noisy].sum() / mean_w.sum()),
                     "share_mislabeled": float(noisy.mean()), "ess": last["meta_ess"],
                     "zero_share": last["meta_zero_share"], "seconds": round(seconds)})
         print(f"{case} {row:14s} AUROC {out[-1]['auroc_meta']:.4f} (audit {audit_auroc:.4f})  {seconds:.0f}s",
@@ -63,10 +88,13 @@ def run(case: str, rows: list[str], epochs: int) -> list[dict]:
 
 
 def markdown(rows: list[dict]) -> str:
-    lines = ["| case | row | epochs | AUROC of −meta weight | audit's AUROC | weight mass on mislabeled "
-             "(their share) | ESS / B | share at 0 | wall s |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| case | row | epochs | AUROC of −meta weight | audit's AUROC | fit on audit / audit + meta "
+             "(out of fold) | weight mass on mislabeled (their share) | ESS / B | share at 0 | wall s |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
+        fit = f"{r['auroc_fit_audit']:.4f} / {r['auroc_fit_audit_meta']:.4f}" if "auroc_fit_audit" in r else "–"
         lines.append(f"| {r['case']} | {r['row']} | {r['epochs']} | {r['auroc_meta']:.4f} | {r['auroc_audit']:.4f} | "
+                     f"{fit} | "
                      f"{r['mass_on_mislabeled']:.3f} ({r['share_mislabeled']:.3f}) | {r['ess']:.2f} | "
                      f"{r['zero_share']:.2f} | {r['seconds']} |")
     return "\n".join(lines) + "\n"
@@ -74,7 +102,7 @@ def markdown(rows: list[dict]) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--cases", nargs="*", default=list(CASES), choices=list(CASES))
+    ap.add_argument("--cases", nargs="*", default=list(DEFAULT_CASES), choices=list(CASES))
     ap.add_argument("--rows", nargs="*", default=list(ROWS), choices=list(ROWS))
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--merge", action="store_true", help="keep the saved rows not run again")

@@ -14,6 +14,8 @@ Cases:
 - ``cifar10n_uniform_0.4_10k``: the same 10k images with their clean labels and 40% uniform noise
   (make_noisy.py), the same test set: a development stand-in for the held-out worst case, where
   settings for CIFAR are chosen.
+- ``cifar10n_random1_10k``: the same 10k images with the CIFAR-10N random_label1 human labels (17%
+  wrong), the same test set: human noise for development (benchmarks/meta_weights.py).
 
 Each case is scanned once (scan defaults plus the case's options) and every row trains a fresh
 model from that audit. Rows: plain CE, weights, drop, relabel, forward, backward, SLN, SLN+EMA,
@@ -55,6 +57,8 @@ CASES = {
     "cifar10n_worst_10k": (CIFAR + ("--noise", "column:worse_label"), {}, 0.5),
     # development stand-in for the held-out worst case: the same 10k images, their clean labels, 40% uniform noise
     "cifar10n_uniform_0.4_10k": (CIFAR + ("--noise", "uniform:0.4"), {}, 1.0),
+    # human noise for development (CIFAR-10N random_label1, 17%; noise_rate.py's development case)
+    "cifar10n_random1_10k": (CIFAR + ("--noise", "column:random_label1"), {}, 0.5),
 }
 
 
