@@ -17,9 +17,9 @@ CIFAR-10N worse_label case) and scores the per-sample mean meta weight against t
 - the last epoch's effective sample size of ω* (share of the batch) and its share of samples at weight 0;
 - what the meta weight adds to the audit: the AUROC of a logistic regression on the ranks of the
   audit's score and of −meta_weight, fitted on the truth and scored out of fold (5 folds), against
-  the same fit on the audit's score alone. It is an upper bound for any way of combining the two
-  (a method never sees the truth), so equal values mean the trusted batch's meta signal holds no
-  information about which labels are wrong that the audit does not already have.
+  the same fit on the audit's score alone. A method never sees the truth, so this bounds what a
+  combination of the two that is linear in their ranks could reach; equal values mean the trusted
+  batch's meta signal adds nothing such a combination could use to tell which labels are wrong.
 
 ``cifar10n_random1_10k`` (CIFAR-10N random_label1 human noise, robust_training.py) is a development
 case too; it is not in the default list (``--cases`` adds it).
@@ -43,6 +43,7 @@ from robust_training import build_case, rows_for, scanned, trusted_manifest
 
 DEFAULT_CASES = ("digits_uniform_0.4", "cifar10n_uniform_0.4_10k")  # robust_training.py's development cases
 CASES = DEFAULT_CASES + ("cifar10n_random1_10k",)  # never the held-out cifar10n_worst_10k
+ROWS = ("meta-reweight", "weights+meta", "meta-relabel", "meta-reweight-momentum")
 
 
 def out_of_fold_auroc(columns: list[np.ndarray], noisy: np.ndarray) -> float:
@@ -53,7 +54,6 @@ def out_of_fold_auroc(columns: list[np.ndarray], noisy: np.ndarray) -> float:
     folds = StratifiedKFold(n_splits=5, shuffle=True, random_state=0)
     p = cross_val_predict(LogisticRegression(), x, noisy, cv=folds, method="predict_proba")[:, 1]
     return float(roc_auc_score(noisy, p))
-ROWS = ("meta-reweight", "weights+meta", "meta-relabel", "meta-reweight-momentum")
 
 
 def run(case: str, rows: list[str], epochs: int) -> list[dict]:
