@@ -15,11 +15,11 @@ CIFAR-10N worse_label case) and scores the per-sample mean meta weight against t
 - the share of the weight mass on mislabeled samples, against their share of the data (equal: no
   separation at all);
 - the last epoch's effective sample size of ω* (share of the batch) and its share of samples at weight 0;
-- what the meta weight adds to the audit: the AUROC of a logistic regression on the ranks of the
-  audit's score and of −meta_weight, fitted on the truth and scored out of fold (5 folds), against
-  the same fit on the audit's score alone. A method never sees the truth, so this bounds what a
-  combination of the two that is linear in their ranks could reach; equal values mean the trusted
-  batch's meta signal adds nothing such a combination could use to tell which labels are wrong.
+- what the meta weight adds to the audit: the AUROC of fusion.py's label ceiling (a logistic
+  regression on the robust z-scores, fitted on the truth, out of fold) of the audit's score and
+  −meta_weight, against the same fit on the audit's score alone. A method never sees the truth, so
+  this bounds any linear combination of the two; equal values mean the trusted batch's meta signal
+  adds nothing such a combination could use to tell which labels are wrong.
 
 ``cifar10n_random1_10k`` (CIFAR-10N random_label1 human noise, robust_training.py) is a development
 case too; it is not in the default list (``--cases`` adds it).
@@ -32,11 +32,10 @@ import argparse
 
 import numpy as np
 import pandas as pd
-from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
-from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
 from _cases import RESULTS, WORK, machine_meta, read_truth, replace_rows, save_results, timed
+from fusion import label_ceiling
 from labelaudit.train import train
 from robust_training import CASES as TRAIN_CASES
 from robust_training import build_case, rows_for, scanned, trusted_manifest
@@ -46,14 +45,9 @@ CASES = DEFAULT_CASES + ("cifar10n_random1_10k",)  # never the held-out cifar10n
 ROWS = ("meta-reweight", "weights+meta", "meta-relabel", "meta-reweight-momentum")
 
 
-def out_of_fold_auroc(columns: list[np.ndarray], noisy: np.ndarray) -> float:
-    """AUROC of a logistic regression on the columns' ranks (larger = more suspect), fitted on the truth
-    ``noisy`` and predicted out of fold (5 stratified folds, fixed split): how well the columns
-    together can tell mislabeled samples, at best, by a monotone-in-each, linear-in-rank rule."""
-    x = np.column_stack([pd.Series(c).rank().to_numpy() / len(c) for c in columns])
-    folds = StratifiedKFold(n_splits=5, shuffle=True, random_state=0)
-    p = cross_val_predict(LogisticRegression(), x, noisy, cv=folds, method="predict_proba")[:, 1]
-    return float(roc_auc_score(noisy, p))
+def ceiling_auroc(columns: list[np.ndarray], noisy: np.ndarray) -> float:
+    """AUROC of fusion.py's label ceiling: the out-of-fold fit on the truth of the columns together."""
+    return float(roc_auc_score(noisy, label_ceiling(columns, noisy)))
 
 
 def run(case: str, rows: list[str], epochs: int) -> list[dict]:
@@ -72,13 +66,13 @@ def run(case: str, rows: list[str], epochs: int) -> list[dict]:
                                 cache_dir=str(WORK / "cache"), trusted=trusted_manifest(case, folder, 10, 0),
                                 **options, **extra)
         w = result.meta_weights
-        noisy = truth.loc[w["path"], "is_noisy"].to_numpy().astype(bool)
+        noisy = truth.loc[w["path"], "is_noisy"].to_numpy()
         mean_w = w["meta_weight"].to_numpy()
         score = samples.loc[w["path"], "score"].to_numpy()
         last = result.metrics["epochs"][-1]
         out.append({"case": case, "row": row, "epochs": epochs, "auroc_meta": float(roc_auc_score(noisy, -mean_w)),
-                    "auroc_audit": audit_auroc, "auroc_fit_audit": out_of_fold_auroc([score], noisy),
-                    "auroc_fit_audit_meta": out_of_fold_auroc([score, -mean_w], noisy),
+                    "auroc_audit": audit_auroc, "auroc_fit_audit": ceiling_auroc([score], noisy),
+                    "auroc_fit_audit_meta": ceiling_auroc([score, -mean_w], noisy),
                     "mass_on_mislabeled": float(mean_w[noisy].sum() / mean_w.sum()),
                     "share_mislabeled": float(noisy.mean()), "ess": last["meta_ess"],
                     "zero_share": last["meta_zero_share"], "seconds": round(seconds)})
