@@ -22,6 +22,7 @@ class Case:
     make_args: tuple[str, ...]  # arguments to make_noisy.py after OUT
     scan_options: dict = field(default_factory=dict)  # what a user of this kind of data would pass
     held_out: bool = False  # real-noise sets: measured, never tuned on
+    source: object = None  # a function writing a derived source that make_args read, run when it is missing
 
 
 DIGITS = ("--source", "digits", "--upscale", "4")
@@ -166,6 +167,8 @@ def cached_arrays(path: Path, make, refresh: bool = False) -> dict:
 def build(case: Case) -> Path:
     out = WORK / case.name
     if not (out / "truth.csv").exists():
+        if case.source is not None:
+            case.source()
         subprocess.run([sys.executable, str(SHARED / "bench" / "make_noisy.py"), str(out), *case.make_args],
                        check=True, stdout=subprocess.DEVNULL)
     return out
@@ -199,6 +202,67 @@ LARGE_CASES = {c.name: c for c in [
     Case("cifar10n_uniform_0.1_50k", CIFAR_50K + ("--noise", "uniform:0.1")),
     Case("cifar10n_random1_50k", CIFAR_50K + ("--noise", "column:random_label1")),
     Case("cifar10n_worst_50k", CIFAR_50K + ("--noise", "column:worse_label"), {}, held_out=True),
+]}
+
+
+# Real label errors found by people, measured only (held out): benchmarks/noise_rate.py runs them when named.
+# MNIST's and CIFAR-10's test sets come with the errors cleanlab/label-errors validated on MTurk; they become
+# .npz sources for make_noisy.py (given label as a column, the validated guess as the clean label).
+MNIST_TEST_NPZ = WORK / "sources" / "mnist_test_validated.npz"
+CIFAR_TEST_NPZ = WORK / "sources" / "cifar10_test_validated.npz"
+
+
+def _validated_npz(path: Path, images, given, is_error, guessed, names: list[str]) -> None:
+    """A make_noisy.py .npz source: ``labels`` the clean class (the given one, or ``guessed`` where a
+    person validated ``is_error``), ``given`` the label as distributed."""
+    import numpy as np
+
+    clean = np.where(is_error, guessed, given).astype(np.int64)
+    if (clean < 0).any():
+        raise ValueError(f"{path.name}: a validated error without a guessed label")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, images=images, labels=clean, given=np.asarray(given, dtype=np.int64),
+                        class_names=np.array(names))
+
+
+def mnist_test_source() -> None:
+    """../shared/data/mnist/mnist_test.npz: 10,000 digits, 15 validated label errors."""
+    import numpy as np
+
+    with np.load(SHARED / "data" / "mnist" / "mnist_test.npz") as d:
+        _validated_npz(MNIST_TEST_NPZ, d["images"], d["labels"], d["le_validated_error"], d["le_guessed_label"],
+                       [str(c) for c in range(10)])
+
+
+def cifar_test_source() -> None:
+    """../shared/data/cifar10n's test set: 10,000 JPEGs (decoded here, written as PNG by make_noisy.py: the
+    same pixels), 54 validated label errors."""
+    import csv
+    import io
+    import zipfile
+
+    import numpy as np
+    from PIL import Image
+
+    names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+    index = {n: i for i, n in enumerate(names)}
+    with open(CIFAR_DATA / "labels_test.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    with zipfile.ZipFile(CIFAR_DATA / "images_test.zip") as zf:
+        images = np.stack([np.asarray(Image.open(io.BytesIO(zf.read(r["path"]))).convert("RGB")) for r in rows])
+    _validated_npz(CIFAR_TEST_NPZ, images, np.array([index[r["label"]] for r in rows]),
+                   np.array([r["validated_error"] == "true" for r in rows]),
+                   np.array([index.get(r["guessed_label"], -1) for r in rows]), names)
+
+
+# Roman numerals i–x and MNIST are not mirror-symmetric (iv mirrored is vi): --augment crop, as for digits.
+REAL_CASES = {c.name: c for c in [
+    Case("roman_numeral_review", ("--source", str(SHARED / "data" / "roman_numeral"), "--noise", "real"),
+         {"augment": "crop"}, held_out=True),
+    Case("mnist_test_validated", ("--source", str(MNIST_TEST_NPZ), "--noise", "column:given"),
+         {"augment": "crop"}, held_out=True, source=mnist_test_source),
+    Case("cifar10_test_validated", ("--source", str(CIFAR_TEST_NPZ), "--noise", "column:given"),
+         {}, held_out=True, source=cifar_test_source),
 ]}
 
 
