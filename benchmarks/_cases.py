@@ -180,6 +180,7 @@ def evaluate(audit: Path, truth: Path) -> dict:
     spec.loader.exec_module(mod)
     return mod.evaluate(audit, truth)
 
+
 DIGITS_JUNK_NPZ = WORK / "sources" / "digits_junk.npz"
 
 
@@ -213,7 +214,7 @@ NOISE_RATE_CASES = {c.name: c for c in [
     Case("cifar10n_uniform_0.1_10k", CIFAR + ("--noise", "uniform:0.1")),
     Case("cifar10n_uniform_0.4_10k", CIFAR + ("--noise", "uniform:0.4")),
     DEV_CASES["cifar10n_random1_10k"],
-    # small sets that the proxy memorises within --epochs auto's 15-epoch minimum (session 17)
+    # small sets whose errors the proxy memorises before they form a component: both estimate 0 (docs/benchmarks.md)
     Case("digits_junk_0.13", ("--source", str(DIGITS_JUNK_NPZ), "--noise", "column:given", "--upscale", "4"),
          {"augment": "crop"}, source=digits_junk_source),
     Case("cifar10n_random1_3k", CIFAR_SOURCE + ("--limit", "3000", "--noise", "column:random_label1")),
@@ -270,7 +271,7 @@ def cifar_test_source() -> None:
     import numpy as np
     from PIL import Image
 
-    names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+    names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]  # index order
     index = {n: i for i, n in enumerate(names)}
     with open(CIFAR_DATA / "labels_test.csv", newline="") as f:
         rows = list(csv.DictReader(f))
