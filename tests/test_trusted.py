@@ -413,9 +413,13 @@ def test_trusted_labels_must_be_classes_and_meta_methods_need_every_class(tmp_pa
         train(tmp_path / "images", out=None, meta_relabel=True, epochs=1, image_size=16, workers=1)
 
 
+# k = 4, not the paper's CIFAR k = 20: on these 72 images in 6 epochs k = 20 stalled at 2 of 3 colours on an
+# AMD EPYC (0.667 at every epoch from the third, 10 epochs too) while passing on other CPUs; k = 4, the
+# paper's value for full WebVision (App. B, which warns that a large k "yields the convergence issue"),
+# reached 1.0 by epoch 4 there.
 @pytest.mark.parametrize("method", [["--meta-reweight"], ["--meta-relabel"], ["--weights", "--meta-reweight"],
                                     ["--meta-reweight", "--meta-average", "0.8"],
-                                    ["--meta-relabel", "--meta-kl", "20", "--meta-mixup", "5"],
+                                    ["--meta-relabel", "--meta-kl", "4", "--meta-mixup", "5"],
                                     ["--meta-reweight", "--meta-momentum"]])
 def test_train_with_one_trusted_sample_per_class_end_to_end(tmp_path, method):
     truth = make_color_folder(tmp_path / "images", flips_per_class=6)  # 25% of the labels are wrong
@@ -441,7 +445,7 @@ def test_train_with_one_trusted_sample_per_class_end_to_end(tmp_path, method):
     assert "meta re-" in methods
     assert ("of the audit-weighted losses" in methods) == ("--weights" in method)
     assert ("averaged per sample" in methods) == ("--meta-average" in method)
-    assert ("consistency loss k=20" in methods and "probe mixup p=5" in methods) == ("--meta-kl" in method)
+    assert ("consistency loss k=4" in methods and "probe mixup p=5" in methods) == ("--meta-kl" in method)
     # what the meta step made of each sample: one row per trained sample, per-epoch statistics in metrics.json
     table = pd.read_parquet(tmp_path / "model" / "meta_weights.parquet")
     assert len(table) == metrics["data"]["n_trained"] and table["meta_weight"].notna().all()
