@@ -11,7 +11,10 @@ of E epochs is the first E epochs of that run (same seed, same batches, same aug
 learning rate never changes), and ``--epochs auto`` stops before epoch E + 1 when
 ``memorisation_check`` on the first E epochs says so — so all three settings are read from one run.
 Rows: AUROC of AUM and the margin mixture's noise-rate estimate (the scan's default noise model) at
-15 epochs, at the epoch auto stops, and at 30. The held-out CIFAR-10N worse_label case is measured
+15 epochs, at the epoch auto stops, and at 30; a second table gives the estimate on the first e
+epochs for e = 3, 6, …, 30 (``memorisation_check`` at every epoch from 2, with the training pass's
+agreement and the undecided components, in the JSON's ``by_epoch``): whether a group of mislabeled
+samples stays below zero or is memorised into the clean side as the run goes on. The held-out CIFAR-10N worse_label case is measured
 with the rule already chosen on the others, never used to choose it.
 """
 from __future__ import annotations
@@ -26,6 +29,7 @@ from _cases import (CASES, NOISE_RATE_CASES, WORK, cached_arrays, case_label, ch
 
 ALL = {**NOISE_RATE_CASES, **{n: c for n, c in CASES.items() if n not in NOISE_RATE_CASES}}
 LOW, HIGH = AUTO_EPOCHS
+SHOWN_EPOCHS = (3, 6, 9, 12, 15, 18, 21, 24, 27, 30)  # the by-epoch table's columns (the JSON has every epoch)
 
 
 def auto_stop(margin: np.ndarray) -> int:
@@ -60,7 +64,8 @@ def run_case(name: str) -> dict:
     margin, y, train_s = fixed_run(name)
     stop = auto_stop(margin)
     return {"case": name, "held_out": ALL[name].held_out, "true_rate": float(y.mean()), "train_s_30": train_s,
-            "fixed_15": at(margin, y, LOW), "auto": at(margin, y, stop), "fixed_30": at(margin, y, HIGH)}
+            "fixed_15": at(margin, y, LOW), "auto": at(margin, y, stop), "fixed_30": at(margin, y, HIGH),
+            "by_epoch": [memorisation_check(margin[:e]) for e in range(2, HIGH + 1)]}
 
 
 def markdown(rows: list[dict]) -> str:
@@ -73,6 +78,15 @@ def markdown(rows: list[dict]) -> str:
     for r in rows:
         lines.append(f"| {case_label(r)} | {r['true_rate']:.3f} | {cell(r['fixed_15'])} | {r['auto']['epochs']} | "
                      f"{cell(r['auto'])} | {cell(r['fixed_30'])} |")
+    shown = [e for e in SHOWN_EPOCHS if e <= HIGH]
+    lines += ["", "The margin mixture's rate on the AUM of the first e epochs (* = a component is undecided):", "",
+              "| case | true rate | " + " | ".join(f"e={e}" for e in shown) + " |", "|" + "---|" * (2 + len(shown))]
+    for r in rows:
+        if "by_epoch" not in r:  # rows run before the column existed
+            continue
+        at_e = {c["epoch"]: c for c in r["by_epoch"]}
+        lines.append(f"| {case_label(r)} | {r['true_rate']:.3f} | " + " | ".join(
+            f"{at_e[e]['noise_rate']:.3f}{'*' if at_e[e]['undecided'] else ''}" for e in shown) + " |")
     return "\n".join(lines) + "\n"
 
 
