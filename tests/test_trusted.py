@@ -414,7 +414,7 @@ def test_trusted_labels_must_be_classes_and_meta_methods_need_every_class(tmp_pa
 
 
 # k = 4, not the paper's CIFAR k = 20: on these 72 images in 6 epochs k = 20 stalled at 2 of 3 colours on an
-# AMD EPYC (0.667 at every epoch from the third, 10 epochs too) while passing on other CPUs; k = 4, the
+# AMD EPYC (eval 0.667 after 6 epochs, and after 10) while passing on other CPUs; k = 4, the
 # paper's value for full WebVision (App. B, which warns that a large k "yields the convergence issue"),
 # reached 1.0 by epoch 4 there.
 @pytest.mark.parametrize("method", [["--meta-reweight"], ["--meta-relabel"], ["--weights", "--meta-reweight"],
