@@ -32,12 +32,10 @@ LOW, HIGH = AUTO_EPOCHS
 SHOWN_EPOCHS = (3, 6, 9, 12, 15, 18, 21, 24, 27, 30)  # the by-epoch table's columns (the JSON has every epoch)
 
 
-def auto_stop(margin: np.ndarray) -> int:
-    """The number of epochs ``--epochs auto`` trains, replayed on a fixed run's margins (E, N)."""
-    for e in range(LOW, HIGH):
-        if memorisation_check(margin[:e])["memorising"]:
-            return e
-    return HIGH
+def auto_stop(checks: dict[int, dict]) -> int:
+    """The number of epochs ``--epochs auto`` trains, replayed from ``memorisation_check`` on the first
+    e epochs of a fixed run (``checks[e]``)."""
+    return next((e for e in range(LOW, HIGH) if checks[e]["memorising"]), HIGH)
 
 
 def at(margin: np.ndarray, is_noisy: np.ndarray, epochs: int) -> dict:
@@ -62,10 +60,10 @@ def fixed_run(name: str) -> tuple[np.ndarray, np.ndarray, float]:
 
 def run_case(name: str) -> dict:
     margin, y, train_s = fixed_run(name)
-    stop = auto_stop(margin)
+    checks = {e: memorisation_check(margin[:e]) for e in range(2, HIGH + 1)}
     return {"case": name, "held_out": ALL[name].held_out, "true_rate": float(y.mean()), "train_s_30": train_s,
-            "fixed_15": at(margin, y, LOW), "auto": at(margin, y, stop), "fixed_30": at(margin, y, HIGH),
-            "by_epoch": [memorisation_check(margin[:e]) for e in range(2, HIGH + 1)]}
+            "fixed_15": at(margin, y, LOW), "auto": at(margin, y, auto_stop(checks)), "fixed_30": at(margin, y, HIGH),
+            "by_epoch": list(checks.values())}
 
 
 def markdown(rows: list[dict]) -> str:
