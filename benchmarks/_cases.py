@@ -302,9 +302,10 @@ class LoadedCase:
     is_noisy: object  # (N,) int array, 1 = mislabeled
     clean: object  # (N,) clean class index, -1 when the clean label is not a class
 
-    def train(self, settings=None, **kwargs):
-        """``train_proxy`` on the CPU with the case's images, given labels and scan options (e.g. its
-        augmentation) over ``settings`` (default ProxySettings()); kwargs go to train_proxy."""
+    def train(self, settings=None, labels=None, **kwargs):
+        """``train_proxy`` on the CPU with the case's images, given labels (or ``labels``, (N,) class
+        indices) and scan options (e.g. its augmentation) over ``settings`` (default ProxySettings());
+        kwargs go to train_proxy."""
         import dataclasses
 
         import torch
@@ -314,7 +315,8 @@ class LoadedCase:
 
         settings = dataclasses.replace(settings or ProxySettings(), **self.case.scan_options)
         cpu = torch.device("cpu")
-        return train_proxy(device_images(self.ds.images, cpu), device_labels(self.ds.labels, cpu),
+        given = self.ds.labels if labels is None else labels
+        return train_proxy(device_images(self.ds.images, cpu), device_labels(given, cpu),
                            len(self.ds.classes), settings, device=cpu, **kwargs)
 
 
