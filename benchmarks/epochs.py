@@ -76,6 +76,10 @@ def run_case(name: str) -> dict:
             "by_epoch": list(checks.values())}
 
 
+def _share(v: float | None) -> str:
+    return "–" if v is None else f"{v:.3f}"
+
+
 def markdown(rows: list[dict]) -> str:
     def cell(r: dict) -> str:
         au = "–" if r["auroc"] is None else f"{r['auroc']:.4f}"
@@ -97,7 +101,6 @@ def markdown(rows: list[dict]) -> str:
             f"{at_e[e]['noise_rate']:.3f}{'*' if at_e[e]['undecided'] else ''}" for e in shown) + " |")
     decomposed = [r for r in rows if "false_mass" in r["auto"]]  # rows run before the columns existed lack them
     if decomposed:
-        share = lambda v: "–" if v is None else f"{v:.3f}"  # noqa: E731
         lines += ["", "Where the estimate's error comes from, at the epoch `--epochs auto` stops: error = posterior mass "
                   "on clean samples − share of all samples that are mislabeled and left out (both over N):", "",
                   "| case | true rate | rate | error | mass on clean | mislabeled left out | clean with AUM < 0 "
@@ -105,8 +108,8 @@ def markdown(rows: list[dict]) -> str:
         for r in decomposed:
             a = r["auto"]
             lines.append(f"| {case_label(r)} | {r['true_rate']:.3f} | {a['rate']:.3f} | {a['error']:+.3f} | "
-                         f"{a['false_mass']:.3f} | {a['missed']:.3f} | {share(a['clean_below_zero'])} | "
-                         f"{share(a['noisy_above_zero'])} |")
+                         f"{a['false_mass']:.3f} | {a['missed']:.3f} | {_share(a['clean_below_zero'])} | "
+                         f"{_share(a['noisy_above_zero'])} |")
     return "\n".join(lines) + "\n"
 
 
