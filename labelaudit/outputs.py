@@ -44,6 +44,13 @@ class AuditTables:
         return suspects_of(self.samples)
 
     @property
+    def ranked(self) -> pd.DataFrame:
+        """Every row of ``samples``, most suspicious (rank 1) first: where to look when nothing is
+        flagged but errors are expected (the noise model can miss a few isolated errors, or images of
+        no class, that the ranking still puts on top; docs/scores.md)."""
+        return self.samples.sort_values("rank", kind="stable").reset_index(drop=True)
+
+    @property
     def summary(self) -> dict:
         return self.run["summary"]
 

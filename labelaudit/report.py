@@ -209,7 +209,8 @@ def render_report(audit: Audit, *, top: int = DEFAULT_TOP) -> str:
                         f'<img class="fig" alt="transition matrix" src="{heatmap}">'
                         '<p class="note">Row i, column j: the share of samples that truly are i and are '
                         'labelled j.</p></section>')
-    suspects = audit.suspects.head(top)
+    flagged = audit.suspects
+    suspects = (flagged if len(flagged) else audit.ranked).head(top)  # none flagged: the top of the ranking
     cards = []
     for row in suspects.itertuples(index=False):
         uri = thumbnail_uri(audit.file_of(row.path))
@@ -218,10 +219,17 @@ def render_report(audit: Audit, *, top: int = DEFAULT_TOP) -> str:
                      f'<div>given <b class="given">{e(str(row.given_label))}</b> → predicted '
                      f'<b class="pred">{e(str(row.predicted_label))}</b> ({row.predicted_confidence:.0%})</div>'
                      f'<div class="path">{e(str(row.path))}</div></div>')
-    total = int(audit.samples["is_label_issue"].sum())
-    shown = f"the top {len(cards)} of {total:,}" if total > len(cards) else f"all {total:,}"
-    sections.append(f'<section id="suspects"><h2>Suspects: {shown}</h2>'
-                    + (f'<div class="grid">{"".join(cards)}</div>' if cards else "<p>No label issues flagged.</p>")
+    total = len(flagged)
+    if total:
+        heading = f"Suspects: the top {len(cards)} of {total:,}" if total > len(cards) else f"Suspects: all {total:,}"
+        lead = ""
+    else:
+        heading = "Suspects: no label issues flagged"
+        lead = (f"<p>The {len(cards)} highest-ranked samples, none of them flagged: worth a look if you expect "
+                "errors (the noise model can count none where the ranking still puts a few on top).</p>"
+                if cards else "")
+    sections.append(f'<section id="suspects"><h2>{heading}</h2>{lead}'
+                    + (f'<div class="grid">{"".join(cards)}</div>' if cards else "")
                     + '<p class="note">Thumbnails show each image as the proxy saw it (square). The full list '
                       'is in suspects.parquet; <code>labelaudit show</code> prints it.</p></section>')
     title = f"labelaudit report · {audit.path.resolve().name}"

@@ -203,3 +203,6 @@ def test_version_and_help():
     wide = runner.invoke(app, ["train", "--help"], env={"COLUMNS": "200"})
     assert "[default: the audit's]" in wide.output
     assert "[default: the manifest's folder]" in runner.invoke(app, ["scan", "--help"], env={"COLUMNS": "200"}).output
+    # the command list gives each command's summary on one line, not broken where its docstring is
+    listing = runner.invoke(app, ["--help"], env={"COLUMNS": "300"}).output
+    assert "score every sample, estimate the noise rate, and write ranked suspects" in listing

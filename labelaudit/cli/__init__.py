@@ -37,13 +37,15 @@ def _root(version: Optional[bool] = typer.Option(None, "--version", callback=_ve
     """Find mislabeled samples in image-classification datasets."""
 
 
-app.command("scan")(scan_cli)
-app.command("check")(check_cli)
-app.command("export")(export_cli)
-app.command("show")(show_cli)
-app.command("report")(report_cli)
-app.command("train")(train_cli)
-app.command("predict")(predict_cli)
+def _summary(command) -> str:
+    """The first paragraph of a command's docstring on one line, for ``labelaudit --help``'s command
+    list (Typer would keep the docstring's line breaks there and wrap mid-sentence)."""
+    return " ".join((command.__doc__ or "").split("\n\n")[0].split())
+
+
+for _name, _command in (("scan", scan_cli), ("check", check_cli), ("export", export_cli), ("show", show_cli),
+                        ("report", report_cli), ("train", train_cli), ("predict", predict_cli)):
+    app.command(_name, short_help=_summary(_command))(_command)
 
 
 def main() -> None:

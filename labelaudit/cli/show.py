@@ -10,7 +10,7 @@ from rich.console import Console
 from ..audit import load_audit
 from ..errors import UsageError
 from ._errors import handle_errors
-from .summary import render_class_rates, render_overview, render_suspects
+from .summary import render_class_rates, render_overview, render_review
 
 
 def show_cli(
@@ -23,20 +23,16 @@ def show_cli(
         if top < 0:
             raise UsageError(f"--top {top}: expected 0 or more")
         audit = load_audit(audit_dir)
-        suspects = audit.suspects
+        suspects, ranked = audit.suspects, audit.ranked
         if label is not None:
             labels = set(audit.samples["given_label"])
             if label not in labels:
                 raise UsageError(f"--label {label!r}: no such class in {audit_dir}; classes: "
                                  f"{', '.join(sorted(labels)[:20])}{' …' if len(labels) > 20 else ''}")
             suspects = suspects[suspects["given_label"] == label]
+            ranked = ranked[ranked["given_label"] == label]
     console = Console()
     render_overview(console, audit.run)
-    which = f" given '{label}'" if label is not None else ""
-    if len(suspects):
-        render_suspects(console, suspects.head(top), title=f"Top {min(top, len(suspects))} of {len(suspects):,} "
-                                                           f"suspects{which}")
-    else:
-        console.print(f"No label issues flagged{which}.")
+    render_review(console, suspects, ranked, top, f" given '{label}'" if label is not None else "")
     rates = audit.class_rates
     render_class_rates(console, rates if label is None else rates[rates["label"] == label])

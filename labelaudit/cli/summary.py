@@ -61,12 +61,26 @@ def render_overview(console: Console, run: dict) -> None:
 def render_suspects(console: Console, suspects: pd.DataFrame, *, title: str) -> None:
     table = Table(title=title, title_justify="left")
     for col, kw in (("rank", {"justify": "right"}), ("path", {"overflow": "fold"}), ("given", {}),
-                    ("predicted", {}), ("p(mislabeled)", {"justify": "right"})):
+                    ("predicted", {}), ("p(mislabeled)", {"justify": "right"}), ("AUM", {"justify": "right"})):
         table.add_column(col, **kw)
     for row in suspects.itertuples(index=False):
         table.add_row(str(row.rank), str(row.path), str(row.given_label), str(row.predicted_label),
-                      f"{row.p_mislabeled:.2f}")
+                      f"{row.p_mislabeled:.2f}", f"{row.aum:+.2f}")
     console.print(table)
+
+
+def render_review(console: Console, suspects: pd.DataFrame, ranked: pd.DataFrame, top: int, which: str = "") -> None:
+    """The flagged suspects, or, when none is flagged, the top of the ranking marked as not flagged:
+    the noise model can count 0 where the ranking still puts a few errors on top (docs/scores.md)."""
+    if len(suspects):
+        render_suspects(console, suspects.head(top), title=f"Top {min(top, len(suspects))} of {len(suspects):,} "
+                                                           f"suspects{which}")
+    elif top and len(ranked):
+        render_suspects(console, ranked.head(top),
+                        title=f"No label issues flagged{which}. The {min(top, len(ranked))} highest-ranked samples "
+                              f"(not flagged; worth a look if you expect errors):")
+    else:
+        console.print(f"No label issues flagged{which}.")
 
 
 def render_class_rates(console: Console, rates: pd.DataFrame) -> None:
@@ -82,9 +96,7 @@ def render_class_rates(console: Console, rates: pd.DataFrame) -> None:
 
 def render_scan_summary(console: Console, result, top: int = 10) -> None:
     render_overview(console, result.run)
-    suspects = result.suspects.head(top)
-    if len(suspects):
-        render_suspects(console, suspects, title=f"Top {len(suspects)} suspects")
+    render_review(console, result.suspects, result.ranked, top)
     if result.out is not None:
         console.print(f"Audit written to [bold]{result.out}[/bold]"
                       + (f"; open {result.out / 'report.html'} in a browser" if result.run["config"].get("report")
