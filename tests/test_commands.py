@@ -292,6 +292,33 @@ def test_report_content(scanned, tmp_path):
     assert small.count('src="data:image/jpeg;base64,') == 2 and "Suspects: the top 2 of 6" in small
 
 
+def test_nothing_flagged_lists_the_top_of_the_ranking(scanned):
+    """With no sample flagged, show's table and the report's grid hold the top of the ranking, marked as
+    not flagged, instead of nothing (the noise model can count 0 where the ranking puts errors on top)."""
+    from dataclasses import replace
+
+    from rich.console import Console
+
+    from labelaudit.cli.summary import render_review
+    from labelaudit.report import render_report
+
+    tmp, _ = scanned
+    audit = load_audit(tmp / "audit")
+    audit = replace(audit, samples=audit.samples.assign(is_label_issue=False))
+    top3 = audit.samples.sort_values("rank")["path"].head(3).tolist()
+    html = render_report(audit, top=3)
+    assert "Suspects: no label issues flagged" in html and "The 3 highest-ranked samples" in html
+    assert html.count('<div class="card">') == 3 and all(f'alt="{p}"' in html for p in top3)
+    console = Console(record=True, width=200)
+    render_review(console, audit.suspects, audit.ranked, 3)
+    text = console.export_text()
+    assert "No label issues flagged. The 3 highest-ranked samples (not flagged" in text
+    assert [p for p in audit.samples["path"] if p in text] == sorted(top3, key=list(audit.samples["path"]).index)
+    console = Console(record=True, width=200)
+    render_review(console, audit.suspects, audit.ranked, 0)  # --top 0: nothing listed, just the verdict
+    assert console.export_text().strip() == "No label issues flagged."
+
+
 def test_check_given_data_scans_first(tmp_path, monkeypatch):
     from .conftest import make_color_folder
 
