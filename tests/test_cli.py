@@ -206,3 +206,19 @@ def test_version_and_help():
     # the command list gives each command's summary on one line, not broken where its docstring is
     listing = runner.invoke(app, ["--help"], env={"COLUMNS": "300"}).output
     assert "score every sample, estimate the noise rate, and write ranked suspects" in listing
+
+
+def test_progress_lines_fit_80_columns():
+    """A CI log is 80 columns: a stage's line keeps its numbers whole (no "0:00:…")."""
+    from rich.console import Console
+
+    from labelaudit.cli.progress import RichProgress
+
+    console = Console(record=True, width=80, force_terminal=False)
+    with RichProgress(console) as progress:
+        progress("hash", 100_000, 100_000, {})
+        progress("train", 2_370, 2_370, {"epoch": 30, "epochs": 30, "loss": 0.4321, "images_per_s": 1875.2})
+    lines = [line for line in console.export_text().splitlines() if line.strip()]
+    assert any("Reading files" in line and "100000/100000" in line for line in lines)
+    train = next(line for line in lines if "Training proxy" in line)
+    assert "epoch 30/30  loss 0.432  1,875 img/s" in train and "…" not in train

@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 from rich.console import Console
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn,
-                           TimeElapsedColumn, TimeRemainingColumn)
+from rich.table import Column
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 
 _TITLES = {"hash": "Reading files", "decode": "Decoding images", "train": "Training proxy", "fit": "Training model"}
 
@@ -14,8 +14,12 @@ class RichProgress:
     def __init__(self, console: Console, enabled: bool = True):
         self.enabled = enabled
         self._progress = Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+            # one time column (remaining while running, elapsed once done), and every text column kept
+            # whole: on 80 columns (a CI log) the bar shrinks, not the numbers ("0:00:…", "10000/100…")
+            TextColumn("[bold]{task.description}", table_column=Column(no_wrap=True)), BarColumn(bar_width=12),
+            MofNCompleteColumn(table_column=Column(no_wrap=True)),
+            TextColumn("{task.fields[info]}", table_column=Column(no_wrap=True)),
+            TimeRemainingColumn(compact=True, elapsed_when_finished=True, table_column=Column(no_wrap=True)),
             console=console, transient=False, disable=not enabled)
         self._tasks: dict[str, TaskID] = {}
         self._info: dict[str, dict] = {}
