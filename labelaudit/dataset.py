@@ -31,15 +31,16 @@ class Dataset:
 
 
 class _Counter:
-    """Turns "k more done" callbacks into ``progress(stage, done, total, {})`` calls."""
+    """Turns "k more done" callbacks into ``progress(stage, done, total, info)`` calls."""
 
-    def __init__(self, progress: Progress | None, stage: str, total: int):
+    def __init__(self, progress: Progress | None, stage: str, total: int, info: dict | None = None):
         self.progress, self.stage, self.total, self.done = progress, stage, total, 0
+        self.info = info or {}
 
     def __call__(self, k: int) -> None:
         self.done += k
         if self.progress is not None:
-            self.progress(self.stage, self.done, self.total, {})
+            self.progress(self.stage, self.done, self.total, self.info)
 
 
 CACHE_FLUSH = 2048  # decoded images per cache pack while decoding
@@ -50,8 +51,10 @@ class _Keep:
     :data:`CACHE_FLUSH` images, so an interrupted decode keeps what it finished (packs are written
     atomically)."""
 
-    def __init__(self, progress: Progress | None, total: int, cache: ImageCache | None, keys: list[str]):
-        self.counter = _Counter(progress, "decode", total)
+    def __init__(self, progress: Progress | None, total: int, cache: ImageCache | None, keys: list[str],
+                 n_cached: int = 0):
+        # the bar counts the images to decode; the ones the cache already holds are named beside it
+        self.counter = _Counter(progress, "decode", total, {"n_cached": n_cached} if n_cached else None)
         self.cache, self.keys, self.flush = cache, keys, CACHE_FLUSH
         self.pending_keys: list[str] = []
         self.pending: list[np.ndarray] = []
@@ -123,7 +126,7 @@ def decode_cached(files: list[str], *, image_size: int, workers: int, cache_dir:
     todo = np.flatnonzero(~hit & np.array([k is not None for k in keys], dtype=bool))
     t1 = time.perf_counter()
     if len(todo):
-        keep = _Keep(progress, len(todo), cache, [keys[i] for i in todo])
+        keep = _Keep(progress, len(todo), cache, [keys[i] for i in todo], n_cached=int(hit.sum()))
         decoded, dec_errors = decode_files([files[i] for i in todo], image_size, workers=workers, on_done=keep)
         keep.store()
         ok = np.array([e is None for e in dec_errors], dtype=bool)

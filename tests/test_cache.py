@@ -39,8 +39,12 @@ def test_cache_is_keyed_by_content_and_size(color_folder, tmp_path, monkeypatch)
     ds = load_dataset(list_folder(root), image_size=16, workers=1, cache_dir=tmp_path / "c")
     assert calls == [] and ds.stats["n_cached"] == 72  # same bytes as a cached file: a hit by content
     (root / "red" / "new.png").write_bytes(b"")  # new, unreadable
-    load_dataset(list_folder(root), image_size=16, workers=1, cache_dir=tmp_path / "c")
+    seen = []
+    load_dataset(list_folder(root), image_size=16, workers=1, cache_dir=tmp_path / "c",
+                 progress=lambda stage, done, total, info: seen.append((stage, done, total, dict(info))))
     assert calls == [1]
+    # the decode bar counts the one file to decode and names the 72 the cache holds
+    assert [s for s in seen if s[0] == "decode"][-1] == ("decode", 1, 1, {"n_cached": 72})
     load_dataset(list_folder(root), image_size=20, workers=1, cache_dir=tmp_path / "c")
     assert calls == [1, 73]  # other size: nothing reused
 

@@ -51,4 +51,6 @@ def _describe(info: dict) -> str:
         parts.append(f"{info['images_per_s']:,.0f} img/s")
     if info.get("cached"):
         parts.append("all cached")
+    elif info.get("n_cached"):
+        parts.append(f"{info['n_cached']:,} more cached")
     return "  ".join(parts)
