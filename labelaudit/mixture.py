@@ -12,9 +12,8 @@ distribution is skewed, with a long tail of hard samples, and needs two componen
 where the proxy learns some classes far more surely than others (a small set, one easy class) each
 class's margins form a mode of their own, which takes a component each before a small group of
 mislabeled samples gets one. p(mislabeled) is the posterior mass of the components whose mean margin
-is below zero. On clean data no component
-sits below zero and the estimate is 0, where a plain 2-component fit reports 40–65% (measured on
-scikit-learn digits, see docs/scores.md).
+is below zero. On clean data no component sits below zero and the estimate is 0, where a plain
+2-component fit reports 40–65% (measured on scikit-learn digits, see docs/scores.md).
 
 A component whose mean lies within one standard deviation of zero is *undecided*: more than 16% of
 its mass is on either side, so the sign rule cannot call its samples. Its mean's side still
@@ -97,8 +96,9 @@ def fit_margin_mixture(aum_scores: np.ndarray, *, max_components: int = MAX_COMP
     """p(mislabeled) = posterior mass of the mixture components with a negative mean AUM.
 
     aum_scores: (N,) mean logit margins (lower = more suspicious). The number of components
-    (1..max_components, at most one per two samples) is chosen by BIC. ``interval=False`` skips the bootstrap (NoiseFit.interval is
-    None): the proxy's stopping rule refits every epoch and needs the rate only.
+    (1..max_components, at most one per two samples) is chosen by BIC. ``interval=False`` skips the
+    bootstrap (NoiseFit.interval is None): the proxy's stopping rule refits every epoch and needs the
+    rate only.
     """
     x = np.asarray(aum_scores, dtype=np.float64).reshape(-1, 1)
     n = len(x)
