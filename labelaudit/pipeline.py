@@ -441,7 +441,8 @@ def scan(data: str | Path | None = None, *, out: str | Path | None = "labelaudit
     limit_s = None if dyn.limit_distance is None else dyn.limit_distance.astype(np.float64)
     raw = {"aul": aul_s, "aum": aum_s, "limit": limit_s}
     score = fuse(config.fusion, {name: raw[name] for name in scorers})
-    fit = fit_noise(config.noise_model, aul_scores=aul_s, aum_scores=aum_s, random_state=config.seed)
+    fit = fit_noise(config.noise_model, aul_scores=aul_s, aum_scores=aum_s, random_state=config.seed,
+                    given=np.asarray(ds.labels))
     p_audit, audit_flags = decide(fit.p_mislabeled, config.threshold)  # the unsupervised audit's own
     fit, calibration, not_calibrated = _calibrated(config, trust, fit)
     samples = build_samples(ds, aul_s=aul_s, aum_s=aum_s, score=score, fit=fit,

@@ -58,9 +58,9 @@ class ProxySettings:
     compile: bool = False  # torch.compile the network for the training loop (loop.compiled)
 
 
-def memorisation_check(margin: np.ndarray) -> dict:
+def memorisation_check(margin: np.ndarray, given: np.ndarray | None = None) -> dict:
     """Has the network begun to memorise the noisy labels? ``margin`` (e, N): the margins of the e
-    epochs trained so far. The noise model (the margin mixture on AUM so far, mixture.py) says which
+    epochs trained so far; ``given`` (N,): the given labels (the noise model's no-class rule reads them). The noise model (the margin mixture on AUM so far, mixture.py) says which
     share of the given labels is correct, 1 − η̂; the last epoch's training pass agrees with the given
     label where its margin is positive. Agreement ≥ 1 − η̂ means the network fits as many labels as are
     right, and what it learns next is mostly the wrong ones. Returns ``{"epoch", "agreement",
@@ -78,8 +78,9 @@ def memorisation_check(margin: np.ndarray) -> dict:
     agreement = float((margin[-1] > 0).mean())
     aum_so_far = margin.mean(axis=0)
     if len(aum_so_far) > CHECK_SAMPLES:
-        aum_so_far = aum_so_far[np.random.default_rng(0).choice(len(aum_so_far), CHECK_SAMPLES, replace=False)]
-    fit = fit_margin_mixture(aum_so_far, interval=False)
+        draw = np.random.default_rng(0).choice(len(aum_so_far), CHECK_SAMPLES, replace=False)
+        aum_so_far, given = aum_so_far[draw], (None if given is None else given[draw])
+    fit = fit_margin_mixture(aum_so_far, given=given, interval=False)
     undecided = int(fit.details.get("undecided_components", 0))
     return {"epoch": int(margin.shape[0]), "agreement": agreement, "noise_rate": fit.noise_rate,
             "undecided": undecided, "memorising": undecided == 0 and agreement >= 1.0 - fit.noise_rate}
@@ -122,10 +123,11 @@ def train_proxy(images: torch.Tensor, labels: torch.Tensor, num_classes: int, se
     net = compiled(model, settings.compile)  # the training forward; `model` holds the parameters
     model.train()
     stop = None
+    given = labels.cpu().numpy()  # the stopping check's noise model reads the given labels too
     for epoch in range(start, settings.epochs):
         # checked before an epoch, not after, so a resumed run re-takes the decision it had taken
         if settings.stop_from is not None and epoch >= settings.stop_from:
-            check = memorisation_check(rec.margin[:epoch].cpu().numpy())
+            check = memorisation_check(rec.margin[:epoch].cpu().numpy(), given)
             if check["memorising"]:
                 stop = check
                 if progress is not None:  # the bar ends full: the run is complete, just shorter

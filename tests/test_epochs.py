@@ -71,7 +71,7 @@ def _tiny(n: int = 24, k: int = 2):
 def test_training_stops_where_the_check_says_and_reports_it(monkeypatch):
     seen = []
 
-    def fake_check(margin):
+    def fake_check(margin, given=None):
         seen.append(margin.shape[0])
         assert not np.isnan(margin).any()  # only finished epochs are handed over
         return {"epoch": margin.shape[0], "agreement": 1.0, "noise_rate": 0.0, "memorising": margin.shape[0] >= 4}
@@ -108,8 +108,8 @@ def test_auto_scan_records_its_stop_and_the_summary_says_it(color_folder, monkey
     stop_at = 3
     real = proxy.memorisation_check
 
-    def check(margin):  # the real check, forced to say yes from epoch 3 on (a tiny set never memorises)
-        return {**real(margin), "memorising": margin.shape[0] >= stop_at}
+    def check(margin, given=None):  # the real check, forced to say yes from epoch 3 on (a tiny set never memorises)
+        return {**real(margin, given), "memorising": margin.shape[0] >= stop_at}
 
     monkeypatch.setattr(proxy, "memorisation_check", check)
     monkeypatch.setattr(proxy, "AUTO_EPOCHS", (2, 6))

@@ -52,6 +52,38 @@ def test_three_components_miss_them():
     assert fit_margin_mixture(aum, interval=False).noise_rate == pytest.approx(9 / len(aum), abs=1e-3)
 
 
+def _low_group(rng, labels_of_low):
+    """1,800 clean samples (10 classes, AUM ~ 9) and 270 in a low positive group (AUM ~ 2), whose
+    given labels ``labels_of_low(rng, 270)`` decides."""
+    clean_labels = np.repeat(np.arange(10), 180)
+    aum = np.concatenate([rng.normal(9.0, 1.8, 1800), rng.normal(2.0, 0.8, 270)])
+    return aum, np.concatenate([clean_labels, labels_of_low(rng, 270)])
+
+
+def test_images_of_no_class_count_as_mislabeled():
+    """Junk memorised into random labels: positive margins far below the bulk, labels spread like the
+    dataset's. With the given labels the rule counts them (the junk digits: 0 → 0.140 for 0.131)."""
+    rng = np.random.default_rng(4)
+    aum, given = _low_group(rng, lambda r, n: r.integers(0, 10, n))
+    assert fit_margin_mixture(aum, interval=False).noise_rate == 0.0  # the sign rule alone: none
+    fit = fit_margin_mixture(aum, given=given, interval=False)
+    assert fit.noise_rate == pytest.approx(270 / 2070, abs=0.01)
+    assert fit.p_mislabeled[-270:].mean() > 0.95 and fit.p_mislabeled[:1800].mean() < 0.01
+    assert fit.details["no_class_components"] == 1 and "no class" in fit.method
+    assert fit_noise("margin", aul_scores=-aum, aum_scores=aum, given=given).noise_rate == fit.noise_rate
+
+
+@pytest.mark.parametrize("n_classes", [10, 2])
+def test_a_class_learned_less_surely_is_not_no_class(n_classes):
+    """The same low group, all of one label: a hard class (its own mode), not junk — counted clean."""
+    rng = np.random.default_rng(4)
+    aum, given = _low_group(rng, lambda r, n: np.zeros(n, dtype=np.int64))
+    if n_classes == 2:
+        given = np.where(given[:1800] % 2 == 0, 0, 1).tolist() + [1] * 270
+    fit = fit_margin_mixture(aum, given=np.asarray(given), interval=False)
+    assert fit.noise_rate == 0.0 and fit.details["no_class_components"] == 0
+
+
 def test_margin_mixture_says_zero_on_clean_skewed_scores():
     aum = _clean_margins(np.random.default_rng(2), 4000)
     fit = fit_margin_mixture(aum)
