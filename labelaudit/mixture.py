@@ -22,6 +22,14 @@ but the fit then also reports ``model_range``: the rate with the undecided compo
 and counted mislabeled — how far the choice alone could move the estimate. The proxy's stopping rule
 waits while a component is undecided (proxy.memorisation_check).
 
+Images of *no* class (junk, blanks, things outside the label set) break the sign rule: no other class
+claims them, so the network memorises them into whatever label they carry and their margin ends
+positive. Given the labels, the fit also counts a component as mislabeled when it sits far below the
+heaviest one (Ashman's D ≥ NO_CLASS_SEPARATION) and its samples' given labels spread over the classes
+as the whole set's do (:func:`no_class_components`): a hard class is one label, junk labelled at
+random is all of them. A group of hard but correctly labelled images spread over every class (a
+second camera, blurred shots) looks the same and is counted too (docs/scores.md, "Images of no class").
+
 ``aul-gmm`` — the AUL paper's recipe: a 2-component mixture on AUL, p(mislabeled) = posterior of
 the high-mean component, kept only when BIC prefers two components to one. It overestimates on
 class-dependent noise and on clean data; offered for comparison with the paper.
@@ -96,8 +104,9 @@ def bootstrap_interval(x: np.ndarray, gmm: GaussianMixture, noisy: np.ndarray, *
 
     Each round draws N samples with replacement, refits the chosen mixture (same number of
     components, started from the fitted one, so component k stays component k) and takes the mean
-    posterior of the components ``noisy`` marks as mislabeled. It measures how much the estimate moves with the sample, given the model;
-    it does not include the uncertainty of choosing the number of components.
+    posterior of the components ``noisy`` marks as mislabeled. It measures how much the estimate
+    moves with the sample, given the model; it does not include the uncertainty of choosing the
+    number of components.
     """
     rng = np.random.default_rng(random_state)
     n = len(x)
@@ -154,7 +163,7 @@ def fit_margin_mixture(aum_scores: np.ndarray, *, given: np.ndarray | None = Non
     method = (f"margin mixture: {gmm.n_components} Gaussian component(s) on AUM chosen by BIC; "
               f"p(mislabeled) = posterior of the {int((means < 0).sum())} component(s) with negative mean margin")
     if no_class.any():
-        method += (f" and of {int(no_class.sum())} of images of no class (a group far below the rest, its "
+        method += (f" and of the {int(no_class.sum())} component(s) of images of no class (a group far below the rest, its "
                    f"labels spread over the classes)")
     model_range = None
     if undecided.any():

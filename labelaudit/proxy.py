@@ -60,7 +60,8 @@ class ProxySettings:
 
 def memorisation_check(margin: np.ndarray, given: np.ndarray | None = None) -> dict:
     """Has the network begun to memorise the noisy labels? ``margin`` (e, N): the margins of the e
-    epochs trained so far; ``given`` (N,): the given labels (the noise model's no-class rule reads them). The noise model (the margin mixture on AUM so far, mixture.py) says which
+    epochs trained so far; ``given`` (N,): the given labels (the noise model's no-class rule reads
+    them). The noise model (the margin mixture on AUM so far, mixture.py) says which
     share of the given labels is correct, 1 − η̂; the last epoch's training pass agrees with the given
     label where its margin is positive. Agreement ≥ 1 − η̂ means the network fits as many labels as are
     right, and what it learns next is mostly the wrong ones. Returns ``{"epoch", "agreement",

@@ -97,3 +97,26 @@ def test_compile_option_compiles_the_training_network_and_changes_nothing_else(c
     assert calls == ["SmallCNN"]
     assert again.run["config"]["compile"] is True
     pd.testing.assert_frame_equal(plain.samples, again.samples)
+
+
+def test_scan_gives_the_noise_model_the_given_labels(color_folder, monkeypatch):
+    """The no-class rule of the margin mixture reads the given labels: scan() must pass them, in the
+    samples' order, to the final fit (and the stopping check gets them from train_proxy)."""
+    import numpy as np
+
+    from labelaudit import pipeline
+
+    seen = []
+    real = pipeline.fit_noise
+
+    def spy(name, **kwargs):
+        seen.append(kwargs.get("given"))
+        return real(name, **kwargs)
+
+    monkeypatch.setattr(pipeline, "fit_noise", spy)
+    root, truth = color_folder
+    result = scan(root, out=None, **FAST)
+    assert len(seen) == 1 and seen[0] is not None
+    names = result.classes
+    expected = [names.index(label) for label in result.samples.sort_values("sample_id")["given_label"]]
+    assert np.array_equal(np.asarray(seen[0]), expected)
