@@ -190,3 +190,25 @@ def test_bootstrap_interval_covers_the_truth_and_narrows_with_n():
     assert widths[1] < widths[0] / 2  # ~1/sqrt(n): 10× the samples, ~3× narrower
     clean = fit_margin_mixture(rng.normal(3.0, 1.0, 2000))
     assert clean.noise_rate == 0.0 and clean.interval == (0.0, 0.0)
+
+
+def test_many_values_select_on_a_draw_and_bootstrap_m_out_of_n(monkeypatch):
+    """Above SELECT_SAMPLES, BIC picks the number of components on a fixed draw and the bootstrap
+    resamples SELECT_SAMPLES values, scaling by √(m/N): the rate and the interval stay those of the
+    full computation (here SELECT_SAMPLES lowered to 2,000 for 40,000 values, 8% at −2.5)."""
+    from labelaudit import mixture
+
+    rng = np.random.default_rng(5)
+    n = 40_000
+    noisy = rng.random(n) < 0.08
+    x = np.where(noisy, rng.normal(-2.5, 1.0, n), rng.gamma(4.0, 1.5, n) - 0.5)
+    full = fit_margin_mixture(x)
+    monkeypatch.setattr(mixture, "SELECT_SAMPLES", 2_000)
+    drawn = fit_margin_mixture(x)
+    assert drawn.noise_rate == pytest.approx(full.noise_rate, abs=0.005)  # 0.0804 and 0.0821
+    assert drawn.noise_rate == pytest.approx(noisy.mean(), abs=0.005)
+    assert len(drawn.p_mislabeled) == n  # the chosen mixture is refitted on, and scores, every value
+    (lo_f, hi_f), (lo_d, hi_d) = full.interval, drawn.interval
+    assert lo_d <= drawn.noise_rate <= hi_d and lo_d <= 0.08 <= hi_d
+    assert 0.5 < (hi_d - lo_d) / (hi_f - lo_f) < 2.0  # √(m/N)-scaled, not the draw's own, 4.5× wider
+    assert fit_margin_mixture(x).noise_rate == drawn.noise_rate  # a fixed draw: same input, same output
