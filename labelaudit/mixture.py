@@ -102,6 +102,14 @@ def no_class_components(means: np.ndarray, stds: np.ndarray, weights: np.ndarray
     return out
 
 
+def no_class_count(details: dict | None, n_samples: int) -> int:
+    """How many of ``n_samples`` the fit's components of images of no class hold (their weight × N), from
+    a fit's ``details`` as run.json keeps them (``noise_model``); 0 when there are none."""
+    details = details or {}
+    share = sum(w for w, f in zip(details.get("weights") or [], details.get("no_class") or []) if f)
+    return int(round(share * n_samples))
+
+
 def bootstrap_interval(x: np.ndarray, gmm: GaussianMixture, noisy: np.ndarray, *, rounds: int = BOOTSTRAP_ROUNDS,
                        level: float = BOOTSTRAP_LEVEL, random_state: int = 0,
                        max_samples: int | None = None) -> tuple[float, float]:

@@ -357,6 +357,17 @@ def test_report_gives_the_model_range(audit_10pct):
     assert "could be 2.0%–10.0%: a mixture component straddles a margin of 0" in page
 
 
+def test_report_says_how_many_look_like_images_of_no_class(audit_10pct):
+    from labelaudit.report import render_report
+
+    run_json = audit_10pct / "run.json"
+    run = json.loads(run_json.read_text())
+    assert "no class" not in render_report(load_audit(audit_10pct))
+    run["noise_model"].update({"weights": [0.08, 0.92], "no_class": [True, False]})
+    run_json.write_text(json.dumps(run))
+    assert "About 8 of the issues look like images of no class" in render_report(load_audit(audit_10pct))
+
+
 def test_export_verify_draws_a_worksheet_per_given_label(scanned, tmp_path):
     """--mode verify: per_class random samples of every given label, label left empty, seeded."""
     tmp, truth = scanned

@@ -137,6 +137,24 @@ def test_the_summary_warns_about_a_model_range():
     assert "Uncertain" not in console.export_text()
 
 
+def test_the_summary_says_how_many_look_like_images_of_no_class():
+    from rich.console import Console
+
+    from labelaudit.cli.summary import render_overview
+
+    run = {"summary": {"noise_rate": 0.14, "noise_rate_interval": [0.13, 0.15], "n_samples": 2067, "n_classes": 10,
+                       "n_label_issues": 292, "n_errors": 0},
+           "noise_model": {"method": "margin mixture", "weights": [0.1355, 0.8645], "no_class": [True, False]}}
+    console = Console(record=True, width=400)
+    render_overview(console, run)
+    text = console.export_text()
+    assert "About 280 of them look like images of no class" in text and "remove rather than relabel" in text
+    run["noise_model"]["no_class"] = [False, False]
+    console = Console(record=True, width=400)
+    render_overview(console, run)
+    assert "no class" not in console.export_text()
+
+
 def test_well_separated_components_have_no_model_range():
     rng = np.random.default_rng(1)
     aum = np.concatenate([_clean_margins(rng, 3000), rng.normal(-2.5, 1.0, 1000)])
