@@ -84,6 +84,21 @@ def test_a_class_learned_less_surely_is_not_no_class(n_classes):
     assert fit.noise_rate == 0.0 and fit.details["no_class_components"] == 0
 
 
+def test_the_hard_part_of_a_large_class_is_not_no_class():
+    """Imbalanced data: class 0 holds 80% of the samples and its 270 hard ones form a low group, all of
+    label 0. Its total variation from the prior is 1 − 0.8 = 0.2, under an absolute limit of 0.3, so the
+    limit is relative to 1 − the largest prior (0.2 / 3): counted clean. Junk in the same set, labelled
+    like the rest, still counts."""
+    rng = np.random.default_rng(4)
+    bulk = np.concatenate([np.zeros(1330, dtype=np.int64), np.repeat(np.arange(1, 5), 100)])
+    aum = np.concatenate([rng.normal(9.0, 1.8, len(bulk)), rng.normal(2.0, 0.8, 270)])
+    hard = fit_margin_mixture(aum, given=np.concatenate([bulk, np.zeros(270, dtype=np.int64)]), interval=False)
+    assert hard.noise_rate == 0.0 and hard.details["no_class_components"] == 0
+    junk_labels = rng.choice(5, 270, p=[0.8, 0.05, 0.05, 0.05, 0.05])
+    junk = fit_margin_mixture(aum, given=np.concatenate([bulk, junk_labels]), interval=False)
+    assert junk.noise_rate == pytest.approx(270 / len(aum), abs=0.01) and junk.details["no_class_components"] == 1
+
+
 def test_margin_mixture_says_zero_on_clean_skewed_scores():
     aum = _clean_margins(np.random.default_rng(2), 4000)
     fit = fit_margin_mixture(aum)
