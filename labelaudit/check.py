@@ -23,6 +23,7 @@ from pathlib import Path
 
 from .audit import Audit
 from .errors import UsageError
+from .mixture import no_class_count
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -185,7 +186,8 @@ def check_audit(audit: Audit, thresholds: Thresholds, baseline: Audit | None = N
 
 def _caveats(audit: Audit, baseline: Audit | None) -> list[str]:
     """The audits' model ranges (mixture.fit_margin_mixture): the verdict compares the estimate, which
-    could be anywhere in the range."""
+    could be anywhere in the range; and the share of the rate that rests on the no-class rule
+    (mixture.no_class_components), which counts unreadable but rightly labelled images as well."""
     notes = []
     for which, a in (("the audit", audit), ("the baseline", baseline)):
         rng = None if a is None else a.summary.get("noise_rate_model_range")
@@ -193,6 +195,11 @@ def _caveats(audit: Audit, baseline: Audit | None) -> list[str]:
             notes.append(f"{which}'s noise model could not call part of the data (a mixture component straddles "
                          f"a margin of 0): its dataset noise rate {a.summary['noise_rate']:.1%} could be anywhere "
                          f"from {rng[0]:.1%} to {rng[1]:.1%}, and the class rates move with it")
+        n_no_class = 0 if a is None else no_class_count(a.run.get("noise_model"), a.summary["n_samples"])
+        if n_no_class:
+            notes.append(f"{which}'s dataset noise rate counts about {n_no_class:,} samples as images of no class "
+                         f"(junk, blanks, images outside the label set, or images too degraded to read), not as "
+                         f"wrong labels of real classes")
     return notes
 
 

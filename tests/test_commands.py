@@ -112,6 +112,12 @@ def test_check_names_an_uncertain_estimate(audit_10pct, tmp_path, monkeypatch):
     run_json.write_text(json.dumps(run))
     res = runner.invoke(app, ["check", str(audit_10pct), "--max-noise-rate", "0.1"])
     assert "Uncertain" not in res.output
+    run["noise_model"].update({"weights": [0.08, 0.92], "no_class": [True, False]})
+    run_json.write_text(json.dumps(run))
+    verdict = json.loads(runner.invoke(app, ["check", str(audit_10pct), "--max-noise-rate", "0.1", "--json"]).stdout)
+    assert verdict["caveats"] == ["the audit's dataset noise rate counts about 8 samples as images of no class "
+                                  "(junk, blanks, images outside the label set, or images too degraded to read), "
+                                  "not as wrong labels of real classes"]
 
 
 @pytest.mark.parametrize("model_range, limit, code, line", [
