@@ -184,48 +184,50 @@ def evaluate(audit: Path, truth: Path) -> dict:
 DIGITS_JUNK_NPZ = WORK / "sources" / "digits_junk.npz"
 
 
-def digits_junk_source() -> None:
-    """scikit-learn's 1,797 digits plus 270 (13% of the 2,067) images of no class: digits with their 64
-    pixels shuffled, each given a random digit label (a development stand-in for the junk in a real
-    set, such as the Roman-numeral set's, a held-out case). Clean label -1: no label is right."""
+def _save_digits_with_junk(path: Path, make_junk) -> None:
+    """scikit-learn's 1,797 digits plus 270 (13% of the 2,067) junk images ``make_junk(images, target,
+    rng, n)`` (n = 15% of 1,797), each given a random digit label; clean label -1: no label is right."""
     import numpy as np
     from sklearn.datasets import load_digits
 
     d = load_digits()
     images = np.clip(d.images * 16.0, 0, 255).astype(np.uint8)
     rng = np.random.default_rng(0)
-    picked = rng.choice(len(images), int(round(0.15 * len(images))), replace=False)
-    junk = np.stack([rng.permutation(images[i].ravel()).reshape(images.shape[1:]) for i in picked])
-    DIGITS_JUNK_NPZ.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(DIGITS_JUNK_NPZ, images=np.concatenate([images, junk]),
+    junk = make_junk(images, d.target, rng, int(round(0.15 * len(images))))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, images=np.concatenate([images, junk]),
                         labels=np.concatenate([d.target, np.full(len(junk), -1)]).astype(np.int64),
                         given=np.concatenate([d.target, rng.integers(0, 10, len(junk))]).astype(np.int64),
                         class_names=np.array([str(c) for c in range(10)]))
+
+
+def digits_junk_source() -> None:
+    """The digits plus images of no class: digits with their 64 pixels shuffled (a development stand-in
+    for the junk in a real set, such as the Roman-numeral set's, a held-out case)."""
+    import numpy as np
+
+    def shuffled(images, target, rng, n):
+        picked = rng.choice(len(images), n, replace=False)
+        return np.stack([rng.permutation(images[i].ravel()).reshape(images.shape[1:]) for i in picked])
+
+    _save_digits_with_junk(DIGITS_JUNK_NPZ, shuffled)
 
 
 DIGITS_CHIMERA_NPZ = WORK / "sources" / "digits_chimera.npz"
 
 
 def digits_chimera_source() -> None:
-    """scikit-learn's 1,797 digits plus 270 (13% of the 2,067) chimeras: the top half of one digit over
-    the bottom half of a digit of another class, each given a random digit label. Junk made of real
-    strokes, a closer stand-in than shuffled pixels for the scribbles of the Roman-numeral set (held
-    out), which the proxy partly learns. Clean label -1: no label is right."""
+    """The digits plus chimeras: the top half of one digit over the bottom half of a digit of another
+    class. Junk made of real strokes, a closer stand-in than shuffled pixels for the scribbles of the
+    Roman-numeral set (held out), which the proxy partly learns."""
     import numpy as np
-    from sklearn.datasets import load_digits
 
-    d = load_digits()
-    images = np.clip(d.images * 16.0, 0, 255).astype(np.uint8)
-    rng = np.random.default_rng(0)
-    n = int(round(0.15 * len(images)))
-    top = rng.choice(len(images), n, replace=False)
-    bottom = np.array([rng.choice(np.flatnonzero(d.target != d.target[i])) for i in top])
-    junk = np.concatenate([images[top, :4], images[bottom, 4:]], axis=1)
-    DIGITS_CHIMERA_NPZ.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(DIGITS_CHIMERA_NPZ, images=np.concatenate([images, junk]),
-                        labels=np.concatenate([d.target, np.full(n, -1)]).astype(np.int64),
-                        given=np.concatenate([d.target, rng.integers(0, 10, n)]).astype(np.int64),
-                        class_names=np.array([str(c) for c in range(10)]))
+    def chimeras(images, target, rng, n):
+        top = rng.choice(len(images), n, replace=False)
+        bottom = np.array([rng.choice(np.flatnonzero(target != target[i])) for i in top])
+        return np.concatenate([images[top, :4], images[bottom, 4:]], axis=1)
+
+    _save_digits_with_junk(DIGITS_CHIMERA_NPZ, chimeras)
 
 
 def digits_degraded_npz(noise_sd: float) -> Path:

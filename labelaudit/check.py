@@ -23,7 +23,7 @@ from pathlib import Path
 
 from .audit import Audit
 from .errors import UsageError
-from .mixture import no_class_count
+from .mixture import NO_CLASS_KINDS, no_class_count
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -198,8 +198,7 @@ def _caveats(audit: Audit, baseline: Audit | None) -> list[str]:
         n_no_class = 0 if a is None else no_class_count(a.run.get("noise_model"), a.summary["n_samples"])
         if n_no_class:
             notes.append(f"{which}'s dataset noise rate counts about {n_no_class:,} samples as images of no class "
-                         f"(junk, blanks, images outside the label set, or images too degraded to read), not as "
-                         f"wrong labels of real classes")
+                         f"({NO_CLASS_KINDS}), not as wrong labels of real classes")
     return notes
 
 

@@ -71,7 +71,7 @@ UNDECIDED_Z = 1.0  # a component with |mean| < UNDECIDED_Z · std straddles zero
 MAX_COMPONENTS = 10
 MIN_SAMPLES = 6  # fewer AUM values than this: p = 1 where the margin is negative, no mixture
 # Above this many values BIC chooses the number of components on a fixed random draw of this size and the
-# bootstrap resamples this many (m-out-of-n): the final fit on 10⁶ values 218.5 s → 15.8 s (2 cores,
+# bootstrap resamples this many (m-out-of-n): the final fit on 10⁶ values 125.4 s → 9.7 s (2 cores,
 # `python benchmarks/mixture_scale.py`); at or below it nothing changes.
 SELECT_SAMPLES = 100_000
 # A component of images of no class (junk, blanks, other things): positive mean but far below the
@@ -112,25 +112,28 @@ def no_class_components(means: np.ndarray, stds: np.ndarray, weights: np.ndarray
     return out
 
 
-def _fit_one(gmm: GaussianMixture, x: np.ndarray) -> GaussianMixture:
-    """``gmm.fit(x)`` with single-threaded BLAS: the fit's floating point is then the same on any machine
-    (with multi-threaded BLAS it differs in the 14th digit with the number of threads)."""
-    with threadpool_limits(1, user_api="blas"):
-        return gmm.fit(x)
-
-
 def _fit_all(models: list[GaussianMixture], xs: list[np.ndarray]) -> list[GaussianMixture]:
     """Fit independent mixtures side by side, one thread per CPU core (numpy's EM releases the GIL).
-    The results are those of fitting them one after another with :func:`_fit_one`: each fit is seeded
-    by its own ``random_state``, and BLAS is single-threaded for the whole pool (the limit is
-    process-wide, so it is set once here, not per fit). 10 candidates on 50,000 values: 3.6 s → 2.6 s
-    on 2 cores."""
+    The results are those of fitting them one after another: each fit is seeded by its own
+    ``random_state``, and BLAS is single-threaded for the whole pool (the limit is process-wide, so it
+    is set once here, not per fit; with multi-threaded BLAS a fit differs in the 14th digit with the
+    number of threads). Timings: ``python benchmarks/mixture_scale.py``."""
     jobs = max(1, min(len(models), os.cpu_count() or 1))
     with threadpool_limits(1, user_api="blas"):
         if jobs == 1:
             return [m.fit(x) for m, x in zip(models, xs)]
         with ThreadPoolExecutor(max_workers=jobs) as pool:
             return list(pool.map(lambda m, x: m.fit(x), models, xs))
+
+
+NO_CLASS_KINDS = "junk, blanks, images outside the label set, or images too degraded to read"
+
+
+def no_class_note(n: int, subject: str = "of them") -> str:
+    """What the summary and report.html say when the rate counts ``n`` samples as images of no class."""
+    return (f"About {n:,} {subject} look like images of no class: a group far below the rest whose given "
+            f"labels spread over every class ({NO_CLASS_KINDS}). The proxy memorised them, so their predicted "
+            f"label is mostly their given one: review them, and remove rather than relabel those that fit no class")
 
 
 def no_class_count(details: dict | None, n_samples: int) -> int:
@@ -189,9 +192,9 @@ def _fit_best(x: np.ndarray, max_components: int, random_state: int) -> tuple[Ga
     bics = [float(g.bic(sel)) for g in fits]
     best = fits[int(np.argmin(bics))]
     if sel is not x:
-        best = _fit_one(GaussianMixture(best.n_components, means_init=best.means_, weights_init=best.weights_,
-                                        precisions_init=best.precisions_, reg_covar=1e-6,
-                                        random_state=random_state), x)
+        best = _fit_all([GaussianMixture(best.n_components, means_init=best.means_, weights_init=best.weights_,
+                                         precisions_init=best.precisions_, reg_covar=1e-6,
+                                         random_state=random_state)], [x])[0]
     return best, bics
 
 

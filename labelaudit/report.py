@@ -23,7 +23,7 @@ from .atomic import write_text_atomic
 from .audit import Audit
 from .decode import decode_image
 from .errors import DecodeError
-from .mixture import no_class_count
+from .mixture import no_class_count, no_class_note
 
 DEFAULT_TOP = 48
 THUMB_PX = 128
@@ -196,11 +196,7 @@ def render_report(audit: Audit, *, top: int = DEFAULT_TOP) -> str:
     method = e(str(run.get("noise_model", {}).get("method", "")))
     n_no_class = no_class_count(run.get("noise_model"), s["n_samples"])
     if n_no_class:
-        flows_html += (f'<p class="no-class"><b>About {n_no_class:,} of the issues look like images of no class</b>: '
-                       "a group far below the rest whose given labels spread over every class (junk, blanks, "
-                       "images outside the label set, or images too degraded to read). The proxy memorised them, "
-                       "so their predicted label is mostly their given one: review them, and remove rather than "
-                       "relabel those that fit no class.</p>")
+        flows_html += f'<p class="no-class">{e(no_class_note(n_no_class, "of the issues"))}.</p>'
     sections = [f'<section id="summary"><h2>Summary</h2><div class="stats">{stats}</div>{flows_html}'
                 f'<p class="note">Noise model: {method}. Proxy: {e(str(cfg.get("model", "")))}, '
                 f'{e(str(run.get("epochs_run", cfg.get("epochs", ""))))} epochs on {e(str(run.get("device", "")))}, seed '

@@ -258,7 +258,7 @@ def test_side_by_side_fits_equal_fits_one_after_another(monkeypatch):
     x = np.concatenate([rng.normal(-2.0, 1.0, 800), rng.gamma(4.0, 1.5, 7200)]).reshape(-1, 1)
     make = lambda: [GaussianMixture(k, random_state=0, n_init=2, reg_covar=1e-6) for k in range(1, 6)]  # noqa: E731
     together = mixture._fit_all(make(), [x] * 5)
-    alone = [mixture._fit_one(g, x) for g in make()]
+    alone = [mixture._fit_all([g], [x])[0] for g in make()]
     monkeypatch.setattr(mixture.os, "cpu_count", lambda: 1)
     one_core = mixture._fit_all(make(), [x] * 5)
     for a, b, c in zip(together, alone, one_core):

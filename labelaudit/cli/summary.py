@@ -5,7 +5,7 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
-from ..mixture import no_class_count
+from ..mixture import no_class_count, no_class_note
 
 
 def render_overview(console: Console, run: dict) -> None:
@@ -21,11 +21,8 @@ def render_overview(console: Console, run: dict) -> None:
     console.print(f"[dim]Noise model: {run['noise_model']['method']}[/dim]")
     n_no_class = no_class_count(run.get("noise_model"), s["n_samples"])
     if n_no_class:
-        console.print(f"[yellow]About {n_no_class:,} of them look like images of no class: a group far below the "
-                      f"rest whose given labels spread over every class (junk, blanks, images outside the label "
-                      f"set, or images too degraded to read). The proxy memorised them, so their predicted label "
-                      f"is mostly their given one: review them, and remove rather than relabel those that fit no "
-                      f"class (docs/scores.md, \"Images of no class\").[/yellow]", soft_wrap=True)
+        console.print(f"[yellow]{no_class_note(n_no_class)} (docs/scores.md, \"Images of no class\").[/yellow]",
+                      soft_wrap=True)
     model_range = s.get("noise_rate_model_range")
     if model_range:
         console.print(f"[yellow]Uncertain estimate: part of the data sits on neither side of the noise model's "
