@@ -82,6 +82,7 @@ SELECT_SAMPLES = 100_000
 # BIC's choice of k did not move with the starts (docs/scores.md, "EM's starting points").
 SELECT_INITS = 2
 REFIT_INITS = 10
+REG_COVAR = 1e-6  # added to every variance, so a component on a few identical margins cannot collapse
 # A component of images of no class (junk, blanks, other things): positive mean but far below the
 # bulk (Ashman's D from the heaviest component ≥ NO_CLASS_SEPARATION) and given labels spread like the
 # dataset's: their total variation from the class prior below NO_CLASS_SPREAD × (1 − the largest class
@@ -118,6 +119,18 @@ def no_class_components(means: np.ndarray, stds: np.ndarray, weights: np.ndarray
         spread = 0.5 * np.abs(np.bincount(mine, minlength=k_classes) / len(mine) - prior).sum()
         out[c] = separation >= NO_CLASS_SEPARATION and spread < limit
     return out
+
+
+def _mixture(k: int, random_state: int, **options) -> GaussianMixture:
+    """An unfitted k-component mixture as every fit here makes it (REG_COVAR, seeded)."""
+    return GaussianMixture(k, random_state=random_state, reg_covar=REG_COVAR, **options)
+
+
+def _started_from(g: GaussianMixture, random_state: int, **options) -> GaussianMixture:
+    """An unfitted mixture that EM starts from the fitted ``g`` (its k, weights, means, precisions), so
+    component k of the new fit stays component k of ``g``."""
+    return _mixture(g.n_components, random_state, means_init=g.means_, weights_init=g.weights_,
+                    precisions_init=g.precisions_, **options)
 
 
 def _fit_all(models: list[GaussianMixture], xs: list[np.ndarray]) -> list[GaussianMixture]:
@@ -172,9 +185,7 @@ def bootstrap_interval(x: np.ndarray, gmm: GaussianMixture, noisy: np.ndarray, *
     n = len(x)
     m = min(n, SELECT_SAMPLES if max_samples is None else max_samples)
     samples = [x[rng.integers(0, n, m)] for _ in range(rounds)]
-    fits = _fit_all([GaussianMixture(gmm.n_components, means_init=gmm.means_, weights_init=gmm.weights_,
-                                     precisions_init=gmm.precisions_, reg_covar=1e-6, max_iter=100,
-                                     random_state=random_state) for _ in range(rounds)], samples)
+    fits = _fit_all([_started_from(gmm, random_state, max_iter=100) for _ in range(rounds)], samples)
     rates = [float(g.predict_proba(xb)[:, noisy].sum(axis=1).mean()) for g, xb in zip(fits, samples)]
     lo, hi = np.quantile(rates, [(1 - level) / 2, (1 + level) / 2])
     if m < n:
@@ -199,20 +210,17 @@ def _fit_best(x: np.ndarray, max_components: int, random_state: int) -> tuple[Ga
     sel = x
     if len(x) > SELECT_SAMPLES:
         sel = x[np.sort(np.random.default_rng(random_state).choice(len(x), SELECT_SAMPLES, replace=False))]
-    fits = _fit_all([GaussianMixture(k, random_state=random_state, n_init=SELECT_INITS, reg_covar=1e-6)
-                     for k in range(1, max_components + 1)], [sel] * max_components)
+    fits = _fit_all([_mixture(k, random_state, n_init=SELECT_INITS) for k in range(1, max_components + 1)],
+                    [sel] * max_components)
     bics = [float(g.bic(sel)) for g in fits]
     best = fits[int(np.argmin(bics))]
     if best.n_components > 1:  # the chosen k again, from more starts: EM's optimum, not its first find
-        again = _fit_all([GaussianMixture(best.n_components, random_state=random_state, n_init=REFIT_INITS,
-                                          reg_covar=1e-6)], [sel])[0]
+        again = _fit_all([_mixture(best.n_components, random_state, n_init=REFIT_INITS)], [sel])[0]
         if again.score(sel) > best.score(sel):
             best = again
             bics[best.n_components - 1] = float(best.bic(sel))
     if sel is not x:
-        best = _fit_all([GaussianMixture(best.n_components, means_init=best.means_, weights_init=best.weights_,
-                                         precisions_init=best.precisions_, reg_covar=1e-6,
-                                         random_state=random_state)], [x])[0]
+        best = _fit_all([_started_from(best, random_state)], [x])[0]
     return best, bics
 
 
