@@ -58,6 +58,7 @@ class NoiseFit:
     details: dict = field(default_factory=dict)
     interval: tuple[float, float] | None = None  # 95% bootstrap interval of noise_rate
     model_range: tuple[float, float] | None = None  # the rate with undecided components counted clean / mislabeled
+    draws: np.ndarray | None = field(default=None, compare=False)  # the bootstrap rounds' rates behind interval
 
 
 BOOTSTRAP_ROUNDS = 50
@@ -168,7 +169,21 @@ def no_class_count(details: dict | None, n_samples: int) -> int:
 def bootstrap_interval(x: np.ndarray, gmm: GaussianMixture, noisy: np.ndarray, *, rounds: int = BOOTSTRAP_ROUNDS,
                        level: float = BOOTSTRAP_LEVEL, random_state: int = 0,
                        max_samples: int | None = None) -> tuple[float, float]:
-    """Percentile interval of the noise rate over bootstrap resamples of the samples.
+    """Percentile interval of the noise rate over bootstrap resamples of the samples (the rounds of
+    :func:`bootstrap_rates`)."""
+    return percentile_interval(bootstrap_rates(x, gmm, noisy, rounds=rounds, random_state=random_state,
+                                               max_samples=max_samples), level)
+
+
+def percentile_interval(rates: np.ndarray, level: float = BOOTSTRAP_LEVEL) -> tuple[float, float]:
+    """The central ``level`` interval of ``rates`` (bootstrap rounds, of one fit or pooled over several)."""
+    lo, hi = np.quantile(np.asarray(rates, dtype=np.float64), [(1 - level) / 2, (1 + level) / 2])
+    return float(lo), float(hi)
+
+
+def bootstrap_rates(x: np.ndarray, gmm: GaussianMixture, noisy: np.ndarray, *, rounds: int = BOOTSTRAP_ROUNDS,
+                    random_state: int = 0, max_samples: int | None = None) -> np.ndarray:
+    """The noise rate of each of ``rounds`` bootstrap resamples of the samples, (rounds,).
 
     Each round draws N samples with replacement, refits the chosen mixture (same number of
     components, started from the fitted one, so component k stays component k) and takes the mean
@@ -186,13 +201,11 @@ def bootstrap_interval(x: np.ndarray, gmm: GaussianMixture, noisy: np.ndarray, *
     m = min(n, SELECT_SAMPLES if max_samples is None else max_samples)
     samples = [x[rng.integers(0, n, m)] for _ in range(rounds)]
     fits = _fit_all([_started_from(gmm, random_state, max_iter=100) for _ in range(rounds)], samples)
-    rates = [float(g.predict_proba(xb)[:, noisy].sum(axis=1).mean()) for g, xb in zip(fits, samples)]
-    lo, hi = np.quantile(rates, [(1 - level) / 2, (1 + level) / 2])
+    rates = np.array([g.predict_proba(xb)[:, noisy].sum(axis=1).mean() for g, xb in zip(fits, samples)])
     if m < n:
         full = float(gmm.predict_proba(x)[:, noisy].sum(axis=1).mean())
-        scale = np.sqrt(m / n)
-        lo, hi = full + scale * (lo - full), full + scale * (hi - full)
-    return float(lo), float(hi)
+        rates = full + np.sqrt(m / n) * (rates - full)
+    return rates
 
 
 def _fit_best(x: np.ndarray, max_components: int, random_state: int) -> tuple[GaussianMixture, list[float]]:
@@ -266,10 +279,11 @@ def fit_margin_mixture(aum_scores: np.ndarray, *, given: np.ndarray | None = Non
                        float(post[:, noisy | undecided].sum(axis=1).mean()))
         method += (f"; {int(undecided.sum())} component(s) straddle zero (|mean| < {UNDECIDED_Z:g} std), so the "
                    f"rate could be {model_range[0]:.1%}–{model_range[1]:.1%} by how they are counted")
-    bounds = None
+    bounds = draws = None
     if interval:
-        bounds = bootstrap_interval(x, gmm, noisy, random_state=random_state) if noisy.any() else (0.0, 0.0)
-    return NoiseFit(p, float(p.mean()), method, details, bounds, model_range)
+        draws = bootstrap_rates(x, gmm, noisy, random_state=random_state) if noisy.any() else np.zeros(BOOTSTRAP_ROUNDS)
+        bounds = percentile_interval(draws)
+    return NoiseFit(p, float(p.mean()), method, details, bounds, model_range, draws)
 
 
 def fit_aul_gmm(aul_scores: np.ndarray, *, random_state: int = 0) -> NoiseFit:
@@ -284,12 +298,12 @@ def fit_aul_gmm(aul_scores: np.ndarray, *, random_state: int = 0) -> NoiseFit:
         return NoiseFit(np.zeros(n), 0.0, "aul-gmm: BIC prefers one component, no mislabeled mode", {"bic": bics})
     noisy = gmm.means_.ravel() == gmm.means_.max()
     p = gmm.predict_proba(x)[:, noisy].sum(axis=1)
-    interval = bootstrap_interval(x, gmm, noisy, random_state=random_state)
+    draws = bootstrap_rates(x, gmm, noisy, random_state=random_state)
     return NoiseFit(p, float(p.mean()), "aul-gmm: 2 Gaussian components on AUL, p = posterior of the high one "
                     "(AUL paper Sec. 4.1)", {"bic": bics, "means": gmm.means_.ravel().tolist(),
                                              "stds": np.sqrt(gmm.covariances_.ravel()).tolist(),
                                              "weights": gmm.weights_.tolist(),
-                                             "mislabeled": noisy.tolist()}, interval)
+                                             "mislabeled": noisy.tolist()}, percentile_interval(draws), draws=draws)
 
 
 NOISE_MODELS = {

@@ -24,7 +24,8 @@ from .cache import array_digest, cache_dir_for
 from .dataset import Dataset, error_digest, load_dataset
 from .decode import default_workers
 from .errors import DataError, UsageError
-from .mixture import BOOTSTRAP_LEVEL, BOOTSTRAP_ROUNDS, NOISE_MODELS, NoiseFit, fit_noise, noise_table
+from .mixture import BOOTSTRAP_LEVEL, BOOTSTRAP_ROUNDS, NOISE_MODELS, NoiseFit, fit_noise, noise_table, \
+    percentile_interval
 from .models import MIN_IMAGE_SIZE, MODELS
 from .outputs import SAMPLE_COLUMNS, AuditTables, write_audit, write_parquet
 from .proxy import AUTO_EPOCHS, ProxySettings
@@ -54,6 +55,7 @@ class ScanConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     compile: bool = False  # torch.compile the proxy (worth it on a GPU for long runs; docs/performance.md)
     seed: int = 0  # same seed + same device + same data → same outputs
+    proxy_runs: int = 1  # K > 1: K − 1 more proxies (seeds seed+1..) whose estimates widen the interval, not the outputs
     # --- scores and decisions
     scores: str = "aum"  # scorers fused into `score`: a comma list of aul, aum, limit (benchmarks/fusion.py: AUM
     #                      alone ranks best on the development photo sets; LIMIT helps on digits, docs/scores.md)
@@ -100,7 +102,12 @@ class ScanConfig:
             (0.0 < self.anchor_quantile <= 1.0, "--anchor-quantile", self.anchor_quantile, "a number in (0, 1]"),
             (self.report_top >= 0, "--report-top", self.report_top, "0 or more"),
             (self.limit_model in MODELS, "--limit-model", self.limit_model, f"one of {', '.join(MODELS)}"),
+            (1 <= self.proxy_runs <= MAX_PROXY_RUNS, "--proxy-runs", self.proxy_runs,
+             f"a number of proxy trainings from 1 to {MAX_PROXY_RUNS}"),
         ]
+        if self.proxy_runs > 1 and self.trusted is not None and self.trusted_calibration:
+            raise UsageError("--proxy-runs with --trusted: a calibrated estimate's interval comes from the verified "
+                             "labels, not from the proxy; leave out --proxy-runs (or add --no-trusted-calibration)")
         if self.max_errors is not None:
             parse_max_errors(self.max_errors)
         parse_scores(self.scores)
@@ -124,6 +131,7 @@ class ScanConfig:
 
 
 PSEUDO_LABELS = ("mean", "augment")
+MAX_PROXY_RUNS = 20
 
 
 def parse_epochs(value: int | str) -> tuple[int, int | None]:
@@ -271,7 +279,7 @@ def _calibrated(config: ScanConfig, trust: TrustedSet | None,
     method = (f"{fit.method}; recalibrated on {cal.n} verified samples: logit p + {cal.shift:.3f} "
               "(the mixture's prior odds re-estimated, trusted.calibrate)")
     return dataclasses.replace(fit, p_mislabeled=p_new, noise_rate=cal.noise_rate, method=method,
-                               interval=cal.interval, model_range=None), cal, None
+                               interval=cal.interval, model_range=None, draws=None), cal, None
 
 
 def _apply_verified(samples: pd.DataFrame, trust: TrustedSet, classes: list[str]) -> pd.DataFrame:
@@ -341,6 +349,39 @@ def _transition_rates(t: np.ndarray, joint: np.ndarray, ds: Dataset) -> np.ndarr
     given_counts = np.bincount(ds.labels, minlength=len(ds.classes))
     dataset = float((rates * given_counts).sum() / max(given_counts.sum(), 1))
     return np.concatenate([[dataset], rates])
+
+
+def _more_proxy_runs(fit: NoiseFit, config: ScanConfig, settings: ProxySettings, images, labels, ds: Dataset,
+                     dyn, device, progress: Progress | None) -> tuple[NoiseFit, dict]:
+    """``--proxy-runs K``: train K − 1 more proxies with seeds seed+1 … seed+K−1 on the same data and
+    settings, fit the same noise model to each, and pool every run's bootstrap rounds into the interval.
+    The scan's outputs stay those of the first run (``--seed``); only the interval (and run.json's
+    ``runs``) changes. The interval then holds two sources of noise in the estimate: the draw of the
+    samples (the bootstrap) and the proxy's own randomness (its start, batch order and augmentations,
+    which a re-scan after any change in the data draws anew). Returns (the fit with the pooled interval,
+    the runs' seeds, epochs and rates)."""
+    from .proxy import train_proxy
+
+    given = np.asarray(ds.labels)
+    seeds, epochs, rates, draws = [settings.seed], [int(dyn.loss.shape[0])], [fit.noise_rate], [fit.draws]
+    for r in range(1, config.proxy_runs):
+        stage = f"train run {r + 1}/{config.proxy_runs}"
+        more = train_proxy(images, labels, len(ds.classes), dataclasses.replace(settings, seed=settings.seed + r),
+                           device=device, progress=None if progress is None else
+                           (lambda _stage, done, total, info, _s=stage: progress(_s, done, total, info)))
+        other = fit_noise(config.noise_model, aul_scores=aul(more.loss), aum_scores=aum(more.margin),
+                          random_state=settings.seed + r, given=given)  # = what scan --seed seed+r estimates
+        seeds.append(settings.seed + r)
+        epochs.append(int(more.loss.shape[0]))
+        rates.append(other.noise_rate)
+        draws.append(other.draws)
+    if any(d is None for d in draws):  # a fit with no bootstrap (too few samples): the runs' own spread
+        pooled = np.asarray(rates, dtype=np.float64)
+    else:
+        pooled = np.concatenate(draws)
+    interval = percentile_interval(pooled, BOOTSTRAP_LEVEL)
+    runs = {"seeds": seeds, "epochs_run": epochs, "noise_rates": rates}
+    return dataclasses.replace(fit, interval=interval, draws=pooled), runs
 
 
 def trajectories_frame(loss: np.ndarray, margin: np.ndarray, limit: np.ndarray | None = None) -> pd.DataFrame:
@@ -443,6 +484,13 @@ def scan(data: str | Path | None = None, *, out: str | Path | None = "labelaudit
     score = fuse(config.fusion, {name: raw[name] for name in scorers})
     fit = fit_noise(config.noise_model, aul_scores=aul_s, aum_scores=aum_s, random_state=config.seed,
                     given=np.asarray(ds.labels))
+    timings["score_s"] = time.perf_counter() - t
+    runs = None
+    if config.proxy_runs > 1:
+        t = time.perf_counter()
+        fit, runs = _more_proxy_runs(fit, config, settings, images, labels, ds, dyn, device, progress)
+        timings["more_runs_s"] = time.perf_counter() - t
+    t = time.perf_counter()
     p_audit, audit_flags = decide(fit.p_mislabeled, config.threshold)  # the unsupervised audit's own
     fit, calibration, not_calibrated = _calibrated(config, trust, fit)
     samples = build_samples(ds, aul_s=aul_s, aum_s=aum_s, score=score, fit=fit,
@@ -469,7 +517,7 @@ def scan(data: str | Path | None = None, *, out: str | Path | None = "labelaudit
         transition = transition_frame(t_matrix, ds.classes)
     noise["transition_rate"] = _transition_rates(t_matrix, joint, ds)
     trajectories = trajectories_frame(dyn.loss, dyn.margin, dyn.limit_epochs)
-    timings["score_s"] = time.perf_counter() - t
+    timings["score_s"] += time.perf_counter() - t
 
     run = {
         "labelaudit_version": __version__,
@@ -491,6 +539,11 @@ def scan(data: str | Path | None = None, *, out: str | Path | None = "labelaudit
         "noise_model": {"method": fit.method, **fit.details,
                         "interval": {"level": BOOTSTRAP_LEVEL, "rounds": BOOTSTRAP_ROUNDS,
                                      "method": "percentile bootstrap over samples, mixture refit each round"}
+                        if calibration is None and runs is None else
+                        {"level": BOOTSTRAP_LEVEL, "rounds": BOOTSTRAP_ROUNDS * len(runs["seeds"]),
+                         "method": f"percentile bootstrap over samples, mixture refit each round, the "
+                                   f"{BOOTSTRAP_ROUNDS} rounds of each of {len(runs['seeds'])} proxy runs pooled",
+                         "runs": runs}
                         if calibration is None else
                         {"level": BOOTSTRAP_LEVEL, "method": "the calibration shift ± 1.96 standard errors "
                                                              "(its uncertainty dominates the mixture's)"}},
@@ -507,6 +560,7 @@ def scan(data: str | Path | None = None, *, out: str | Path | None = "labelaudit
             "noise_rate": fit.noise_rate,
             "noise_rate_interval": list(fit.interval) if fit.interval else None,
             "noise_rate_model_range": list(fit.model_range) if fit.model_range else None,
+            "noise_rate_runs": None if runs is None else runs["noise_rates"],
             "n_label_issues": int(samples["is_label_issue"].sum()),
             "n_samples": int(len(samples)),
             "n_errors": int(len(ds.errors)),

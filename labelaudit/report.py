@@ -170,7 +170,9 @@ def _rate_caption(summary: dict) -> str:
     caption = "estimated noise rate"
     if summary.get("noise_rate_interval"):
         lo, hi = summary["noise_rate_interval"]
-        caption += f" (95% interval {lo:.1%}–{hi:.1%})"
+        runs = summary.get("noise_rate_runs")
+        over = f" over {len(runs)} proxy runs, which estimated {', '.join(f'{r:.1%}' for r in runs)}" if runs else ""
+        caption += f" (95% interval {lo:.1%}–{hi:.1%}{over})"
     if summary.get("noise_rate_model_range"):
         lo, hi = summary["noise_rate_model_range"]
         caption += f"; could be {lo:.1%}–{hi:.1%}: a mixture component straddles a margin of 0"

@@ -120,3 +120,36 @@ def test_scan_gives_the_noise_model_the_given_labels(color_folder, monkeypatch):
     names = result.classes
     expected = [names.index(label) for label in result.samples.sort_values("sample_id")["given_label"]]
     assert np.array_equal(np.asarray(seen[0]), expected)
+
+
+def test_proxy_runs_pool_each_seeds_bootstrap_and_leave_the_outputs_alone(color_folder):
+    """--proxy-runs 2: the outputs are the --seed run's; run 2 is what --seed + 1 estimates; the interval
+    is the percentile interval of both runs' bootstrap rounds pooled (recomputed here from the AUM)."""
+    import numpy as np
+
+    from labelaudit.mixture import fit_noise, percentile_interval
+
+    root, _ = color_folder
+    first, second = scan(root, out=None, seed=3, **FAST), scan(root, out=None, seed=4, **FAST)
+    both = scan(root, out=None, seed=3, proxy_runs=2, **FAST)
+    pd.testing.assert_frame_equal(both.samples, first.samples)
+    assert both.summary["noise_rate"] == first.summary["noise_rate"]
+    rates = [first.summary["noise_rate"], second.summary["noise_rate"]]
+    assert both.summary["noise_rate_runs"] == rates and rates[0] > 0.03  # the 6 flips are found in each run
+    assert both.run["noise_model"]["interval"]["runs"]["seeds"] == [3, 4]
+    index = {c: i for i, c in enumerate(first.classes)}
+    draws = [fit_noise("margin", aul_scores=r.samples["aul"].to_numpy(), aum_scores=r.samples["aum"].to_numpy(),
+                       random_state=seed, given=r.samples["given_label"].map(index).to_numpy()).draws
+             for r, seed in ((first, 3), (second, 4))]
+    assert both.summary["noise_rate_interval"] == pytest.approx(list(percentile_interval(np.concatenate(draws))))
+    assert first.summary["noise_rate_runs"] is None
+
+
+def test_proxy_runs_are_checked(color_folder, tmp_path):
+    root, _ = color_folder
+    with pytest.raises(UsageError, match="--proxy-runs 0"):
+        scan(root, out=None, proxy_runs=0, **FAST)
+    verified = tmp_path / "verified.csv"
+    verified.write_text("path,label\nred/red_010.png,red\n")
+    with pytest.raises(UsageError, match="--proxy-runs with --trusted"):
+        scan(root, out=None, proxy_runs=2, trusted=str(verified), **FAST)

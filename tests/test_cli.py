@@ -109,6 +109,7 @@ def test_other_files_match_the_contract(audited):
     assert lo <= ds["noise_rate"] <= hi and hi - lo < 0.2
     model_range = run["summary"].pop("noise_rate_model_range")
     assert model_range is None or model_range[0] <= ds["noise_rate"] <= model_range[1]
+    assert run["summary"].pop("noise_rate_runs") is None  # one proxy run (no --proxy-runs)
     assert run["summary"] == {"noise_rate": pytest.approx(ds["noise_rate"]), "n_label_issues": len(suspects),
                               "n_samples": 75, "n_errors": 1, "n_classes": 3}
     assert {(f["true"], f["noisy"]) for f in flows} == {("red", "green"), ("green", "blue"), ("blue", "red")}
@@ -222,3 +223,24 @@ def test_progress_lines_fit_80_columns():
     assert any("Reading files" in line and "100000/100000" in line for line in lines)
     train = next(line for line in lines if "Training proxy" in line)
     assert "epoch 30/30  loss 0.432  1,875 img/s" in train and "…" not in train
+
+
+def test_more_proxy_runs_get_bars_and_a_summary_line_of_their_own():
+    from rich.console import Console
+
+    from labelaudit.cli.progress import RichProgress
+    from labelaudit.cli.summary import render_overview
+
+    console = Console(record=True, width=120, force_terminal=False)
+    with RichProgress(console) as progress:
+        progress("train", 10, 10, {"epoch": 2, "epochs": 2})
+        progress("train run 2/3", 4, 10, {"epoch": 1, "epochs": 2})
+    text = console.export_text()
+    assert "Training proxy run 2/3" in text and text.count("Training proxy") == 2
+    run = {"summary": {"noise_rate": 0.2, "noise_rate_interval": [0.181, 0.202], "noise_rate_runs": [0.2, 0.187, 0.189],
+                       "n_samples": 10000, "n_classes": 10, "n_label_issues": 1900, "n_errors": 0},
+           "noise_model": {"method": "margin mixture", "interval": {"runs": {"seeds": [0, 1, 2]}}}}
+    console = Console(record=True, width=300)
+    render_overview(console, run)
+    text = console.export_text()
+    assert "interval 18.1%–20.2%" in text and "3 proxy runs (seeds 0, 1, 2) estimated 20.0%, 18.7%, 18.9%" in text

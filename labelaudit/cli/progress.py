@@ -33,10 +33,16 @@ class RichProgress:
 
     def __call__(self, stage: str, completed: int, total: int, info: dict) -> None:
         if stage not in self._tasks:
-            self._tasks[stage] = self._progress.add_task(_TITLES.get(stage, stage), total=total, info="")
+            self._tasks[stage] = self._progress.add_task(_title(stage), total=total, info="")
         seen = self._info.setdefault(stage, {})
         seen.update(info)  # per-batch calls carry the epoch; per-epoch calls add loss and speed
         self._progress.update(self._tasks[stage], completed=completed, total=total, info=_describe(seen))
+
+
+def _title(stage: str) -> str:
+    """The bar's title: "train run 2/3" (scan --proxy-runs) → "Training proxy run 2/3"."""
+    head, _, rest = stage.partition(" ")
+    return f"{_TITLES[head]} {rest}" if rest and head in _TITLES else _TITLES.get(stage, stage)
 
 
 def _describe(info: dict) -> str:

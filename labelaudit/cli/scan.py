@@ -47,6 +47,9 @@ def scan_cli(
     compile: bool = typer.Option(_D.compile, "--compile/--no-compile", help="torch.compile the proxy network "
                                                                           "(pays off on long GPU runs)."),
     seed: int = typer.Option(_D.seed, help="Random seed; same seed, device and data give the same outputs."),
+    proxy_runs: int = typer.Option(_D.proxy_runs, help="Train this many proxies (seeds --seed, --seed + 1, ...) "
+                                   "and widen the noise rate's interval by how much their estimates differ; "
+                                   "the outputs stay the first run's. Costs K trainings (docs/scores.md)."),
     scores: str = typer.Option(_D.scores, "--scores", "--score",
                                help="Scores fused into the ranking: a comma list of aul, aum, limit (limit trains "
                                     "two more networks; see docs/scores.md). --score aul ranks by AUL alone."),
@@ -83,7 +86,7 @@ def scan_cli(
     the noise rate, and write ranked suspects, noise estimates and weights to the output folder."""
     config = ScanConfig(image_size=image_size, workers=workers, cache=cache,
                         cache_dir=str(cache_dir) if cache_dir else None, model=model, epochs=epochs,
-                        batch_size=batch_size, lr=lr, augment=augment, device=device, seed=seed, scores=scores,
+                        batch_size=batch_size, lr=lr, augment=augment, device=device, seed=seed, proxy_runs=proxy_runs, scores=scores,
                         compile=compile,
                         fusion=fusion, limit_dist=limit_dist, limit_beta=limit_beta,
                         limit_model=limit_model, limit_average_epochs=limit_average_epochs,

@@ -19,6 +19,12 @@ def render_overview(console: Console, run: dict) -> None:
                   + (f"   [yellow]unreadable files: {s['n_errors']:,} (see errors.parquet)[/yellow]"
                      if s["n_errors"] else ""))
     console.print(f"[dim]Noise model: {run['noise_model']['method']}[/dim]")
+    rates = s.get("noise_rate_runs")
+    if rates:
+        seeds = ", ".join(map(str, run["noise_model"]["interval"]["runs"]["seeds"]))
+        each = ", ".join(f"{r:.1%}" for r in rates)
+        console.print(f"[dim]{len(rates)} proxy runs (seeds {seeds}) estimated {each}; the interval pools their "
+                      f"bootstrap rounds, the outputs are the first run's[/dim]", soft_wrap=True)
     n_no_class = no_class_count(run.get("noise_model"), s["n_samples"])
     if n_no_class:
         console.print(f"[yellow]{no_class_note(n_no_class)} (docs/scores.md, \"Images of no class\").[/yellow]",
