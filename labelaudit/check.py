@@ -4,7 +4,8 @@ Four thresholds, each optional: the dataset noise rate, the worst per-class nois
 view, noise.parquet), the number of label issues, and the width of the noise model's range for the
 dataset rate (``summary.noise_rate_model_range``: 0 when every mixture component is decided, see
 mixture.fit_margin_mixture), so a gate can refuse an estimate the noise model could not pin down. A
-check passes when every threshold that is set holds (value ≤ limit).
+check passes when every threshold that is set holds (value ≤ limit). The dataset rate compared is the
+estimate, or with ``rate_bound`` an end of its 95% interval (RATE_BOUNDS).
 
 With a baseline (an earlier audit of the same dataset, e.g. the last release), only what is new
 counts, so a growing dataset is not failed for the issues it already had: the noise rates are taken
@@ -31,19 +32,32 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 
+# What --max-noise-rate compares with its limit: the estimate, or an end of its 95% interval
+# (summary.noise_rate_interval: the bootstrap's, pooled over the runs of scan --proxy-runs, or the
+# trusted calibration's). "lower" fails only when the audit is confident the rate is above the limit
+# (a gate that must not fail on noise in the estimate); "upper" passes only when it is confident the
+# rate is below it.
+RATE_BOUNDS = ("estimate", "lower", "upper")
+RATE_BOUNDS_HELP = ("the estimate, or the lower or upper end of its 95% interval")
+
+
 @dataclass(frozen=True)
 class Thresholds:
     max_noise_rate: float | None = None  # dataset noise rate, 0..1
     max_class_noise_rate: float | None = None  # worst class's rate (given-label view), 0..1
     max_issues: int | None = None  # number of samples flagged is_label_issue
     max_model_range: float | None = None  # width of the audit's model range for the dataset rate, 0..1
+    rate_bound: str | None = None  # which of the dataset rate's numbers max-noise-rate reads (RATE_BOUNDS)
 
     def any(self) -> bool:
-        return any(v is not None for v in asdict(self).values())
+        return any(v is not None for k, v in asdict(self).items() if k != "rate_bound")
 
     def require(self) -> "Thresholds":
         """Valid, with at least one threshold set; else a UsageError saying how to set one."""
         self.validate()
+        if self.rate_bound is not None and self.max_noise_rate is None:
+            raise UsageError(f"--rate-bound {self.rate_bound}: it says what --max-noise-rate compares, and no "
+                             f"--max-noise-rate is set; add one (e.g. --max-noise-rate 0.05)")
         if not self.any():
             raise UsageError("no thresholds to check: pass --max-noise-rate, --max-class-noise-rate, "
                              "--max-issues or --max-model-range, or set them in [tool.labelaudit.check] of "
@@ -62,6 +76,9 @@ class Thresholds:
                                  f"(0.05 = 5%)")
         if self.max_issues is not None and not (isinstance(self.max_issues, int) and self.max_issues >= 0):
             raise UsageError(f"{where}--max-issues {self.max_issues!r}: expected a whole number, 0 or more")
+        if self.rate_bound is not None and self.rate_bound not in RATE_BOUNDS:
+            raise UsageError(f"{where}--rate-bound {self.rate_bound!r}: choose one of {', '.join(RATE_BOUNDS)} "
+                             f"(what --max-noise-rate compares: {RATE_BOUNDS_HELP})")
         return self
 
 
@@ -161,10 +178,24 @@ def check_audit(audit: Audit, thresholds: Thresholds, baseline: Audit | None = N
         flagged = samples[samples["is_label_issue"] & ~samples["path"].isin(was_suspect)]
         new_suspects = flagged.sort_values("rank")["path"].tolist()
         issues = len(new_suspects)
-    verdicts = []
+    verdicts, notes = [], []
     if thresholds.max_noise_rate is not None:
-        verdicts.append(Verdict("max-noise-rate", "dataset noise rate", noise_rate, thresholds.max_noise_rate,
-                                noise_rate <= thresholds.max_noise_rate))
+        what, value = "dataset noise rate", noise_rate
+        bound = thresholds.rate_bound or "estimate"
+        interval = audit.summary.get("noise_rate_interval")
+        if bound != "estimate" and baseline is not None:
+            raise UsageError(f"--rate-bound {bound} with --baseline: the audit's interval is of the whole dataset's "
+                             f"rate, not of the new samples'; leave out one of them")
+        if bound != "estimate" and not interval:
+            notes.append(f"the audit has no interval for its noise rate, so --rate-bound {bound} compared the "
+                         f"estimate itself")
+        elif bound != "estimate":
+            lo, hi = interval
+            what = (f"dataset noise rate, {bound} end of its 95% interval ({lo:.1%}–{hi:.1%}, estimate "
+                    f"{noise_rate:.1%})")
+            value = float(lo if bound == "lower" else hi)
+        verdicts.append(Verdict("max-noise-rate", what, value, thresholds.max_noise_rate,
+                                value <= thresholds.max_noise_rate))
     if thresholds.max_class_noise_rate is not None:
         worst_label = str(classes.idxmax()) if len(classes) else None
         worst = float(classes.max()) if len(classes) else 0.0
@@ -181,7 +212,7 @@ def check_audit(audit: Audit, thresholds: Thresholds, baseline: Audit | None = N
         verdicts.append(Verdict("max-model-range", f"width of the audit's model range for the dataset noise rate "
                                 f"({span})", width, thresholds.max_model_range, width <= thresholds.max_model_range))
     return CheckResult(verdicts, scope, n, new_suspects, with_baseline=baseline is not None,
-                       caveats=_caveats(audit, baseline))
+                       caveats=notes + _caveats(audit, baseline))
 
 
 def _caveats(audit: Audit, baseline: Audit | None) -> list[str]:

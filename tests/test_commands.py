@@ -144,6 +144,44 @@ def test_check_gates_on_the_model_range(audit_10pct, tmp_path, monkeypatch, mode
     assert runner.invoke(app, ["check", str(audit_10pct)]).exit_code == code
 
 
+@pytest.mark.parametrize("bound, limit, code, line", [
+    ("lower", "0.07", 0, "PASS  dataset noise rate, lower end of its 95% interval (6.0%–14.0%, estimate 10.0%) "
+                         "6.0% ≤ 7.0% (max-noise-rate)"),
+    ("lower", "0.05", 1, "FAIL  dataset noise rate, lower end of its 95% interval (6.0%–14.0%, estimate 10.0%) "
+                         "6.0% > 5.0% (max-noise-rate)"),
+    ("upper", "0.12", 1, "FAIL  dataset noise rate, upper end of its 95% interval (6.0%–14.0%, estimate 10.0%) "
+                         "14.0% > 12.0% (max-noise-rate)"),
+    ("upper", "0.14", 0, "14.0% ≤ 14.0% (max-noise-rate)"),
+    ("estimate", "0.07", 1, "FAIL  dataset noise rate 10.0% > 7.0% (max-noise-rate)"),
+    ("middle", "0.07", 2, "--rate-bound 'middle': choose one of estimate, lower, upper"),
+])
+def test_check_can_gate_on_an_end_of_the_interval(audit_10pct, tmp_path, monkeypatch, bound, limit, code, line):
+    """--rate-bound lower: fail only when the audit is confident the rate is above the limit; upper: pass
+    only when it is confident the rate is within it; the estimate 10%, its interval 6–14%."""
+    monkeypatch.chdir(tmp_path)
+    run_json = audit_10pct / "run.json"
+    run = json.loads(run_json.read_text())
+    run["summary"]["noise_rate_interval"] = [0.06, 0.14]
+    run_json.write_text(json.dumps(run))
+    res = runner.invoke(app, ["check", str(audit_10pct), "--max-noise-rate", limit, "--rate-bound", bound])
+    assert res.exit_code == code, res.output
+    assert " ".join(line.split()) in " ".join(res.output.split())
+    (tmp_path / "labelaudit.toml").write_text(f'[check]\nmax-noise-rate = {limit}\nrate-bound = "{bound}"\n')
+    assert runner.invoke(app, ["check", str(audit_10pct)]).exit_code == code
+
+
+def test_check_rate_bound_needs_an_interval_a_rate_limit_and_no_baseline(audit_10pct, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    res = runner.invoke(app, ["check", str(audit_10pct), "--max-noise-rate", "0.12", "--rate-bound", "upper"])
+    assert res.exit_code == 0  # no interval in this audit: the estimate (10%) is compared, and the check says so
+    assert "no interval for its noise rate, so --rate-bound upper compared the estimate itself" in res.output
+    res = runner.invoke(app, ["check", str(audit_10pct), "--max-issues", "20", "--rate-bound", "lower"])
+    assert res.exit_code == 2 and "no --max-noise-rate is set" in res.output
+    res = runner.invoke(app, ["check", str(audit_10pct), "--max-noise-rate", "0.2", "--rate-bound", "lower",
+                              "--baseline", str(audit_10pct)])
+    assert res.exit_code == 2 and "--rate-bound lower with --baseline" in res.output
+
+
 def test_check_baseline_counts_only_new_suspects(tmp_path):
     labels = ["cat"] * 50 + ["dog"] * 50
     paths = [f"{c}/{i}.png" for i, c in enumerate(labels)]
