@@ -384,6 +384,20 @@ def _more_proxy_runs(fit: NoiseFit, config: ScanConfig, settings: ProxySettings,
     return dataclasses.replace(fit, interval=interval, draws=pooled), runs
 
 
+def _interval_info(calibration: Calibration | None, runs: dict | None) -> dict:
+    """run.json ``noise_model.interval``: how ``summary.noise_rate_interval`` was made."""
+    if calibration is not None:
+        return {"level": BOOTSTRAP_LEVEL, "method": "the calibration shift ± 1.96 standard errors "
+                                                    "(its uncertainty dominates the mixture's)"}
+    info = {"level": BOOTSTRAP_LEVEL, "rounds": BOOTSTRAP_ROUNDS,
+            "method": "percentile bootstrap over samples, mixture refit each round"}
+    if runs is not None:
+        k = len(runs["seeds"])
+        info.update(rounds=BOOTSTRAP_ROUNDS * k, runs=runs,
+                    method=f"{info['method']}, the {BOOTSTRAP_ROUNDS} rounds of each of {k} proxy runs pooled")
+    return info
+
+
 def trajectories_frame(loss: np.ndarray, margin: np.ndarray, limit: np.ndarray | None = None) -> pd.DataFrame:
     """Long form (sample_id, epoch, loss, margin[, limit_distance]); epochs count from 1. The per-epoch
     LIMIT distance is the training pass's (augmented, train mode), recorded at no extra cost."""
@@ -484,13 +498,11 @@ def scan(data: str | Path | None = None, *, out: str | Path | None = "labelaudit
     score = fuse(config.fusion, {name: raw[name] for name in scorers})
     fit = fit_noise(config.noise_model, aul_scores=aul_s, aum_scores=aum_s, random_state=config.seed,
                     given=np.asarray(ds.labels))
-    timings["score_s"] = time.perf_counter() - t
     runs = None
     if config.proxy_runs > 1:
-        t = time.perf_counter()
+        t_runs = time.perf_counter()
         fit, runs = _more_proxy_runs(fit, config, settings, images, labels, ds, dyn, device, progress)
-        timings["more_runs_s"] = time.perf_counter() - t
-    t = time.perf_counter()
+        timings["more_runs_s"] = time.perf_counter() - t_runs
     p_audit, audit_flags = decide(fit.p_mislabeled, config.threshold)  # the unsupervised audit's own
     fit, calibration, not_calibrated = _calibrated(config, trust, fit)
     samples = build_samples(ds, aul_s=aul_s, aum_s=aum_s, score=score, fit=fit,
@@ -517,7 +529,7 @@ def scan(data: str | Path | None = None, *, out: str | Path | None = "labelaudit
         transition = transition_frame(t_matrix, ds.classes)
     noise["transition_rate"] = _transition_rates(t_matrix, joint, ds)
     trajectories = trajectories_frame(dyn.loss, dyn.margin, dyn.limit_epochs)
-    timings["score_s"] += time.perf_counter() - t
+    timings["score_s"] = time.perf_counter() - t - timings.get("more_runs_s", 0.0)
 
     run = {
         "labelaudit_version": __version__,
@@ -537,16 +549,7 @@ def scan(data: str | Path | None = None, *, out: str | Path | None = "labelaudit
                  "n_classes": len(ds.classes), "classes": ds.classes,
                  "fingerprint": fingerprint, **ds.stats},
         "noise_model": {"method": fit.method, **fit.details,
-                        "interval": {"level": BOOTSTRAP_LEVEL, "rounds": BOOTSTRAP_ROUNDS,
-                                     "method": "percentile bootstrap over samples, mixture refit each round"}
-                        if calibration is None and runs is None else
-                        {"level": BOOTSTRAP_LEVEL, "rounds": BOOTSTRAP_ROUNDS * len(runs["seeds"]),
-                         "method": f"percentile bootstrap over samples, mixture refit each round, the "
-                                   f"{BOOTSTRAP_ROUNDS} rounds of each of {len(runs['seeds'])} proxy runs pooled",
-                         "runs": runs}
-                        if calibration is None else
-                        {"level": BOOTSTRAP_LEVEL, "method": "the calibration shift ± 1.96 standard errors "
-                                                             "(its uncertainty dominates the mixture's)"}},
+                        "interval": _interval_info(calibration, runs)},
         "scores": {"ran": list(scorers), "fusion": config.fusion if len(scorers) > 1 else None,
                    "score": (f"{config.fusion} of {', '.join(scorers)}" if len(scorers) > 1 else
                              f"{scorers[0]} alone") + " (higher = more likely mislabeled)",

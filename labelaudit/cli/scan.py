@@ -86,8 +86,8 @@ def scan_cli(
     the noise rate, and write ranked suspects, noise estimates and weights to the output folder."""
     config = ScanConfig(image_size=image_size, workers=workers, cache=cache,
                         cache_dir=str(cache_dir) if cache_dir else None, model=model, epochs=epochs,
-                        batch_size=batch_size, lr=lr, augment=augment, device=device, seed=seed, proxy_runs=proxy_runs, scores=scores,
-                        compile=compile,
+                        batch_size=batch_size, lr=lr, augment=augment, device=device, seed=seed, scores=scores,
+                        compile=compile, proxy_runs=proxy_runs,
                         fusion=fusion, limit_dist=limit_dist, limit_beta=limit_beta,
                         limit_model=limit_model, limit_average_epochs=limit_average_epochs,
                         noise_model=noise_model, threshold=threshold, transition=transition,
