@@ -369,10 +369,12 @@ def test_check_given_data_scans_first(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     make_color_folder(tmp_path / "images")
     res = runner.invoke(app, ["check", str(tmp_path / "images"), "--out", str(tmp_path / "audit"),
-                              "--max-issues", "72", "--epochs", "3", "--image-size", "16", "--augment", "none"])
+                              "--max-issues", "72", "--epochs", "3", "--image-size", "16", "--augment", "none",
+                              "--proxy-runs", "2"])
     assert res.exit_code == 0, res.output
     assert (tmp_path / "audit" / "run.json").is_file() and "PASS  label issues" in res.output
-    assert load_audit(tmp_path / "audit").run["config"]["epochs"] == 3
+    run = load_audit(tmp_path / "audit").run
+    assert run["config"]["epochs"] == 3 and run["noise_model"]["interval"]["runs"]["seeds"] == [0, 1]
 
 
 def test_report_stays_light_for_a_large_audit(tmp_path):

@@ -45,6 +45,8 @@ def check_cli(
     augment: str = typer.Option(_D.augment, help="Scan option, when TARGET is data."),
     device: str = typer.Option(_D.device, help="Scan option, when TARGET is data."),
     seed: int = typer.Option(_D.seed, help="Scan option, when TARGET is data."),
+    proxy_runs: int = typer.Option(_D.proxy_runs, help="Scan option, when TARGET is data: proxies whose estimates "
+                                                       "widen the interval --rate-bound reads."),
 ) -> None:
     """Gate a CI job on label noise: exit 0 when every threshold holds, 1 when one is passed, 2 for
     usage errors."""
@@ -61,7 +63,7 @@ def check_cli(
         else:
             with RichProgress(err, enabled=not as_json) as progress:
                 audit = scan(target, out=out, progress=progress, epochs=epochs, image_size=image_size,
-                             augment=augment, device=device, seed=seed).audit()
+                             augment=augment, device=device, seed=seed, proxy_runs=proxy_runs).audit()
         result = check_audit(audit, thresholds, base)
         result.config = str(source) if source else None
         if markdown is not None:
