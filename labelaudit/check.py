@@ -38,7 +38,6 @@ else:  # pragma: no cover - Python 3.10
 # (a gate that must not fail on noise in the estimate); "upper" passes only when it is confident the
 # rate is below it.
 RATE_BOUNDS = ("estimate", "lower", "upper")
-RATE_BOUNDS_HELP = ("the estimate, or the lower or upper end of its 95% interval")
 
 
 @dataclass(frozen=True)
@@ -78,7 +77,8 @@ class Thresholds:
             raise UsageError(f"{where}--max-issues {self.max_issues!r}: expected a whole number, 0 or more")
         if self.rate_bound is not None and self.rate_bound not in RATE_BOUNDS:
             raise UsageError(f"{where}--rate-bound {self.rate_bound!r}: choose one of {', '.join(RATE_BOUNDS)} "
-                             f"(what --max-noise-rate compares: {RATE_BOUNDS_HELP})")
+                             f"(what --max-noise-rate compares: the estimate, or the lower or upper end of its "
+                             f"95% interval)")
         return self
 
 
@@ -183,17 +183,18 @@ def check_audit(audit: Audit, thresholds: Thresholds, baseline: Audit | None = N
         what, value = "dataset noise rate", noise_rate
         bound = thresholds.rate_bound or "estimate"
         interval = audit.summary.get("noise_rate_interval")
-        if bound != "estimate" and baseline is not None:
-            raise UsageError(f"--rate-bound {bound} with --baseline: the audit's interval is of the whole dataset's "
-                             f"rate, not of the new samples'; leave out one of them")
-        if bound != "estimate" and not interval:
-            notes.append(f"the audit has no interval for its noise rate, so --rate-bound {bound} compared the "
-                         f"estimate itself")
-        elif bound != "estimate":
-            lo, hi = interval
-            what = (f"dataset noise rate, {bound} end of its 95% interval ({lo:.1%}–{hi:.1%}, estimate "
-                    f"{noise_rate:.1%})")
-            value = float(lo if bound == "lower" else hi)
+        if bound != "estimate":
+            if baseline is not None:
+                raise UsageError(f"--rate-bound {bound} with --baseline: the audit's interval is of the whole "
+                                 f"dataset's rate, not of the new samples'; leave out one of them")
+            if interval:
+                lo, hi = interval
+                what = (f"dataset noise rate, {bound} end of its 95% interval ({lo:.1%}–{hi:.1%}, estimate "
+                        f"{noise_rate:.1%})")
+                value = float(lo if bound == "lower" else hi)
+            else:
+                notes.append(f"the audit has no interval for its noise rate, so --rate-bound {bound} compared the "
+                             f"estimate itself")
         verdicts.append(Verdict("max-noise-rate", what, value, thresholds.max_noise_rate,
                                 value <= thresholds.max_noise_rate))
     if thresholds.max_class_noise_rate is not None:

@@ -351,19 +351,19 @@ def _transition_rates(t: np.ndarray, joint: np.ndarray, ds: Dataset) -> np.ndarr
     return np.concatenate([[dataset], rates])
 
 
-def _more_proxy_runs(fit: NoiseFit, config: ScanConfig, settings: ProxySettings, images, labels, ds: Dataset,
-                     dyn, device, progress: Progress | None) -> tuple[NoiseFit, dict]:
+def _more_proxy_runs(fit: NoiseFit, epochs_run: int, config: ScanConfig, settings: ProxySettings, images, labels,
+                     ds: Dataset, device, progress: Progress | None) -> tuple[NoiseFit, dict]:
     """``--proxy-runs K``: train K − 1 more proxies with seeds seed+1 … seed+K−1 on the same data and
     settings, fit the same noise model to each, and pool every run's bootstrap rounds into the interval.
     The scan's outputs stay those of the first run (``--seed``); only the interval (and run.json's
-    ``runs``) changes. The interval then holds two sources of noise in the estimate: the draw of the
+    ``runs``) changes; ``fit`` and ``epochs_run`` are the first run's. The interval then holds two sources of noise in the estimate: the draw of the
     samples (the bootstrap) and the proxy's own randomness (its start, batch order and augmentations,
     which a re-scan after any change in the data draws anew). Returns (the fit with the pooled interval,
     the runs' seeds, epochs and rates)."""
     from .proxy import train_proxy
 
     given = np.asarray(ds.labels)
-    seeds, epochs, rates, draws = [settings.seed], [int(dyn.loss.shape[0])], [fit.noise_rate], [fit.draws]
+    seeds, epochs, rates, draws = [settings.seed], [epochs_run], [fit.noise_rate], [fit.draws]
     for r in range(1, config.proxy_runs):
         stage = f"train run {r + 1}/{config.proxy_runs}"
         more = train_proxy(images, labels, len(ds.classes), dataclasses.replace(settings, seed=settings.seed + r),
@@ -501,7 +501,8 @@ def scan(data: str | Path | None = None, *, out: str | Path | None = "labelaudit
     runs = None
     if config.proxy_runs > 1:
         t_runs = time.perf_counter()
-        fit, runs = _more_proxy_runs(fit, config, settings, images, labels, ds, dyn, device, progress)
+        fit, runs = _more_proxy_runs(fit, int(dyn.loss.shape[0]), config, settings, images, labels, ds, device,
+                                     progress)
         timings["more_runs_s"] = time.perf_counter() - t_runs
     p_audit, audit_flags = decide(fit.p_mislabeled, config.threshold)  # the unsupervised audit's own
     fit, calibration, not_calibrated = _calibrated(config, trust, fit)
