@@ -1,0 +1,197 @@
+#!/usr/bin/env python3
+"""Does `labelaudit check --max-noise-rate` tell a real rise in the noise from noise in the estimate?
+
+    python benchmarks/gate.py                                   # digits uniform 0.05 (~12 min on 2 cores)
+    python benchmarks/gate.py --base cifar10n_random1_10k --variants 2 --tag gate_cifar   # ~1 h
+
+The CI story: a team scans release 0 of its dataset, sets ``--max-noise-rate`` to that scan's
+estimate plus a tolerance δ, and checks every later release against it, with the same ``--seed``.
+Two kinds of later release are made from the base case (``benchmarks/_cases.py``) as manifests
+over its images:
+
+- *neutral*: a random 2% of the images left out (``--drop``), every label as before, so the true
+  rate moves by sampling only (its value is in the table); the proxy's path is drawn anew, as it is
+  by any change to the data;
+- *worse*: a further ``--rise`` (default 0.03) of all samples, drawn from the correctly labelled
+  ones, given a uniformly drawn other class.
+
+Every release is scanned once with ``proxy_runs=K`` (default 3). Its one-run verdicts use the first
+run (the outputs of a ``--proxy-runs K`` scan are the first run's, bit for bit) with the interval a
+one-run scan reports, refitted from its scores exactly as scan fits it (on release 0 the refit is
+compared with a real one-run scan and the benchmark stops if they differ); its pooled verdicts use
+the scan's own ``--proxy-runs K`` interval. Each verdict is ``check_audit`` on the audit folder, as
+``labelaudit check AUDIT --max-noise-rate L --rate-bound B`` gives it, for B in estimate, lower,
+upper and L = release 0's estimate + δ (δ in ``--deltas``) or the upper end of release 0's interval
+of the same kind (with ``lower``: fail when the new interval is clear of the old one). Rows: false
+alarms (neutral releases failed) and detections (worse releases failed) per interval, bound and
+limit. ``--replay`` judges the saved audit folders again without scanning. Writes
+benchmarks/results/<tag>.json and .md.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+
+from labelaudit import scan
+from labelaudit.audit import load_audit
+from labelaudit.check import RATE_BOUNDS, Thresholds, check_audit
+from labelaudit.mixture import fit_noise
+from _cases import NOISE_RATE_CASES, RESULTS, WORK, build, machine_meta, read_truth, save_results, timed
+
+
+def releases(truth: pd.DataFrame, n: int, drop: float, rise: float, classes: list[str]) -> dict[str, pd.DataFrame]:
+    """Release 0 (``base``: every sample, its given label) and ``n`` neutral and ``n`` worse releases,
+    each a ``path,label`` table over the base's images (paths relative to its images folder)."""
+    base = pd.DataFrame({"path": truth.index, "label": truth["noisy_label"].to_numpy()})
+    out = {"base": base}
+    for k in range(1, n + 1):
+        rng = np.random.default_rng(k)
+        keep = np.sort(rng.choice(len(base), size=len(base) - int(round(drop * len(base))), replace=False))
+        out[f"neutral_{k}"] = base.iloc[keep].reset_index(drop=True)
+    clean = np.flatnonzero(~truth["is_noisy"].to_numpy())
+    for k in range(1, n + 1):
+        rng = np.random.default_rng(1000 + k)
+        flip = rng.choice(clean, size=int(round(rise * len(base))), replace=False)
+        labels = base["label"].to_numpy().copy()
+        for i in flip:
+            labels[i] = rng.choice([c for c in classes if c != labels[i]])
+        out[f"worse_{k}"] = base.assign(label=labels)
+    return out
+
+
+def one_run_interval(result) -> list[float]:
+    """The interval a one-run scan reports, refitted from this scan's (first-run) scores."""
+    samples, run = result.samples, result.run
+    index = {c: i for i, c in enumerate(result.classes)}
+    return list(fit_noise(run["config"]["noise_model"], aul_scores=samples["aul"].to_numpy(),
+                          aum_scores=samples["aum"].to_numpy(), random_state=run["seed"],
+                          given=samples["given_label"].map(index).to_numpy()).interval)
+
+
+def verdicts(audit, interval, limits: dict[str, float]) -> dict:
+    """{bound: {limit name: passed}} from check_audit with the audit's interval set to ``interval``."""
+    run = {**audit.run, "summary": {**audit.summary, "noise_rate_interval": interval}}
+    audit = dataclasses.replace(audit, run=run)
+    return {bound: {name: check_audit(audit, Thresholds(max_noise_rate=limit, rate_bound=bound)).passed
+                    for name, limit in limits.items()} for bound in RATE_BOUNDS}
+
+
+def limits_from(base: dict, deltas: list[float], runs: int) -> dict[str, dict[str, float]]:
+    """Per interval: the ``--max-noise-rate`` limits, release 0's estimate + each δ, and the upper end of
+    release 0's interval of that kind (fail when the new release is confidently above it: with
+    ``--rate-bound lower``, the new interval clear of the old one)."""
+    return {interval: {**{f"+{d:.2f}": base["est_rate"] + d for d in deltas}, "upper end": base[key][1]}
+            for interval, key in (("one run", "one_run_interval"), (f"{runs} runs", "pooled_interval"))}
+
+
+def judge(row: dict, audit, limits: dict) -> dict:
+    """row["passed"]: {interval: {bound: {limit name: passed}}}."""
+    return {interval: verdicts(audit, row["one_run_interval" if interval == "one run" else "pooled_interval"],
+                               limits[interval]) for interval in limits}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--base", default="digits_uniform_0.05", choices=list(NOISE_RATE_CASES))
+    ap.add_argument("--variants", type=int, default=5, help="neutral and worse releases of each kind")
+    ap.add_argument("--drop", type=float, default=0.02)
+    ap.add_argument("--rise", type=float, default=0.03)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--deltas", type=float, nargs="+", default=[0.01, 0.02, 0.03])
+    ap.add_argument("--tag", default="gate")
+    ap.add_argument("--replay", action="store_true",
+                    help="no scans: judge the audit folders of the last run of this --tag again (new --deltas)")
+    args = ap.parse_args()
+
+    case = NOISE_RATE_CASES[args.base]
+    work = WORK / "gate" / args.base
+    if args.replay:
+        payload = json.loads((RESULTS / f"{args.tag}.json").read_text())
+        work = WORK / "gate" / payload["base"]
+        rows = payload["rows"]
+        limits = limits_from(rows[0], args.deltas, payload["runs"])
+        for row in rows:
+            row["passed"] = judge(row, load_audit(work / row["release"]), limits)
+        payload.update(limits=limits, summary=tally(rows, limits))
+        save_results(args.tag, payload, markdown(payload))
+        return
+    folder = build(case)
+    truth = read_truth(folder)
+    classes = sorted(set(truth["clean_label"]) - {""})
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    options = dict(case.scan_options, cache_dir=str(WORK / "cache"), seed=0)
+
+    rows, limits = [], None
+    for name, table in releases(truth, args.variants, args.drop, args.rise, classes).items():
+        manifest = work / f"{name}.csv"
+        table.to_csv(manifest, index=False)
+        result, wall = timed(scan, manifest=manifest, root=folder / "images", out=work / name,
+                             proxy_runs=args.runs, report=False, **options)
+        one = one_run_interval(result)
+        given = table.set_index("path")["label"]
+        true = float((given != truth.loc[given.index, "clean_label"]).mean())
+        audit = load_audit(work / name)
+        pooled = list(audit.summary["noise_rate_interval"])
+        row = {"release": name, "kind": name.split("_")[0], "n": len(table), "true_rate": true, "est_rate": result.summary["noise_rate"], "runs": result.summary["noise_rate_runs"],
+               "one_run_interval": one, "pooled_interval": pooled, "scan_s": wall}
+        if name == "base":
+            alone = scan(manifest=manifest, root=folder / "images", out=None, proxy_runs=1, **options)
+            if alone.summary["noise_rate"] != result.summary["noise_rate"] or \
+                    list(alone.summary["noise_rate_interval"]) != one:
+                raise SystemExit(f"the refitted one-run interval {one} is not a one-run scan's "
+                                 f"{alone.summary['noise_rate_interval']}; fix one_run_interval")
+            limits = limits_from(row, args.deltas, args.runs)
+        row["passed"] = judge(row, audit, limits)
+        rows.append(row)
+        print(f"{name}: true {true:.4f} est {row['est_rate']:.4f} runs {', '.join(f'{x:.4f}' for x in row['runs'])} "
+              f"one [{one[0]:.4f}, {one[1]:.4f}] pooled [{pooled[0]:.4f}, {pooled[1]:.4f}] {wall:.0f} s", flush=True)
+
+    payload = {"meta": machine_meta(), "base": args.base, "options": case.scan_options, "drop": args.drop,
+               "rise": args.rise, "runs": args.runs, "limits": limits, "summary": tally(rows, limits), "rows": rows}
+    save_results(args.tag, payload, markdown(payload))
+
+
+def tally(rows: list[dict], limits: dict) -> list[dict]:
+    """Per interval, bound and limit: how many neutral releases failed and how many worse ones did."""
+    out = []
+    for interval, named in limits.items():
+        for bound in RATE_BOUNDS:
+            for name, limit in named.items():
+                failed = {kind: [not r["passed"][interval][bound][name] for r in rows if r["kind"] == kind]
+                          for kind in ("neutral", "worse")}
+                out.append({"interval": interval, "bound": bound, "limit_name": name, "limit": limit,
+                            "false_alarms": sum(failed["neutral"]), "n_neutral": len(failed["neutral"]),
+                            "detections": sum(failed["worse"]), "n_worse": len(failed["worse"])})
+    return out
+
+
+def markdown(payload: dict) -> str:
+    rows = payload["rows"]
+    lines = [f"**{payload['base']}**: neutral = {payload['drop']:.0%} of the images left out; worse = "
+             f"{payload['rise']:.0%} more of the samples mislabeled; scanned with seed 0, "
+             f"--proxy-runs {payload['runs']}.", "",
+             "| release | samples | true rate | estimate | each run | one-run interval | pooled interval | scan s |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        one, pooled = r["one_run_interval"], r["pooled_interval"]
+        lines.append(f"| {r['release']} | {r['n']:,} | {r['true_rate']:.4f} | {r['est_rate']:.4f} | "
+                     f"{', '.join(f'{x:.4f}' for x in r['runs'])} | [{one[0]:.4f}, {one[1]:.4f}] | "
+                     f"[{pooled[0]:.4f}, {pooled[1]:.4f}] | {r['scan_s']:.0f} |")
+    lines += ["", "`--max-noise-rate` = release 0's estimate + δ, or the upper end of release 0's interval of the "
+              "same kind. Failed: false alarms (neutral releases) and detections (worse releases).", "",
+              "| interval | --rate-bound | limit | --max-noise-rate | false alarms | detections |",
+              "|---|---|---|---|---|---|"]
+    for s in payload["summary"]:
+        lines.append(f"| {s['interval']} | {s['bound']} | {s['limit_name']} | {s['limit']:.4f} | "
+                     f"{s['false_alarms']} / {s['n_neutral']} | {s['detections']} / {s['n_worse']} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
