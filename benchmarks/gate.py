@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
-"""Does `labelaudit check --max-noise-rate` tell a real rise in the noise from noise in the estimate?
+"""Does `labelaudit check --baseline OLD --max-rise R` tell a real rise in the noise from noise in the
+estimate?
 
     python benchmarks/gate.py                                   # digits uniform 0.05 (~12 min on 2 cores)
-    python benchmarks/gate.py --base cifar10n_random1_10k --variants 2 --tag gate_cifar   # ~1 h
+    python benchmarks/gate.py --base cifar10n_random1_10k --variants 2 --tag gate_cifar   # ~50 min
+    python benchmarks/gate.py --replay --rises 0 0.005 0.01     # judge the saved audits again, no scans
 
-The CI story: a team scans release 0 of its dataset, sets ``--max-noise-rate`` to that scan's
-estimate plus a tolerance δ, and checks every later release against it, with the same ``--seed``.
-Two kinds of later release are made from the base case (``benchmarks/_cases.py``) as manifests
+The CI story: a team keeps the audit of its last release and checks every new release against it,
+scanned with the same ``--seed``: ``labelaudit check NEW --baseline OLD --max-rise R [--rate-bound
+B]``. Two kinds of new release are made from the base case (``benchmarks/_cases.py``) as manifests
 over its images:
 
 - *neutral*: a random 2% of the images left out (``--drop``), every label as before, so the true
@@ -15,16 +17,15 @@ over its images:
 - *worse*: a further ``--rise`` (default 0.03) of all samples, drawn from the correctly labelled
   ones, given a uniformly drawn other class.
 
-Every release is scanned once with ``proxy_runs=K`` (default 3). Its one-run verdicts use the first
-run (the outputs of a ``--proxy-runs K`` scan are the first run's, bit for bit) with the interval a
-one-run scan reports, refitted from its scores exactly as scan fits it (on release 0 the refit is
-compared with a real one-run scan and the benchmark stops if they differ); its pooled verdicts use
-the scan's own ``--proxy-runs K`` interval. Each verdict is ``check_audit`` on the audit folder, as
-``labelaudit check AUDIT --max-noise-rate L --rate-bound B`` gives it, for B in estimate, lower,
-upper and L = release 0's estimate + δ (δ in ``--deltas``) or the upper end of release 0's interval
-of the same kind (with ``lower``: fail when the new interval is clear of the old one). Rows: false
-alarms (neutral releases failed) and detections (worse releases failed) per interval, bound and
-limit. ``--replay`` judges the saved audit folders again without scanning. Writes
+Every release, release 0 included, is scanned once with ``proxy_runs=K`` (default 3). Its one-run
+verdicts use the first run (the outputs of a ``--proxy-runs K`` scan are the first run's, bit for
+bit) with the interval a one-run scan reports, refitted from its scores exactly as scan fits it (on
+release 0 the refit is compared with a real one-run scan, and the benchmark stops if they differ);
+its pooled verdicts use the scan's own ``--proxy-runs K`` interval. Each verdict is ``check_audit``
+on the two audit folders with ``Thresholds(max_rise=R, rate_bound=B)``, as the command gives it, for
+R in ``--rises`` and B in estimate (new estimate − old estimate), lower (new lower end − old upper
+end: the intervals apart) and upper (new upper end − old lower end). Rows: false alarms (neutral
+releases failed) and detections (worse releases failed) per interval, bound and R. Writes
 benchmarks/results/<tag>.json and .md.
 """
 from __future__ import annotations
@@ -73,26 +74,20 @@ def one_run_interval(result) -> list[float]:
                           given=samples["given_label"].map(index).to_numpy()).interval)
 
 
-def verdicts(audit, interval, limits: dict[str, float]) -> dict:
-    """{bound: {limit name: passed}} from check_audit with the audit's interval set to ``interval``."""
-    run = {**audit.run, "summary": {**audit.summary, "noise_rate_interval": interval}}
-    audit = dataclasses.replace(audit, run=run)
-    return {bound: {name: check_audit(audit, Thresholds(max_noise_rate=limit, rate_bound=bound)).passed
-                    for name, limit in limits.items()} for bound in RATE_BOUNDS}
+def with_interval(audit, interval):
+    """``audit`` with its summary's noise_rate_interval set to ``interval`` (in memory)."""
+    return dataclasses.replace(audit, run={**audit.run, "summary": {**audit.summary, "noise_rate_interval": interval}})
 
 
-def limits_from(base: dict, deltas: list[float], runs: int) -> dict[str, dict[str, float]]:
-    """Per interval: the ``--max-noise-rate`` limits, release 0's estimate + each δ, and the upper end of
-    release 0's interval of that kind (fail when the new release is confidently above it: with
-    ``--rate-bound lower``, the new interval clear of the old one)."""
-    return {interval: {**{f"+{d:.2f}": base["est_rate"] + d for d in deltas}, "upper end": base[key][1]}
-            for interval, key in (("one run", "one_run_interval"), (f"{runs} runs", "pooled_interval"))}
-
-
-def judge(row: dict, audit, limits: dict) -> dict:
-    """row["passed"]: {interval: {bound: {limit name: passed}}}."""
-    return {interval: verdicts(audit, row["one_run_interval" if interval == "one run" else "pooled_interval"],
-                               limits[interval]) for interval in limits}
+def judge(row: dict, audit, base: dict, base_audit, rises: list[float], runs: int) -> dict:
+    """{interval: {bound: {R: passed}}}: check_audit(--baseline release 0, --max-rise R, --rate-bound
+    bound), both audits with their one-run or their pooled interval."""
+    out = {}
+    for interval, key in (("one run", "one_run_interval"), (f"{runs} runs", "pooled_interval")):
+        new, old = with_interval(audit, row[key]), with_interval(base_audit, base[key])
+        out[interval] = {bound: {f"{r:g}": check_audit(new, Thresholds(max_rise=r, rate_bound=bound), old).passed
+                                 for r in rises} for bound in RATE_BOUNDS}
+    return out
 
 
 def main() -> None:
@@ -102,32 +97,35 @@ def main() -> None:
     ap.add_argument("--drop", type=float, default=0.02)
     ap.add_argument("--rise", type=float, default=0.03)
     ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--deltas", type=float, nargs="+", default=[0.01, 0.02, 0.03])
+    ap.add_argument("--rises", type=float, nargs="+", default=[0.0, 0.01, 0.02], help="--max-rise values")
     ap.add_argument("--tag", default="gate")
     ap.add_argument("--replay", action="store_true",
-                    help="no scans: judge the audit folders of the last run of this --tag again (new --deltas)")
+                    help="no scans: judge the audit folders of the last run of this --tag again (e.g. other --rises)")
     args = ap.parse_args()
 
-    case = NOISE_RATE_CASES[args.base]
-    work = WORK / "gate" / args.base
     if args.replay:
         payload = json.loads((RESULTS / f"{args.tag}.json").read_text())
         work = WORK / "gate" / payload["base"]
         rows = payload["rows"]
-        limits = limits_from(rows[0], args.deltas, payload["runs"])
+        base_audit = load_audit(work / "base")
         for row in rows:
-            row["passed"] = judge(row, load_audit(work / row["release"]), limits)
-        payload.update(limits=limits, summary=tally(rows, limits))
+            row.pop("passed", None)
+            row["passed"] = judge(row, load_audit(work / row["release"]), rows[0], base_audit, args.rises,
+                                  payload["runs"])
+        payload.pop("limits", None)
+        payload.update(rises=args.rises, summary=tally(rows, args.rises), replayed=machine_meta()["date"])
         save_results(args.tag, payload, markdown(payload))
         return
+    case = NOISE_RATE_CASES[args.base]
     folder = build(case)
     truth = read_truth(folder)
     classes = sorted(set(truth["clean_label"]) - {""})
+    work = WORK / "gate" / args.base
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     options = dict(case.scan_options, cache_dir=str(WORK / "cache"), seed=0)
 
-    rows, limits = [], None
+    rows, base_audit = [], None
     for name, table in releases(truth, args.variants, args.drop, args.rise, classes).items():
         manifest = work / f"{name}.csv"
         table.to_csv(manifest, index=False)
@@ -138,7 +136,8 @@ def main() -> None:
         true = float((given != truth.loc[given.index, "clean_label"]).mean())
         audit = load_audit(work / name)
         pooled = list(audit.summary["noise_rate_interval"])
-        row = {"release": name, "kind": name.split("_")[0], "n": len(table), "true_rate": true, "est_rate": result.summary["noise_rate"], "runs": result.summary["noise_rate_runs"],
+        row = {"release": name, "kind": name.split("_")[0], "n": len(table), "true_rate": true,
+               "est_rate": result.summary["noise_rate"], "runs": result.summary["noise_rate_runs"],
                "one_run_interval": one, "pooled_interval": pooled, "scan_s": wall}
         if name == "base":
             alone = scan(manifest=manifest, root=folder / "images", out=None, proxy_runs=1, **options)
@@ -146,26 +145,27 @@ def main() -> None:
                     list(alone.summary["noise_rate_interval"]) != one:
                 raise SystemExit(f"the refitted one-run interval {one} is not a one-run scan's "
                                  f"{alone.summary['noise_rate_interval']}; fix one_run_interval")
-            limits = limits_from(row, args.deltas, args.runs)
-        row["passed"] = judge(row, audit, limits)
+            base_audit = audit
+        row["passed"] = judge(row, audit, rows[0] if rows else row, base_audit, args.rises, args.runs)
         rows.append(row)
         print(f"{name}: true {true:.4f} est {row['est_rate']:.4f} runs {', '.join(f'{x:.4f}' for x in row['runs'])} "
               f"one [{one[0]:.4f}, {one[1]:.4f}] pooled [{pooled[0]:.4f}, {pooled[1]:.4f}] {wall:.0f} s", flush=True)
 
     payload = {"meta": machine_meta(), "base": args.base, "options": case.scan_options, "drop": args.drop,
-               "rise": args.rise, "runs": args.runs, "limits": limits, "summary": tally(rows, limits), "rows": rows}
+               "rise": args.rise, "runs": args.runs, "rises": args.rises, "summary": tally(rows, args.rises),
+               "rows": rows}
     save_results(args.tag, payload, markdown(payload))
 
 
-def tally(rows: list[dict], limits: dict) -> list[dict]:
-    """Per interval, bound and limit: how many neutral releases failed and how many worse ones did."""
+def tally(rows: list[dict], rises: list[float]) -> list[dict]:
+    """Per interval, bound and R: how many neutral releases failed and how many worse ones did."""
     out = []
-    for interval, named in limits.items():
+    for interval in rows[0]["passed"]:
         for bound in RATE_BOUNDS:
-            for name, limit in named.items():
-                failed = {kind: [not r["passed"][interval][bound][name] for r in rows if r["kind"] == kind]
+            for r in rises:
+                failed = {kind: [not row["passed"][interval][bound][f"{r:g}"] for row in rows if row["kind"] == kind]
                           for kind in ("neutral", "worse")}
-                out.append({"interval": interval, "bound": bound, "limit_name": name, "limit": limit,
+                out.append({"interval": interval, "bound": bound, "max_rise": r,
                             "false_alarms": sum(failed["neutral"]), "n_neutral": len(failed["neutral"]),
                             "detections": sum(failed["worse"]), "n_worse": len(failed["worse"])})
     return out
@@ -183,12 +183,11 @@ def markdown(payload: dict) -> str:
         lines.append(f"| {r['release']} | {r['n']:,} | {r['true_rate']:.4f} | {r['est_rate']:.4f} | "
                      f"{', '.join(f'{x:.4f}' for x in r['runs'])} | [{one[0]:.4f}, {one[1]:.4f}] | "
                      f"[{pooled[0]:.4f}, {pooled[1]:.4f}] | {r['scan_s']:.0f} |")
-    lines += ["", "`--max-noise-rate` = release 0's estimate + δ, or the upper end of release 0's interval of the "
-              "same kind. Failed: false alarms (neutral releases) and detections (worse releases).", "",
-              "| interval | --rate-bound | limit | --max-noise-rate | false alarms | detections |",
-              "|---|---|---|---|---|---|"]
+    lines += ["", "`check RELEASE --baseline base --max-rise R --rate-bound B`. Failed: false alarms (neutral "
+              "releases) and detections (worse releases).", "",
+              "| interval | --rate-bound | --max-rise | false alarms | detections |", "|---|---|---|---|---|"]
     for s in payload["summary"]:
-        lines.append(f"| {s['interval']} | {s['bound']} | {s['limit_name']} | {s['limit']:.4f} | "
+        lines.append(f"| {s['interval']} | {s['bound']} | {s['max_rise']:g} | "
                      f"{s['false_alarms']} / {s['n_neutral']} | {s['detections']} / {s['n_worse']} |")
     return "\n".join(lines) + "\n"
 

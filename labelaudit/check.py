@@ -1,16 +1,21 @@
 """``labelaudit check``: gate a CI job on an audit's noise estimates.
 
-Four thresholds, each optional: the dataset noise rate, the worst per-class noise rate (given-label
-view, noise.parquet), the number of label issues, and the width of the noise model's range for the
+Five thresholds, each optional: the dataset noise rate, the worst per-class noise rate (given-label
+view, noise.parquet), the number of label issues, the width of the noise model's range for the
 dataset rate (``summary.noise_rate_model_range``: 0 when every mixture component is decided, see
-mixture.fit_margin_mixture), so a gate can refuse an estimate the noise model could not pin down. A
-check passes when every threshold that is set holds (value ≤ limit). The dataset rate compared is the
-estimate, or with ``rate_bound`` an end of its 95% interval (RATE_BOUNDS).
+mixture.fit_margin_mixture), so a gate can refuse an estimate the noise model could not pin down, and
+the rise of the dataset rate since a baseline audit. A check passes when every threshold that is set
+holds (value ≤ limit). The dataset rate compared is the estimate, or with ``rate_bound`` an end of
+its 95% interval (RATE_BOUNDS).
 
 With a baseline (an earlier audit of the same dataset, e.g. the last release), only what is new
 counts, so a growing dataset is not failed for the issues it already had: the noise rates are taken
 over the samples whose path is not in the baseline, and the issue count is the number of suspects
-whose path was not a suspect in the baseline.
+whose path was not a suspect in the baseline. ``max_rise`` compares the whole dataset's rate with the
+baseline's: the estimates' difference, or with ``rate_bound`` "lower" the gap between the new
+interval's lower end and the baseline's upper end (positive only when the two intervals are apart:
+a rise the estimates' noise does not explain), with "upper" the new upper end less the old lower end
+(benchmarks/gate.py measures which rule tells a real rise from a re-scan's noise).
 
 Thresholds come from the command line, else from ``[tool.labelaudit.check]`` in the nearest
 pyproject.toml, or ``[check]`` (or ``[tool.labelaudit.check]``) in the nearest labelaudit.toml, looked
@@ -47,20 +52,29 @@ class Thresholds:
     max_issues: int | None = None  # number of samples flagged is_label_issue
     max_model_range: float | None = None  # width of the audit's model range for the dataset rate, 0..1
     rate_bound: str | None = None  # which of the dataset rate's numbers max-noise-rate reads (RATE_BOUNDS)
+    max_rise: float | None = None  # rise of the dataset rate since the baseline audit, 0..1 (0.02 = 2 points)
 
     def any(self) -> bool:
         return any(v is not None for k, v in asdict(self).items() if k != "rate_bound")
 
-    def require(self) -> "Thresholds":
-        """Valid, with at least one threshold set; else a UsageError saying how to set one."""
+    def require(self, with_baseline: bool = False) -> "Thresholds":
+        """Valid, with at least one threshold set and what each needs; else a UsageError saying how to
+        set it. ``with_baseline``: a baseline audit is given (--max-rise needs one)."""
         self.validate()
-        if self.rate_bound is not None and self.max_noise_rate is None:
-            raise UsageError(f"--rate-bound {self.rate_bound}: it says what --max-noise-rate compares, and no "
-                             f"--max-noise-rate is set; add one (e.g. --max-noise-rate 0.05)")
+        if self.rate_bound is not None and self.max_noise_rate is None and self.max_rise is None:
+            raise UsageError(f"--rate-bound {self.rate_bound}: it says what --max-noise-rate or --max-rise "
+                             f"compares, and neither is set; add one (e.g. --max-noise-rate 0.05)")
+        if self.max_rise is not None and not with_baseline:
+            raise UsageError(f"--max-rise {self.max_rise}: it compares the dataset noise rate with an earlier "
+                             f"audit's, and there is none; pass --baseline OLD_AUDIT (e.g. the last release's)")
+        if with_baseline and self.rate_bound not in (None, "estimate") and self.max_noise_rate is not None:
+            raise UsageError(f"--rate-bound {self.rate_bound} with --baseline and --max-noise-rate: the rate of the "
+                             f"new samples has no interval (the audit's is of the whole dataset), so with "
+                             f"--baseline --rate-bound reads only --max-rise; leave out one of them")
         if not self.any():
             raise UsageError("no thresholds to check: pass --max-noise-rate, --max-class-noise-rate, "
-                             "--max-issues or --max-model-range, or set them in [tool.labelaudit.check] of "
-                             "pyproject.toml")
+                             "--max-issues, --max-model-range or --max-rise, or set them in "
+                             "[tool.labelaudit.check] of pyproject.toml")
         return self
 
     def merged(self, override: "Thresholds") -> "Thresholds":
@@ -68,7 +82,7 @@ class Thresholds:
         return replace(self, **{k: v for k, v in asdict(override).items() if v is not None})
 
     def validate(self, where: str = "") -> "Thresholds":
-        for name in ("max_noise_rate", "max_class_noise_rate", "max_model_range"):
+        for name in ("max_noise_rate", "max_class_noise_rate", "max_model_range", "max_rise"):
             value = getattr(self, name)
             if value is not None and not (isinstance(value, (int, float)) and 0.0 <= value <= 1.0):
                 raise UsageError(f"{where}--{name.replace('_', '-')} {value!r}: expected a rate from 0 to 1 "
@@ -160,7 +174,7 @@ class CheckResult:
 
 def check_audit(audit: Audit, thresholds: Thresholds, baseline: Audit | None = None) -> CheckResult:
     """Compare an audit with thresholds (and, optionally, with a baseline audit)."""
-    thresholds.require()
+    thresholds.require(with_baseline=baseline is not None)
     samples = audit.samples
     if baseline is None:
         scope, n = "all samples", len(samples)
@@ -184,9 +198,6 @@ def check_audit(audit: Audit, thresholds: Thresholds, baseline: Audit | None = N
         bound = thresholds.rate_bound or "estimate"
         interval = audit.summary.get("noise_rate_interval")
         if bound != "estimate":
-            if baseline is not None:
-                raise UsageError(f"--rate-bound {bound} with --baseline: the audit's interval is of the whole "
-                                 f"dataset's rate, not of the new samples'; leave out one of them")
             if interval:
                 lo, hi = interval
                 what = (f"dataset noise rate, {bound} end of its 95% interval ({lo:.1%}–{hi:.1%}, estimate "
@@ -206,6 +217,8 @@ def check_audit(audit: Audit, thresholds: Thresholds, baseline: Audit | None = N
     if thresholds.max_issues is not None:
         verdicts.append(Verdict("max-issues", "new label issues" if baseline is not None else "label issues",
                                 issues, thresholds.max_issues, issues <= thresholds.max_issues))
+    if thresholds.max_rise is not None:
+        verdicts.append(_rise(audit, baseline, thresholds.rate_bound or "estimate", thresholds.max_rise, notes))
     if thresholds.max_model_range is not None:
         rng = audit.summary.get("noise_rate_model_range")  # None: every component decided, or recalibrated
         width = round(rng[1] - rng[0], 12) if rng else 0.0  # 0.1 − 0.02 = 0.08000000000000002: 0.08 must hold
@@ -214,6 +227,28 @@ def check_audit(audit: Audit, thresholds: Thresholds, baseline: Audit | None = N
                                 f"({span})", width, thresholds.max_model_range, width <= thresholds.max_model_range))
     return CheckResult(verdicts, scope, n, new_suspects, with_baseline=baseline is not None,
                        caveats=notes + _caveats(audit, baseline))
+
+
+def _rise(audit: Audit, baseline: Audit, bound: str, limit: float, notes: list[str]) -> Verdict:
+    """max-rise: the dataset rate now less the baseline's; with ``bound`` lower, the new interval's lower
+    end less the baseline's upper end (a confident rise), with upper, the new upper end less the old
+    lower end. Without both intervals the estimates are compared, and ``notes`` says so."""
+    new, old = float(audit.summary["noise_rate"]), float(baseline.summary["noise_rate"])
+    what, value = f"rise of the dataset noise rate since the baseline ({old:.1%} → {new:.1%})", new - old
+    if bound != "estimate":
+        now, then = audit.summary.get("noise_rate_interval"), baseline.summary.get("noise_rate_interval")
+        if now and then:
+            mine, theirs = (0, 1) if bound == "lower" else (1, 0)
+            value = float(now[mine]) - float(then[theirs])
+            what = (f"rise of the dataset noise rate since the baseline, the {bound} end of its 95% interval "
+                    f"({now[0]:.1%}–{now[1]:.1%}) less the {('lower', 'upper')[theirs]} end of the baseline's "
+                    f"({then[0]:.1%}–{then[1]:.1%})")
+        else:
+            which = " and ".join(w for w, iv in (("the audit", now), ("the baseline", then)) if not iv)
+            notes.append(f"{which} has no interval for its noise rate, so --rate-bound {bound} --max-rise compared "
+                         f"the estimates")
+    value = round(value, 12)  # 0.07 − 0.05 = 0.020000000000000004: a rise of exactly the limit must hold
+    return Verdict("max-rise", what, value, limit, value <= limit)
 
 
 def _caveats(audit: Audit, baseline: Audit | None) -> list[str]:
@@ -235,6 +270,8 @@ def _caveats(audit: Audit, baseline: Audit | None) -> list[str]:
 
 
 def _fmt(name: str, x: float) -> str:
+    if name == "max-rise":
+        return f"{x * 100:+.1f} points"
     return f"{x:,.0f}" if name == "max-issues" else f"{x:.1%}"
 
 

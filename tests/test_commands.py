@@ -176,10 +176,62 @@ def test_check_rate_bound_needs_an_interval_a_rate_limit_and_no_baseline(audit_1
     assert res.exit_code == 0  # no interval in this audit: the estimate (10%) is compared, and the check says so
     assert "no interval for its noise rate, so --rate-bound upper compared the estimate itself" in res.output
     res = runner.invoke(app, ["check", str(audit_10pct), "--max-issues", "20", "--rate-bound", "lower"])
-    assert res.exit_code == 2 and "no --max-noise-rate is set" in res.output
+    assert res.exit_code == 2 and "--max-noise-rate or --max-rise compares, and neither is set" in res.output
     res = runner.invoke(app, ["check", str(audit_10pct), "--max-noise-rate", "0.2", "--rate-bound", "lower",
                               "--baseline", str(audit_10pct)])
     assert res.exit_code == 2 and "--rate-bound lower with --baseline" in res.output
+
+
+def _with_interval(audit, interval):
+    run_json = audit / "run.json"
+    run = json.loads(run_json.read_text())
+    run["summary"]["noise_rate_interval"] = interval
+    run_json.write_text(json.dumps(run))
+    return audit
+
+
+@pytest.mark.parametrize("bound, limit, code, line", [
+    (None, "0.04", 1, "FAIL  rise of the dataset noise rate since the baseline (10.0% → 15.0%) +5.0 points > "
+                      "+4.0 points (max-rise)"),
+    (None, "0.05", 0, "+5.0 points ≤ +5.0 points (max-rise)"),  # 0.15 − 0.10 is 0.04999…: exactly the limit holds
+    ("lower", "0", 0, "PASS  rise of the dataset noise rate since the baseline, the lower end of its 95% interval "
+                      "(12.0%–18.0%) less the upper end of the baseline's (6.0%–14.0%) -2.0 points ≤ +0.0 points"),
+    ("upper", "0.1", 1, "the upper end of its 95% interval (12.0%–18.0%) less the lower end of the baseline's "
+                        "(6.0%–14.0%) +12.0 points > +10.0 points (max-rise)"),
+])
+def test_check_max_rise_compares_the_dataset_rate_with_the_baselines(tmp_path, monkeypatch, bound, limit, code, line):
+    """The same 100 paths relabelled: rate 10% (interval 6–14%) → 15% (12–18%). The estimates rose by
+    5 points; the intervals overlap (lower end 12% < old upper end 14%), so a --rate-bound lower gate
+    at 0 passes; the widest reading, upper − lower, is 12 points."""
+    monkeypatch.chdir(tmp_path)
+    labels = ["cat"] * 50 + ["dog"] * 50
+    paths = [f"{c}/{i}.png" for i, c in enumerate(labels)]
+    p = np.zeros(100)
+    p[90:] = 1.0
+    old = _with_interval(write_fake_audit(tmp_path / "old", paths, labels, p), [0.06, 0.14])
+    p[:5] = 1.0
+    new = _with_interval(write_fake_audit(tmp_path / "new", paths, labels, p), [0.12, 0.18])
+    args = ["check", str(new), "--baseline", str(old), "--max-rise", limit] + (["--rate-bound", bound] if bound else [])
+    res = runner.invoke(app, args)
+    assert res.exit_code == code, res.output
+    assert " ".join(line.split()) in " ".join(res.output.split())
+    (tmp_path / "labelaudit.toml").write_text(f"[check]\nmax-rise = {limit}\n" + (f'rate-bound = "{bound}"\n' if bound else ""))
+    assert runner.invoke(app, ["check", str(new), "--baseline", str(old)]).exit_code == code
+
+
+def test_check_max_rise_needs_a_baseline_and_says_when_it_compared_estimates(audit_10pct, tmp_path):
+    res = runner.invoke(app, ["check", str(audit_10pct), "--max-rise", "0.02"])
+    assert res.exit_code == 2 and "--max-rise 0.02: it compares the dataset noise rate with an earlier audit's" in res.output
+    old = _with_interval(write_fake_audit(tmp_path / "old", [f"x/{i}.png" for i in range(100)], ["cat"] * 100,
+                                          np.zeros(100)), [0.0, 0.03])
+    result = check_audit(load_audit(audit_10pct), Thresholds(max_rise=0.05, rate_bound="lower"), load_audit(old))
+    (verdict,) = result.verdicts  # the new audit has no interval: the estimates, 0% → 10%, are compared
+    assert verdict.value == pytest.approx(0.10) and not verdict.passed
+    assert "the audit has no interval for its noise rate, so --rate-bound lower --max-rise compared the estimates" \
+        in result.caveats
+    with pytest.raises(UsageError, match="with --baseline --rate-bound reads only --max-rise"):
+        check_audit(load_audit(audit_10pct), Thresholds(max_rise=0.05, max_noise_rate=0.1, rate_bound="lower"),
+                    load_audit(old))
 
 
 def test_check_baseline_counts_only_new_suspects(tmp_path):

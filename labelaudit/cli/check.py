@@ -28,11 +28,15 @@ def check_cli(
     max_model_range: Optional[float] = typer.Option(None, help="Fail when the noise model's range for the dataset "
                                                                 "noise rate is wider than this (0 = fail whenever "
                                                                 "the estimate is uncertain)."),
-    rate_bound: Optional[str] = typer.Option(None, help="What --max-noise-rate compares: estimate (default), lower "
+    rate_bound: Optional[str] = typer.Option(None, help="What --max-noise-rate and --max-rise compare: estimate (default), lower "
                                                          "(fail only when the 95% interval's lower end exceeds the "
                                                          "limit) or upper (pass only when its upper end is within)."),
     baseline: Optional[Path] = typer.Option(None, help="An earlier audit: count only samples and suspects "
-                                                       "that are new since it."),
+                                                       "that are new since it, and compare --max-rise with it."),
+    max_rise: Optional[float] = typer.Option(None, help="Fail when the dataset noise rate rose by more than this "
+                                                         "since --baseline (0.02 = 2 points; with --rate-bound "
+                                                         "lower: the new interval's lower end less the old one's "
+                                                         "upper end)."),
     config: Optional[Path] = typer.Option(None, help="TOML file with the thresholds \\[default: the nearest "
                                                      "labelaudit.toml or pyproject.toml [tool.labelaudit.check]]."),
     markdown: Optional[Path] = typer.Option(None, help="Also write the verdict as Markdown (e.g. "
@@ -52,11 +56,12 @@ def check_cli(
     usage errors."""
     err = Console(stderr=True)
     with handle_errors(exit_code=2):
-        thresholds = Thresholds(max_noise_rate, max_class_noise_rate, max_issues, max_model_range, rate_bound)
+        thresholds = Thresholds(max_noise_rate, max_class_noise_rate, max_issues, max_model_range, rate_bound,
+                                max_rise)
         source = config or find_config()
         if source is not None:
             thresholds = load_thresholds(source).merged(thresholds)
-        thresholds.require()  # before a scan that may take minutes
+        thresholds.require(with_baseline=baseline is not None)  # before a scan that may take minutes
         base = load_audit(baseline) if baseline is not None else None
         if is_audit_dir(target):
             audit = load_audit(target)
