@@ -90,6 +90,15 @@ def judge(row: dict, audit, base: dict, base_audit, rises: list[float], runs: in
     return out
 
 
+def judge_issues(row: dict, audit, base_audit, shares: list[float]) -> None:
+    """row["new_suspects"] (suspects that were not suspects in release 0) and row["issues_passed"]:
+    {q: passed} of check_audit(--baseline release 0, --max-issues round(q · release 0's samples))."""
+    n = len(base_audit.samples)
+    row["new_suspects"] = len(check_audit(audit, Thresholds(max_issues=n), base_audit).new_suspects)
+    row["issues_passed"] = {f"{q:g}": check_audit(audit, Thresholds(max_issues=int(round(q * n))), base_audit).passed
+                            for q in shares}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--base", default="digits_uniform_0.05", choices=list(NOISE_RATE_CASES))
@@ -97,7 +106,9 @@ def main() -> None:
     ap.add_argument("--drop", type=float, default=0.02)
     ap.add_argument("--rise", type=float, default=0.03)
     ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--rises", type=float, nargs="+", default=[0.0, 0.01, 0.02], help="--max-rise values")
+    ap.add_argument("--rises", type=float, nargs="+", default=[0.0, 0.005, 0.01, 0.02], help="--max-rise values")
+    ap.add_argument("--shares", type=float, nargs="+", default=[0.01, 0.02, 0.03],
+                    help="--max-issues values as shares of release 0's samples")
     ap.add_argument("--tag", default="gate")
     ap.add_argument("--replay", action="store_true",
                     help="no scans: judge the audit folders of the last run of this --tag again (e.g. other --rises)")
@@ -109,11 +120,14 @@ def main() -> None:
         rows = payload["rows"]
         base_audit = load_audit(work / "base")
         for row in rows:
+            audit = load_audit(work / row["release"])
             row.pop("passed", None)
-            row["passed"] = judge(row, load_audit(work / row["release"]), rows[0], base_audit, args.rises,
-                                  payload["runs"])
+            row["model_range"] = audit.summary.get("noise_rate_model_range")
+            row["passed"] = judge(row, audit, rows[0], base_audit, args.rises, payload["runs"])
+            judge_issues(row, audit, base_audit, args.shares)
         payload.pop("limits", None)
-        payload.update(rises=args.rises, summary=tally(rows, args.rises), replayed=machine_meta()["date"])
+        payload.update(rises=args.rises, shares=args.shares, summary=tally(rows, args.rises),
+                       issues_summary=tally_issues(rows, args.shares), replayed=machine_meta()["date"])
         save_results(args.tag, payload, markdown(payload))
         return
     case = NOISE_RATE_CASES[args.base]
@@ -138,7 +152,8 @@ def main() -> None:
         pooled = list(audit.summary["noise_rate_interval"])
         row = {"release": name, "kind": name.split("_")[0], "n": len(table), "true_rate": true,
                "est_rate": result.summary["noise_rate"], "runs": result.summary["noise_rate_runs"],
-               "one_run_interval": one, "pooled_interval": pooled, "scan_s": wall}
+               "one_run_interval": one, "pooled_interval": pooled,
+               "model_range": audit.summary.get("noise_rate_model_range"), "scan_s": wall}
         if name == "base":
             alone = scan(manifest=manifest, root=folder / "images", out=None, proxy_runs=1, **options)
             if alone.summary["noise_rate"] != result.summary["noise_rate"] or \
@@ -147,13 +162,14 @@ def main() -> None:
                                  f"{alone.summary['noise_rate_interval']}; fix one_run_interval")
             base_audit = audit
         row["passed"] = judge(row, audit, rows[0] if rows else row, base_audit, args.rises, args.runs)
+        judge_issues(row, audit, base_audit, args.shares)
         rows.append(row)
         print(f"{name}: true {true:.4f} est {row['est_rate']:.4f} runs {', '.join(f'{x:.4f}' for x in row['runs'])} "
               f"one [{one[0]:.4f}, {one[1]:.4f}] pooled [{pooled[0]:.4f}, {pooled[1]:.4f}] {wall:.0f} s", flush=True)
 
     payload = {"meta": machine_meta(), "base": args.base, "options": case.scan_options, "drop": args.drop,
-               "rise": args.rise, "runs": args.runs, "rises": args.rises, "summary": tally(rows, args.rises),
-               "rows": rows}
+               "rise": args.rise, "runs": args.runs, "rises": args.rises, "shares": args.shares,
+               "summary": tally(rows, args.rises), "issues_summary": tally_issues(rows, args.shares), "rows": rows}
     save_results(args.tag, payload, markdown(payload))
 
 
@@ -171,24 +187,54 @@ def tally(rows: list[dict], rises: list[float]) -> list[dict]:
     return out
 
 
+def _failed(rows: list[dict], kind: str, verdict) -> tuple[int, int]:
+    """(releases of ``kind`` whose ``verdict(row)`` failed, releases of ``kind``)."""
+    mine = [row for row in rows if row["kind"] == kind]
+    return sum(not verdict(row) for row in mine), len(mine)
+
+
+def tally_issues(rows: list[dict], shares: list[float]) -> list[dict]:
+    """Per share q: neutral and worse releases failed by --baseline --max-issues round(q · n)."""
+    out = []
+    for q in shares:
+        (fa, nn), (det, nw) = (_failed(rows, kind, lambda row: row["issues_passed"][f"{q:g}"])
+                               for kind in ("neutral", "worse"))
+        out.append({"share": q, "max_issues": int(round(q * rows[0]["n"])), "false_alarms": fa, "n_neutral": nn,
+                    "detections": det, "n_worse": nw})
+    return out
+
+
+def _range(rng) -> str:
+    return f"{rng[0]:.3f}–{rng[1]:.3f}" if rng else "none"
+
+
 def markdown(payload: dict) -> str:
     rows = payload["rows"]
     lines = [f"**{payload['base']}**: neutral = {payload['drop']:.0%} of the images left out; worse = "
              f"{payload['rise']:.0%} more of the samples mislabeled; scanned with seed 0, "
              f"--proxy-runs {payload['runs']}.", "",
-             "| release | samples | true rate | estimate | each run | one-run interval | pooled interval | scan s |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| release | samples | true rate | estimate | each run | one-run interval | pooled interval | model range "
+             "| new suspects | scan s |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         one, pooled = r["one_run_interval"], r["pooled_interval"]
         lines.append(f"| {r['release']} | {r['n']:,} | {r['true_rate']:.4f} | {r['est_rate']:.4f} | "
                      f"{', '.join(f'{x:.4f}' for x in r['runs'])} | [{one[0]:.4f}, {one[1]:.4f}] | "
-                     f"[{pooled[0]:.4f}, {pooled[1]:.4f}] | {r['scan_s']:.0f} |")
-    lines += ["", "`check RELEASE --baseline base --max-rise R --rate-bound B`. Failed: false alarms (neutral "
-              "releases) and detections (worse releases).", "",
-              "| interval | --rate-bound | --max-rise | false alarms | detections |", "|---|---|---|---|---|"]
-    for s in payload["summary"]:
-        lines.append(f"| {s['interval']} | {s['bound']} | {s['max_rise']:g} | "
-                     f"{s['false_alarms']} / {s['n_neutral']} | {s['detections']} / {s['n_worse']} |")
+                     f"[{pooled[0]:.4f}, {pooled[1]:.4f}] | {_range(r.get('model_range'))} | {r['new_suspects']:,} | {r['scan_s']:.0f} |")
+    rises = payload["rises"]
+    lines += ["", "`check RELEASE --baseline base --max-rise R --rate-bound B`: neutral releases failed (false alarms) "
+              "· worse releases failed (detections).", "",
+              "| interval | --rate-bound | " + " | ".join(f"R = {r:g}" for r in rises) + " |",
+              "|---|---|" + "---|" * len(rises)]
+    cells = {(s["interval"], s["bound"], s["max_rise"]): f"{s['false_alarms']}/{s['n_neutral']} · "
+             f"{s['detections']}/{s['n_worse']}" for s in payload["summary"]}
+    for interval, bound in dict.fromkeys((s["interval"], s["bound"]) for s in payload["summary"]):
+        lines.append(f"| {interval} | {bound} | " + " | ".join(cells[interval, bound, r] for r in rises) + " |")
+    lines += ["", "`check RELEASE --baseline base --max-issues N` (new suspects: flagged now, not flagged in release 0), "
+              "N a share of release 0's samples: false alarms · detections.", "",
+              "| share | --max-issues | false alarms | detections |", "|---|---|---|---|"]
+    for s in payload["issues_summary"]:
+        lines.append(f"| {s['share']:g} | {s['max_issues']:,} | {s['false_alarms']}/{s['n_neutral']} | "
+                     f"{s['detections']}/{s['n_worse']} |")
     return "\n".join(lines) + "\n"
 
 

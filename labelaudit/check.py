@@ -155,7 +155,7 @@ class Verdict:
 @dataclass
 class CheckResult:
     verdicts: list[Verdict]
-    scope: str  # "all samples" or "new since the baseline"
+    scope: str  # "all samples", "new since the baseline", or "all samples, against the baseline" (only --max-rise)
     n_samples: int  # samples in scope
     new_suspects: list[str] = field(default_factory=list)  # with a baseline: the new suspects' paths
     config: str | None = None  # the file thresholds came from
@@ -186,7 +186,10 @@ def check_audit(audit: Audit, thresholds: Thresholds, baseline: Audit | None = N
         known = set(baseline.samples["path"])
         was_suspect = set(baseline.samples.loc[baseline.samples["is_label_issue"], "path"])
         new = samples[~samples["path"].isin(known)]
-        scope, n = "new since the baseline", len(new)
+        counted = (thresholds.max_noise_rate, thresholds.max_class_noise_rate, thresholds.max_issues)
+        # only --max-rise (and --max-model-range) set: every verdict is of the whole audit
+        scope, n = ("new since the baseline", len(new)) if any(x is not None for x in counted) \
+            else ("all samples, against the baseline", len(samples))
         noise_rate = float(new["p_mislabeled"].mean()) if n else 0.0
         classes = new.groupby("given_label")["p_mislabeled"].mean()
         flagged = samples[samples["is_label_issue"] & ~samples["path"].isin(was_suspect)]

@@ -215,6 +215,7 @@ def test_check_max_rise_compares_the_dataset_rate_with_the_baselines(tmp_path, m
     res = runner.invoke(app, args)
     assert res.exit_code == code, res.output
     assert " ".join(line.split()) in " ".join(res.output.split())
+    assert "all samples, against the baseline (100 samples)" in res.output  # no new-sample threshold is set
     (tmp_path / "labelaudit.toml").write_text(f"[check]\nmax-rise = {limit}\n" + (f'rate-bound = "{bound}"\n' if bound else ""))
     assert runner.invoke(app, ["check", str(new), "--baseline", str(old)]).exit_code == code
 
