@@ -4,6 +4,7 @@ estimate?
 
     python benchmarks/gate.py                                   # digits uniform 0.05 (~12 min on 2 cores)
     python benchmarks/gate.py --base cifar10n_random1_10k --variants 2 --tag gate_cifar   # ~50 min
+    python benchmarks/gate.py --base cifar10n_random1_10k --variants 4 --keep --tag gate_cifar  # 2 more of each
     python benchmarks/gate.py --replay --rises 0 0.005 0.01     # judge the saved audits again, no scans
 
 The CI story: a team keeps the audit of its last release and checks every new release against it,
@@ -65,10 +66,10 @@ def releases(truth: pd.DataFrame, n: int, drop: float, rise: float, classes: lis
     return out
 
 
-def one_run_interval(result) -> list[float]:
-    """The interval a one-run scan reports, refitted from this scan's (first-run) scores."""
-    samples, run = result.samples, result.run
-    index = {c: i for i, c in enumerate(result.classes)}
+def one_run_interval(audit) -> list[float]:
+    """The interval a one-run scan reports, refitted from this audit's (first-run) scores."""
+    samples, run = audit.samples, audit.run
+    index = {c: i for i, c in enumerate(run["data"]["classes"])}
     return list(fit_noise(run["config"]["noise_model"], aul_scores=samples["aul"].to_numpy(),
                           aum_scores=samples["aum"].to_numpy(), random_state=run["seed"],
                           given=samples["given_label"].map(index).to_numpy()).interval)
@@ -110,6 +111,9 @@ def main() -> None:
     ap.add_argument("--shares", type=float, nargs="+", default=[0.01, 0.02, 0.03],
                     help="--max-issues values as shares of release 0's samples")
     ap.add_argument("--tag", default="gate")
+    ap.add_argument("--keep", action="store_true",
+                    help="reuse the audit of every release whose manifest is unchanged since the last run (more "
+                         "--variants without scanning the first ones again)")
     ap.add_argument("--replay", action="store_true",
                     help="no scans: judge the audit folders of the last run of this --tag again (e.g. other --rises)")
     args = ap.parse_args()
@@ -135,32 +139,41 @@ def main() -> None:
     truth = read_truth(folder)
     classes = sorted(set(truth["clean_label"]) - {""})
     work = WORK / "gate" / args.base
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
+    saved = {}
+    if args.keep and (RESULTS / f"{args.tag}.json").exists():
+        saved = {r["release"]: r for r in json.loads((RESULTS / f"{args.tag}.json").read_text())["rows"]}
+    else:
+        shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True, exist_ok=True)
     options = dict(case.scan_options, cache_dir=str(WORK / "cache"), seed=0)
 
     rows, base_audit = [], None
     for name, table in releases(truth, args.variants, args.drop, args.rise, classes).items():
         manifest = work / f"{name}.csv"
-        table.to_csv(manifest, index=False)
-        result, wall = timed(scan, manifest=manifest, root=folder / "images", out=work / name,
-                             proxy_runs=args.runs, report=False, **options)
-        one = one_run_interval(result)
+        text = table.to_csv(index=False)
+        kept = name in saved and manifest.exists() and manifest.read_text() == text and (work / name / "run.json").exists()
+        if kept:
+            wall = saved[name]["scan_s"]
+        else:
+            manifest.write_text(text)
+            _, wall = timed(scan, manifest=manifest, root=folder / "images", out=work / name,
+                            proxy_runs=args.runs, report=False, **options)
+        audit = load_audit(work / name)
+        one = one_run_interval(audit)
         given = table.set_index("path")["label"]
         true = float((given != truth.loc[given.index, "clean_label"]).mean())
-        audit = load_audit(work / name)
         pooled = list(audit.summary["noise_rate_interval"])
         row = {"release": name, "kind": name.split("_")[0], "n": len(table), "true_rate": true,
-               "est_rate": result.summary["noise_rate"], "runs": result.summary["noise_rate_runs"],
+               "est_rate": audit.summary["noise_rate"], "runs": audit.summary["noise_rate_runs"],
                "one_run_interval": one, "pooled_interval": pooled,
                "model_range": audit.summary.get("noise_rate_model_range"), "scan_s": wall}
-        if name == "base":
+        if name == "base" and not kept:
             alone = scan(manifest=manifest, root=folder / "images", out=None, proxy_runs=1, **options)
-            if alone.summary["noise_rate"] != result.summary["noise_rate"] or \
+            if alone.summary["noise_rate"] != audit.summary["noise_rate"] or \
                     list(alone.summary["noise_rate_interval"]) != one:
                 raise SystemExit(f"the refitted one-run interval {one} is not a one-run scan's "
                                  f"{alone.summary['noise_rate_interval']}; fix one_run_interval")
-            base_audit = audit
+        base_audit = base_audit or audit  # release 0 comes first
         row["passed"] = judge(row, audit, rows[0] if rows else row, base_audit, args.rises, args.runs)
         judge_issues(row, audit, base_audit, args.shares)
         rows.append(row)

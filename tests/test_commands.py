@@ -542,3 +542,10 @@ def test_trusted_paths_outside_its_folder_must_be_images_of_the_data(color_folde
     with pytest.raises(UsageError, match=r"1 path\(s\) lie outside the root .* and are not images of the data "
                                          r".*stray.png.*move the file next to its images, or --allow-outside-root"):
         scan(root, out=None, trusted=str(sheet), **FAST)
+
+
+def test_check_help_shows_the_config_table_name():
+    """Rich reads [tool.labelaudit.check] in a help text as markup and drops it unless it is escaped."""
+    res = runner.invoke(app, ["check", "--help"], env={"COLUMNS": "240"})
+    assert res.exit_code == 0
+    assert "pyproject.toml [tool.labelaudit.check]]" in " ".join(res.output.replace("│", " ").split())

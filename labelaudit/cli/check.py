@@ -38,7 +38,7 @@ def check_cli(
                                                          "lower: the new interval's lower end less the old one's "
                                                          "upper end)."),
     config: Optional[Path] = typer.Option(None, help="TOML file with the thresholds \\[default: the nearest "
-                                                     "labelaudit.toml or pyproject.toml [tool.labelaudit.check]]."),
+                                                     "labelaudit.toml or pyproject.toml \\[tool.labelaudit.check]]."),
     markdown: Optional[Path] = typer.Option(None, help="Also write the verdict as Markdown (e.g. "
                                                        "$GITHUB_STEP_SUMMARY)."),
     as_json: bool = typer.Option(False, "--json", help="Print the verdict as one JSON object."),
