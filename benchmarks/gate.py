@@ -4,7 +4,7 @@ estimate?
 
     python benchmarks/gate.py                                   # digits uniform 0.05 (~12 min on 2 cores)
     python benchmarks/gate.py --base cifar10n_random1_10k --variants 4 --tag gate_cifar   # ~80 min
-    python benchmarks/gate.py --base cifar10n_random1_10k --variants 4 --keep --tag gate_cifar  # 2 more of each
+    python benchmarks/gate.py --base cifar10n_random1_10k --variants 6 --keep --tag gate_cifar  # 2 more of each, the rest reused
     python benchmarks/gate.py --replay --rises 0 0.005 0.01     # judge the saved audits again, no scans
 
 The CI story: a team keeps the audit of its last release and checks every new release against it,
