@@ -91,6 +91,17 @@ def judge(row: dict, audit, base: dict, base_audit, rises: list[float], runs: in
     return out
 
 
+def judge_rows(rows: list[dict], work, rises: list[float], shares: list[float], runs: int) -> None:
+    """Every row's verdicts (judge, judge_issues) and model range, from the audit folders under ``work``
+    (release 0 first)."""
+    base_audit = load_audit(work / rows[0]["release"])
+    for row in rows:
+        audit = load_audit(work / row["release"])
+        row["model_range"] = audit.summary.get("noise_rate_model_range")
+        row["passed"] = judge(row, audit, rows[0], base_audit, rises, runs)
+        judge_issues(row, audit, base_audit, shares)
+
+
 def judge_issues(row: dict, audit, base_audit, shares: list[float]) -> None:
     """row["new_suspects"] (suspects that were not suspects in release 0) and row["issues_passed"]:
     {q: passed} of check_audit(--baseline release 0, --max-issues round(q · release 0's samples))."""
@@ -122,14 +133,7 @@ def main() -> None:
         payload = json.loads((RESULTS / f"{args.tag}.json").read_text())
         work = WORK / "gate" / payload["base"]
         rows = payload["rows"]
-        base_audit = load_audit(work / "base")
-        for row in rows:
-            audit = load_audit(work / row["release"])
-            row.pop("passed", None)
-            row["model_range"] = audit.summary.get("noise_rate_model_range")
-            row["passed"] = judge(row, audit, rows[0], base_audit, args.rises, payload["runs"])
-            judge_issues(row, audit, base_audit, args.shares)
-        payload.pop("limits", None)
+        judge_rows(rows, work, args.rises, args.shares, payload["runs"])
         payload.update(rises=args.rises, shares=args.shares, summary=tally(rows, args.rises),
                        issues_summary=tally_issues(rows, args.shares), replayed=machine_meta()["date"])
         save_results(args.tag, payload, markdown(payload))
@@ -147,7 +151,7 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     options = dict(case.scan_options, cache_dir=str(WORK / "cache"), seed=0)
 
-    rows, base_audit = [], None
+    rows = []
     for name, table in releases(truth, args.variants, args.drop, args.rise, classes).items():
         manifest = work / f"{name}.csv"
         text = table.to_csv(index=False)
@@ -165,21 +169,18 @@ def main() -> None:
         pooled = list(audit.summary["noise_rate_interval"])
         row = {"release": name, "kind": name.split("_")[0], "n": len(table), "true_rate": true,
                "est_rate": audit.summary["noise_rate"], "runs": audit.summary["noise_rate_runs"],
-               "one_run_interval": one, "pooled_interval": pooled,
-               "model_range": audit.summary.get("noise_rate_model_range"), "scan_s": wall}
+               "one_run_interval": one, "pooled_interval": pooled, "scan_s": wall}
         if name == "base" and not kept:
             alone = scan(manifest=manifest, root=folder / "images", out=None, proxy_runs=1, **options)
             if alone.summary["noise_rate"] != audit.summary["noise_rate"] or \
                     list(alone.summary["noise_rate_interval"]) != one:
                 raise SystemExit(f"the refitted one-run interval {one} is not a one-run scan's "
                                  f"{alone.summary['noise_rate_interval']}; fix one_run_interval")
-        base_audit = base_audit or audit  # release 0 comes first
-        row["passed"] = judge(row, audit, rows[0] if rows else row, base_audit, args.rises, args.runs)
-        judge_issues(row, audit, base_audit, args.shares)
         rows.append(row)
         print(f"{name}: true {true:.4f} est {row['est_rate']:.4f} runs {', '.join(f'{x:.4f}' for x in row['runs'])} "
               f"one [{one[0]:.4f}, {one[1]:.4f}] pooled [{pooled[0]:.4f}, {pooled[1]:.4f}] {wall:.0f} s", flush=True)
 
+    judge_rows(rows, work, args.rises, args.shares, args.runs)
     payload = {"meta": machine_meta(), "base": args.base, "options": case.scan_options, "drop": args.drop,
                "rise": args.rise, "runs": args.runs, "rises": args.rises, "shares": args.shares,
                "summary": tally(rows, args.rises), "issues_summary": tally_issues(rows, args.shares), "rows": rows}
@@ -192,11 +193,10 @@ def tally(rows: list[dict], rises: list[float]) -> list[dict]:
     for interval in rows[0]["passed"]:
         for bound in RATE_BOUNDS:
             for r in rises:
-                failed = {kind: [not row["passed"][interval][bound][f"{r:g}"] for row in rows if row["kind"] == kind]
-                          for kind in ("neutral", "worse")}
-                out.append({"interval": interval, "bound": bound, "max_rise": r,
-                            "false_alarms": sum(failed["neutral"]), "n_neutral": len(failed["neutral"]),
-                            "detections": sum(failed["worse"]), "n_worse": len(failed["worse"])})
+                (fa, nn), (det, nw) = (_failed(rows, kind, lambda row: row["passed"][interval][bound][f"{r:g}"])
+                                       for kind in ("neutral", "worse"))
+                out.append({"interval": interval, "bound": bound, "max_rise": r, "false_alarms": fa, "n_neutral": nn,
+                            "detections": det, "n_worse": nw})
     return out
 
 

@@ -144,6 +144,15 @@ def test_check_gates_on_the_model_range(audit_10pct, tmp_path, monkeypatch, mode
     assert runner.invoke(app, ["check", str(audit_10pct)]).exit_code == code
 
 
+def _with_interval(audit, interval):
+    """Write ``interval`` into an audit folder's run.json as its noise-rate interval."""
+    run_json = audit / "run.json"
+    run = json.loads(run_json.read_text())
+    run["summary"]["noise_rate_interval"] = interval
+    run_json.write_text(json.dumps(run))
+    return audit
+
+
 @pytest.mark.parametrize("bound, limit, code, line", [
     ("lower", "0.07", 0, "PASS  dataset noise rate, lower end of its 95% interval (6.0%–14.0%, estimate 10.0%) "
                          "6.0% ≤ 7.0% (max-noise-rate)"),
@@ -159,10 +168,7 @@ def test_check_can_gate_on_an_end_of_the_interval(audit_10pct, tmp_path, monkeyp
     """--rate-bound lower: fail only when the audit is confident the rate is above the limit; upper: pass
     only when it is confident the rate is within it; the estimate 10%, its interval 6–14%."""
     monkeypatch.chdir(tmp_path)
-    run_json = audit_10pct / "run.json"
-    run = json.loads(run_json.read_text())
-    run["summary"]["noise_rate_interval"] = [0.06, 0.14]
-    run_json.write_text(json.dumps(run))
+    _with_interval(audit_10pct, [0.06, 0.14])
     res = runner.invoke(app, ["check", str(audit_10pct), "--max-noise-rate", limit, "--rate-bound", bound])
     assert res.exit_code == code, res.output
     assert " ".join(line.split()) in " ".join(res.output.split())
@@ -180,14 +186,6 @@ def test_check_rate_bound_needs_an_interval_a_rate_limit_and_no_baseline(audit_1
     res = runner.invoke(app, ["check", str(audit_10pct), "--max-noise-rate", "0.2", "--rate-bound", "lower",
                               "--baseline", str(audit_10pct)])
     assert res.exit_code == 2 and "--rate-bound lower with --baseline" in res.output
-
-
-def _with_interval(audit, interval):
-    run_json = audit / "run.json"
-    run = json.loads(run_json.read_text())
-    run["summary"]["noise_rate_interval"] = interval
-    run_json.write_text(json.dumps(run))
-    return audit
 
 
 @pytest.mark.parametrize("bound, limit, code, line", [
