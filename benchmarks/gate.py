@@ -155,7 +155,8 @@ def main() -> None:
     for name, table in releases(truth, args.variants, args.drop, args.rise, classes).items():
         manifest = work / f"{name}.csv"
         text = table.to_csv(index=False)
-        kept = name in saved and manifest.exists() and manifest.read_text() == text and (work / name / "run.json").exists()
+        kept = (name in saved and (work / name / "run.json").exists() and manifest.exists()
+                and manifest.read_text() == text)
         if kept:
             wall = saved[name]["scan_s"]
         else:
@@ -232,7 +233,8 @@ def markdown(payload: dict) -> str:
         one, pooled = r["one_run_interval"], r["pooled_interval"]
         lines.append(f"| {r['release']} | {r['n']:,} | {r['true_rate']:.4f} | {r['est_rate']:.4f} | "
                      f"{', '.join(f'{x:.4f}' for x in r['runs'])} | [{one[0]:.4f}, {one[1]:.4f}] | "
-                     f"[{pooled[0]:.4f}, {pooled[1]:.4f}] | {_range(r.get('model_range'))} | {r['new_suspects']:,} | {r['scan_s']:.0f} |")
+                     f"[{pooled[0]:.4f}, {pooled[1]:.4f}] | {_range(r.get('model_range'))} | "
+                     f"{r['new_suspects']:,} | {r['scan_s']:.0f} |")
     rises = payload["rises"]
     lines += ["", "`check RELEASE --baseline base --max-rise R --rate-bound B`: neutral releases failed (false alarms) "
               "· worse releases failed (detections).", "",

@@ -43,6 +43,7 @@ else:  # pragma: no cover - Python 3.10
 # (a gate that must not fail on noise in the estimate); "upper" passes only when it is confident the
 # rate is below it.
 RATE_BOUNDS = ("estimate", "lower", "upper")
+_END = {"lower": 0, "upper": 1}  # a bound's index in noise_rate_interval
 
 
 @dataclass(frozen=True)
@@ -205,7 +206,7 @@ def check_audit(audit: Audit, thresholds: Thresholds, baseline: Audit | None = N
                 lo, hi = interval
                 what = (f"dataset noise rate, {bound} end of its 95% interval ({lo:.1%}–{hi:.1%}, estimate "
                         f"{noise_rate:.1%})")
-                value = float(lo if bound == "lower" else hi)
+                value = float(interval[_END[bound]])
             else:
                 notes.append(f"the audit has no interval for its noise rate, so --rate-bound {bound} compared the "
                              f"estimate itself")
@@ -241,7 +242,8 @@ def _rise(audit: Audit, baseline: Audit, bound: str, limit: float, notes: list[s
     if bound != "estimate":
         now, then = audit.summary.get("noise_rate_interval"), baseline.summary.get("noise_rate_interval")
         if now and then:
-            mine, theirs = (0, 1) if bound == "lower" else (1, 0)
+            mine = _END[bound]
+            theirs = 1 - mine  # the baseline's other end: lower reads new low − old high
             value = float(now[mine]) - float(then[theirs])
             what = (f"rise of the dataset noise rate since the baseline, the {bound} end of its 95% interval "
                     f"({now[0]:.1%}–{now[1]:.1%}) less the {('lower', 'upper')[theirs]} end of the baseline's "

@@ -214,13 +214,15 @@ def test_check_max_rise_compares_the_dataset_rate_with_the_baselines(tmp_path, m
     assert res.exit_code == code, res.output
     assert " ".join(line.split()) in " ".join(res.output.split())
     assert "all samples, against the baseline (100 samples)" in res.output  # no new-sample threshold is set
-    (tmp_path / "labelaudit.toml").write_text(f"[check]\nmax-rise = {limit}\n" + (f'rate-bound = "{bound}"\n' if bound else ""))
+    toml = f"[check]\nmax-rise = {limit}\n" + (f'rate-bound = "{bound}"\n' if bound else "")
+    (tmp_path / "labelaudit.toml").write_text(toml)
     assert runner.invoke(app, ["check", str(new), "--baseline", str(old)]).exit_code == code
 
 
 def test_check_max_rise_needs_a_baseline_and_says_when_it_compared_estimates(audit_10pct, tmp_path):
     res = runner.invoke(app, ["check", str(audit_10pct), "--max-rise", "0.02"])
-    assert res.exit_code == 2 and "--max-rise 0.02: it compares the dataset noise rate with an earlier audit's" in res.output
+    assert res.exit_code == 2
+    assert "--max-rise 0.02: it compares the dataset noise rate with an earlier audit's" in res.output
     old = _with_interval(write_fake_audit(tmp_path / "old", [f"x/{i}.png" for i in range(100)], ["cat"] * 100,
                                           np.zeros(100)), [0.0, 0.03])
     result = check_audit(load_audit(audit_10pct), Thresholds(max_rise=0.05, rate_bound="lower"), load_audit(old))

@@ -28,9 +28,10 @@ def check_cli(
     max_model_range: Optional[float] = typer.Option(None, help="Fail when the noise model's range for the dataset "
                                                                 "noise rate is wider than this (0 = fail whenever "
                                                                 "the estimate is uncertain)."),
-    rate_bound: Optional[str] = typer.Option(None, help="What --max-noise-rate and --max-rise compare: estimate (default), lower "
-                                                         "(fail only when the 95% interval's lower end exceeds the "
-                                                         "limit) or upper (pass only when its upper end is within)."),
+    rate_bound: Optional[str] = typer.Option(None, help="What --max-noise-rate and --max-rise compare: estimate "
+                                                         "(default), lower (fail only when the 95% interval's lower "
+                                                         "end exceeds the limit) or upper (pass only when its upper "
+                                                         "end is within)."),
     baseline: Optional[Path] = typer.Option(None, help="An earlier audit: count only samples and suspects "
                                                        "that are new since it, and compare --max-rise with it."),
     max_rise: Optional[float] = typer.Option(None, help="Fail when the dataset noise rate rose by more than this "
@@ -56,8 +57,9 @@ def check_cli(
     usage errors."""
     err = Console(stderr=True)
     with handle_errors(exit_code=2):
-        thresholds = Thresholds(max_noise_rate, max_class_noise_rate, max_issues, max_model_range, rate_bound,
-                                max_rise)
+        thresholds = Thresholds(max_noise_rate=max_noise_rate, max_class_noise_rate=max_class_noise_rate,
+                                max_issues=max_issues, max_model_range=max_model_range, rate_bound=rate_bound,
+                                max_rise=max_rise)
         source = config or find_config()
         if source is not None:
             thresholds = load_thresholds(source).merged(thresholds)
