@@ -22,6 +22,15 @@ from .atomic import write_atomic
 from .errors import DataError, UsageError
 
 CHECKPOINT_FILE = "checkpoint.pt"
+
+
+def run_checkpoint_file(run: int) -> str:
+    """The checkpoint's file name for proxy run ``run``: ``checkpoint.pt`` for the audit's own (run 1),
+    ``checkpoint-run<k>.pt`` for the extra runs of ``scan --proxy-runs K``."""
+    return CHECKPOINT_FILE if run == 1 else f"checkpoint-run{run}.pt"
+
+
+EXTRA_RUN_CHECKPOINTS = "checkpoint-run*.pt"  # a glob of the extra runs' files, whatever K was
 FORMAT = 3  # 2: LIMIT's networks and optimiser under one "limit" entry; 3: with q's moving average
 
 

@@ -11,6 +11,7 @@ import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -18,7 +19,7 @@ import pandas as pd
 from . import __version__
 from .progress import Progress
 from .audit import Audit
-from .checkpoint import CHECKPOINT_FILE, Checkpointer, checkpoint_key
+from .checkpoint import CHECKPOINT_FILE, EXTRA_RUN_CHECKPOINTS, Checkpointer, checkpoint_key, run_checkpoint_file
 from .augment import AUGMENTS
 from .cache import array_digest, cache_dir_for
 from .dataset import Dataset, error_digest, load_dataset
@@ -352,23 +353,29 @@ def _transition_rates(t: np.ndarray, joint: np.ndarray, ds: Dataset) -> np.ndarr
 
 
 def _more_proxy_runs(fit: NoiseFit, epochs_run: int, config: ScanConfig, settings: ProxySettings, images, labels,
-                     ds: Dataset, device, progress: Progress | None) -> tuple[NoiseFit, dict]:
+                     ds: Dataset, device, progress: Progress | None,
+                     checkpoint_of: Callable[[int, ProxySettings, None], Checkpointer | None]) -> tuple[NoiseFit, dict]:
     """``--proxy-runs K``: train K − 1 more proxies with seeds seed+1 … seed+K−1 on the same data and
     settings, fit the same noise model to each, and pool every run's bootstrap rounds into the interval.
     The scan's outputs stay those of the first run (``--seed``); only the interval (and run.json's
     ``runs``) changes; ``fit`` and ``epochs_run`` are the first run's. The interval then holds two sources of noise in the estimate: the draw of the
     samples (the bootstrap) and the proxy's own randomness (its start, batch order and augmentations,
-    which a re-scan after any change in the data draws anew). Returns (the fit with the pooled interval,
-    the runs' seeds, epochs and rates)."""
+    which a re-scan after any change in the data draws anew). Each run keeps its own per-epoch
+    checkpoint (``checkpoint_of(run, settings, None)``), so ``--resume`` goes on from the run and epoch
+    an interruption left. Returns (the fit with the pooled interval, the runs' seeds, epochs, rates and
+    the epochs each run resumed from)."""
     from .proxy import train_proxy
 
     given = np.asarray(ds.labels)
-    seeds, epochs, rates, draws = [settings.seed], [epochs_run], [fit.noise_rate], [fit.draws]
+    seeds, epochs, rates, draws, resumed = [settings.seed], [epochs_run], [fit.noise_rate], [fit.draws], []
     for r in range(1, config.proxy_runs):
         stage = f"train run {r + 1}/{config.proxy_runs}"
-        more = train_proxy(images, labels, len(ds.classes), dataclasses.replace(settings, seed=settings.seed + r),
-                           device=device, progress=None if progress is None else
+        run_settings = dataclasses.replace(settings, seed=settings.seed + r)
+        more = train_proxy(images, labels, len(ds.classes), run_settings, device=device,
+                           checkpoint=checkpoint_of(r + 1, run_settings, None),
+                           progress=None if progress is None else
                            (lambda _stage, done, total, info, _s=stage: progress(_s, done, total, info)))
+        resumed.append(more.resumed_from_epoch)
         other = fit_noise(config.noise_model, aul_scores=aul(more.loss), aum_scores=aum(more.margin),
                           random_state=settings.seed + r, given=given)  # = what scan --seed seed+r estimates
         seeds.append(settings.seed + r)
@@ -380,7 +387,7 @@ def _more_proxy_runs(fit: NoiseFit, epochs_run: int, config: ScanConfig, setting
     else:
         pooled = np.concatenate(draws)
     interval = percentile_interval(pooled, BOOTSTRAP_LEVEL)
-    runs = {"seeds": seeds, "epochs_run": epochs, "noise_rates": rates}
+    runs = {"seeds": seeds, "epochs_run": epochs, "noise_rates": rates, "resumed_from_epoch": resumed}
     return dataclasses.replace(fit, interval=interval, draws=pooled), runs
 
 
@@ -478,14 +485,21 @@ def scan(data: str | Path | None = None, *, out: str | Path | None = "labelaudit
     scorers = parse_scores(config.scores)
     limit = config.limit_settings() if "limit" in scorers else None
     fingerprint = _fingerprint(ds.samples)
-    checkpoint = None
-    if out is not None:  # resumed only on the very same settings, listing and pixels
-        key = checkpoint_key(settings=dataclasses.asdict(settings), limit=limit and dataclasses.asdict(limit),
-                             device=device.type, image_size=config.image_size, classes=ds.classes,
-                             listing=fingerprint, pixels=array_digest(ds.images))
-        checkpoint = Checkpointer(Path(out) / CHECKPOINT_FILE, key, resume=config.resume)
-    elif config.resume:
+    if out is None and config.resume:
         raise UsageError("--resume needs an output folder: the checkpoint lives there")
+    data_key = dict(device=device.type, image_size=config.image_size, classes=ds.classes,
+                    listing=fingerprint, pixels=array_digest(ds.images))
+
+    def checkpoint_of(run: int, run_settings: ProxySettings, run_limit) -> Checkpointer | None:
+        """Run ``run``'s (1 = the audit's own) per-epoch checkpoint in ``out``, resumed only on the very
+        same settings, listing and pixels; None without an output folder."""
+        if out is None:
+            return None
+        key = checkpoint_key(settings=dataclasses.asdict(run_settings),
+                             limit=run_limit and dataclasses.asdict(run_limit), **data_key)
+        return Checkpointer(Path(out) / run_checkpoint_file(run), key, resume=config.resume)
+
+    checkpoint = checkpoint_of(1, settings, limit)
     dyn = train_proxy(images, labels, len(ds.classes), settings, device=device, progress=progress, limit=limit,
                       checkpoint=checkpoint, pseudo_k=config.pseudo_k if config.pseudo_labels == "augment" else 0)
     timings["train_s"] = time.perf_counter() - t
@@ -502,7 +516,7 @@ def scan(data: str | Path | None = None, *, out: str | Path | None = "labelaudit
     if config.proxy_runs > 1:
         t_runs = time.perf_counter()
         fit, runs = _more_proxy_runs(fit, int(dyn.loss.shape[0]), config, settings, images, labels, ds, device,
-                                     progress)
+                                     progress, checkpoint_of)
         timings["more_runs_s"] = time.perf_counter() - t_runs
     p_audit, audit_flags = decide(fit.p_mislabeled, config.threshold)  # the unsupervised audit's own
     fit, calibration, not_calibrated = _calibrated(config, trust, fit)
@@ -583,5 +597,6 @@ def scan(data: str | Path | None = None, *, out: str | Path | None = "labelaudit
             report = render_report(result.audit(), top=config.report_top)
             timings["report_s"] = time.perf_counter() - t
         write_audit(result.out, samples=samples, noise=noise, trajectories=trajectories, errors=ds.errors, run=run,
-                    transition=transition, report_html=report, drop=(CHECKPOINT_FILE,))
+                    transition=transition, report_html=report,
+                    drop=(CHECKPOINT_FILE, *(f.name for f in result.out.glob(EXTRA_RUN_CHECKPOINTS))))
     return result

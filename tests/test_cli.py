@@ -239,8 +239,11 @@ def test_more_proxy_runs_get_bars_and_a_summary_line_of_their_own():
     assert "Training proxy run 2/3" in text and text.count("Training proxy") == 2
     run = {"summary": {"noise_rate": 0.2, "noise_rate_interval": [0.181, 0.202], "noise_rate_runs": [0.2, 0.187, 0.189],
                        "n_samples": 10000, "n_classes": 10, "n_label_issues": 1900, "n_errors": 0},
-           "noise_model": {"method": "margin mixture", "interval": {"runs": {"seeds": [0, 1, 2]}}}}
+           "noise_model": {"method": "margin mixture",
+                           "interval": {"runs": {"seeds": [0, 1, 2], "epochs_run": [30, 28, 30],
+                                                 "resumed_from_epoch": [0, 7]}}}}
     console = Console(record=True, width=300)
     render_overview(console, run)
     text = console.export_text()
     assert "interval 18.1%–20.2%" in text and "3 proxy runs (seeds 0, 1, 2) estimated 20.0%, 18.7%, 18.9%" in text
+    assert "Proxy run 3 resumed from the checkpoint of epoch 7 of 30" in text and "Proxy run 2 resumed" not in text

@@ -52,6 +52,37 @@ def test_interrupted_scan_resumes_to_the_same_outputs(color_folder, tmp_path, sc
     assert not (tmp_path / "cut" / CHECKPOINT_FILE).exists()  # a finished scan removes its checkpoint
 
 
+class _StopInRun:
+    """A progress callback that interrupts ``scan --proxy-runs`` when run ``run`` has finished ``epoch``."""
+
+    def __init__(self, run, epoch):
+        self.stage, self.epoch = f"train run {run}/", epoch
+
+    def __call__(self, stage, done, total, info):
+        if stage.startswith(self.stage) and info.get("epoch") == self.epoch and "loss" in info:
+            raise KeyboardInterrupt
+
+
+def test_interrupted_proxy_runs_resume_in_the_run_they_stopped(color_folder, tmp_path):
+    """--proxy-runs 3 stopped in run 3: --resume keeps runs 1 and 2 as trained, goes on with run 3 from
+    its last epoch, and ends with the audit and the pooled interval of a scan that never stopped."""
+    root, _ = color_folder
+    cache, options = str(tmp_path / "cache"), dict(RESUMABLE, proxy_runs=3, seed=3)
+    full = scan(root, out=tmp_path / "full", cache_dir=cache, **options)
+    with pytest.raises(KeyboardInterrupt):
+        scan(root, out=tmp_path / "cut", cache_dir=cache, progress=_StopInRun(3, 4), **options)
+    assert set(os.listdir(tmp_path / "cut")) == {CHECKPOINT_FILE, "checkpoint-run2.pt", "checkpoint-run3.pt"}
+    assert torch.load(tmp_path / "cut" / "checkpoint-run3.pt", weights_only=True)["epoch"] == 4
+    result = scan(root, out=tmp_path / "cut", cache_dir=cache, resume=True, **options)
+    _same_outputs(tmp_path / "full", tmp_path / "cut")
+    runs = result.run["noise_model"]["interval"]["runs"]
+    assert result.run["resumed_from_epoch"] == 12 and runs["resumed_from_epoch"] == [12, 4]
+    assert full.run["noise_model"]["interval"]["runs"]["resumed_from_epoch"] == [0, 0]
+    assert result.summary["noise_rate_runs"] == full.summary["noise_rate_runs"]
+    assert result.summary["noise_rate_interval"] == full.summary["noise_rate_interval"]
+    assert sorted(os.listdir(tmp_path / "cut")) == sorted(os.listdir(tmp_path / "full"))  # no checkpoint is left
+
+
 def test_resume_refuses_a_checkpoint_of_other_settings(color_folder, tmp_path):
     root, _ = color_folder
     with pytest.raises(KeyboardInterrupt):

@@ -58,6 +58,11 @@ def render_overview(console: Console, run: dict) -> None:
     if run.get("resumed_from_epoch"):
         console.print(f"[dim]Resumed from the checkpoint of epoch {run['resumed_from_epoch']} "
                       f"of {run.get('epochs_run', run['config']['epochs'])}[/dim]")
+    runs = ((run.get("noise_model") or {}).get("interval") or {}).get("runs") or {}
+    for k, epoch in enumerate(runs.get("resumed_from_epoch") or [], start=2):
+        if epoch:
+            console.print(f"[dim]Proxy run {k} resumed from the checkpoint of epoch {epoch} "
+                          f"of {runs['epochs_run'][k - 1]}[/dim]")
     stop = run.get("early_stop")
     if stop:
         console.print(f"[dim]Proxy stopped after epoch {stop['epoch']}: it agreed with {stop['agreement']:.1%} of "
