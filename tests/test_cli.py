@@ -209,6 +209,24 @@ def test_version_and_help():
     assert "score every sample, estimate the noise rate, and write ranked suspects" in listing
 
 
+def test_scan_help_is_readable_at_80_columns_and_switches_keep_both_spellings(color_folder, tmp_path):
+    """One visible flag per switch (the one that changes something): the help's text column keeps 30+
+    characters at 80 columns; the default's spelling (--cache, --report, ...) still runs."""
+    narrow = runner.invoke(app, ["scan", "--help"], env={"COLUMNS": "80"}).output
+    assert "CSV/TSV/Parquet/JSONL manifest" in narrow and "--no-report" in narrow and "--report " not in narrow
+    root, _ = color_folder
+    spelled = runner.invoke(app, ["scan", str(root), "-o", str(tmp_path / "a"), "-q", "--cache", "--report",
+                                  "--no-compile", "--trusted-calibration", *FAST_ARGS])
+    assert spelled.exit_code == 0, spelled.output
+    config = json.loads((tmp_path / "a" / "run.json").read_text())["config"]
+    assert (tmp_path / "a" / "report.html").exists() and config["cache"] and config["trusted_calibration"]
+    off = runner.invoke(app, ["scan", str(root), "-o", str(tmp_path / "b"), "-q", "--no-cache", "--no-report",
+                              *FAST_ARGS])
+    assert off.exit_code == 0, off.output
+    config = json.loads((tmp_path / "b" / "run.json").read_text())["config"]
+    assert not (tmp_path / "b" / "report.html").exists() and not config["cache"] and not config["report"]
+
+
 def test_progress_lines_fit_80_columns():
     """A CI log is 80 columns: a stage's line keeps its numbers whole (no "0:00:…")."""
     from rich.console import Console

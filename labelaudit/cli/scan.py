@@ -17,6 +17,14 @@ from .summary import render_scan_summary
 _D = ScanConfig()
 
 
+def _SPELLED_DEFAULT(flag: str):
+    """A hidden flag that spells out a default (``--cache``, ``--report``, ...), so scripts that write it
+    still run. Each switch shows one flag, the one that changes something: an on/off pair puts its
+    second name in a column of its own, which squeezed every help line of this command into 20
+    characters in an 80-column terminal."""
+    return typer.Option(False, flag, hidden=True, help="The default, spelled out.")
+
+
 def scan_cli(
     data: Optional[Path] = typer.Argument(None, help="Image folder (one subfolder per class), or a manifest file.",
                                           show_default=False),
@@ -36,7 +44,9 @@ def scan_cli(
     workers: int = typer.Option(_D.workers, help="Decode processes; 0 = one per core (max 8)."),
     cache_dir: Optional[Path] = typer.Option(None, help="Decoded-image cache \\[default: $LABELAUDIT_CACHE "
                                                         "or ~/.cache/labelaudit]."),
-    cache: bool = typer.Option(_D.cache, "--cache/--no-cache", help="Reuse decoded images across scans."),
+    no_cache: bool = typer.Option(not _D.cache, "--no-cache", help="Decode every image again instead of reusing "
+                                                                   "the decoded-image cache."),
+    _cache: bool = _SPELLED_DEFAULT("--cache"),
     model: str = typer.Option(_D.model, help="Proxy network: small, medium or resnet18."),
     epochs: str = typer.Option(_D.epochs, help="Proxy training epochs: auto (15 to 30, stopping when the proxy "
                                "starts to memorise the noisy labels) or a number (exactly that many)."),
@@ -44,8 +54,9 @@ def scan_cli(
     lr: float = typer.Option(_D.lr, help="Constant SGD learning rate."),
     augment: str = typer.Option(_D.augment, help="crop+flip, crop (for digits, text, symbols) or none."),
     device: str = typer.Option(_D.device, help="auto, cpu, cuda or cuda:N."),
-    compile: bool = typer.Option(_D.compile, "--compile/--no-compile", help="torch.compile the proxy network "
-                                                                          "(pays off on long GPU runs)."),
+    compile: bool = typer.Option(_D.compile, "--compile", help="torch.compile the proxy network "
+                                                                 "(pays off on long GPU runs)."),
+    _no_compile: bool = _SPELLED_DEFAULT("--no-compile"),
     seed: int = typer.Option(_D.seed, help="Random seed; same seed, device and data give the same outputs."),
     proxy_runs: int = typer.Option(_D.proxy_runs, help="Train this many proxies (seeds --seed, --seed + 1, ...) "
                                    "and widen the noise rate's interval by how much their estimates differ; "
@@ -67,15 +78,18 @@ def scan_cli(
     anchor_quantile: float = typer.Option(_D.anchor_quantile, help="anchors: quantile of p(label = i | x) that "
                                                                    "picks class i's anchor; 1.0 = argmax."),
     trusted: Optional[Path] = TRUSTED,
-    trusted_calibration: bool = typer.Option(_D.trusted_calibration, "--trusted-calibration/--no-trusted-calibration",
-                                             help="--trusted: recalibrate p(mislabeled), the noise rates and T on the "
-                                                  "verified samples that are in the data (docs/trusted.md)."),
+    no_trusted_calibration: bool = typer.Option(not _D.trusted_calibration, "--no-trusted-calibration",
+                                                help="--trusted: keep the unsupervised p(mislabeled), noise rates "
+                                                     "and T instead of recalibrating them on the verified samples "
+                                                     "that are in the data (docs/trusted.md)."),
+    _trusted_calibration: bool = _SPELLED_DEFAULT("--trusted-calibration"),
     pseudo_labels: str = typer.Option(_D.pseudo_labels, help="predicted_label from: mean (softmax averaged over "
                                                               "the proxy's epochs) or augment (IEG: mean over "
                                                               "--pseudo-k views, sharpened with τ = 0.5)."),
     pseudo_k: int = typer.Option(_D.pseudo_k, help="--pseudo-labels augment: views averaged (the image and "
                                                    "K − 1 augmentations)."),
-    report: bool = typer.Option(_D.report, "--report/--no-report", help="Write report.html."),
+    no_report: bool = typer.Option(not _D.report, "--no-report", help="Do not write report.html."),
+    _report: bool = _SPELLED_DEFAULT("--report"),
     report_top: int = typer.Option(_D.report_top, help="Suspects shown as thumbnails in report.html."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted scan from the checkpoint its "
                                                         "last finished epoch left in --out (same options)."),
@@ -84,18 +98,18 @@ def scan_cli(
 ) -> None:
     """Audit the labels of an image dataset: train a small proxy network, score every sample, estimate
     the noise rate, and write ranked suspects, noise estimates and weights to the output folder."""
-    config = ScanConfig(image_size=image_size, workers=workers, cache=cache,
+    config = ScanConfig(image_size=image_size, workers=workers, cache=not no_cache,
                         cache_dir=str(cache_dir) if cache_dir else None, model=model, epochs=epochs,
                         batch_size=batch_size, lr=lr, augment=augment, device=device, seed=seed, scores=scores,
                         compile=compile, proxy_runs=proxy_runs,
                         fusion=fusion, limit_dist=limit_dist, limit_beta=limit_beta,
                         limit_model=limit_model, limit_average_epochs=limit_average_epochs,
                         noise_model=noise_model, threshold=threshold, transition=transition,
-                        anchor_quantile=anchor_quantile, report=report, report_top=report_top,
+                        anchor_quantile=anchor_quantile, report=not no_report, report_top=report_top,
                         path_column=path_column, label_column=label_column, max_errors=max_errors,
                         dedupe=dedupe, allow_outside_root=allow_outside_root, resume=resume,
                         trusted=str(trusted) if trusted else None,
-                        trusted_calibration=trusted_calibration, pseudo_labels=pseudo_labels, pseudo_k=pseudo_k)
+                        trusted_calibration=not no_trusted_calibration, pseudo_labels=pseudo_labels, pseudo_k=pseudo_k)
     err = Console(stderr=True)
     with handle_errors():
         with RichProgress(err, enabled=not quiet and not as_json) as progress:
