@@ -30,6 +30,7 @@ from pathlib import Path
 from .audit import Audit
 from .errors import UsageError
 from .mixture import NO_CLASS_KINDS, no_class_count
+from .scores import unlearned_note
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -267,6 +268,9 @@ def _caveats(audit: Audit, baseline: Audit | None) -> list[str]:
             notes.append(f"{which}'s noise model could not call part of the data (a mixture component straddles "
                          f"a margin of 0): its dataset noise rate {a.summary['noise_rate']:.1%} could be anywhere "
                          f"from {rng[0]:.1%} to {rng[1]:.1%}, and the class rates move with it")
+        unlearned = None if a is None else unlearned_note(a.summary)
+        if unlearned:
+            notes.append(f"in {which}, {unlearned}")
         n_no_class = 0 if a is None else no_class_count(a.run.get("noise_model"), a.summary["n_samples"])
         if n_no_class:
             notes.append(f"{which}'s dataset noise rate counts about {n_no_class:,} samples as images of no class "

@@ -31,7 +31,7 @@ from .models import MIN_IMAGE_SIZE, MODELS
 from .outputs import SAMPLE_COLUMNS, AuditTables, write_audit, write_parquet
 from .proxy import AUTO_EPOCHS, ProxySettings
 from .limit import LimitSettings
-from .scores import FUSIONS, SCORES, aul, aum, fuse, rank_descending
+from .scores import FUSIONS, SCORES, aul, aum, fuse, proxy_agreement, rank_descending
 from .sources import MANIFEST_SUFFIXES, Listing, list_folder, list_manifest
 from .trusted import TAU, Calibration, TrustedSet, calibrate, check_audit, combine_transition, load_trusted, \
     pair_transition
@@ -579,6 +579,7 @@ def scan(data: str | Path | None = None, *, out: str | Path | None = "labelaudit
             "noise_rate_interval": list(fit.interval) if fit.interval else None,
             "noise_rate_model_range": list(fit.model_range) if fit.model_range else None,
             "noise_rate_runs": None if runs is None else runs["noise_rates"],
+            **{f"proxy_{k}": v for k, v in proxy_agreement(dyn.mean_probs.argmax(axis=1), ds.labels).items()},
             "n_label_issues": int(samples["is_label_issue"].sum()),
             "n_samples": int(len(samples)),
             "n_errors": int(len(ds.errors)),

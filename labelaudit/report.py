@@ -24,6 +24,7 @@ from .audit import Audit
 from .decode import decode_image
 from .errors import DecodeError
 from .mixture import no_class_count, no_class_note
+from .scores import unlearned_note
 
 DEFAULT_TOP = 48
 THUMB_PX = 128
@@ -196,6 +197,9 @@ def render_report(audit: Audit, *, top: int = DEFAULT_TOP) -> str:
                   + ", ".join(f"<b>{e(str(f['true']))} → {e(str(f['noisy']))}</b> {f['p']:.0%}" for f in flows[:5])
                   + "</p>") if flows else ""
     method = e(str(run.get("noise_model", {}).get("method", "")))
+    unlearned = unlearned_note(s)
+    if unlearned:
+        flows_html += f'<p class="no-class"><b>Untrustworthy audit:</b> {e(unlearned)}.</p>'
     n_no_class = no_class_count(run.get("noise_model"), s["n_samples"])
     if n_no_class:
         flows_html += f'<p class="no-class">{e(no_class_note(n_no_class, "of the issues"))}.</p>'

@@ -110,6 +110,9 @@ def test_other_files_match_the_contract(audited):
     model_range = run["summary"].pop("noise_rate_model_range")
     assert model_range is None or model_range[0] <= ds["noise_rate"] <= model_range[1]
     assert run["summary"].pop("noise_rate_runs") is None  # one proxy run (no --proxy-runs)
+    # the proxy learned the colours: its predictions are the given label where that is right (69 of 75)
+    assert run["summary"].pop("proxy_agreement") == pytest.approx(69 / 75)
+    assert run["summary"].pop("proxy_kappa") == pytest.approx((69 / 75 - 1 / 3) / (1 - 1 / 3))
     assert run["summary"] == {"noise_rate": pytest.approx(ds["noise_rate"]), "n_label_issues": len(suspects),
                               "n_samples": 75, "n_errors": 1, "n_classes": 3}
     assert {(f["true"], f["noisy"]) for f in flows} == {("red", "green"), ("green", "blue"), ("blue", "red")}
@@ -225,6 +228,28 @@ def test_scan_help_is_readable_at_80_columns_and_switches_keep_both_spellings(co
     assert off.exit_code == 0, off.output
     config = json.loads((tmp_path / "b" / "run.json").read_text())["config"]
     assert not (tmp_path / "b" / "report.html").exists() and not config["cache"] and not config["report"]
+
+
+def test_a_proxy_that_learned_nothing_is_called_out(tmp_path, scanned):
+    """Random labels on look-alike images, 2 epochs: the predictions agree with the labels about as
+    often as chance, and the summary, report.html and check say the audit says little. A proxy that
+    learned the colours (the shared scan, 6 of 72 labels flipped) gets no such note."""
+    rng = np.random.default_rng(0)
+    for i in range(120):
+        (tmp_path / "noise" / f"c{i % 3}").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(tmp_path / "noise" / f"c{i % 3}" / f"{i}.png")
+    args = [a for a in FAST_ARGS if not a.startswith("--epochs")]
+    res = runner.invoke(app, ["scan", str(tmp_path / "noise"), "-o", str(tmp_path / "a"), "--epochs", "2", *args],
+                        env={"COLUMNS": "300"})
+    assert res.exit_code == 0, res.output
+    summary = json.loads((tmp_path / "a" / "run.json").read_text())["summary"]
+    assert summary["proxy_kappa"] < 0.2 and "Untrustworthy audit: the proxy's predictions agree" in res.output
+    assert "Untrustworthy audit:" in (tmp_path / "a" / "report.html").read_text()
+    check = runner.invoke(app, ["check", str(tmp_path / "a"), "--max-issues", "1000"], env={"COLUMNS": "300"})
+    assert check.exit_code == 0 and "in the audit, the proxy's predictions agree" in check.output
+    learned = json.loads((scanned[0] / "audit" / "run.json").read_text())["summary"]
+    assert learned["proxy_kappa"] > 0.8 and learned["proxy_agreement"] > 0.85
+    assert "Untrustworthy" not in (scanned[0] / "audit" / "report.html").read_text()
 
 
 def test_progress_lines_fit_80_columns():

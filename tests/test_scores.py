@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from labelaudit.recorders import Recorder, logit_margin
-from labelaudit.scores import aul, aum, fuse, oriented, rank_descending
+from labelaudit.scores import (PROXY_KAPPA_MIN, aul, aum, fuse, oriented, proxy_agreement, rank_descending,
+                               unlearned_note)
 
 
 def test_aul_sums_loss_over_epochs():
@@ -80,3 +81,25 @@ def test_recorder_keys_by_sample_id():
     p = np.exp(2.0) / (np.exp(2.0) + 1.0)
     np.testing.assert_allclose(dyn.mean_probs[3], [p, 1 - p], rtol=1e-6)
     assert np.isnan(dyn.loss[0, 0])  # never seen: not silently 0
+
+
+def test_proxy_agreement_is_cohens_kappa_by_hand():
+    # p_o = 3/4; P(pred) = (1/2, 1/2), P(given) = (1/4, 3/4): p_e = 1/8 + 3/8 = 1/2; κ = (3/4 − 1/2) / (1/2)
+    got = proxy_agreement(np.array([0, 0, 1, 1]), np.array([0, 1, 1, 1]))
+    assert got == pytest.approx({"agreement": 0.75, "kappa": 0.5})
+    # a proxy that learned 10 balanced classes perfectly, labels 60% uniformly wrong: κ ≈ (0.4 − 0.1) / 0.9
+    rng = np.random.default_rng(0)
+    true = np.repeat(np.arange(10), 1000)
+    given = np.where(rng.random(true.size) < 0.6, (true + rng.integers(1, 10, true.size)) % 10, true)
+    assert proxy_agreement(true, given)["kappa"] == pytest.approx(1 / 3, abs=0.02)
+    # labels that say nothing about the predictions: κ ≈ 0, however high the raw agreement of a majority class
+    skewed = (rng.random(10_000) < 0.9).astype(int)
+    assert proxy_agreement(np.ones(10_000, int), skewed) == pytest.approx({"agreement": skewed.mean(), "kappa": 0.0})
+
+
+def test_unlearned_note_only_below_the_kappa_limit():
+    assert unlearned_note({"proxy_agreement": 0.9, "proxy_kappa": PROXY_KAPPA_MIN}) is None
+    assert unlearned_note({"noise_rate": 1.0}) is None  # an audit written before the field existed
+    note = unlearned_note({"proxy_agreement": 0.07, "proxy_kappa": 0.064})
+    assert note.startswith("the proxy's predictions agree with the given labels on 7.0% of the samples")
+    assert "κ 0.06" in note and "--epochs" in note

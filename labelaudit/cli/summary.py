@@ -6,6 +6,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..mixture import no_class_count, no_class_note
+from ..scores import unlearned_note
 
 
 def render_overview(console: Console, run: dict) -> None:
@@ -25,6 +26,9 @@ def render_overview(console: Console, run: dict) -> None:
         each = ", ".join(f"{r:.1%}" for r in rates)
         console.print(f"[dim]{len(rates)} proxy runs (seeds {seeds}) estimated {each}; the interval pools their "
                       f"bootstrap rounds, the outputs are the first run's[/dim]", soft_wrap=True)
+    unlearned = unlearned_note(s)
+    if unlearned:
+        console.print(f"[yellow]Untrustworthy audit: {unlearned}.[/yellow]", soft_wrap=True)
     n_no_class = no_class_count(run.get("noise_model"), s["n_samples"])
     if n_no_class:
         console.print(f"[yellow]{no_class_note(n_no_class)} (docs/scores.md, \"Images of no class\").[/yellow]",
