@@ -152,6 +152,7 @@ h2{font-size:17px;margin:0 0 10px}.stats{display:flex;flex-wrap:wrap;gap:12px}
 .stat{min-width:150px;padding:8px 12px;border-left:3px solid #1f3a5f;background:#f4f6f9}
 .stat b{display:block;font-size:20px}.stat span{font-size:12px;color:#555}
 .note{font-size:12px;color:#555}img.fig{max-width:100%}
+.warn{background:#fff8e1;border-left:3px solid #e0a800;padding:8px 12px}
 .grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(150px,1fr));gap:10px}
 .card{border:1px solid #e3e6ea;border-radius:4px;padding:6px;font-size:12px;background:#fff}
 .card img,.card .missing{width:128px;height:128px;display:block;margin:0 auto 4px;image-rendering:auto}
@@ -199,7 +200,7 @@ def render_report(audit: Audit, *, top: int = DEFAULT_TOP) -> str:
     method = e(str(run.get("noise_model", {}).get("method", "")))
     unlearned = unlearned_note(s)
     if unlearned:
-        flows_html += f'<p class="no-class"><b>Untrustworthy audit:</b> {e(unlearned)}.</p>'
+        flows_html += f'<p class="warn"><b>Untrustworthy audit:</b> {e(unlearned)}.</p>'
     n_no_class = no_class_count(run.get("noise_model"), s["n_samples"])
     if n_no_class:
         flows_html += f'<p class="no-class">{e(no_class_note(n_no_class, "of the issues"))}.</p>'
