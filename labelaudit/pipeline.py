@@ -354,7 +354,8 @@ def _transition_rates(t: np.ndarray, joint: np.ndarray, ds: Dataset) -> np.ndarr
 
 def _more_proxy_runs(fit: NoiseFit, epochs_run: int, config: ScanConfig, settings: ProxySettings, images, labels,
                      ds: Dataset, device, progress: Progress | None,
-                     checkpoint_of: Callable[[int, ProxySettings, None], Checkpointer | None]) -> tuple[NoiseFit, dict]:
+                     checkpoint_of: Callable[[int, ProxySettings, None], Checkpointer | None]
+                     ) -> tuple[NoiseFit, dict]:
     """``--proxy-runs K``: train K − 1 more proxies with seeds seed+1 … seed+K−1 on the same data and
     settings, fit the same noise model to each, and pool every run's bootstrap rounds into the interval.
     The scan's outputs stay those of the first run (``--seed``); only the interval (and run.json's

@@ -236,8 +236,9 @@ def test_a_proxy_that_learned_nothing_is_called_out(tmp_path, scanned):
     learned the colours (the shared scan, 6 of 72 labels flipped) gets no such note."""
     rng = np.random.default_rng(0)
     for i in range(120):
-        (tmp_path / "noise" / f"c{i % 3}").mkdir(parents=True, exist_ok=True)
-        Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(tmp_path / "noise" / f"c{i % 3}" / f"{i}.png")
+        folder = tmp_path / "noise" / f"c{i % 3}"
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(folder / f"{i}.png")
     args = [a for a in FAST_ARGS if not a.startswith("--epochs")]
     res = runner.invoke(app, ["scan", str(tmp_path / "noise"), "-o", str(tmp_path / "a"), "--epochs", "2", *args],
                         env={"COLUMNS": "300"})

@@ -17,7 +17,7 @@ from .summary import render_scan_summary
 _D = ScanConfig()
 
 
-def _SPELLED_DEFAULT(flag: str):
+def _spelled_default(flag: str):
     """A hidden flag that spells out a default (``--cache``, ``--report``, ...), so scripts that write it
     still run. Each switch shows one flag, the one that changes something: an on/off pair puts its
     second name in a column of its own, which squeezed every help line of this command into 20
@@ -46,7 +46,7 @@ def scan_cli(
                                                         "or ~/.cache/labelaudit]."),
     no_cache: bool = typer.Option(not _D.cache, "--no-cache", help="Decode every image again instead of reusing "
                                                                    "the decoded-image cache."),
-    _cache: bool = _SPELLED_DEFAULT("--cache"),
+    _cache: bool = _spelled_default("--cache"),
     model: str = typer.Option(_D.model, help="Proxy network: small, medium or resnet18."),
     epochs: str = typer.Option(_D.epochs, help="Proxy training epochs: auto (15 to 30, stopping when the proxy "
                                "starts to memorise the noisy labels) or a number (exactly that many)."),
@@ -56,7 +56,7 @@ def scan_cli(
     device: str = typer.Option(_D.device, help="auto, cpu, cuda or cuda:N."),
     compile: bool = typer.Option(_D.compile, "--compile", help="torch.compile the proxy network "
                                                                  "(pays off on long GPU runs)."),
-    _no_compile: bool = _SPELLED_DEFAULT("--no-compile"),
+    _no_compile: bool = _spelled_default("--no-compile"),
     seed: int = typer.Option(_D.seed, help="Random seed; same seed, device and data give the same outputs."),
     proxy_runs: int = typer.Option(_D.proxy_runs, help="Train this many proxies (seeds --seed, --seed + 1, ...) "
                                    "and widen the noise rate's interval by how much their estimates differ; "
@@ -82,14 +82,14 @@ def scan_cli(
                                                 help="--trusted: keep the unsupervised p(mislabeled), noise rates "
                                                      "and T instead of recalibrating them on the verified samples "
                                                      "that are in the data (docs/trusted.md)."),
-    _trusted_calibration: bool = _SPELLED_DEFAULT("--trusted-calibration"),
+    _trusted_calibration: bool = _spelled_default("--trusted-calibration"),
     pseudo_labels: str = typer.Option(_D.pseudo_labels, help="predicted_label from: mean (softmax averaged over "
                                                               "the proxy's epochs) or augment (IEG: mean over "
                                                               "--pseudo-k views, sharpened with τ = 0.5)."),
     pseudo_k: int = typer.Option(_D.pseudo_k, help="--pseudo-labels augment: views averaged (the image and "
                                                    "K − 1 augmentations)."),
     no_report: bool = typer.Option(not _D.report, "--no-report", help="Do not write report.html."),
-    _report: bool = _SPELLED_DEFAULT("--report"),
+    _report: bool = _spelled_default("--report"),
     report_top: int = typer.Option(_D.report_top, help="Suspects shown as thumbnails in report.html."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted scan from the checkpoint its "
                                                         "last finished epoch left in --out (same options)."),
