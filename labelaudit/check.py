@@ -263,15 +263,17 @@ def _caveats(audit: Audit, baseline: Audit | None) -> list[str]:
     (mixture.no_class_components), which counts unreadable but rightly labelled images as well."""
     notes = []
     for which, a in (("the audit", audit), ("the baseline", baseline)):
-        rng = None if a is None else a.summary.get("noise_rate_model_range")
+        if a is None:
+            continue
+        rng = a.summary.get("noise_rate_model_range")
         if rng:
             notes.append(f"{which}'s noise model could not call part of the data (a mixture component straddles "
                          f"a margin of 0): its dataset noise rate {a.summary['noise_rate']:.1%} could be anywhere "
                          f"from {rng[0]:.1%} to {rng[1]:.1%}, and the class rates move with it")
-        unlearned = None if a is None else unlearned_note(a.summary)
+        unlearned = unlearned_note(a.summary)
         if unlearned:
             notes.append(f"in {which}, {unlearned}")
-        n_no_class = 0 if a is None else no_class_count(a.run.get("noise_model"), a.summary["n_samples"])
+        n_no_class = no_class_count(a.run.get("noise_model"), a.summary["n_samples"])
         if n_no_class:
             notes.append(f"{which}'s dataset noise rate counts about {n_no_class:,} samples as images of no class "
                          f"({NO_CLASS_KINDS}), not as wrong labels of real classes")

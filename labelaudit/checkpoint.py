@@ -22,16 +22,20 @@ from .atomic import write_atomic
 from .errors import DataError, UsageError
 
 CHECKPOINT_FILE = "checkpoint.pt"
+_EXTRA_RUN_FILE = "checkpoint-run{}.pt"  # the extra runs of scan --proxy-runs K, k = 2..K
+FORMAT = 3  # 2: LIMIT's networks and optimiser under one "limit" entry; 3: with q's moving average
 
 
 def run_checkpoint_file(run: int) -> str:
     """The checkpoint's file name for proxy run ``run``: ``checkpoint.pt`` for the audit's own (run 1),
     ``checkpoint-run<k>.pt`` for the extra runs of ``scan --proxy-runs K``."""
-    return CHECKPOINT_FILE if run == 1 else f"checkpoint-run{run}.pt"
+    return CHECKPOINT_FILE if run == 1 else _EXTRA_RUN_FILE.format(run)
 
 
-EXTRA_RUN_CHECKPOINTS = "checkpoint-run*.pt"  # a glob of the extra runs' files, whatever K was
-FORMAT = 3  # 2: LIMIT's networks and optimiser under one "limit" entry; 3: with q's moving average
+def checkpoint_files(folder: Path) -> tuple[str, ...]:
+    """Every checkpoint name a finished scan removes from ``folder``: run 1's, and the extra runs' that
+    are there, whatever K left them."""
+    return (CHECKPOINT_FILE, *(f.name for f in Path(folder).glob(_EXTRA_RUN_FILE.format("*"))))
 
 
 def checkpoint_key(**parts: Any) -> str:

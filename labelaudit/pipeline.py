@@ -19,7 +19,7 @@ import pandas as pd
 from . import __version__
 from .progress import Progress
 from .audit import Audit
-from .checkpoint import CHECKPOINT_FILE, EXTRA_RUN_CHECKPOINTS, Checkpointer, checkpoint_key, run_checkpoint_file
+from .checkpoint import Checkpointer, checkpoint_files, checkpoint_key, run_checkpoint_file
 from .augment import AUGMENTS
 from .cache import array_digest, cache_dir_for
 from .dataset import Dataset, error_digest, load_dataset
@@ -354,15 +354,14 @@ def _transition_rates(t: np.ndarray, joint: np.ndarray, ds: Dataset) -> np.ndarr
 
 def _more_proxy_runs(fit: NoiseFit, epochs_run: int, config: ScanConfig, settings: ProxySettings, images, labels,
                      ds: Dataset, device, progress: Progress | None,
-                     checkpoint_of: Callable[[int, ProxySettings, None], Checkpointer | None]
-                     ) -> tuple[NoiseFit, dict]:
+                     checkpoint_of: Callable[..., Checkpointer | None]) -> tuple[NoiseFit, dict]:
     """``--proxy-runs K``: train K − 1 more proxies with seeds seed+1 … seed+K−1 on the same data and
     settings, fit the same noise model to each, and pool every run's bootstrap rounds into the interval.
     The scan's outputs stay those of the first run (``--seed``); only the interval (and run.json's
     ``runs``) changes; ``fit`` and ``epochs_run`` are the first run's. The interval then holds two sources of noise in the estimate: the draw of the
     samples (the bootstrap) and the proxy's own randomness (its start, batch order and augmentations,
     which a re-scan after any change in the data draws anew). Each run keeps its own per-epoch
-    checkpoint (``checkpoint_of(run, settings, None)``), so ``--resume`` goes on from the run and epoch
+    checkpoint (``checkpoint_of(run, settings)``), so ``--resume`` goes on from the run and epoch
     an interruption left. Returns (the fit with the pooled interval, the runs' seeds, epochs, rates and
     the epochs each run resumed from)."""
     from .proxy import train_proxy
@@ -373,7 +372,7 @@ def _more_proxy_runs(fit: NoiseFit, epochs_run: int, config: ScanConfig, setting
         stage = f"train run {r + 1}/{config.proxy_runs}"
         run_settings = dataclasses.replace(settings, seed=settings.seed + r)
         more = train_proxy(images, labels, len(ds.classes), run_settings, device=device,
-                           checkpoint=checkpoint_of(r + 1, run_settings, None),
+                           checkpoint=checkpoint_of(r + 1, run_settings),
                            progress=None if progress is None else
                            (lambda _stage, done, total, info, _s=stage: progress(_s, done, total, info)))
         resumed.append(more.resumed_from_epoch)
@@ -491,7 +490,8 @@ def scan(data: str | Path | None = None, *, out: str | Path | None = "labelaudit
     data_key = dict(device=device.type, image_size=config.image_size, classes=ds.classes,
                     listing=fingerprint, pixels=array_digest(ds.images))
 
-    def checkpoint_of(run: int, run_settings: ProxySettings, run_limit) -> Checkpointer | None:
+    def checkpoint_of(run: int, run_settings: ProxySettings, run_limit: LimitSettings | None = None
+                      ) -> Checkpointer | None:
         """Run ``run``'s (1 = the audit's own) per-epoch checkpoint in ``out``, resumed only on the very
         same settings, listing and pixels; None without an output folder."""
         if out is None:
@@ -600,5 +600,5 @@ def scan(data: str | Path | None = None, *, out: str | Path | None = "labelaudit
             timings["report_s"] = time.perf_counter() - t
         write_audit(result.out, samples=samples, noise=noise, trajectories=trajectories, errors=ds.errors, run=run,
                     transition=transition, report_html=report,
-                    drop=(CHECKPOINT_FILE, *(f.name for f in result.out.glob(EXTRA_RUN_CHECKPOINTS))))
+                    drop=checkpoint_files(result.out))
     return result

@@ -5,6 +5,9 @@ Directions (also in the Parquet schema metadata and docs/scores.md):
 - ``aum``: lower = more likely mislabeled.
 - ``limit_distance``: higher = more likely mislabeled.
 - ``score`` (the ranking column): higher = more likely mislabeled, always.
+
+Also one number for the whole run: ``proxy_agreement``, how far the proxy learned the given labels
+(Cohen's κ), with the warning ``unlearned_note`` that the summary, report.html and ``check`` share.
 """
 from __future__ import annotations
 

@@ -21,13 +21,14 @@ RESUMABLE = dict(FAST, epochs=12)
 
 
 class _StopAfterEpoch:
-    """A progress callback that interrupts the scan (like Ctrl-C) when ``epoch`` has finished."""
+    """A progress callback that interrupts the scan (like Ctrl-C) when ``epoch`` of ``stage`` (the proxy's
+    training, or ``train run k/K`` of --proxy-runs) has finished."""
 
-    def __init__(self, epoch):
-        self.epoch = epoch
+    def __init__(self, epoch, stage="train"):
+        self.epoch, self.stage = epoch, stage
 
     def __call__(self, stage, done, total, info):
-        if stage == "train" and info.get("epoch") == self.epoch and "loss" in info:
+        if stage == self.stage and info.get("epoch") == self.epoch and "loss" in info:
             raise KeyboardInterrupt
 
 
@@ -52,17 +53,6 @@ def test_interrupted_scan_resumes_to_the_same_outputs(color_folder, tmp_path, sc
     assert not (tmp_path / "cut" / CHECKPOINT_FILE).exists()  # a finished scan removes its checkpoint
 
 
-class _StopInRun:
-    """A progress callback that interrupts ``scan --proxy-runs`` when run ``run`` has finished ``epoch``."""
-
-    def __init__(self, run, epoch):
-        self.stage, self.epoch = f"train run {run}/", epoch
-
-    def __call__(self, stage, done, total, info):
-        if stage.startswith(self.stage) and info.get("epoch") == self.epoch and "loss" in info:
-            raise KeyboardInterrupt
-
-
 def test_interrupted_proxy_runs_resume_in_the_run_they_stopped(color_folder, tmp_path):
     """--proxy-runs 3 stopped in run 3: --resume keeps runs 1 and 2 as trained, goes on with run 3 from
     its last epoch, and ends with the audit and the pooled interval of a scan that never stopped."""
@@ -70,7 +60,7 @@ def test_interrupted_proxy_runs_resume_in_the_run_they_stopped(color_folder, tmp
     cache, options = str(tmp_path / "cache"), dict(RESUMABLE, proxy_runs=3, seed=3)
     full = scan(root, out=tmp_path / "full", cache_dir=cache, **options)
     with pytest.raises(KeyboardInterrupt):
-        scan(root, out=tmp_path / "cut", cache_dir=cache, progress=_StopInRun(3, 4), **options)
+        scan(root, out=tmp_path / "cut", cache_dir=cache, progress=_StopAfterEpoch(4, "train run 3/3"), **options)
     assert set(os.listdir(tmp_path / "cut")) == {CHECKPOINT_FILE, "checkpoint-run2.pt", "checkpoint-run3.pt"}
     assert torch.load(tmp_path / "cut" / "checkpoint-run3.pt", weights_only=True)["epoch"] == 4
     result = scan(root, out=tmp_path / "cut", cache_dir=cache, resume=True, **options)

@@ -62,7 +62,7 @@ def render_overview(console: Console, run: dict) -> None:
     if run.get("resumed_from_epoch"):
         console.print(f"[dim]Resumed from the checkpoint of epoch {run['resumed_from_epoch']} "
                       f"of {run.get('epochs_run', run['config']['epochs'])}[/dim]")
-    runs = ((run.get("noise_model") or {}).get("interval") or {}).get("runs") or {}
+    runs = run["noise_model"]["interval"]["runs"] if rates else {}  # as the proxy-runs line above reads them
     for k, epoch in enumerate(runs.get("resumed_from_epoch") or [], start=2):
         if epoch:
             console.print(f"[dim]Proxy run {k} resumed from the checkpoint of epoch {epoch} "
