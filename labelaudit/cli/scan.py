@@ -20,7 +20,7 @@ _D = ScanConfig()
 def _spelled_default(flag: str):
     """A hidden flag that spells out a default (``--cache``, ``--report``, ...), so scripts that write it
     still run. Each switch shows one flag, the one that changes something: an on/off pair puts its
-    second name in a column of its own, which squeezed every help line of this command into 20
+    second name in a column of its own, which squeezed every help line of this command into 19
     characters in an 80-column terminal."""
     return typer.Option(False, flag, hidden=True, help="The default, spelled out.")
 
