@@ -360,7 +360,7 @@ class LoadedCase:
     """A development case decoded for the proxy, with its truth aligned to the dataset's order."""
 
     case: Case
-    ds: object  # labelaudit.dataset.Dataset
+    ds: object  # labelaudit.data.dataset.Dataset
     is_noisy: object  # (N,) int array, 1 = mislabeled
     clean: object  # (N,) clean class index, -1 when the clean label is not a class
 
@@ -372,21 +372,22 @@ class LoadedCase:
 
         import torch
 
-        from labelaudit.loop import device_images, device_labels
-        from labelaudit.proxy import ProxySettings, train_proxy
+        from labelaudit.training.loop import device_images, device_labels
+        from labelaudit.dynamics.proxy import ProxySettings, train_proxy
+        from labelaudit.noise.stopping import memorisation_check
 
         settings = dataclasses.replace(settings or ProxySettings(), **self.case.scan_options)
         cpu = torch.device("cpu")
         given = self.ds.labels if labels is None else labels
         return train_proxy(device_images(self.ds.images, cpu), device_labels(given, cpu),
-                           len(self.ds.classes), settings, device=cpu, **kwargs)
+                           len(self.ds.classes), settings, device=cpu, **{"stop_rule": memorisation_check, **kwargs})
 
 
 def load_case(case: Case) -> LoadedCase:
     import numpy as np
 
-    from labelaudit.dataset import load_dataset
-    from labelaudit.sources import list_folder
+    from labelaudit.data.dataset import load_dataset
+    from labelaudit.data.sources import list_folder
 
     folder = build(case)
     ds = load_dataset(list_folder(folder / "images"), image_size=32, workers=2, cache_dir=WORK / "cache")

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """How many proxy epochs: a fixed 15, a fixed 30, or ``--epochs auto`` (15 to 30, stopping at the
-onset of memorisation, proxy.memorisation_check).
+onset of memorisation, noise/stopping.py's memorisation_check).
 
     python benchmarks/epochs.py                      # every development case, then the held-out one
     python benchmarks/epochs.py --no-held-out
@@ -23,8 +23,9 @@ from __future__ import annotations
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from labelaudit.mixture import fit_margin_mixture
-from labelaudit.proxy import AUTO_EPOCHS, ProxySettings, memorisation_check
+from labelaudit.noise.mixture import fit_margin_mixture
+from labelaudit.dynamics.proxy import AUTO_EPOCHS, ProxySettings
+from labelaudit.noise.stopping import memorisation_check
 from _cases import (CASES, NOISE_RATE_CASES, WORK, cached_arrays, case_label, chosen_cases, load_case, run_and_save,
                     timed)
 

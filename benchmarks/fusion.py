@@ -23,7 +23,7 @@ from sklearn.metrics import roc_auc_score
 
 from _cases import (CASES, DEV_CASES, NOISE_RATE_CASES, WORK, cached_arrays, case_label, load_case, machine_meta,
                     save_results, timed)
-from labelaudit.limit import LimitSettings
+from labelaudit.dynamics.limit import LimitSettings
 from labelaudit.scores import FUSIONS, aul, aum, oriented, rank_fraction, robust_z
 
 ALL = {**DEV_CASES, **NOISE_RATE_CASES, **CASES}

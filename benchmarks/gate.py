@@ -40,9 +40,9 @@ import numpy as np
 import pandas as pd
 
 from labelaudit import scan
-from labelaudit.audit import load_audit
-from labelaudit.check import RATE_BOUNDS, Thresholds, check_audit
-from labelaudit.mixture import fit_noise
+from labelaudit.audit.read import load_audit
+from labelaudit.gate import RATE_BOUNDS, Thresholds, check_audit
+from labelaudit.noise.mixture import fit_noise
 from _cases import NOISE_RATE_CASES, RESULTS, WORK, build, machine_meta, read_truth, save_results, timed
 
 

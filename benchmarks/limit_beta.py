@@ -21,9 +21,9 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 
 from _cases import DEV_CASES, NOISE_RATE_CASES, load_case, machine_meta, merge_saved, save_results, timed
-from labelaudit.limit import BETA_GRID, LIMIT_DISTS, LimitSettings
-from labelaudit.models import MODELS
-from labelaudit.proxy import ProxySettings
+from labelaudit.dynamics.limit import BETA_GRID, LIMIT_DISTS, LimitSettings
+from labelaudit.training.models import MODELS
+from labelaudit.dynamics.proxy import ProxySettings
 from labelaudit.scores import aum
 
 SYNTHETIC = {n: c for n, c in {**DEV_CASES, **NOISE_RATE_CASES}.items()

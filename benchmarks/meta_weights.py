@@ -36,7 +36,7 @@ from sklearn.metrics import roc_auc_score
 
 from _cases import RESULTS, WORK, machine_meta, read_truth, replace_rows, save_results, timed
 from fusion import label_ceiling
-from labelaudit.train import train
+from labelaudit.robust import train
 from robust_training import CASES as TRAIN_CASES
 from robust_training import build_case, rows_for, scanned, trusted_manifest
 

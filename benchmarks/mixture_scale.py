@@ -10,7 +10,7 @@ The values: 10 classes whose clean margins are Gamma(4, 1.5) − 0.5 shifted by 
 class, a long tail of hard samples) and 8% mislabeled at N(−2.5, 1). "full" is the computation without
 the shortcuts (SELECT_SAMPLES raised above N); below SELECT_SAMPLES the two are the same code path.
 Rows: N, seconds with the bootstrap interval (the scan's final fit) and without it (what the
-``--epochs auto`` check fits every epoch, on at most proxy.CHECK_SAMPLES = 50,000 values), the
+``--epochs auto`` check fits every epoch, on at most stopping.CHECK_SAMPLES = 50,000 values), the
 estimate, its interval and the number of components. Writes
 benchmarks/results/mixture_scale.json and .md.
 """
@@ -21,7 +21,7 @@ import time
 
 import numpy as np
 
-from labelaudit import mixture
+from labelaudit.noise import mixture
 from _cases import machine_meta, save_results
 
 TRUE_RATE = 0.08

@@ -18,9 +18,9 @@ import argparse
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from labelaudit.mixture import fit_aul_gmm, fit_margin_mixture
-from labelaudit.pipeline import parse_epochs
-from labelaudit.proxy import ProxySettings
+from labelaudit.noise.mixture import fit_aul_gmm, fit_margin_mixture
+from labelaudit.config import parse_epochs
+from labelaudit.dynamics.proxy import ProxySettings
 from labelaudit.scores import aul, aum
 from _cases import DEV_CASES, save_results, load_case, timed
 

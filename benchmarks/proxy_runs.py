@@ -20,7 +20,7 @@ from __future__ import annotations
 import sys
 
 from labelaudit import scan
-from labelaudit.mixture import fit_noise
+from labelaudit.noise.mixture import fit_noise
 from _cases import NOISE_RATE_CASES, WORK, build, case_label, chosen_cases, read_truth, run_and_save, timed
 
 DEFAULT = ["digits_uniform_0.1", "digits_pair_0.3", "digits_asym_0.2", "digits_junk_0.13",

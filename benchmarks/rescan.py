@@ -13,9 +13,9 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from labelaudit.dataset import load_dataset
-from labelaudit.decode import default_workers
-from labelaudit.sources import list_folder
+from labelaudit.data.dataset import load_dataset
+from labelaudit.data.decode import default_workers
+from labelaudit.data.sources import list_folder
 from _cases import CASES, RESULTS, build, timed
 
 

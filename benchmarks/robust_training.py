@@ -48,7 +48,7 @@ import pandas as pd
 from _cases import (CIFAR, CIFAR_DATA, DIGITS, RESULTS, SHARED, WORK, machine_meta, read_truth, replace_rows,
                     save_results, timed)
 from labelaudit import scan
-from labelaudit.train import train
+from labelaudit.robust import train
 from trusted import trusted_manifest as in_data_manifest
 
 CASES = {

@@ -31,7 +31,7 @@ import sys
 
 import numpy as np
 
-from labelaudit.mixture import fit_margin_mixture
+from labelaudit.noise.mixture import fit_margin_mixture
 from _cases import NOISE_RATE_CASES, case_label, chosen_cases, load_case, run_and_save, timed
 
 QUANTILES = (0.1, 0.25, 0.5)

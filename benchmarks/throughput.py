@@ -63,9 +63,9 @@ def _photos(n: int) -> list[str]:
 
 
 def decode_rates(folder: Path, photos: list[str], workers: int) -> dict:
-    from labelaudit.dataset import load_dataset
-    from labelaudit.decode import decode_files
-    from labelaudit.sources import list_folder
+    from labelaudit.data.dataset import load_dataset
+    from labelaudit.data.decode import decode_files
+    from labelaudit.data.sources import list_folder
 
     listing = list_folder(folder / "images")
     n = len(listing.samples)
@@ -107,8 +107,8 @@ def _full_decode(files: list[str], workers: int) -> None:
 
 def train_rates(ds, models: list[str], epochs: int, device: torch.device) -> dict:
     """Training-loop images/s of each model on the decoded case ``ds`` (a Dataset)."""
-    from labelaudit.loop import device_images, device_labels
-    from labelaudit.proxy import ProxySettings, train_proxy
+    from labelaudit.training.loop import device_images, device_labels
+    from labelaudit.dynamics.proxy import ProxySettings, train_proxy
 
     images, labels = device_images(ds.images, device), device_labels(ds.labels, device)
     n, k = len(labels), len(ds.classes)
@@ -120,9 +120,9 @@ def train_rates(ds, models: list[str], epochs: int, device: torch.device) -> dic
         seconds = time.perf_counter() - t
         out[model] = {"images_per_s": n * epochs / seconds, "epochs": epochs, "device": str(device)}
     # what channels_last buys: the default model, its weights and batches in the default (NCHW) layout
-    import labelaudit.proxy as proxy
-    from labelaudit.loop import Normalise
-    from labelaudit.models import build_model
+    import labelaudit.dynamics.proxy as proxy
+    from labelaudit.training.loop import Normalise
+    from labelaudit.training.models import build_model
 
     def nchw_model(name, num_classes, dev):
         return build_model(name, num_classes).to(dev)
@@ -151,8 +151,8 @@ def loop_profile(ds, n: int = 3000) -> dict:
     recording)."""
     from torch.profiler import ProfilerActivity, profile
 
-    from labelaudit.loop import device_images, device_labels
-    from labelaudit.proxy import ProxySettings, train_proxy
+    from labelaudit.training.loop import device_images, device_labels
+    from labelaudit.dynamics.proxy import ProxySettings, train_proxy
 
     cpu = torch.device("cpu")
     with profile(activities=[ProfilerActivity.CPU]) as prof:
@@ -218,8 +218,8 @@ class _PILDataset(torch.utils.data.Dataset):
 
 
 def dataloader_baseline(folder: Path, epochs: int, workers: int = 2) -> dict:
-    from labelaudit.models import build_model
-    from labelaudit.sources import list_folder
+    from labelaudit.training.models import build_model
+    from labelaudit.data.sources import list_folder
 
     listing = list_folder(folder / "images")
     classes = sorted(set(listing.samples["given_label"]))

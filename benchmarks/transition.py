@@ -20,11 +20,11 @@ import argparse
 
 import numpy as np
 
-from labelaudit.mixture import fit_margin_mixture, noise_table
-from labelaudit.pipeline import parse_epochs
-from labelaudit.proxy import ProxySettings
+from labelaudit.noise.mixture import fit_margin_mixture, noise_table
+from labelaudit.config import parse_epochs
+from labelaudit.dynamics.proxy import ProxySettings
 from labelaudit.scores import aum
-from labelaudit.transition import anchor_transition, count_transition, given_label_rates, true_prior
+from labelaudit.noise.transition import anchor_transition, count_transition, given_label_rates, true_prior
 from _cases import DEV_CASES, save_results, load_case, timed
 
 

@@ -30,7 +30,7 @@ import pandas as pd
 from _cases import (CASES, DEV_CASES, NOISE_RATE_CASES, WORK, build, evaluate, machine_meta, merge_saved, read_truth,
                     save_results, timed)
 from labelaudit import scan
-from labelaudit.audit import load_audit
+from labelaudit.audit.read import load_audit
 from labelaudit.export import verify_rows
 
 DEFAULT_CASES = ["digits_uniform_0.4", "digits_pair_0.2", "digits_asym_0.3"]

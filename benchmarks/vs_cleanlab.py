@@ -29,8 +29,8 @@ from sklearn.model_selection import StratifiedKFold
 
 from _cases import CASES, WORK, evaluate, load_case, machine_meta, merge_saved, save_results
 from labelaudit import scan
-from labelaudit.loop import autocast_for, batched_logits, device_images, device_labels
-from labelaudit.proxy import ProxySettings, train_proxy
+from labelaudit.training.loop import autocast_for, batched_logits, device_images, device_labels
+from labelaudit.dynamics.proxy import ProxySettings, train_proxy
 
 DEFAULT_CASES = ["digits_uniform_0.4", "digits_pair_0.2", "cifar10n_worst_10k"]
 FOLDS = 5

@@ -9,7 +9,7 @@ which import :mod:`labelaudit.decode`) does not pay for importing torch.
 """
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 __all__ = ["scan", "ScanConfig", "ScanResult", "__version__"]
 

@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from .atomic import write_atomic
-from .audit import Audit
+from .audit.read import Audit
 from .errors import DataError, UsageError
 
 CLEAN_MODES = ("drop", "relabel", "weight", "folder")  # the modes cleaned_rows serves

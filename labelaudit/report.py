@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 
 from .atomic import write_text_atomic
-from .audit import Audit
-from .decode import decode_image
+from .audit.read import Audit
+from .data.decode import decode_image
 from .errors import DecodeError
-from .mixture import no_class_count, no_class_note
+from .noise.mixture import no_class_count, no_class_note
 from .scores import unlearned_note
 
 DEFAULT_TOP = 48
@@ -103,7 +103,7 @@ def class_rates_figure(audit: Audit) -> str:
 
 def transition_figure(audit: Audit) -> str | None:
     """Heatmap of T (rows: true label, columns: given label), None without transition.parquet."""
-    from .transition import transition_matrix
+    from .noise.transition import transition_matrix
 
     if audit.transition is None or len(audit.transition) == 0:
         return None

@@ -68,3 +68,15 @@ def scanned(tmp_path_factory) -> tuple[Path, dict]:
     truth = make_color_folder(tmp / "images")
     scan(tmp / "images", out=tmp / "audit", cache_dir=str(tmp / "cache"), **FAST)
     return tmp, truth
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``gpu`` need a CUDA device: skipped (with the reason) where there is none."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

@@ -1,10 +1,10 @@
 """The decoded-image cache: a re-scan of unchanged data decodes nothing; corruption is rebuilt."""
 import numpy as np
 
-from labelaudit import dataset as dataset_module
-from labelaudit.cache import ImageCache
-from labelaudit.dataset import load_dataset
-from labelaudit.sources import list_folder
+from labelaudit.data import dataset as dataset_module
+from labelaudit.data.cache import ImageCache
+from labelaudit.data.dataset import load_dataset
+from labelaudit.data.sources import list_folder
 
 
 def _spy_decode(monkeypatch):

@@ -13,12 +13,12 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from labelaudit import scan
-from labelaudit.audit import load_audit
-from labelaudit.check import Thresholds, check_audit, load_thresholds
+from labelaudit.audit.read import load_audit
+from labelaudit.gate import Thresholds, check_audit, load_thresholds
 from labelaudit.cli import app
 from labelaudit.errors import UsageError
-from labelaudit.mixture import noise_table
-from labelaudit.outputs import SAMPLE_COLUMNS, write_audit
+from labelaudit.noise.mixture import noise_table
+from labelaudit.audit.write import SAMPLE_COLUMNS, write_audit
 
 from .conftest import FAST
 
@@ -416,6 +416,7 @@ def test_nothing_flagged_lists_the_top_of_the_ranking(scanned):
     assert console.export_text().strip() == "No label issues flagged."
 
 
+@pytest.mark.slow
 def test_check_given_data_scans_first(tmp_path, monkeypatch):
     from .conftest import make_color_folder
 
@@ -497,6 +498,7 @@ def test_export_verify_draws_a_worksheet_per_given_label(scanned, tmp_path):
     assert res.exit_code == 2 and "--copy do not apply" in res.output
 
 
+@pytest.mark.slow
 def test_a_filled_in_worksheet_is_a_trusted_set(scanned, tmp_path):
     """export --mode verify, labels filled in with the truth, scan --trusted: every worksheet row is a
     verified sample of the data, the audit is checked on them, and the next worksheet skips them."""

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from labelaudit.decode import content_hash, decode_files, decode_image
+from labelaudit.data.decode import content_hash, decode_files, decode_image
 from labelaudit.errors import DecodeError
 
 S = 16

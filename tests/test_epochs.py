@@ -1,14 +1,16 @@
-"""--epochs auto: the proxy stops at the onset of memorisation (proxy.memorisation_check)."""
+"""--epochs auto: the proxy stops at the onset of memorisation (noise/stopping.py's memorisation_check)."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
 
-from labelaudit import proxy
+from labelaudit.dynamics import proxy
+from labelaudit.noise import stopping
 from labelaudit.errors import UsageError
-from labelaudit.pipeline import parse_epochs
-from labelaudit.proxy import ProxySettings, memorisation_check, train_proxy
+from labelaudit.config import parse_epochs
+from labelaudit.dynamics.proxy import ProxySettings, train_proxy
+from labelaudit.noise.stopping import memorisation_check
 
 
 def _margins(epochs: int, memorised_from: int | None, n: int = 2000, noisy_share: float = 0.2, seed: int = 0):
@@ -22,6 +24,7 @@ def _margins(epochs: int, memorised_from: int | None, n: int = 2000, noisy_share
     return m
 
 
+@pytest.mark.slow
 def test_check_fires_on_the_first_epoch_that_fits_more_labels_than_are_right():
     m = _margins(10, memorised_from=6)
     for e in range(2, 7):  # agreement ≈ 0.8 × 0.91 = 0.73 < 1 − η̂ ≈ 0.8
@@ -35,6 +38,7 @@ def test_check_fires_on_the_first_epoch_that_fits_more_labels_than_are_right():
     assert check["noise_rate"] == pytest.approx(0.2, abs=0.01)  # the mean margin is still far below 0
 
 
+@pytest.mark.slow
 def test_clean_data_never_stops_early():
     m = _margins(12, memorised_from=None, noisy_share=0.0)
     checks = [memorisation_check(m[:e]) for e in range(1, 13)]
@@ -68,7 +72,7 @@ def _tiny(n: int = 24, k: int = 2):
     return torch.randint(0, 256, (n, 3, 16, 16), dtype=torch.uint8, generator=g), torch.arange(n) % k
 
 
-def test_training_stops_where_the_check_says_and_reports_it(monkeypatch):
+def test_training_stops_where_the_check_says_and_reports_it():
     seen = []
 
     def fake_check(margin, given=None):
@@ -76,11 +80,10 @@ def test_training_stops_where_the_check_says_and_reports_it(monkeypatch):
         assert not np.isnan(margin).any()  # only finished epochs are handed over
         return {"epoch": margin.shape[0], "agreement": 1.0, "noise_rate": 0.0, "memorising": margin.shape[0] >= 4}
 
-    monkeypatch.setattr(proxy, "memorisation_check", fake_check)
     images, labels = _tiny()
     calls = []
     dyn = train_proxy(images, labels, 2, ProxySettings(model="tiny", epochs=9, stop_from=2, batch_size=8),
-                      device=torch.device("cpu"), progress=lambda *a: calls.append(a))
+                      device=torch.device("cpu"), progress=lambda *a: calls.append(a), stop_rule=fake_check)
     assert seen == [2, 3, 4]  # checked before epochs 3, 4 and 5; the third check stops it
     assert dyn.loss.shape == dyn.margin.shape == (4, 24)
     assert dyn.stopped == {"epoch": 4, "agreement": 1.0, "noise_rate": 0.0, "memorising": True}
@@ -88,14 +91,21 @@ def test_training_stops_where_the_check_says_and_reports_it(monkeypatch):
     assert stage == "train" and completed == total == 4 * 3 and info["epochs"] == 4  # the bar ends full
 
 
-def test_fixed_epochs_never_check(monkeypatch):
-    monkeypatch.setattr(proxy, "memorisation_check", lambda m: pytest.fail("checked with a fixed --epochs"))
+def test_fixed_epochs_never_check():
     images, labels = _tiny()
     dyn = train_proxy(images, labels, 2, ProxySettings(model="tiny", epochs=3, stop_from=None, batch_size=8),
-                      device=torch.device("cpu"))
+                      device=torch.device("cpu"), stop_rule=lambda m, g: pytest.fail("checked with a fixed --epochs"))
     assert dyn.margin.shape == (3, 24) and dyn.stopped is None
 
 
+def test_a_stopping_run_without_a_rule_is_refused():
+    images, labels = _tiny()
+    with pytest.raises(ValueError, match="stop_from=2 needs a stop_rule"):
+        train_proxy(images, labels, 2, ProxySettings(model="tiny", epochs=3, stop_from=2, batch_size=8),
+                    device=torch.device("cpu"))
+
+
+@pytest.mark.slow
 def test_auto_scan_records_its_stop_and_the_summary_says_it(color_folder, monkeypatch):
     """End to end with --epochs auto: the stop lands in run.json and the terminal summary."""
     from rich.console import Console
@@ -106,14 +116,14 @@ def test_auto_scan_records_its_stop_and_the_summary_says_it(color_folder, monkey
     from .conftest import FAST
 
     stop_at = 3
-    real = proxy.memorisation_check
+    real = stopping.memorisation_check
 
     def check(margin, given=None):  # the real check, forced to say yes from epoch 3 on (a tiny set never memorises)
         return {**real(margin, given), "memorising": margin.shape[0] >= stop_at}
 
-    monkeypatch.setattr(proxy, "memorisation_check", check)
+    monkeypatch.setattr("labelaudit.pipeline.memorisation_check", check)
     monkeypatch.setattr(proxy, "AUTO_EPOCHS", (2, 6))
-    monkeypatch.setattr("labelaudit.pipeline.AUTO_EPOCHS", (2, 6))
+    monkeypatch.setattr("labelaudit.config.AUTO_EPOCHS", (2, 6))
     root, _ = color_folder
     result = scan(root, out=None, **{**FAST, "epochs": "auto"})
     run = result.run
@@ -129,7 +139,7 @@ def test_auto_scan_records_its_stop_and_the_summary_says_it(color_folder, monkey
 
 
 def test_a_large_set_is_checked_on_a_fixed_draw(monkeypatch):
-    monkeypatch.setattr(proxy, "CHECK_SAMPLES", 500)
+    monkeypatch.setattr(stopping, "CHECK_SAMPLES", 500)
     m = _margins(8, memorised_from=None, n=3000)
     a, b = memorisation_check(m), memorisation_check(m)
     assert a == b  # the same draw every time: same seed, same outputs

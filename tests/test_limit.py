@@ -10,9 +10,9 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from labelaudit.errors import UsageError
-from labelaudit.limit import (LimitPair, LimitSettings, ce_gradient, inject_gradient, limit_distance,
-                              predicted_gradient, q_loss)
-from labelaudit.proxy import ProxySettings, train_proxy
+from labelaudit.dynamics.limit import (LimitPair, LimitSettings, ce_gradient, inject_gradient, limit_distance,
+    predicted_gradient, q_loss)
+from labelaudit.dynamics.proxy import ProxySettings, train_proxy
 
 
 def test_gradient_reaching_f_logits_is_mu_at_batch_mean_scale():
@@ -134,6 +134,7 @@ def _noisy_colour_tensors(n_per_class=40, flips=6, size=16, seed=0):
     return torch.from_numpy(np.stack(images)), torch.tensor(labels), np.array(noisy)
 
 
+@pytest.mark.slow
 def test_limit_distance_separates_noisy_from_clean_and_leaves_the_proxy_alone():
     images, labels, noisy = _noisy_colour_tensors()
     settings = ProxySettings(epochs=8, batch_size=16, augment="none")

@@ -4,8 +4,8 @@ import math
 import pytest
 import torch
 
-from labelaudit.losses import (backward_ce, condition_transition, ema_decay, ema_update, forward_nll, lc_targets, sln_targets,
-                               soft_ce, weighted_ce)
+from labelaudit.robust.losses import (backward_ce, condition_transition, ema_decay, ema_update, forward_nll,
+    lc_targets, sln_targets, soft_ce, weighted_ce)
 
 
 def test_weighted_ce_is_normalised_by_the_weights():

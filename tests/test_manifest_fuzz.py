@@ -1,3 +1,4 @@
+import pytest
 """Fuzzing the manifest reader: any table, in any format and encoding, with any column names, paths
 and labels, is either read (every row a sample or an error row) or refused with labelaudit's own
 error — never another exception, never a traceback."""
@@ -10,9 +11,9 @@ import pandas as pd
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from labelaudit.decode import hash_files
+from labelaudit.data.decode import hash_files
 from labelaudit.errors import LabelauditError
-from labelaudit.sources import list_manifest, read_manifest_table
+from labelaudit.data.sources import list_manifest, read_manifest_table
 
 FORMATS = ("csv", "tsv", "jsonl", "parquet")
 ENCODINGS = ("utf-8", "utf-8-sig", "latin-1", "utf-16")
@@ -52,6 +53,7 @@ def _write(df: pd.DataFrame, fmt: str, encoding: str, folder: Path) -> Path:
     return path
 
 
+@pytest.mark.slow
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(case=manifests())
 def test_manifest_reader_reads_or_raises_its_own_error(case):

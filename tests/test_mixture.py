@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from labelaudit.errors import UsageError
-from labelaudit.mixture import fit_aul_gmm, fit_margin_mixture, fit_noise, noise_table
+from labelaudit.noise.mixture import fit_aul_gmm, fit_margin_mixture, fit_noise, noise_table
 
 
 def _clean_margins(rng, n):
@@ -113,7 +113,7 @@ def test_the_rate_is_that_of_ems_best_optimum_not_its_first(monkeypatch):
     k refitted from REFIT_INITS starts finds the better one, at the true 12%."""
     from sklearn.mixture import GaussianMixture
 
-    from labelaudit import mixture
+    from labelaudit.noise import mixture
 
     rng = np.random.default_rng(134)
     aum = np.concatenate([rng.uniform(-5, -0.5, 120), rng.normal(0.8, 1.2, 500), rng.normal(3.0, 1.5, 380)])
@@ -231,6 +231,7 @@ def test_noise_table_rates_are_mean_posteriors_per_given_class():
     assert df["n_samples"].tolist() == [5, 2, 2, 1]
 
 
+@pytest.mark.slow
 def test_bootstrap_interval_covers_the_truth_and_narrows_with_n():
     rng = np.random.default_rng(3)
     widths = []
@@ -245,11 +246,12 @@ def test_bootstrap_interval_covers_the_truth_and_narrows_with_n():
     assert clean.noise_rate == 0.0 and clean.interval == (0.0, 0.0)
 
 
+@pytest.mark.slow
 def test_many_values_select_on_a_draw_and_bootstrap_m_out_of_n(monkeypatch):
     """Above SELECT_SAMPLES, BIC picks the number of components on a fixed draw and the bootstrap
     resamples SELECT_SAMPLES values, scaling by √(m/N): the rate and the interval stay those of the
     full computation (here SELECT_SAMPLES lowered to 2,000 for 40,000 values, 8% at −2.5)."""
-    from labelaudit import mixture
+    from labelaudit.noise import mixture
 
     rng = np.random.default_rng(5)
     n = 40_000
@@ -272,7 +274,7 @@ def test_side_by_side_fits_equal_fits_one_after_another(monkeypatch):
     the fitted parameters are bit-for-bit those of fitting them one by one (and on one core)."""
     from sklearn.mixture import GaussianMixture
 
-    from labelaudit import mixture
+    from labelaudit.noise import mixture
 
     rng = np.random.default_rng(6)
     x = np.concatenate([rng.normal(-2.0, 1.0, 800), rng.gamma(4.0, 1.5, 7200)]).reshape(-1, 1)

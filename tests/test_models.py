@@ -5,9 +5,9 @@ import torch
 from PIL import Image
 
 from labelaudit import scan
-from labelaudit.augment import augment_batch
+from labelaudit.training.augment import augment_batch
 from labelaudit.errors import UsageError
-from labelaudit.models import MODELS, build_model
+from labelaudit.training.models import MODELS, build_model
 
 from .conftest import FAST, make_color_folder
 
@@ -44,5 +44,7 @@ def test_a_class_with_one_sample_works(tmp_path):
     result = scan(root, out=tmp_path / "o", **FAST)
     assert result.classes == ["blue", "green", "lonely", "red"]
     row = result.noise[result.noise["label"] == "lonely"].iloc[0]
-    assert row["n_samples"] == 1 and 0.0 <= row["noise_rate"] <= 1.0
+    lonely = result.samples.set_index("path").loc["lonely/only.png"]
+    assert row["n_samples"] == 1 and row["noise_rate"] == pytest.approx(lonely["p_mislabeled"])
+    assert row["n_mislabeled"] == pytest.approx(lonely["p_mislabeled"])
     assert len(result.samples) == 31

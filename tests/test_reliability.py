@@ -20,10 +20,10 @@ from typer.testing import CliRunner
 import labelaudit
 from labelaudit import scan
 from labelaudit.cli import app
-from labelaudit.decode import _decode_chunk, decode_image, hash_files
+from labelaudit.data.decode import _decode_chunk, decode_image, hash_files
 from labelaudit.errors import DataError, DecodeError, TrainingError, UsageError
-from labelaudit.pipeline import parse_max_errors
-from labelaudit.sources import NOT_UTF8, list_folder, list_manifest
+from labelaudit.data.dataset import parse_max_errors
+from labelaudit.data.sources import NOT_UTF8, list_folder, list_manifest
 
 from .conftest import FAST, FAST_ARGS, make_color_folder
 
@@ -216,6 +216,7 @@ def test_non_utf8_file_name_goes_to_errors_with_the_fix(tmp_path):
     assert "rename it to a UTF-8 name" in NOT_UTF8
 
 
+@pytest.mark.slow
 def test_long_labels_a_one_sample_class_and_2000_classes(tmp_path):
     root = tmp_path / "images"
     rng = np.random.default_rng(0)

@@ -42,6 +42,7 @@ def _run(chromium, tmp_path, *args):
     return subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=True)
 
 
+@pytest.mark.slow
 def test_report_renders_in_chromium(chromium, scanned, tmp_path):
     root, _ = scanned
     report = root / "audit" / "report.html"

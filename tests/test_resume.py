@@ -11,8 +11,9 @@ import pandas as pd
 import pytest
 import torch
 
-from labelaudit import dataset, scan
-from labelaudit.checkpoint import CHECKPOINT_FILE
+from labelaudit import scan
+from labelaudit.data import dataset
+from labelaudit.training.checkpoint import CHECKPOINT_FILE
 from labelaudit.errors import UsageError
 
 from .conftest import FAST, make_color_folder
@@ -37,6 +38,7 @@ def _same_outputs(a, b):
         pd.testing.assert_frame_equal(pd.read_parquet(a / name), pd.read_parquet(b / name), check_exact=True)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scores", ["aum", "aum,limit"])
 def test_interrupted_scan_resumes_to_the_same_outputs(color_folder, tmp_path, scores):
     root, _ = color_folder
@@ -53,6 +55,7 @@ def test_interrupted_scan_resumes_to_the_same_outputs(color_folder, tmp_path, sc
     assert not (tmp_path / "cut" / CHECKPOINT_FILE).exists()  # a finished scan removes its checkpoint
 
 
+@pytest.mark.slow
 def test_interrupted_proxy_runs_resume_in_the_run_they_stopped(color_folder, tmp_path):
     """--proxy-runs 3 stopped in run 3: --resume keeps runs 1 and 2 as trained, goes on with run 3 from
     its last epoch, and ends with the audit and the pooled interval of a scan that never stopped."""
@@ -73,6 +76,7 @@ def test_interrupted_proxy_runs_resume_in_the_run_they_stopped(color_folder, tmp
     assert sorted(os.listdir(tmp_path / "cut")) == sorted(os.listdir(tmp_path / "full"))  # no checkpoint is left
 
 
+@pytest.mark.slow
 def test_resume_refuses_a_checkpoint_of_other_settings(color_folder, tmp_path):
     root, _ = color_folder
     with pytest.raises(KeyboardInterrupt):
@@ -86,6 +90,7 @@ def test_resume_refuses_a_checkpoint_of_other_settings(color_folder, tmp_path):
     assert fresh.run["resumed_from_epoch"] == 0
 
 
+@pytest.mark.slow
 def test_killed_scan_subprocess_resumes_like_an_uninterrupted_run(tmp_path):
     root = tmp_path / "images"
     make_color_folder(root, n_per_class=60)
@@ -109,6 +114,7 @@ def test_killed_scan_subprocess_resumes_like_an_uninterrupted_run(tmp_path):
     assert json.loads((tmp_path / "cut" / "run.json").read_text())["resumed_from_epoch"] == done
 
 
+@pytest.mark.slow
 def test_interrupted_decode_keeps_finished_images_in_the_cache(color_folder, tmp_path, monkeypatch):
     root, _ = color_folder  # 72 images
     monkeypatch.setattr(dataset, "CACHE_FLUSH", 9)

@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 import torch
 
-from labelaudit.recorders import Recorder, logit_margin
+from labelaudit.dynamics.recorders import Recorder, logit_margin
 from labelaudit.scores import (PROXY_KAPPA_MIN, aul, aum, fuse, oriented, proxy_agreement, rank_descending,
-                               unlearned_note)
+    unlearned_note)
 
 
 def test_aul_sums_loss_over_epochs():

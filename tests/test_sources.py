@@ -5,9 +5,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from labelaudit.dataset import sort_classes
+from labelaudit.data.dataset import sort_classes
 from labelaudit.errors import UsageError
-from labelaudit.sources import list_folder, list_manifest
+from labelaudit.data.sources import list_folder, list_manifest
 
 
 def _img(path):

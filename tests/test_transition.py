@@ -10,8 +10,8 @@ import pytest
 
 from labelaudit import scan
 from labelaudit.errors import UsageError
-from labelaudit.transition import (anchor_transition, count_joint, count_transition, estimate_transition,
-                                   given_label_rates, top_flows, transition_frame, transition_matrix)
+from labelaudit.noise.transition import (anchor_transition, count_joint, count_transition, estimate_transition,
+    given_label_rates, top_flows, transition_frame, transition_matrix)
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 
@@ -111,6 +111,7 @@ def asym_digits(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_asym_noise_flows_found_end_to_end(asym_digits, tmp_path):
     truth = pd.read_csv(asym_digits / "truth.csv", dtype=str)
     flips = truth[truth["is_noisy"].astype(str).str.lower().isin(["1", "true"])]

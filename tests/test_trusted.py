@@ -12,11 +12,12 @@ from typer.testing import CliRunner
 from labelaudit import scan
 from labelaudit.cli import app
 from labelaudit.errors import UsageError
-from labelaudit.meta import WeightAverage, meta_coefficients
-from labelaudit.train import train
-from labelaudit import trusted as trusted_mod
-from labelaudit.trusted import (CONCENTRATIONS, calibrate, check_audit, combine_transition, concentration_loglik,
-                                pair_transition, prior_concentration, sharpen, shift_posteriors)
+from labelaudit.robust.meta import WeightAverage, meta_coefficients
+from labelaudit.robust import train
+from labelaudit.noise import calibration as trusted_mod
+from labelaudit.noise.calibration import (CONCENTRATIONS, calibrate, flag_check, combine_transition,
+    concentration_loglik, pair_transition, prior_concentration, shift_posteriors)
+from labelaudit.dynamics.pseudo import sharpen
 
 from .conftest import FAST, FAST_ARGS, make_color_folder
 
@@ -91,7 +92,7 @@ def test_averaged_meta_weights_keep_a_flipped_duplicate_at_zero():
 
 
 def test_meta_average_needs_a_meta_method_and_a_decay_below_one():
-    from labelaudit.train import TrainConfig
+    from labelaudit.robust import TrainConfig
 
     with pytest.raises(UsageError, match="--meta-average is part of the meta step's training"):
         TrainConfig(meta_average=0.8).validate()
@@ -101,7 +102,7 @@ def test_meta_average_needs_a_meta_method_and_a_decay_below_one():
 
 
 def test_ieg_loss_options_need_a_meta_method_and_a_finite_weight():
-    from labelaudit.train import TrainConfig
+    from labelaudit.robust import TrainConfig
 
     with pytest.raises(UsageError, match="--meta-kl is part of the meta step's training: add --meta-reweight"):
         TrainConfig(meta_kl=20).validate()
@@ -118,7 +119,7 @@ def test_ieg_loss_options_need_a_meta_method_and_a_finite_weight():
 
 
 def test_kl_consistency_by_hand():
-    from labelaudit.meta import kl_consistency
+    from labelaudit.robust.meta import kl_consistency
 
     # Φ(x) = (¼, ¾), Φ(x̂) = (½, ½): KL = ¼·ln(½) + ¾·ln(3/2); a second row with equal views adds 0
     logits = torch.tensor([[0.0, float(np.log(3.0))], [1.0, 2.0]], requires_grad=True)
@@ -133,7 +134,7 @@ def test_kl_consistency_by_hand():
 def test_mixup_factor_is_beta_half_half_and_mix_pairs_rows_by_hand():
     from scipy import stats
 
-    from labelaudit.meta import arcsine, mix
+    from labelaudit.robust.meta import arcsine, mix
 
     gen = torch.Generator().manual_seed(0)
     draws = np.array([arcsine(gen) for _ in range(4000)])
@@ -145,7 +146,7 @@ def test_mixup_factor_is_beta_half_half_and_mix_pairs_rows_by_hand():
 
 
 def test_cutout_zeros_one_clipped_square_per_image():
-    from labelaudit.augment import cutout_batch
+    from labelaudit.training.augment import cutout_batch
 
     x = torch.ones(64, 3, 8, 8)
     out = cutout_batch(x, torch.Generator().manual_seed(0), size=4)
@@ -161,7 +162,7 @@ def test_cutout_zeros_one_clipped_square_per_image():
 
 
 def test_pseudo_label_counts_the_views_it_is_given():
-    from labelaudit.trusted import pseudo_label
+    from labelaudit.dynamics.pseudo import pseudo_label
 
     def never(_):
         raise AssertionError("with K views given, no more forward passes")
@@ -174,7 +175,8 @@ def test_pseudo_label_counts_the_views_it_is_given():
 def test_ieg_step_loss_adds_k_kl_and_p_mixup_linearly():
     # Algorithm 1 step 6: L = L_ω* + L_λ* + L_pβ + p·L_uβ + k·L_KL, so with the same draws the loss is affine in k
     # and in p, and the consistency and mixup terms are positive
-    from labelaudit.train import TrainConfig, _meta_loss
+    from labelaudit.robust import TrainConfig
+    from labelaudit.robust.meta import meta_loss as _meta_loss
 
     torch.manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 4 * 4, 3))
@@ -198,7 +200,7 @@ def test_ieg_step_loss_adds_k_kl_and_p_mixup_linearly():
 
 @pytest.mark.parametrize("nesterov", [True, False])
 def test_virtual_step_follows_the_optimisers_own_step(nesterov):
-    from labelaudit.meta import sgd_lookahead
+    from labelaudit.robust.meta import sgd_lookahead
 
     torch.manual_seed(0)
     model = nn.Linear(3, 2)
@@ -220,7 +222,7 @@ def test_virtual_step_follows_the_optimisers_own_step(nesterov):
 
 
 def test_meta_log_by_hand():
-    from labelaudit.meta import MetaCoefficients, MetaLog
+    from labelaudit.robust.meta import MetaCoefficients, MetaLog
 
     log = MetaLog(4)
     log(torch.tensor([0, 1]), MetaCoefficients(torch.tensor([1.0, 0.0]), torch.tensor([True, False])))
@@ -343,11 +345,11 @@ def test_calibration_recovers_a_known_noise_rate_from_100_verified_samples():
     assert np.mean(errors) < abs(p_over.mean() - wrong.mean()) / 4
 
 
-def test_check_audit_counts():
+def test_flag_check_counts():
     verified = np.array([0, 0, 1, 1, 2, 2])
     given = np.array([0, 1, 1, 0, 2, -1])
     flagged = np.array([True, True, False, False, False, True])
-    c = check_audit(verified, given, flagged)
+    c = flag_check(verified, given, flagged)
     assert (c["n_in_data"], c["n_given_wrong"], c["n_given_right"]) == (5, 2, 3)
     assert c["recall"] == pytest.approx(0.5) and c["false_alarm_rate"] == pytest.approx(1 / 3)
 
@@ -422,6 +424,7 @@ def test_trusted_labels_must_be_classes_and_meta_methods_need_every_class(tmp_pa
                                     ["--meta-reweight", "--meta-average", "0.8"],
                                     ["--meta-relabel", "--meta-kl", "4", "--meta-mixup", "5"],
                                     ["--meta-reweight", "--meta-momentum"]])
+@pytest.mark.slow
 def test_train_with_one_trusted_sample_per_class_end_to_end(tmp_path, method):
     truth = make_color_folder(tmp_path / "images", flips_per_class=6)  # 25% of the labels are wrong
     make_color_folder(tmp_path / "heldout", n_per_class=10, flips_per_class=0, seed=1)

@@ -6,11 +6,15 @@ from typing import Optional
 
 import typer
 
-from .. import __version__
+from .._version import __version__
 from .check import check_cli
 from .export import export_cli
 from .report import report_cli
-from .scan import scan_cli
+from ..config import ScanConfig
+from ..robust import TrainConfig
+from ._settings import settings_command
+from .scan import ALIASES as SCAN_ALIASES, scan_cli
+from .settings import settings_cli
 from .show import show_cli
 from .train import train_cli
 from .predict import predict_cli
@@ -43,9 +47,11 @@ def _summary(command) -> str:
     return " ".join((command.__doc__ or "").split("\n\n")[0].split())
 
 
+_SETTINGS = {"scan": settings_command(ScanConfig, SCAN_ALIASES), "train": settings_command(TrainConfig)}
 for _name, _command in (("scan", scan_cli), ("check", check_cli), ("export", export_cli), ("show", show_cli),
-                        ("report", report_cli), ("train", train_cli), ("predict", predict_cli)):
-    app.command(_name, short_help=_summary(_command))(_command)
+                        ("report", report_cli), ("train", train_cli), ("predict", predict_cli),
+                        ("settings", settings_cli)):
+    app.command(_name, short_help=_summary(_command), cls=_SETTINGS.get(_name))(_command)
 
 
 def main() -> None:

@@ -12,3 +12,8 @@ TRUSTED = typer.Option(
     None, "--trusted",
     help="Manifest (path,label) of samples whose labels were verified by hand; relative paths resolve against "
          "its folder. Paths may or may not also be in DATA.")
+
+CONFIG = typer.Option(
+    [], "--config", "-c", show_default=False, metavar="FILE|'KEY = VALUE'",
+    help="Advanced settings: a TOML file, or one 'key = value' line (e.g. 'proxy_runs = 3'); repeatable, later "
+         "wins. Also read from \\[tool.labelaudit.<command>] in pyproject.toml.")

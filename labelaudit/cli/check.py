@@ -8,8 +8,8 @@ from typing import Optional
 import typer
 from rich.console import Console
 
-from ..audit import is_audit_dir, load_audit
-from ..check import Thresholds, check_audit, find_config, load_thresholds, to_markdown, verdict_lines
+from ..audit.read import is_audit_dir, load_audit
+from ..gate import Thresholds, check_audit, find_config, load_thresholds, to_markdown, verdict_lines
 from ..pipeline import ScanConfig, scan
 from ._errors import handle_errors
 from .progress import RichProgress

@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from ..audit import load_audit
+from ..audit.read import load_audit
 from ..export import DEFAULT_PER_CLASS, export
 from ._errors import handle_errors
 

@@ -7,7 +7,7 @@ from typing import Optional
 import typer
 from rich.console import Console
 
-from ..train import predict
+from ..robust import predict
 from ._errors import handle_errors
 from ._options import ALLOW_OUTSIDE_ROOT
 from .progress import RichProgress

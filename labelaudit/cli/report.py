@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from ..audit import load_audit
+from ..audit.read import load_audit
 from ..errors import UsageError
 from ..report import DEFAULT_TOP, write_report
 from ._errors import handle_errors

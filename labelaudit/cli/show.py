@@ -7,7 +7,7 @@ from typing import Optional
 import typer
 from rich.console import Console
 
-from ..audit import load_audit
+from ..audit.read import load_audit
 from ..errors import UsageError
 from ._errors import handle_errors
 from .summary import render_class_rates, render_overview, render_review

@@ -5,7 +5,7 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
-from ..mixture import no_class_count, no_class_note
+from ..noise.mixture import no_class_count, no_class_note
 from ..scores import unlearned_note
 
 

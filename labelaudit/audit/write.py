@@ -10,19 +10,17 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .atomic import replace_folder, write_atomic, write_text_atomic
-from .scores import DIRECTIONS
+from ..atomic import replace_folder, write_atomic, write_text_atomic
+from ..decisions import SAMPLE_COLUMNS  # noqa: F401  (the contract's column order, re-exported)
+from ..scores import DIRECTIONS
 
 SCHEMA_VERSION = "1"
 
-SAMPLE_COLUMNS = [
-    "sample_id", "path", "given_label", "score", "p_mislabeled", "is_label_issue", "label_score",
-    "rank", "predicted_label", "predicted_confidence", "weight", "aul", "aum",
-]
 
 
 def suspects_of(samples: pd.DataFrame) -> pd.DataFrame:
@@ -98,3 +96,18 @@ def write_audit(out: Path, *, samples: pd.DataFrame, noise: pd.DataFrame, trajec
         if report_html is not None:
             write_text_atomic(stage / "report.html", report_html)
         write_json(run, stage / "run.json")  # last: its presence marks a complete audit
+
+
+def trajectories_frame(loss: np.ndarray, margin: np.ndarray, limit: np.ndarray | None = None) -> pd.DataFrame:
+    """Long form (sample_id, epoch, loss, margin[, limit_distance]); epochs count from 1. The per-epoch
+    LIMIT distance is the training pass's (augmented, train mode), recorded at no extra cost."""
+    e, n = loss.shape
+    columns = {
+        "sample_id": np.tile(np.arange(n, dtype=np.int64), e),
+        "epoch": np.repeat(np.arange(1, e + 1, dtype=np.int64), n),
+        "loss": loss.reshape(-1).astype(np.float32),
+        "margin": margin.reshape(-1).astype(np.float32),
+    }
+    if limit is not None:
+        columns["limit_distance"] = limit.reshape(-1).astype(np.float32)
+    return pd.DataFrame(columns)

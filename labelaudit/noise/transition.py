@@ -31,7 +31,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .errors import UsageError
+from ..errors import UsageError
 
 TRANSITIONS = ("counts", "anchors")
 
@@ -163,3 +163,18 @@ def top_flows(t: np.ndarray, classes: list[str], *, limit: int = 5, min_p: float
             break
         flows.append({"true": classes[i], "noisy": classes[j], "p": float(off[i, j])})
     return flows
+
+
+def transition_rates(t: np.ndarray, joint: np.ndarray, given: np.ndarray) -> np.ndarray:
+    """noise.parquet's ``transition_rate``: the given-label rates that T (K, K) implies, dataset row
+    first; ``joint`` (K, K) the count joint (:func:`count_joint`), ``given`` (N,) the given labels.
+
+    The true-class prior is the count joint's row mass, Σ_j C[i, j] = Σ_n P(true = i | x_n): the
+    clean mass of class i plus the mislabeled mass the audit sends to i. Under ``counts`` these
+    equal ``noise_rate`` exactly; under ``anchors`` they are a second, independent estimate.
+    """
+    prior = joint.sum(axis=1)
+    rates = given_label_rates(t, prior / max(prior.sum(), 1e-12))
+    given_counts = np.bincount(given, minlength=t.shape[0])
+    dataset = float((rates * given_counts).sum() / max(given_counts.sum(), 1))
+    return np.concatenate([[dataset], rates])

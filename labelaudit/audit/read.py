@@ -13,8 +13,8 @@ from pathlib import Path
 import pandas as pd
 import pyarrow.parquet as pq
 
-from .errors import DataError, UsageError
-from .outputs import SCHEMA_VERSION, AuditTables
+from ..errors import DataError, UsageError
+from .write import SCHEMA_VERSION, AuditTables
 
 
 @dataclass

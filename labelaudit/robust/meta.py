@@ -42,12 +42,16 @@ training batch so that it is normalised with the same batch statistics.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch.func import functional_call, grad
 
+from ..dynamics.pseudo import pseudo_label
+from ..training.augment import augment_batch, cutout_batch
+from .config import TrainConfig
 from .losses import soft_ce
 
 LAMBDA0 = 0.9  # IEG footnote 2: λ₀ leans to the original labels
@@ -224,3 +228,65 @@ class MetaLog:
         if relabel:
             cols["given_label_kept"] = torch.where(seen, self.kept / self.visits.clamp_min(1), nan)
         return {k: v.cpu().double().numpy() for k, v in cols.items()}  # name → (N,) float64
+
+
+def meta_loss(model, x, target, raw, augment: str, gen, probe_images, probe_labels, normalise,
+               config: TrainConfig, *, lr: float, prior=None, average=None, ids=None, sgd=None):
+    """The step's loss with IEG's data coefficients (meta.py).
+
+    meta_reweight: ``L_ω* = Σ ω*_i L(y_i, Φ(x_i))`` (IEG Eq. 1–2, L2R). meta_relabel: IEG Eq. 8,
+    ``L_ω* + L_λ*`` with ``L_ω* = Σ ω*_i L(P(λ₀), Φ(x_i))`` and ``L_λ* = Σ (1/B) L(y*_i, Φ(x_i))``, y* the
+    given label where λ* > 0 and the pseudo label g(x) (Eq. 3) otherwise (Eq. 7). The probe batch is a
+    random draw of ``probe_batch`` trusted samples, augmented like the training batch. ``prior`` (B,): the
+    audit's weights with ``--weights`` (meta re-weighting of the audit-weighted losses, meta.py), else None.
+    ``average`` (meta.WeightAverage) with the batch's sample ``ids``: ω* replaced by its per-sample average.
+    ``sgd``: the optimiser, whose next step the virtual step follows with ``meta_momentum``.
+    With ``meta_kl`` k / ``meta_mixup`` p, Algorithm 1 step 6: ``+ L_pβ + p·L_uβ + k·L_KL`` (Eq. 4 and 9,
+    meta.py), the batch, its strong view x̂ and the mixed pool in one forward pass. → (loss, coefficients).
+    """
+    import torch
+
+
+    m = probe_images.shape[0]
+    pick = torch.randperm(m, device=probe_images.device, generator=gen)[:config.probe_batch] \
+        if m > config.probe_batch else torch.arange(m, device=probe_images.device)
+    probe_x = normalise(augment_batch(probe_images[pick], augment, gen))
+    b = x.shape[0]
+    strong = config.meta_kl > 0 or config.meta_mixup > 0
+    inputs = [x]
+    if strong:  # x̂: the standard augmentation, then cutout (IEG Sec. 5.1 without the learned policy, Sec. 6)
+        inputs.append(cutout_batch(normalise(augment_batch(raw, augment, gen)), gen))
+    beta = None
+    if config.meta_mixup:  # Eq. 9's inputs: the pool D_p ∪ D_u ∪ D̂_u, mixed with a permutation of itself
+        beta = arcsine(gen)
+        pool = torch.cat([probe_x, x, inputs[1]])
+        perm = torch.randperm(pool.shape[0], device=pool.device, generator=gen)
+        inputs.append(mix(pool, perm, beta))
+    out = model(torch.cat(inputs) if len(inputs) > 1 else x).float()  # the step's one forward pass
+    logits = out[:b]  # (B, K), also the first view of the pseudo label
+    pseudo = None
+    if config.meta_relabel or strong:  # g(x): the mean softmax over the views, sharpened (Eq. 3)
+        views = torch.softmax(out[:(2 if strong else 1) * b].detach(), dim=1).split(b)  # x, and x̂ if any
+        pseudo = pseudo_label(model, raw, normalise, augment, config.pseudo_k, gen, first=views)
+    coef = meta_coefficients(model, x, target, probe_x, probe_labels[pick], lr=lr,
+                             pseudo=pseudo if config.meta_relabel else None, prior=prior,
+                             sgd=sgd if config.meta_momentum else None)
+    if average is not None:
+        coef = dataclasses.replace(coef, weights=average(ids, coef.weights))
+    log_p = torch.log_softmax(logits, dim=1)  # (B, K)
+    if config.meta_relabel:
+        mixed = LAMBDA0 * target + (1.0 - LAMBDA0) * pseudo  # P(λ₀)
+        chosen = torch.where(coef.keep_given[:, None], target, pseudo)  # y*
+        loss = -(coef.weights * (mixed * log_p).sum(dim=1)).sum() - (chosen * log_p).sum(dim=1).mean()
+    else:
+        loss = -(coef.weights * (target * log_p).sum(dim=1)).sum()
+    if config.meta_kl:
+        loss = loss + config.meta_kl * kl_consistency(logits, out[b:2 * b])
+    if config.meta_mixup:
+        k = logits.shape[1]
+        probe_y = torch.nn.functional.one_hot(probe_labels[pick], k).float()
+        mixed_y = mix(torch.cat([probe_y, pseudo, pseudo]), perm, beta)
+        ce = soft_ce(out[2 * b:], mixed_y)  # (M + 2B,)
+        mp = probe_x.shape[0]
+        loss = loss + ce[:mp].mean() + config.meta_mixup * ce[mp:].mean()  # L_pβ + p·L_uβ
+    return loss, coef

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .atomic import write_atomic
-from .errors import DataError, UsageError
+from ..atomic import write_atomic
+from ..errors import DataError, UsageError
 
 CHECKPOINT_FILE = "checkpoint.pt"
 _EXTRA_RUN_FILE = "checkpoint-run{}.pt"  # the extra runs of scan --proxy-runs K, k = 2..K

@@ -15,7 +15,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import DecodeError
+from ..errors import DecodeError
 
 DECODER_VERSION = "1"  # bump when decoded pixels change, so old cache entries are not reused
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .errors import UsageError
+from ..errors import UsageError
 
 
 class ConvGroup(nn.Module):

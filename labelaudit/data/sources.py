@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .errors import UsageError
+from ..errors import UsageError
 
 
 def image_extensions() -> frozenset[str]:
@@ -234,3 +234,21 @@ def list_manifest(manifest: str | os.PathLike, *, root: str | os.PathLike | None
                          f"{path!r}); {fix}, or --allow-outside-root if you trust this manifest")
     samples = pd.DataFrame(rows, columns=["path", "given_label", "file"]).astype(str)
     return Listing(samples, _errors_frame(errors), root, "manifest", manifest)
+
+
+def list_data(data, manifest=None, root=None, *, path_column: str = "path", label_column: str = "label",
+              dedupe: bool = False, allow_outside_root: bool = False) -> Listing:
+    """List DATA (a folder, or a manifest given as DATA) or ``manifest`` (with its column names)."""
+    if manifest is None and data is not None and Path(data).is_file() \
+            and Path(data).suffix.lower() in MANIFEST_SUFFIXES:
+        manifest, data = data, None  # `labelaudit scan labels.csv` means the manifest
+    if manifest is not None:
+        if data is not None:
+            raise UsageError("give either DATA (an image folder) or --manifest FILE, not both")
+        return list_manifest(manifest, root=root, path_column=path_column, label_column=label_column,
+                             dedupe=dedupe, allow_outside_root=allow_outside_root)
+    if data is None:
+        raise UsageError("nothing to scan: pass an image folder (DATA) or --manifest FILE")
+    if root is not None:
+        raise UsageError("--root goes with --manifest; for a folder, DATA is the root")
+    return list_folder(data)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import write_atomic, write_text_atomic
+from ..atomic import write_atomic, write_text_atomic
 from .decode import DECODER_VERSION
 
 

@@ -2,6 +2,7 @@
 the rest in worker processes, store them, and collect the failures with their reasons."""
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -9,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .progress import Progress
+from ..progress import Progress
 from .cache import ImageCache
 from .decode import decode_files, hash_files
-from .errors import DataError
+from ..errors import DataError, UsageError
 from .sources import Listing
 
 
@@ -168,3 +169,42 @@ def load_dataset(listing: Listing, *, image_size: int, workers: int, cache_dir: 
     stats = {"n_listed": n + len(listing.errors), **decoded.stats}
     return Dataset(samples, images[good], labels, classes, all_errors, stats,
                    files=listing.samples.loc[good, "file"].astype(str).tolist())
+
+
+def parse_max_errors(value: str | int) -> tuple[float, bool]:
+    """``"20"`` → (20, False): at most 20 files; ``"5%"`` → (0.05, True): at most 5% of the listed files."""
+    text = str(value).strip()
+    try:
+        if text.endswith("%"):
+            share = float(text[:-1]) / 100.0
+            if 0.0 <= share <= 1.0:
+                return share, True
+        else:
+            count = int(text)
+            if count >= 0:
+                return float(count), False
+    except ValueError:
+        pass
+    raise UsageError(f"--max-errors {value!r}: expected a count (20) or a share of the files (5%)")
+
+
+def fingerprint(samples: pd.DataFrame) -> str:
+    """SHA-256 of the sample listing (path and given label of every row, in order): run.json's data
+    fingerprint and part of a checkpoint's key."""
+    h = hashlib.sha256()
+    for path, label in zip(samples["path"], samples["given_label"]):
+        h.update(f"{path}\t{label}\n".encode())
+    return h.hexdigest()
+
+
+def check_max_errors(limit: str | None, errors: pd.DataFrame, n_listed: int) -> None:
+    """DataError when more files failed than ``--max-errors`` allows."""
+    if limit is None:
+        return
+    bound, is_share = parse_max_errors(limit)
+    allowed = bound * n_listed if is_share else bound
+    if len(errors) > allowed:
+        raise DataError(f"--max-errors {limit}: {len(errors)} of {n_listed} listed file(s) failed, more than "
+                        f"allowed, {error_digest(errors)}. Fix or remove them (errors.parquet lists every "
+                        "one), or raise --max-errors",
+                        errors=errors)

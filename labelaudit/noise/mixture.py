@@ -45,7 +45,7 @@ import pandas as pd
 from sklearn.mixture import GaussianMixture
 from threadpoolctl import threadpool_limits
 
-from .errors import UsageError
+from ..errors import UsageError
 
 
 @dataclass(frozen=True)

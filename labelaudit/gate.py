@@ -23,20 +23,14 @@ for from the working folder upwards, or from the file ``--config`` names. Comman
 """
 from __future__ import annotations
 
-import sys
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
-from .audit import Audit
+from .audit.read import Audit
+from .config import find_config as find_settings_file, read_toml, section_of
 from .errors import UsageError
-from .mixture import NO_CLASS_KINDS, no_class_count
+from .noise.mixture import NO_CLASS_KINDS, no_class_count
 from .scores import unlearned_note
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
-
 
 # What --max-noise-rate compares with its limit: the estimate, or an end of its 95% interval
 # (summary.noise_rate_interval: the bootstrap's, pooled over the runs of scan --proxy-runs, or the
@@ -98,39 +92,15 @@ class Thresholds:
         return self
 
 
-def _check_table(data: dict, path: Path) -> dict | None:
-    table = data.get("tool", {}).get("labelaudit", {}).get("check")
-    if table is None and path.name != "pyproject.toml":  # labelaudit.toml or a --config file
-        table = data.get("check")
-    return table
-
-
 def find_config(start: str | Path = ".") -> Path | None:
     """The nearest labelaudit.toml, or pyproject.toml with ``[tool.labelaudit.check]``, from ``start`` up."""
-    here = Path(start).resolve()
-    for folder in (here, *here.parents):
-        for name in ("labelaudit.toml", "pyproject.toml"):
-            candidate = folder / name
-            if candidate.is_file() and (name == "labelaudit.toml" or b"labelaudit" in candidate.read_bytes()):
-                try:
-                    if _check_table(tomllib.loads(candidate.read_text()), candidate) is not None:
-                        return candidate
-                except (tomllib.TOMLDecodeError, UnicodeDecodeError):
-                    if name == "labelaudit.toml":
-                        return candidate  # let load_thresholds report the syntax error
-    return None
+    return find_settings_file("check", start)
 
 
 def load_thresholds(path: str | Path) -> Thresholds:
     """Thresholds from a TOML file's check table (see the module docstring)."""
     path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text())
-    except OSError as exc:
-        raise UsageError(f"--config {path}: cannot read it ({exc.strerror or exc})") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise UsageError(f"{path}: not valid TOML ({exc}); fix the file") from None
-    table = _check_table(data, path)
+    table = section_of(read_toml(path), path, "check")
     if table is None:
         where = "[tool.labelaudit.check]" if path.name == "pyproject.toml" else "[check] or [tool.labelaudit.check]"
         raise UsageError(f"{path}: no {where} table; add one with e.g. max-noise-rate = 0.05")

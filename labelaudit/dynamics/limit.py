@@ -32,8 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from .errors import UsageError
-from .loop import Normalise, batched_logits, device_model
+from ..errors import UsageError
+from ..training.loop import Normalise, batched_logits, device_model
 
 LIMIT_DISTS = ("gaussian", "laplace")  # LIMIT_G (MSE, default) | LIMIT_L (MAE)
 BETA_GRID = (0.0, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)  # the paper's grid (supplement, Sec. B)

@@ -1,10 +1,8 @@
-"""A trusted set: a few samples whose labels someone verified by hand (IEG's probe data).
+"""The noise model against verified labels: a trusted set (samples whose labels someone checked by
+hand) calibrates the unsupervised estimates. From Patrini et al., CVPR 2017, Sec. 5.3 (T from the
+images that carry both a noisy and a curated label) and IEG (Zhang et al., CVPR 2020):
 
-Implemented from Zhang et al., CVPR 2020 (IEG, ../shared/papers/ieg_trusted_set.txt) and the use of
-curated labels on Clothing1M in Patrini et al., CVPR 2017, Sec. 5.3:
-
-- :func:`pair_transition` — T estimated directly from (verified, given) pairs, as Patrini estimate
-  Clothing1M's T from the images that carry both a noisy and a curated label (Sec. 5.3), and
+- :func:`pair_transition` — T estimated directly from (verified, given) pairs, and
   :func:`combine_transition`, which combines it with the audit's own estimate: each row's pair counts
   update a Dirichlet prior centred on the audit's row, whose strength α is weighed by how well the
   pairs agree with the audit (α integrated over its posterior): 10 pairs of a class say little next
@@ -13,115 +11,25 @@ curated labels on Clothing1M in Patrini et al., CVPR 2017, Sec. 5.3:
   prior: a mixture posterior p = π f₁ / (π f₁ + (1 − π) f₀) with its mixing weight π moved to π' is
   ``logit p' = logit p + a`` with ``a = logit π' − logit π``, so one shift a, fitted to the verified
   (wrong or right) outcomes, recalibrates every p(mislabeled), the noise rates, the flags, the
-  weights and the count estimate of T together. Unsupervised mixtures mis-weigh their components when
-  the score distributions are not Gaussian (the over-estimates at low noise in docs/scores.md); the
-  shift corrects that with the few labels there are, and keeps the audit's ranking.
-- :func:`check_audit` — how the audit did on the trusted samples whose given label is known.
-- :func:`sharpen` and :func:`augmented_pseudo_labels` — IEG Eq. 3: the prediction averaged over K
-  augmentations of the input, sharpened with temperature τ = 0.5.
-
-The trusted file is a manifest (``path,label``) read like any other (sources.list_manifest); a path may
-also be in the main data (then its given label there is known) or not (an extra verified image).
+  weights and the count estimate of T together, and keeps the audit's ranking.
+- :func:`flag_check` — how the audit's flags did on the trusted samples whose given label is known.
 """
 from __future__ import annotations
 
-import os
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
-from .errors import DataError, UsageError
+from ..data.trusted import TrustedSet
+from .mixture import NoiseFit
+from .transition import transition_frame
 
-TAU = 0.5  # IEG's sharpening temperature (Sec. 4.1)
 SHIFT_PRIOR_SD = 3.0  # prior N(0, 3²) on the log-odds shift: keeps it finite when every verified label agrees
 P_CLIP = 1e-6  # posteriors are clipped to [1e-6, 1 − 1e-6] before the logit (mixtures underflow to 0 and 1)
 Z95 = 1.959963984540054
-
-
-@dataclass
-class TrustedSet:
-    """Verified samples: ``labels`` (M,) class indices, ``images`` (M, S, S, 3) uint8, and for each the
-    row of the main data it also is (``in_data`` ≥ 0) or −1, and its given label there (``given``, or −1)."""
-
-    samples: pd.DataFrame  # path, verified_label
-    labels: np.ndarray
-    images: np.ndarray
-    in_data: np.ndarray
-    given: np.ndarray
-    source: str
-
-    @property
-    def inside(self) -> np.ndarray:
-        """(M,) bool: which trusted samples are also in the main data (their given label is known)."""
-        return self.in_data >= 0
-
-    def verified_rows(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """For the trusted samples in the data: their rows of the main data, their verified labels, and
-        whether the given label is wrong (verified ≠ given)."""
-        inside = self.inside
-        return self.in_data[inside], self.labels[inside], self.labels[inside] != self.given[inside]
-
-    def counts(self, k: int) -> np.ndarray:
-        """Trusted samples per class (K,)."""
-        return np.bincount(self.labels, minlength=k)
-
-    def require_every_class(self, classes: list[str], method: str) -> None:
-        """UsageError naming the classes without a trusted sample, for a method that needs them all."""
-        missing = [c for c, n in zip(classes, self.counts(len(classes))) if n == 0]
-        if missing:
-            raise UsageError(f"--trusted {self.source}: {method} needs at least one trusted sample of every class; "
-                             f"none for {', '.join(missing[:5])}{'…' if len(missing) > 5 else ''} "
-                             f"({len(missing)} class(es)); add some, or leave out {method}")
-
-
-def load_trusted(path: str | os.PathLike, *, classes: list[str], data_files: Sequence[str], data_labels: np.ndarray,
-                 image_size: int, workers: int, cache_dir: Path | None, root: str | os.PathLike | None = None,
-                 allow_outside_root: bool = False, path_column: str = "path",
-                 label_column: str = "label") -> TrustedSet:
-    """Read, decode and match a trusted manifest.
-
-    ``data_files``: the main data's files (absolute or relative to the working folder), one per row
-    of its samples, and ``data_labels`` their given labels (class indices), to find which trusted
-    samples are also main samples and what label they were given there. Raises UsageError for a
-    label that is not one of ``classes``, DataError when a trusted image cannot be read (a hand-checked
-    set should be fixed, not silently shrunk).
-    """
-    from .dataset import decode_cached
-    from .sources import list_manifest
-
-    where = {os.path.normpath(os.path.abspath(f)): i for i, f in enumerate(data_files)}
-    # the main data's own images may be named anywhere (a worksheet from `export --mode verify` names
-    # them absolutely); any other path outside the trusted file's folder is refused as for a manifest
-    listing = list_manifest(path, root=root, path_column=path_column, label_column=label_column,
-                            allow_outside_root=allow_outside_root, option="--trusted", known_files=where)
-    if len(listing.errors):
-        first = listing.errors.iloc[0]
-        raise DataError(f"--trusted {path}: {len(listing.errors)} row(s) cannot be used (first: {first['path']!r}: "
-                        f"{first['error']}); fix the trusted file")
-    if len(listing.samples) == 0:
-        raise UsageError(f"--trusted {path}: no rows; list verified samples as path,label")
-    index = {c: k for k, c in enumerate(classes)}
-    unknown = sorted(set(listing.samples["given_label"]) - set(index))
-    if unknown:
-        raise UsageError(f"--trusted {path}: label(s) {', '.join(map(repr, unknown[:5]))} are not classes of the "
-                         f"data ({', '.join(classes[:8])}{'…' if len(classes) > 8 else ''}); use the data's class names")
-    # decoded by the main data's stage (same cache); not load_dataset: its two-class floor does not apply here
-    decoded = decode_cached(listing.samples["file"].tolist(), image_size=image_size, workers=workers,
-                            cache_dir=cache_dir)
-    bad = [(p, e) for p, e in zip(listing.samples["path"], decoded.errors) if e is not None]
-    if bad:
-        raise DataError(f"--trusted {path}: {len(bad)} image(s) cannot be read (first: {bad[0][0]!r}: {bad[0][1]}); "
-                        "fix or remove them")
-    files = [os.path.normpath(os.path.abspath(f)) for f in listing.samples["file"]]
-    in_data = np.array([where.get(f, -1) for f in files], dtype=np.int64)
-    labels = listing.samples["given_label"].map(index).to_numpy(dtype=np.int64)
-    samples = pd.DataFrame({"path": listing.samples["path"].astype(str),
-                            "verified_label": listing.samples["given_label"].astype(str)})
-    given = np.where(in_data >= 0, np.asarray(data_labels, dtype=np.int64)[np.maximum(in_data, 0)], -1)
-    return TrustedSet(samples, labels, decoded.images, in_data, given, str(path))
 
 
 def pair_transition(verified: np.ndarray, given: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -262,7 +170,7 @@ def calibrate(p: np.ndarray, trusted_rows: np.ndarray, wrong: np.ndarray) -> tup
                               interval)
 
 
-def check_audit(verified: np.ndarray, given: np.ndarray, flagged: np.ndarray) -> dict:
+def flag_check(verified: np.ndarray, given: np.ndarray, flagged: np.ndarray) -> dict:
     """How the audit did on the trusted samples that are also main samples (``given ≥ 0``).
 
     ``recall``: the share of those whose given label is wrong that the audit flagged;
@@ -285,50 +193,51 @@ def check_audit(verified: np.ndarray, given: np.ndarray, flagged: np.ndarray) ->
     }
 
 
-def sharpen(probs, tau: float = TAU):
-    """IEG Eq. 3's sharpening: ``p_i^(1/τ) / Σ_j p_j^(1/τ)`` along the last axis (NumPy or torch)."""
-    powered = probs ** (1.0 / tau)
-    return powered / powered.sum(-1, keepdims=True) if isinstance(probs, np.ndarray) \
-        else powered / powered.sum(-1, keepdim=True)
+def calibrated(fit: NoiseFit, trust: TrustedSet | None, *,
+               enabled: bool = True) -> tuple[NoiseFit, Calibration | None, str | None]:
+    """The noise model recalibrated on the trusted samples that are in the data (:func:`calibrate`), or
+    the fit unchanged and why. Returns (fit, calibration, reason it was not done)."""
+    if trust is None:
+        return fit, None, None
+    if not enabled:
+        return fit, None, "turned off (--no-trusted-calibration)"
+    if not trust.inside.any():
+        return fit, None, "no trusted sample is also in the data, so no given label was verified"
+    rows, _, wrong = trust.verified_rows()
+    p_new, cal = calibrate(fit.p_mislabeled, rows, wrong)
+    method = (f"{fit.method}; recalibrated on {cal.n} verified samples: logit p + {cal.shift:.3f} "
+              "(the mixture's prior odds re-estimated, trusted.calibrate)")
+    return dataclasses.replace(fit, p_mislabeled=p_new, noise_rate=cal.noise_rate, method=method,
+                               interval=cal.interval, model_range=None, draws=None), cal, None
 
 
-def pseudo_label(model, batch, normalise, augment: str, k: int, generator, *, first=(), autocast=None,
-                 tau: float = TAU):
-    """IEG Eq. 3 for one uint8 batch (B, 3, S, S): ``g(x) = sharpen((Φ(x) + Σ_{k=1}^{K−1} Φ(x̂_k)) / K, τ)``,
-    Φ the softmax of ``model`` and x̂_k random augmentations (augment.py). ``first``: Φ of the views the
-    caller already has (train's augmented batch, and its strong view with IEG Sec. 4.2), counted towards
-    K; without them, Φ of the un-augmented batch is the first view. No gradients; the model's mode is the
-    caller's. → (B, K) float."""
-    import contextlib
-
-    import torch
-
-    from .augment import augment_batch
-
-    autocast = autocast or contextlib.nullcontext()
-
-    def softmax(x):
-        with autocast:
-            return torch.softmax(model(normalise(x)).float(), dim=1)
-
-    views = list(first)
-    with torch.no_grad():
-        total = sum(v.detach().float() for v in views) if views else softmax(batch)
-        for _ in range(k - max(len(views), 1)):
-            total = total + softmax(augment_batch(batch, augment, generator))
-    return sharpen(total / max(k, len(views)), tau)
-
-
-def augmented_pseudo_labels(model, images, normalise, augment: str, k: int, generator, batch_size: int,
-                            autocast, tau: float = TAU):
-    """:func:`pseudo_label` of every image (N, 3, S, S) uint8, the model in eval mode, in batches → (N, K)."""
-    import torch
-
-    was_training = model.training
-    model.eval()
-    try:
-        return torch.cat([pseudo_label(model, images[ids], normalise, augment, k, generator, autocast=autocast,
-                                       tau=tau)
-                          for ids in torch.arange(images.shape[0], device=images.device).split(batch_size)])
-    finally:
-        model.train(was_training)
+def with_trusted(trust: TrustedSet, classes: list[str], flags: np.ndarray, t_audit: np.ndarray,
+                 t_calibrated: np.ndarray | None) -> tuple[np.ndarray, pd.DataFrame, dict]:
+    """The trusted set's part of a scan: T from (verified, given) pairs combined with the audit's T
+    (``t_calibrated`` when given: the count estimate from the posteriors after the trusted set's
+    recalibration and verified labels), and how the audit did on the trusted samples
+    (:func:`flag_check`). ``flags``: the unsupervised audit's is_label_issue (before any recalibration, which
+    has seen these samples). Returns (T, transition frame, run.json block)."""
+    k = len(classes)
+    t_pairs, n_pairs = pair_transition(trust.labels, trust.given, k)
+    t_final, alpha = combine_transition(t_audit if t_calibrated is None else t_calibrated, t_pairs, n_pairs)
+    frame = transition_frame(t_final, classes)
+    frame["p_audit"] = np.asarray(t_audit, dtype=np.float64).reshape(-1)
+    frame["p_trusted"] = t_pairs.reshape(-1)  # NaN for a class without pairs
+    if t_calibrated is not None:
+        frame["p_calibrated"] = np.asarray(t_calibrated, dtype=np.float64).reshape(-1)
+    flagged = np.zeros(len(trust.labels), dtype=bool)
+    flagged[trust.inside] = flags[trust.verified_rows()[0]]
+    counts = trust.counts(k)
+    info = {
+        "file": str(Path(trust.source).resolve()), "n": int(len(trust.labels)),
+        "per_class": {"min": int(counts.min()), "max": int(counts.max()),
+                      "classes_without": [c for c, n in zip(classes, counts) if n == 0][:20]},
+        "check": flag_check(trust.labels, trust.given, flagged),
+        "transition": {"method": "rows (n_i·T_pairs + α·T_audit) / (n_i + α): the posterior mean under a Dirichlet "
+                                 "prior centred on the audit's row, averaged over α's posterior (log-uniform "
+                                 "prior on 1..10^4 × the pairs' marginal likelihood; alpha = its geometric mean); "
+                                 "n_i = trusted samples of true class i that are in the data (Patrini Sec. 5.3 pairs)",
+                       "alpha": alpha, "pairs_per_class": n_pairs.astype(int).tolist()},
+    }
+    return t_final, frame, info

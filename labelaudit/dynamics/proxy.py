@@ -11,7 +11,7 @@ Speed choices, one line each:
   float32 on the CPU (CPU bf16 is slower on most CPUs).
 
 How long: ``--epochs auto`` (the default) trains at least 15 and at most 30 epochs and stops at the
-onset of memorisation (:func:`memorisation_check`): a network fits the correctly labelled samples
+onset of memorisation (noise/stopping.py): a network fits the correctly labelled samples
 first and the mislabeled ones later (Arpit et al. 2017; the AUL paper's premise, Sec. 3), so once
 it agrees with more given labels than the noise model believes correct, further epochs only teach it
 the wrong labels and blur the scores. Measured in benchmarks/epochs.py: the digits sets stop at 15,
@@ -28,20 +28,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .progress import Progress
-from .augment import augment_batch
-from .checkpoint import Checkpointer
-from .errors import TrainingError
+from ..progress import Progress
+from ..training.augment import augment_batch
+from ..training.checkpoint import Checkpointer
+from ..errors import TrainingError
 from .limit import LimitPair, LimitSettings
-from .mixture import fit_margin_mixture
-from .loop import (Normalise, autocast_for, compiled, device_model, epoch_batches, seeded_generators,
-                   steps_per_epoch)
+from ..training.loop import (Normalise, autocast_for, compiled, device_model, epoch_batches, seeded_generators,
+    steps_per_epoch)
 from .recorders import Dynamics, Recorder
-from .trusted import augmented_pseudo_labels
+from .pseudo import augmented_pseudo_labels
 
 
+StopRule = Callable[[np.ndarray, np.ndarray], dict]  # (margins (e, N), given (N,)) → {"memorising": bool, ...}
 AUTO_EPOCHS = (15, 30)  # --epochs auto: the fewest and the most epochs (benchmarks/epochs.py)
-CHECK_SAMPLES = 50_000  # the stopping check fits its mixture on at most this many samples (a fixed draw)
 
 
 @dataclass(frozen=True)
@@ -58,39 +57,11 @@ class ProxySettings:
     compile: bool = False  # torch.compile the network for the training loop (loop.compiled)
 
 
-def memorisation_check(margin: np.ndarray, given: np.ndarray | None = None) -> dict:
-    """Has the network begun to memorise the noisy labels? ``margin`` (e, N): the margins of the e
-    epochs trained so far; ``given`` (N,): the given labels (the noise model's no-class rule reads
-    them). The noise model (the margin mixture on AUM so far, mixture.py) says which
-    share of the given labels is correct, 1 − η̂; the last epoch's training pass agrees with the given
-    label where its margin is positive. Agreement ≥ 1 − η̂ means the network fits as many labels as are
-    right, and what it learns next is mostly the wrong ones. Returns ``{"epoch", "agreement",
-    "noise_rate", "undecided", "memorising"}``.
-
-    η̂ comes from the very run the check may stop, so an overestimate would stop it early, and an early
-    stop keeps the overestimate (measured: CIFAR-10N worse_label, 50k images, stopped at 15 epochs
-    with η̂ 0.674 for a true 0.402, its mixture's largest component straddling zero). So the check
-    never fires while a component of the mixture is undecided (|mean| < mixture.UNDECIDED_Z · std):
-    a large group of samples the network has not yet put on either side of zero is still being
-    learned. Beyond CHECK_SAMPLES samples the mixture is fitted on a fixed random draw of that many
-    (a 1-D mixture's share is as well estimated, and a fit on 10⁶ values every epoch would cost more
-    than a GPU epoch).
-    """
-    agreement = float((margin[-1] > 0).mean())
-    aum_so_far = margin.mean(axis=0)
-    if len(aum_so_far) > CHECK_SAMPLES:
-        draw = np.random.default_rng(0).choice(len(aum_so_far), CHECK_SAMPLES, replace=False)
-        aum_so_far, given = aum_so_far[draw], (None if given is None else given[draw])
-    fit = fit_margin_mixture(aum_so_far, given=given, interval=False)
-    undecided = int(fit.details.get("undecided_components", 0))
-    return {"epoch": int(margin.shape[0]), "agreement": agreement, "noise_rate": fit.noise_rate,
-            "undecided": undecided, "memorising": undecided == 0 and agreement >= 1.0 - fit.noise_rate}
-
-
 def train_proxy(images: torch.Tensor, labels: torch.Tensor, num_classes: int, settings: ProxySettings,
                 *, device: torch.device, progress: Progress | None = None,
                 keep_epoch_probs: bool = False, limit: LimitSettings | None = None,
                 checkpoint: Checkpointer | None = None, pseudo_k: int = 0,
+                stop_rule: StopRule | None = None,
                 on_trained: Callable[[torch.nn.Module, Normalise], None] | None = None) -> Dynamics:
     """Train the proxy on ``images`` (N, 3, S, S) uint8 and ``labels`` (N,) int64, both on ``device``.
 
@@ -99,11 +70,15 @@ def train_proxy(images: torch.Tensor, labels: torch.Tensor, num_classes: int, se
     saved state is resumed from when ``checkpoint.resume`` (checkpoint.py). With ``pseudo_k``, the
     trained proxy's pseudo labels by IEG Eq. 3 (trusted.py) are added. ``on_trained(model, normalise)``
     is called with the trained network (benchmarks predict held-out folds with it). With
-    ``settings.stop_from``, training ends early at the onset of memorisation (:func:`memorisation_check`,
-    ``Dynamics.stopped`` says when and why). Returns the recorded dynamics. Raises TrainingError when
-    the loss stops being finite.
+    ``settings.stop_from``, ``stop_rule(margins so far (e, N), given labels (N,))`` is asked before every
+    epoch from then on and ends training when its answer's ``"memorising"`` is true
+    (noise/stopping.py's ``memorisation_check``; ``Dynamics.stopped`` holds the answer). Returns the
+    recorded dynamics. Raises TrainingError when the loss stops being finite.
     """
     n = images.shape[0]
+    if settings.stop_from is not None and settings.stop_from < settings.epochs and stop_rule is None:
+        raise ValueError(f"stop_from={settings.stop_from} needs a stop_rule (labelaudit.noise.stopping."
+                         "memorisation_check), or stop_from=None for exactly settings.epochs epochs")
     torch.manual_seed(settings.seed)
     model = device_model(settings.model, num_classes, device)
     pair = None if limit is None else LimitPair(limit.model, num_classes, limit, device=device,
@@ -128,7 +103,7 @@ def train_proxy(images: torch.Tensor, labels: torch.Tensor, num_classes: int, se
     for epoch in range(start, settings.epochs):
         # checked before an epoch, not after, so a resumed run re-takes the decision it had taken
         if settings.stop_from is not None and epoch >= settings.stop_from:
-            check = memorisation_check(rec.margin[:epoch].cpu().numpy(), given)
+            check = stop_rule(rec.margin[:epoch].cpu().numpy(), given)
             if check["memorising"]:
                 stop = check
                 if progress is not None:  # the bar ends full: the run is complete, just shorter

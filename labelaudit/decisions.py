@@ -1,0 +1,76 @@
+"""Stage 6 — decisions: from p(mislabeled) and the scores to what samples.parquet says of each sample.
+
+``is_label_issue`` = p > threshold; ``rank`` by ``score`` (1 = most suspicious); ``weight`` = 1 − p, the
+clean probability (the AUL paper's Sec. 4.2 prints z_i, the mislabel probability, but its text means
+the clean one); ``predicted_label`` = the most likely true label (argmax of the mean probabilities, or
+IEG's augmentation-averaged pseudo label). Verified samples keep what was verified.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from .data.dataset import Dataset
+from .data.trusted import TrustedSet
+from .noise.mixture import NoiseFit
+from .scores import rank_descending
+
+SAMPLE_COLUMNS = [  # samples.parquet's contract columns, in order (../CONTRACT.md)
+    "sample_id", "path", "given_label", "score", "p_mislabeled", "is_label_issue", "label_score",
+    "rank", "predicted_label", "predicted_confidence", "weight", "aul", "aum",
+]
+
+
+def decide(p_mislabeled: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """(p clipped to [0, 1], is_label_issue = p > threshold): the one rule for the flags."""
+    p = np.clip(p_mislabeled, 0.0, 1.0)
+    return p, p > threshold
+
+
+def build_samples(ds: Dataset, *, aul_s: np.ndarray, aum_s: np.ndarray, score: np.ndarray,
+                  fit: NoiseFit, mean_probs: np.ndarray, threshold: float,
+                  limit_s: np.ndarray | None = None) -> pd.DataFrame:
+    """samples.parquet: the contract's columns (CONTRACT.md), in its order, then extras
+    (``limit_distance`` when LIMIT ran)."""
+    p, flags = decide(fit.p_mislabeled, threshold)
+    pred = mean_probs.argmax(axis=1)
+    df = ds.samples.copy()
+    df["score"] = score
+    df["p_mislabeled"] = p
+    df["is_label_issue"] = flags
+    df["label_score"] = 1.0 - p
+    df["rank"] = rank_descending(score)
+    df["predicted_label"] = np.asarray(ds.classes, dtype=object)[pred]
+    df["predicted_confidence"] = mean_probs[np.arange(len(pred)), pred].astype(np.float64)
+    df["weight"] = 1.0 - p  # the clean probability (AUL Sec. 4.2, as its text means it)
+    df["aul"] = aul_s
+    df["aum"] = aum_s
+    df["given_confidence"] = mean_probs[np.arange(len(pred)), ds.labels].astype(np.float64)
+    extras = ["given_confidence"]
+    if limit_s is not None:
+        df["limit_distance"] = np.asarray(limit_s, dtype=np.float64)
+        extras.append("limit_distance")
+    return df[SAMPLE_COLUMNS + extras]
+
+
+def apply_verified(samples: pd.DataFrame, trust: TrustedSet, classes: list[str]) -> pd.DataFrame:
+    """The trusted samples that are in the data keep what was verified: p_mislabeled 1 where the
+    verified label differs from the given one and 0 where it agrees (and is_label_issue, label_score,
+    weight with it), predicted_label = the verified label with confidence 1, and the extra column
+    ``verified_label`` (null elsewhere). ``score`` and ``rank`` stay the scorer's, so the ranking is
+    still the audit's own."""
+    rows, verified, wrong = trust.verified_rows()
+    wrong = wrong.astype(np.float64)
+    samples = samples.copy()
+    col = samples.columns.get_loc
+    samples.iloc[rows, col("p_mislabeled")] = wrong
+    samples.iloc[rows, col("is_label_issue")] = wrong > 0
+    samples.iloc[rows, col("label_score")] = 1.0 - wrong
+    samples.iloc[rows, col("weight")] = 1.0 - wrong
+    names = np.asarray(classes, dtype=object)[verified]
+    samples.iloc[rows, col("predicted_label")] = names
+    samples.iloc[rows, col("predicted_confidence")] = 1.0
+    verified_col = np.full(len(samples), None, dtype=object)
+    verified_col[rows] = names
+    samples["verified_label"] = verified_col
+    return samples
