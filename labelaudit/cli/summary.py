@@ -31,7 +31,7 @@ def render_overview(console: Console, run: dict) -> None:
         console.print(f"[yellow]Untrustworthy audit: {unlearned}.[/yellow]", soft_wrap=True)
     n_no_class = no_class_count(run.get("noise_model"), s["n_samples"])
     if n_no_class:
-        console.print(f"[yellow]{no_class_note(n_no_class)} (docs/scores.md, \"Images of no class\").[/yellow]",
+        console.print(f"[yellow]{no_class_note(n_no_class)}.[/yellow]",
                       soft_wrap=True)
     model_range = s.get("noise_rate_model_range")
     if model_range:
@@ -39,7 +39,7 @@ def render_overview(console: Console, run: dict) -> None:
                       f"line (a mixture component straddles a margin of 0), so the rate could be anywhere from "
                       f"{model_range[0]:.1%} to {model_range[1]:.1%}. More epochs, more images or verified labels "
                       f"settle it: `labelaudit export AUDIT --mode verify --out verify.csv` draws 10 a class to "
-                      f"check by hand, then scan again with --trusted verify.csv (docs/trusted.md).[/yellow]",
+                      f"check by hand, then scan again with --trusted verify.csv.[/yellow]",
                       soft_wrap=True)
     if run.get("scores"):
         console.print(f"[dim]Ranking: {run['scores']['score']}[/dim]")

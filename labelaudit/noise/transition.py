@@ -21,7 +21,7 @@ samples labelled j whose label is wrong, ``1 − P(true = j | given = j)``. A ro
 linked by Bayes: ``P(true = i | given = j) = π_i T[i, j] / Σ_k π_k T[k, j]``
 (:func:`given_label_rates`).
 
-Which estimator and which probabilities were chosen by ``benchmarks/transition.py`` (docs/transition.md):
+Which estimator and which probabilities were chosen by ``benchmarks/transition.py`` (docs/scores.md):
 the count estimate with the hard assignment had the lowest transition_row_l1 on every development
 set; anchors from the all-epoch mean softmax were the best anchor variant on digits and poor on
 CIFAR-10, where the small proxy is far from modelling p(ỹ | x).
