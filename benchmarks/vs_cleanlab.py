@@ -29,7 +29,7 @@ from sklearn.model_selection import StratifiedKFold
 
 from _cases import CASES, WORK, evaluate, load_case, machine_meta, merge_saved, save_results
 from labelaudit import scan
-from labelaudit.training.loop import autocast_for, batched_logits, device_images, device_labels
+from labelaudit.training.loop import Hook, autocast_for, batched_logits, device_images, device_labels
 from labelaudit.dynamics.proxy import ProxySettings, train_proxy
 
 DEFAULT_CASES = ["digits_uniform_0.4", "digits_pair_0.2", "cifar10n_worst_10k"]
@@ -46,12 +46,18 @@ def cross_validated_probs(ds, settings: ProxySettings, seed: int = 0) -> np.ndar
     folds = StratifiedKFold(n_splits=FOLDS, shuffle=True, random_state=seed)
     for fold, (train_idx, test_idx) in enumerate(folds.split(np.zeros(len(labels)), ds.labels)):
         tr, te = torch.from_numpy(train_idx), torch.from_numpy(test_idx)
-        trained = {}
-        train_proxy(images[tr], labels[tr], k, settings, device=cpu,
-                    on_trained=lambda model, normalise: trained.update(model=model, normalise=normalise))
-        logits = batched_logits(trained["model"], images[te], trained["normalise"], 512, autocast_for(cpu))
+        trained = _Trained()
+        train_proxy(images[tr], labels[tr], k, settings, device=cpu, hooks=[trained])
+        logits = batched_logits(trained.model, images[te], trained.normalise, 512, autocast_for(cpu))
         probs[test_idx] = torch.softmax(logits.float(), dim=1).numpy()
     return probs
+
+
+class _Trained(Hook):
+    """Keeps the network the loop trains (in place) and the fold's normaliser, to predict held-out folds."""
+
+    def start(self, model, batches) -> None:
+        self.model, self.normalise = model, batches.normalise
 
 
 def warm_up(ds, settings: ProxySettings) -> None:

@@ -36,3 +36,7 @@ class TrainingError(LabelauditError):
 
 class DecodeError(LabelauditError):
     """One image could not be decoded; the message is the one-line reason for errors.parquet."""
+
+
+class DeviceMemoryError(TrainingError):
+    """The device ran out of memory; the message says which setting to lower."""

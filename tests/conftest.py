@@ -80,3 +80,10 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="module")
+def clean_eval(tmp_path_factory):
+    root = tmp_path_factory.mktemp("eval") / "images"
+    make_color_folder(root, n_per_class=10, flips_per_class=0, seed=7)
+    return root

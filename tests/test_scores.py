@@ -73,7 +73,7 @@ def test_recorder_keys_by_sample_id():
     labels = torch.tensor([0, 0])
     loss = torch.tensor([0.1, 1.3])
     rec.record(0, torch.tensor([3, 1]), logits, labels, loss)
-    rec.end_epoch()
+    rec.end_epoch(0, 0.7)
     dyn = rec.dynamics()
     assert dyn.loss.shape == (1, 4) and dyn.mean_probs.shape == (4, 2)
     np.testing.assert_allclose(dyn.loss[0, [3, 1]], [0.1, 1.3], rtol=1e-6)

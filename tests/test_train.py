@@ -19,13 +19,6 @@ runner = CliRunner()
 TRAIN_FAST = ["--epochs=6", "--batch-size=16", "--workers=1", "--lr=0.05", "--augment=none"]
 
 
-@pytest.fixture(scope="module")
-def clean_eval(tmp_path_factory):
-    root = tmp_path_factory.mktemp("eval") / "images"
-    make_color_folder(root, n_per_class=10, flips_per_class=0, seed=7)
-    return root
-
-
 def test_train_with_weights_then_predict(scanned, clean_eval, tmp_path):
     tmp, truth = scanned
     out = tmp_path / "model"

@@ -26,10 +26,11 @@ def fail(message: str, code: int) -> typer.Exit:
 
 
 @contextlib.contextmanager
-def handle_errors(exit_code: int | None = None):
+def handle_errors(exit_code: int | None = None, *, resumable: bool = False):
     """Run a command body; map labelaudit's errors, Ctrl-C and anything unexpected to one line.
 
-    ``exit_code`` replaces every error's own code (``check`` keeps 1 for "a threshold was passed").
+    ``exit_code`` replaces every error's own code (``check`` keeps 1 for "a threshold was passed");
+    ``resumable``: the command checkpoints every epoch, so Ctrl-C's message points to --resume.
     """
     try:
         yield
@@ -40,12 +41,16 @@ def handle_errors(exit_code: int | None = None):
             raise
         raise fail(str(exc), exit_code or exc.exit_code) from None
     except KeyboardInterrupt:
-        typer.echo("labelaudit: interrupted; nothing already written was changed (a scan continues from its last "
-                   "finished epoch with --resume)", err=True)
+        typer.echo("labelaudit: interrupted; nothing already written was changed"
+                   + ("; run the same command with --resume to continue from the last finished epoch"
+                      if resumable else ""), err=True)
         raise typer.Exit(EXIT_INTERRUPTED) from None
     except Exception as exc:  # the last line of defence: never show a traceback by default
         if debug():
             raise
+        if type(exc).__name__ == "OutOfMemoryError":  # torch's, outside the training loop (which types it)
+            raise fail("the GPU ran out of memory; lower --batch-size or --image-size, or use --device cpu",
+                       exit_code or 1) from None
         where = type(exc).__name__
         raise fail(f"unexpected {where}: {str(exc).splitlines()[0] if str(exc) else ''} "
                    "(this is a bug in labelaudit; rerun with LABELAUDIT_DEBUG=1 and report the traceback)",

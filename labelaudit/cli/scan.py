@@ -54,7 +54,7 @@ def scan_cli(
 
     Advanced settings (augmentation, scores, LIMIT, the noise model, proxy runs, caching, ...) come from --config, from \[tool.labelaudit.scan] in pyproject.toml, or as --<setting> VALUE; `labelaudit settings scan` lists them."""
     err = Console(stderr=True)
-    with handle_errors():
+    with handle_errors(resumable=True):
         settings = merged(ctx, ScanConfig, config, dict(
             path_column=path_column, label_column=label_column, device=device, model=model, image_size=image_size,
             epochs=epochs, batch_size=batch_size, seed=seed, threshold=threshold,

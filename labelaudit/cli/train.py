@@ -42,6 +42,8 @@ def train_cli(
                                                         "\\[default: 128]."),
     device: Optional[str] = typer.Option(None, help="auto, cpu, cuda or cuda:N \\[default: auto]."),
     seed: Optional[int] = typer.Option(None, help="Random seed \\[default: 0]."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run from the checkpoint its last "
+                                                        "finished epoch left in --out (same settings)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or summary."),
 ) -> None:
     r"""Train a fresh model that the label noise hurts less, using an audit: per-sample weights,
@@ -50,10 +52,11 @@ def train_cli(
 
     Stochastic label noise, a momentum model, label correction and IEG's meta step with --trusted are advanced settings: --config, \[tool.labelaudit.train] in pyproject.toml, or --<setting> VALUE (`labelaudit settings train` lists them)."""
     err = Console(stderr=True)
-    with handle_errors():
+    with handle_errors(resumable=True):
         settings = merged(ctx, TrainConfig, config, dict(
             weights=weights or None, drop_issues=drop_issues or None, relabel=relabel or None, correction=correction,
-            model=model, epochs=epochs, batch_size=batch_size, device=device, seed=seed), section="train")
+            model=model, epochs=epochs, batch_size=batch_size, device=device, seed=seed, resume=resume or None),
+            section="train")
         base = _baseline_accuracy(baseline) if baseline is not None else None
         with RichProgress(err, enabled=not quiet) as progress:
             result = train(data, audit=audit, out=out, eval_data=eval_data, manifest=manifest, root=root,

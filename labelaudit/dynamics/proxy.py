@@ -19,24 +19,20 @@ where their AUROC is at its best, the CIFAR-10 sets run 25–30 epochs and gain 
 """
 from __future__ import annotations
 
-import math
-import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ..progress import Progress
-from ..training.augment import augment_batch
 from ..training.checkpoint import Checkpointer
-from ..errors import TrainingError
+from ..training.loop import (Batches, Hook, Normalise, StepOutput, compiled, device_model, precision_for,
+                             seeded_generators, steps_per_epoch, train_epochs)
 from .limit import LimitPair, LimitSettings
-from ..training.loop import (Normalise, autocast_for, compiled, device_model, epoch_batches, seeded_generators,
-    steps_per_epoch)
-from .recorders import Dynamics, Recorder
 from .pseudo import augmented_pseudo_labels
+from .recorders import Dynamics, Recorder
 
 
 StopRule = Callable[[np.ndarray, np.ndarray], dict]  # (margins (e, N), given (N,)) → {"memorising": bool, ...}
@@ -58,22 +54,21 @@ class ProxySettings:
 
 
 def train_proxy(images: torch.Tensor, labels: torch.Tensor, num_classes: int, settings: ProxySettings,
-                *, device: torch.device, progress: Progress | None = None,
-                keep_epoch_probs: bool = False, limit: LimitSettings | None = None,
-                checkpoint: Checkpointer | None = None, pseudo_k: int = 0,
-                stop_rule: StopRule | None = None,
-                on_trained: Callable[[torch.nn.Module, Normalise], None] | None = None) -> Dynamics:
-    """Train the proxy on ``images`` (N, 3, S, S) uint8 and ``labels`` (N,) int64, both on ``device``.
+                *, device: torch.device, progress: Progress | None = None, limit: LimitSettings | None = None,
+                checkpoint: Checkpointer | None = None, pseudo_k: int = 0, stop_rule: StopRule | None = None,
+                hooks: Sequence[Hook] = ()) -> Dynamics:
+    """Train the proxy on ``images`` (N, 3, S, S) uint8 and ``labels`` (N,) int64, both on ``device``,
+    through the one training loop (training/loop.py), recording every sample's loss and margin.
 
     With ``limit``, the LIMIT pair (limit.py) trains on the same augmented batches, and the dynamics
-    carry its distances. With ``checkpoint``, the whole state is saved after every epoch, and a
-    saved state is resumed from when ``checkpoint.resume`` (checkpoint.py). With ``pseudo_k``, the
-    trained proxy's pseudo labels by IEG Eq. 3 (trusted.py) are added. ``on_trained(model, normalise)``
-    is called with the trained network (benchmarks predict held-out folds with it). With
-    ``settings.stop_from``, ``stop_rule(margins so far (e, N), given labels (N,))`` is asked before every
-    epoch from then on and ends training when its answer's ``"memorising"`` is true
-    (noise/stopping.py's ``memorisation_check``; ``Dynamics.stopped`` holds the answer). Returns the
-    recorded dynamics. Raises TrainingError when the loss stops being finite.
+    carry its distances. With ``checkpoint``, the whole state is saved after every epoch, and a saved
+    state is resumed from when ``checkpoint.resume``. With ``pseudo_k``, the trained proxy's pseudo
+    labels by IEG Eq. 3 (pseudo.py) are added. With ``settings.stop_from``, ``stop_rule(margins so far
+    (e, N), given labels (N,))`` is asked before every epoch from then on and ends training when its
+    answer's ``"memorising"`` is true (noise/stopping.py's ``memorisation_check``; ``Dynamics.stopped``
+    holds the answer). ``hooks``: more of the loop's hooks, after the recorders (benchmarks read the
+    run through them). Returns the recorded dynamics. Raises TrainingError when the loss stops being
+    finite, DeviceMemoryError when the device runs out of memory.
     """
     n = images.shape[0]
     if settings.stop_from is not None and settings.stop_from < settings.epochs and stop_rule is None:
@@ -87,94 +82,59 @@ def train_proxy(images: torch.Tensor, labels: torch.Tensor, num_classes: int, se
                           nesterov=True, weight_decay=settings.weight_decay)
     normalise = Normalise.of(images)
     gen, order_gen = seeded_generators(settings.seed, device)
-    rec = Recorder(n, num_classes, settings.epochs, device, keep_epoch_probs=keep_epoch_probs, limit=pair is not None)
-    autocast = autocast_for(device)
-
-    start = 0
-    saved = checkpoint.load() if checkpoint is not None else None
-    if saved is not None:
-        start = _restore(saved, model=model, opt=opt, pair=pair, rec=rec, gen=gen, order_gen=order_gen)
-    total = settings.epochs * steps_per_epoch(n, settings.batch_size)
-    done, t0 = start * steps_per_epoch(n, settings.batch_size), time.perf_counter()
+    rec = Recorder(n, num_classes, settings.epochs, device, limit=pair is not None)
+    precision = precision_for(device)
     net = compiled(model, settings.compile)  # the training forward; `model` holds the parameters
-    model.train()
-    stop = None
-    given = labels.cpu().numpy()  # the stopping check's noise model reads the given labels too
-    for epoch in range(start, settings.epochs):
-        # checked before an epoch, not after, so a resumed run re-takes the decision it had taken
-        if settings.stop_from is not None and epoch >= settings.stop_from:
-            check = stop_rule(rec.margin[:epoch].cpu().numpy(), given)
-            if check["memorising"]:
-                stop = check
-                if progress is not None:  # the bar ends full: the run is complete, just shorter
-                    progress("train", done, done, {"epoch": epoch, "epochs": epoch})
-                break
-        loss_sum = torch.zeros((), device=device)
-        for ids in epoch_batches(n, settings.batch_size, order_gen, device):
-            # --- data: uint8 → augment → float, normalised
-            x = normalise(augment_batch(images[ids], settings.augment, gen))  # (B, 3, S, S)
-            y = labels[ids]
-            # --- forward, per-sample loss, backward
-            with autocast:
-                logits = net(x)  # (B, K)
-            loss_i = F.cross_entropy(logits.float(), y, reduction="none")  # (B,)
-            loss = loss_i.mean()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            # --- record from the same forward pass
-            rec.record(epoch, ids, logits.detach(), y, loss_i.detach())
-            # --- the LIMIT pair, same batch (its own forward and backward passes)
-            if pair is not None:
-                rec.record_limit(epoch, ids, pair.step(x, y, autocast))
-            loss_sum += loss.detach() * len(ids)
-            done += 1
-            if progress is not None:
-                progress("train", done, total, {"epoch": epoch + 1, "epochs": settings.epochs})
-        rec.end_epoch()
-        mean_loss = float(loss_sum) / n  # one host sync per epoch
-        if not math.isfinite(mean_loss):
-            raise TrainingError(f"training loss became {mean_loss} in epoch {epoch + 1}; the learning rate "
-                                f"is probably too high: lower --lr (now {settings.lr:g}) and scan again")
-        if checkpoint is not None:
-            checkpoint.save(_state(epoch + 1, model=model, opt=opt, pair=pair, rec=rec, gen=gen, order_gen=order_gen))
-        if progress is not None:
-            seen = (epoch + 1 - start) * n
-            progress("train", done, total, {"epoch": epoch + 1, "epochs": settings.epochs, "loss": mean_loss,
-                                            "images_per_s": seen / max(time.perf_counter() - t0, 1e-9)})
+
+    def step(x: torch.Tensor, ids: torch.Tensor, raw: torch.Tensor) -> StepOutput:
+        with precision.autocast:
+            logits = net(x)  # (B, K)
+        loss_i = F.cross_entropy(logits.float(), labels[ids], reduction="none")  # (B,)
+        return StepOutput(loss_i.mean(), logits, loss_i)
+
+    own = [rec] + ([_LimitHook(pair, rec, precision.autocast)] if pair is not None else [])
+    if settings.stop_from is not None:
+        own.append(_StopHook(settings.stop_from, rec, labels.cpu().numpy(), stop_rule))
+    run = train_epochs(model, opt, Batches(images, settings.batch_size, settings.augment, normalise, gen, order_gen),
+                       step, epochs=settings.epochs, labels=labels, hooks=[*own, *hooks], precision=precision,
+                       checkpoint=checkpoint, progress=progress, stage="train",
+                       diverged=f"the learning rate is probably too high: lower --lr (now {settings.lr:g}) and "
+                                "scan again")
     if pair is not None:  # LIMIT's score: q in eval mode on un-augmented images (Sec. 4.1)
-        rec.limit_final = pair.distance(images, labels, normalise, settings.batch_size, autocast)
-    if on_trained is not None:
-        on_trained(model, normalise)
+        rec.limit_final = pair.distance(images, labels, normalise, settings.batch_size, precision.autocast)
     dyn = rec.dynamics()
-    dyn.resumed_from_epoch = start
-    dyn.stopped = stop
+    dyn.resumed_from_epoch = run["start"]
+    dyn.stopped = None if run["stopped"] is None else {k: v for k, v in run["stopped"].items() if k != "stop"}
     if pseudo_k:
         dyn.pseudo_probs = augmented_pseudo_labels(model, images, normalise, settings.augment, pseudo_k, gen,
-                                                   settings.batch_size, autocast).cpu().numpy()
+                                                   settings.batch_size, precision.autocast).cpu().numpy()
     return dyn
 
 
-def _state(epochs_done: int, *, model, opt, pair: LimitPair | None, rec: Recorder, gen, order_gen) -> dict:
-    """Everything the loop needs to go on after ``epochs_done`` epochs, as tensors and numbers."""
-    return {
-        "epoch": epochs_done,
-        "model": model.state_dict(), "opt": opt.state_dict(),
-        "limit": None if pair is None else pair.state_dict(),
-        "rng": {"global": torch.get_rng_state(), "augment": gen.get_state(), "order": order_gen.get_state()},
-        "recorder": rec.state(),
-    }
+class _LimitHook(Hook):
+    """The LIMIT pair's own forward and backward passes on each step's batch, its distances recorded."""
+
+    def __init__(self, pair: LimitPair, rec: Recorder, autocast):
+        self.pair, self.rec, self.autocast = pair, rec, autocast
+
+    def after_step(self, epoch, ids, x, y, out) -> None:
+        self.rec.record_limit(epoch, ids, self.pair.step(x, y, self.autocast))
+
+    def state(self) -> dict:
+        return self.pair.state_dict()
+
+    def load_state(self, state: dict) -> None:
+        self.pair.load_state_dict(state)
 
 
-def _restore(state: dict, *, model, opt, pair: LimitPair | None, rec: Recorder, gen, order_gen) -> int:
-    """Load a :func:`_state` back; returns the number of epochs it had finished. The checkpoint's key
-    (settings, LIMIT's included, and data) was checked when it was loaded, so the parts match."""
-    model.load_state_dict(state["model"])
-    opt.load_state_dict(state["opt"])
-    if pair is not None:
-        pair.load_state_dict(state["limit"])
-    torch.set_rng_state(state["rng"]["global"])
-    gen.set_state(state["rng"]["augment"])
-    order_gen.set_state(state["rng"]["order"])
-    rec.load_state(state["recorder"])
-    return int(state["epoch"])
+class _StopHook(Hook):
+    """``--epochs auto``: from epoch ``stop_from`` on, the stopping rule reads the margins so far."""
+
+    def __init__(self, stop_from: int, rec: Recorder, given: np.ndarray, rule: StopRule | None):
+        self.stop_from, self.rec, self.given, self.rule = stop_from, rec, given, rule
+
+    def before_epoch(self, epoch: int) -> dict | None:
+        if epoch < self.stop_from or self.rule is None:
+            return None
+        check = self.rule(self.rec.margin[:epoch].cpu().numpy(), self.given)
+        return {**check, "stop": True} if check["memorising"] else None

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from ..errors import DataError
+from ..training.loop import Hook, StepOutput
 
 
 def logit_margin(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -30,25 +31,24 @@ class Dynamics:
     loss: np.ndarray  # (E, N) float32: training cross-entropy of sample n in epoch e
     margin: np.ndarray  # (E, N) float32: logit margin of sample n in epoch e
     mean_probs: np.ndarray  # (N, K) float32: softmax probabilities averaged over epochs
-    epoch_probs: np.ndarray | None = None  # (E, N, K) float32, only when asked for (benchmarks)
     limit_epochs: np.ndarray | None = None  # (E, N) float32: LIMIT distance in the training pass, when LIMIT ran
     limit_distance: np.ndarray | None = None  # (N,) float32: LIMIT distance after training, eval mode, no augmentation
     resumed_from_epoch: int = 0  # epochs that came from a checkpoint (scan --resume)
-    stopped: dict | None = None  # proxy.memorisation_check at the early stop; None = ran every epoch
+    stopped: dict | None = None  # the stopping rule's answer at the early stop; None = ran every epoch
     pseudo_probs: np.ndarray | None = None  # (N, K) IEG Eq. 3 pseudo labels of the trained proxy, when asked for
 
 
-class Recorder:
-    """Collects loss, margin and softmax per sample id during training, on ``device``."""
+class Recorder(Hook):
+    """Collects loss, margin and softmax per sample id during training, on ``device``: a hook of the
+    training loop (training/loop.py) that reads every step's own forward pass."""
 
     def __init__(self, n_samples: int, n_classes: int, epochs: int, device: torch.device, *,
-                 keep_epoch_probs: bool = False, limit: bool = False):
+                 limit: bool = False):
         self.loss = torch.full((epochs, n_samples), float("nan"), device=device)
         self.limit = torch.full((epochs, n_samples), float("nan"), device=device) if limit else None
         self.limit_final: torch.Tensor | None = None
         self.margin = torch.full((epochs, n_samples), float("nan"), device=device)
         self.prob_sum = torch.zeros((n_samples, n_classes), device=device)
-        self.epoch_probs = torch.zeros((epochs, n_samples, n_classes), device=device) if keep_epoch_probs else None
         self.epochs_seen = 0
 
     @torch.no_grad()
@@ -60,18 +60,20 @@ class Recorder:
         self.margin[epoch, ids] = logit_margin(logits, labels)
         probs = torch.softmax(logits, dim=1)
         self.prob_sum.index_add_(0, ids, probs)
-        if self.epoch_probs is not None:
-            self.epoch_probs[epoch, ids] = probs
 
     @torch.no_grad()
     def record_limit(self, epoch: int, ids: torch.Tensor, distance: torch.Tensor) -> None:
         """ids (B,), LIMIT distance (B,) from the same batch's training pass."""
         self.limit[epoch, ids] = distance.float()
 
-    def end_epoch(self) -> None:
+    def after_step(self, epoch: int, ids: torch.Tensor, x: torch.Tensor, y: torch.Tensor | None,
+                   out: StepOutput) -> None:
+        self.record(epoch, ids, out.logits.detach(), y, out.loss_i.detach())
+
+    def end_epoch(self, epoch: int, mean_loss: float) -> None:
         self.epochs_seen += 1
 
-    _TENSORS = ("loss", "margin", "prob_sum", "limit", "epoch_probs")
+    _TENSORS = ("loss", "margin", "prob_sum", "limit")
 
     def state(self) -> dict:
         """What a checkpoint keeps (checkpoint.py): every recorded tensor and the epoch count."""
@@ -91,6 +93,5 @@ class Recorder:
         e = self.epochs_seen
         return Dynamics(loss=self.loss[:e].cpu().numpy(), margin=self.margin[:e].cpu().numpy(),
                         mean_probs=(self.prob_sum / max(e, 1)).cpu().numpy(),
-                        epoch_probs=None if self.epoch_probs is None else self.epoch_probs[:e].cpu().numpy(),
                         limit_epochs=None if self.limit is None else self.limit[:e].cpu().numpy(),
                         limit_distance=None if self.limit_final is None else self.limit_final.cpu().numpy())

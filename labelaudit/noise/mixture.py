@@ -166,15 +166,6 @@ def no_class_count(details: dict | None, n_samples: int) -> int:
     return int(round(share * n_samples))
 
 
-def bootstrap_interval(x: np.ndarray, gmm: GaussianMixture, noisy: np.ndarray, *, rounds: int = BOOTSTRAP_ROUNDS,
-                       level: float = BOOTSTRAP_LEVEL, random_state: int = 0,
-                       max_samples: int | None = None) -> tuple[float, float]:
-    """Percentile interval of the noise rate over bootstrap resamples of the samples (the rounds of
-    :func:`bootstrap_rates`)."""
-    return percentile_interval(bootstrap_rates(x, gmm, noisy, rounds=rounds, random_state=random_state,
-                                               max_samples=max_samples), level)
-
-
 def percentile_interval(rates: np.ndarray, level: float = BOOTSTRAP_LEVEL) -> tuple[float, float]:
     """The central ``level`` interval of ``rates`` (bootstrap rounds, of one fit or pooled over several)."""
     lo, hi = np.quantile(np.asarray(rates, dtype=np.float64), [(1 - level) / 2, (1 + level) / 2])

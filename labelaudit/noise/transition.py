@@ -125,15 +125,6 @@ def given_label_rates(t: np.ndarray, prior: np.ndarray) -> np.ndarray:
     return 1.0 - np.divide(np.diag(joint), given_mass, out=np.ones(len(t)), where=given_mass > 0)
 
 
-def true_prior(t: np.ndarray, given_counts: np.ndarray) -> np.ndarray:
-    """π solving ``πᵀ T = given distribution`` (least squares, clipped to the simplex)."""
-    q = np.asarray(given_counts, dtype=np.float64)
-    q = q / q.sum()
-    pi, *_ = np.linalg.lstsq(np.asarray(t, dtype=np.float64).T, q, rcond=None)
-    pi = np.clip(pi, 0.0, None)
-    return pi / pi.sum() if pi.sum() > 0 else q
-
-
 def transition_frame(t: np.ndarray, classes: list[str]) -> pd.DataFrame:
     """transition.parquet: long form ``true_label, noisy_label, p`` (CONTRACT.md)."""
     k = len(classes)

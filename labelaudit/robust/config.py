@@ -53,6 +53,8 @@ class TrainConfig:
     meta_momentum: bool = False  # the virtual step follows the optimiser's momentum and decay (IEG Sec. 4.3)
     meta_kl: float = 0.0  # k: weight of IEG's consistency loss between a batch and its strong view (Eq. 4); 0 = off
     meta_mixup: float = 0.0  # p: weight of L_uβ, IEG's mixup of probe, batch and strong view (Eq. 9); 0 = off
+    # --- interruption
+    resume: bool = False  # continue from the checkpoint the last finished epoch left in the output folder
 
     def validate(self) -> "TrainConfig":
         checks = [

@@ -151,6 +151,13 @@ class WeightAverage:
         self.mean = torch.zeros(n, device=device)  # (N,) m, biased towards 0
         self.visits = torch.zeros(n, device=device)  # (N,) t
 
+    def state(self) -> dict:
+        return {"mean": self.mean, "visits": self.visits}
+
+    def load_state(self, state: dict) -> None:
+        self.mean.copy_(state["mean"])
+        self.visits.copy_(state["visits"])
+
     def __call__(self, ids: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """ids (B,) long sample indices, weights (B,) ω* summing to 1 or all 0 → (B,) averaged weights."""
         m = self.decay * self.mean[ids] + (1.0 - self.decay) * weights.detach() * len(ids)
@@ -209,6 +216,14 @@ class MetaLog:
         square = (w * w).sum()
         self._ess.append(torch.where(square > 0, w.sum() ** 2 / square.clamp_min(1e-30) / b, square.new_zeros(())))
         self._zero.append((w == 0).float().mean())
+
+    def state(self) -> dict:
+        """The per-sample records (the epoch means start anew after every epoch, so none is pending)."""
+        return {"total": self.total, "last": self.last, "visits": self.visits, "kept": self.kept}
+
+    def load_state(self, state: dict) -> None:
+        for name in ("total", "last", "visits", "kept"):
+            getattr(self, name).copy_(state[name])
 
     def epoch(self) -> dict:
         """The epoch's mean effective sample size (share of B) and share at weight 0; then starts anew."""

@@ -1,8 +1,9 @@
-"""Per-epoch checkpoints of the proxy run, so ``scan --resume`` continues an interrupted scan.
+"""Per-epoch checkpoints of the training loop, so ``scan --resume`` and ``train --resume`` continue an
+interrupted run.
 
 After every finished epoch the whole training state goes to ``<out>/checkpoint.pt``, written
-atomically: the networks and optimisers (the proxy's and, with LIMIT, f's and q's), the three
-random generators (global, augmentation, data order) and the recorded dynamics so far. Resuming
+atomically: the network and its optimiser, the three random generators (global, augmentation, data
+order) and every hook's state (the recorded dynamics, LIMIT's f and q, a schedule, a momentum model). Resuming
 restores all of it, so a resumed scan gives the same outputs as one that never stopped (same seed,
 same device). The file holds tensors, numbers and strings only: ``torch.load(weights_only=True)``
 reads it, never pickle of arbitrary objects. A finished scan deletes it.
@@ -23,7 +24,7 @@ from ..errors import DataError, UsageError
 
 CHECKPOINT_FILE = "checkpoint.pt"
 _EXTRA_RUN_FILE = "checkpoint-run{}.pt"  # the extra runs of scan --proxy-runs K, k = 2..K
-FORMAT = 3  # 2: LIMIT's networks and optimiser under one "limit" entry; 3: with q's moving average
+FORMAT = 4  # 3: with LIMIT q's moving average; 4: the one loop's layout (every hook's state in order)
 
 
 def run_checkpoint_file(run: int) -> str:
@@ -51,6 +52,7 @@ class Checkpointer:
     path: Path
     key: str
     resume: bool = False  # load an existing checkpoint (else: start afresh and overwrite it)
+    command: str = "scan"  # the command the messages tell to run again
 
     def save(self, state: dict) -> None:
         import torch
@@ -70,10 +72,10 @@ class Checkpointer:
             state = torch.load(self.path, map_location="cpu", weights_only=True)
         except Exception as exc:  # a truncated or foreign file: torch raises several types
             raise DataError(f"{self.path}: unreadable checkpoint ({str(exc).splitlines()[0][:120]}); "
-                            "delete it and scan again without --resume") from None
+                            f"delete it and {self.command} again without --resume") from None
         if not isinstance(state, dict) or state.get("key") != self.key:
-            raise UsageError(f"--resume: {self.path} was made with other settings or other data; scan with the "
-                             "same options as the interrupted run, or drop --resume to start over")
+            raise UsageError(f"--resume: {self.path} was made with other settings or other data; {self.command} with "
+                             "the same options as the interrupted run, or drop --resume to start over")
         return state
 
     def remove(self) -> None:

@@ -1,19 +1,36 @@
-"""Stage 3 plumbing that every training loop here shares: the proxy (proxy.py), the LIMIT pair
-(limit.py) and the second run (train.py).
+"""The one training loop, for the scan's proxy (dynamics/proxy.py) and ``labelaudit train``
+(robust/fit.py), and the plumbing around it.
+
+:func:`train_epochs` runs the epochs: batches of a seeded permutation, augmentation on the device,
+one step function that returns the loss (the caller's: plain cross-entropy for the proxy, the robust
+methods' targets and weights for the second run), the optimiser step under one precision policy,
+and :class:`Hook` objects that plug in what each run needs (recorders, LIMIT, a stopping rule, a
+schedule, a momentum model, evaluation). After every epoch the whole state (network, optimiser,
+random generators, every hook's state) goes to the run's checkpoint, so both commands resume.
 
 - The decoded dataset goes to the device once, as uint8 (N, 3, S, S): cheaper to move and augment
   than floats; batches are normalised to float after augmentation.
 - Each epoch visits a fresh permutation in near-equal batches; the permutation is drawn on the CPU
   (same order on every device), augmentation draws from a generator on the device.
-- Networks live on the device in channels_last; autocast is bf16/fp16 on CUDA, off on the CPU.
+- Networks live on the device in channels_last. Precision (:func:`precision_for`): bf16 autocast on
+  CUDA where supported, fp16 with a GradScaler on older GPUs, float32 on the CPU.
 - Evaluation runs the network in eval mode over un-augmented images in large batches.
 """
 from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
+from ..errors import DeviceMemoryError, TrainingError
+from ..progress import Progress
+from .augment import augment_batch
+from .checkpoint import Checkpointer
 from .models import build_model
 
 
@@ -87,12 +104,31 @@ def seeded_generators(seed: int, device: torch.device) -> tuple[torch.Generator,
     return gen, order
 
 
-def autocast_for(device: torch.device) -> torch.autocast:
-    """bf16 (fp16 where bf16 is missing) autocast on CUDA; disabled on the CPU, where bf16 is slower
-    on most machines. One context object, reusable for every forward pass of a run."""
+@dataclass
+class Precision:
+    """How a run computes: ``autocast`` for every forward pass, and a GradScaler when that is fp16."""
+
+    autocast: torch.autocast
+    scaler: "torch.amp.GradScaler | None" = None
+
+    @property
+    def name(self) -> str:
+        return str(self.autocast.fast_dtype).replace("torch.", "") if self.autocast._enabled else "float32"
+
+
+def precision_for(device: torch.device) -> Precision:
+    """bf16 autocast on CUDA devices that support it; fp16 autocast with a GradScaler on older GPUs
+    (fp16 gradients underflow without one); float32 on the CPU, where bf16 is slower on most machines."""
     cuda = device.type == "cuda"
-    dtype = torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float16
-    return torch.autocast(device.type, dtype=dtype, enabled=cuda)
+    bf16 = cuda and torch.cuda.is_bf16_supported()
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16 if bf16 else torch.float16, enabled=cuda)
+    scaler = torch.amp.GradScaler(device.type) if cuda and not bf16 else None
+    return Precision(autocast, scaler)
+
+
+def autocast_for(device: torch.device) -> torch.autocast:
+    """The autocast context of :func:`precision_for` alone (evaluation passes, which need no scaler)."""
+    return precision_for(device).autocast
 
 
 @torch.no_grad()
@@ -108,3 +144,161 @@ def batched_logits(model: nn.Module, images: torch.Tensor, normalise: Normalise,
             out.append(model(normalise(images[ids])).float())
     model.train(was_training)
     return torch.cat(out)
+
+
+# ------------------------------------------------------------------------------------ the one loop
+
+@dataclass
+class StepOutput:
+    """What a step function returns: the scalar ``loss`` to minimise, and for the recorders the
+    training forward pass's ``logits`` (B, K) and per-sample ``loss_i`` (B,), when it has them."""
+
+    loss: torch.Tensor
+    logits: torch.Tensor | None = None
+    loss_i: torch.Tensor | None = None
+
+
+class Hook:
+    """A part of a run that plugs into :func:`train_epochs`; every method is optional."""
+
+    def start(self, model: nn.Module, batches: "Batches") -> None:
+        """Called once before training (after a checkpoint was restored) with the network trained."""
+
+    def before_epoch(self, epoch: int) -> dict | None:
+        """Called before epoch ``epoch`` (0-based). A dict with ``"stop": True`` ends the run there."""
+
+    def after_step(self, epoch: int, ids: torch.Tensor, x: torch.Tensor, y: torch.Tensor | None,
+                   out: StepOutput) -> None:
+        """Called after each optimiser step with the batch's sample ids (B,), its augmented input."""
+
+    def end_epoch(self, epoch: int, mean_loss: float) -> dict | None:
+        """Called after epoch ``epoch``; a dict returned is added to the progress report."""
+
+    def state(self) -> dict | None:
+        """Tensors and numbers to checkpoint (None: nothing)."""
+
+    def load_state(self, state: dict) -> None:
+        """Restore what :meth:`state` returned."""
+
+
+@dataclass
+class Batches:
+    """How a run draws its batches: the uint8 images (N, 3, S, S) on the device, their batch size and
+    augmentation, the normaliser, and the augmentation (device) and order (CPU) generators."""
+
+    images: torch.Tensor
+    batch_size: int
+    augment: str
+    normalise: Normalise
+    gen: torch.Generator
+    order_gen: torch.Generator
+
+    @property
+    def n(self) -> int:
+        return int(self.images.shape[0])
+
+
+def _oom_types() -> tuple[type, ...]:
+    return tuple({getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError), torch.cuda.OutOfMemoryError})
+
+
+def train_epochs(model: nn.Module, opt: torch.optim.Optimizer, batches: Batches,
+                 step: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], StepOutput], *, epochs: int,
+                 labels: torch.Tensor | None = None, hooks: Sequence[Hook] = (), precision: Precision,
+                 checkpoint: Checkpointer | None = None, progress: Progress | None = None, stage: str = "train",
+                 diverged: str = "lower the learning rate") -> dict:
+    """Train ``model`` for ``epochs`` passes over ``batches``; ``step(x, ids, raw)`` computes the loss of
+    one augmented, normalised batch x (B, 3, S, S) float, its sample ids (B,) and its uint8 images (the
+    caller's forward pass, under ``precision.autocast`` where it wants it). A saved state is resumed from
+    when ``checkpoint.resume``; the state is saved after every epoch.
+
+    Returns ``{"start": the epoch resumed from, "epochs_run": epochs trained in all, "stopped": the
+    hook's answer that ended the run early, or None}``. Raises TrainingError when the loss stops being
+    finite (``diverged`` says what to do), DeviceMemoryError when the device runs out of memory.
+    """
+    n, per_epoch = batches.n, steps_per_epoch(batches.n, batches.batch_size)
+    start = 0
+    saved = checkpoint.load() if checkpoint is not None else None
+    if saved is not None:
+        start = _restore(saved, model, opt, batches, precision, hooks)
+    total, done, t0 = epochs * per_epoch, start * per_epoch, time.perf_counter()
+    for h in hooks:
+        h.start(model, batches)
+    model.train()
+    stopped, epoch = None, start
+    for epoch in range(start, epochs):
+        # asked before an epoch, not after, so a resumed run re-takes the decision it had taken
+        answers = [h.before_epoch(epoch) for h in hooks]
+        stopped = next((a for a in answers if a and a.get("stop")), None)
+        if stopped is not None:
+            if progress is not None:  # the bar ends full: the run is complete, just shorter
+                progress(stage, done, done, {"epoch": epoch, "epochs": epoch})
+            break
+        loss_sum = torch.zeros((), device=batches.images.device)
+        for ids in epoch_batches(n, batches.batch_size, batches.order_gen, batches.images.device):
+            raw = batches.images[ids]  # (B, 3, S, S) uint8
+            x = batches.normalise(augment_batch(raw, batches.augment, batches.gen))  # (B, 3, S, S) float
+            try:
+                out = step(x, ids, raw)
+                opt.zero_grad(set_to_none=True)
+                if precision.scaler is not None:
+                    precision.scaler.scale(out.loss).backward()
+                    precision.scaler.step(opt)
+                    precision.scaler.update()
+                else:
+                    out.loss.backward()
+                    opt.step()
+            except _oom_types():
+                raise DeviceMemoryError(
+                    f"the {batches.images.device.type.upper()} device ran out of memory in epoch {epoch + 1} at "
+                    f"batch size {batches.batch_size}; lower --batch-size (now {batches.batch_size}) or "
+                    f"--image-size (now {batches.images.shape[-1]}) and run again") from None
+            y = None if labels is None else labels[ids]
+            for h in hooks:
+                h.after_step(epoch, ids, x, y, out)
+            loss_sum += out.loss.detach() * len(ids)
+            done += 1
+            if progress is not None:
+                progress(stage, done, total, {"epoch": epoch + 1, "epochs": epochs})
+        mean_loss = float(loss_sum) / n  # one host sync per epoch
+        if not math.isfinite(mean_loss):
+            raise TrainingError(f"training loss became {mean_loss} in epoch {epoch + 1}; {diverged}")
+        info = {"epoch": epoch + 1, "epochs": epochs, "loss": mean_loss}
+        for h in hooks:
+            info.update(h.end_epoch(epoch, mean_loss) or {})
+        if checkpoint is not None:
+            checkpoint.save(_state(epoch + 1, model, opt, batches, precision, hooks))
+        if progress is not None:
+            info["images_per_s"] = (epoch + 1 - start) * n / max(time.perf_counter() - t0, 1e-9)
+            progress(stage, done, total, info)
+    else:
+        epoch = epochs
+    return {"start": start, "epochs_run": epoch, "stopped": stopped}
+
+
+def _state(epochs_done: int, model, opt, batches: Batches, precision: Precision, hooks: Sequence[Hook]) -> dict:
+    """Everything the loop needs to go on after ``epochs_done`` epochs, as tensors and numbers."""
+    return {
+        "epoch": epochs_done,
+        "model": model.state_dict(), "opt": opt.state_dict(),
+        "scaler": None if precision.scaler is None else precision.scaler.state_dict(),
+        "rng": {"global": torch.get_rng_state(), "augment": batches.gen.get_state(),
+                "order": batches.order_gen.get_state()},
+        "hooks": [h.state() for h in hooks],
+    }
+
+
+def _restore(state: dict, model, opt, batches: Batches, precision: Precision, hooks: Sequence[Hook]) -> int:
+    """Load a :func:`_state` back; returns the number of epochs it had finished. The checkpoint's key
+    (settings and data) was checked when it was loaded, so the parts match."""
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["opt"])
+    if precision.scaler is not None and state.get("scaler"):
+        precision.scaler.load_state_dict(state["scaler"])
+    torch.set_rng_state(state["rng"]["global"])
+    batches.gen.set_state(state["rng"]["augment"])
+    batches.order_gen.set_state(state["rng"]["order"])
+    for h, saved in zip(hooks, state["hooks"]):
+        if saved is not None:
+            h.load_state(saved)
+    return int(state["epoch"])
