@@ -122,13 +122,12 @@ def _format_of(out: Path, fmt: str | None) -> str:
 
 def _guard_inputs(audit: Audit, out: Path) -> None:
     """Refuse an ``out`` that would overwrite or write into the scan's input."""
-    data = audit.run.get("data", {})
+    data = audit.run.data
     target = out.resolve()
-    manifest = data.get("manifest")
-    if manifest and target == Path(manifest).resolve():
+    if data.manifest and target == Path(data.manifest).resolve():
         raise UsageError(f"--out {out}: is the scan's own manifest; write the cleaned one to a new file")
-    root = Path(data.get("root", "")).resolve() if data.get("root") else None
-    if root is not None and data.get("source") == "folder" and (target == root or root in target.parents):
+    root = Path(data.root).resolve() if data.root else None
+    if root is not None and data.source == "folder" and (target == root or root in target.parents):
         raise UsageError(f"--out {out}: lies inside the scanned image folder {root}; choose a folder outside it")
 
 

@@ -150,7 +150,7 @@ def check_audit(audit: Audit, thresholds: Thresholds, baseline: Audit | None = N
     samples = audit.samples
     if baseline is None:
         scope, n = "all samples", len(samples)
-        noise_rate = float(audit.summary["noise_rate"])
+        noise_rate = float(audit.summary.noise_rate)
         classes = audit.class_rates.set_index("label")["noise_rate"]
         issues = int(samples["is_label_issue"].sum())
         new_suspects: list[str] = []
@@ -171,7 +171,7 @@ def check_audit(audit: Audit, thresholds: Thresholds, baseline: Audit | None = N
     if thresholds.max_noise_rate is not None:
         what, value = "dataset noise rate", noise_rate
         bound = thresholds.rate_bound or "estimate"
-        interval = audit.summary.get("noise_rate_interval")
+        interval = audit.summary.noise_rate_interval
         if bound != "estimate":
             if interval:
                 lo, hi = interval
@@ -195,7 +195,7 @@ def check_audit(audit: Audit, thresholds: Thresholds, baseline: Audit | None = N
     if thresholds.max_rise is not None:
         verdicts.append(_rise(audit, baseline, thresholds.rate_bound or "estimate", thresholds.max_rise, notes))
     if thresholds.max_model_range is not None:
-        rng = audit.summary.get("noise_rate_model_range")  # None: every component decided, or recalibrated
+        rng = audit.summary.noise_rate_model_range  # None: every component decided, or recalibrated
         width = round(rng[1] - rng[0], 12) if rng else 0.0  # 0.1 − 0.02 = 0.08000000000000002: 0.08 must hold
         span = f"{rng[0]:.1%}–{rng[1]:.1%}" if rng else "none"
         verdicts.append(Verdict("max-model-range", f"width of the audit's model range for the dataset noise rate "
@@ -208,10 +208,10 @@ def _rise(audit: Audit, baseline: Audit, bound: str, limit: float, notes: list[s
     """max-rise: the dataset rate now less the baseline's; with ``bound`` lower, the new interval's lower
     end less the baseline's upper end (a confident rise), with upper, the new upper end less the old
     lower end. Without both intervals the estimates are compared, and ``notes`` says so."""
-    new, old = float(audit.summary["noise_rate"]), float(baseline.summary["noise_rate"])
+    new, old = float(audit.summary.noise_rate), float(baseline.summary.noise_rate)
     what, value = f"rise of the dataset noise rate since the baseline ({old:.1%} → {new:.1%})", new - old
     if bound != "estimate":
-        now, then = audit.summary.get("noise_rate_interval"), baseline.summary.get("noise_rate_interval")
+        now, then = audit.summary.noise_rate_interval, baseline.summary.noise_rate_interval
         if now and then:
             mine = _END[bound]
             theirs = 1 - mine  # the baseline's other end: lower reads new low − old high
@@ -235,15 +235,15 @@ def _caveats(audit: Audit, baseline: Audit | None) -> list[str]:
     for which, a in (("the audit", audit), ("the baseline", baseline)):
         if a is None:
             continue
-        rng = a.summary.get("noise_rate_model_range")
+        rng = a.summary.noise_rate_model_range
         if rng:
             notes.append(f"{which}'s noise model could not call part of the data (a mixture component straddles "
-                         f"a margin of 0): its dataset noise rate {a.summary['noise_rate']:.1%} could be anywhere "
+                         f"a margin of 0): its dataset noise rate {a.summary.noise_rate:.1%} could be anywhere "
                          f"from {rng[0]:.1%} to {rng[1]:.1%}, and the class rates move with it")
-        unlearned = unlearned_note(a.summary)
+        unlearned = unlearned_note(a.summary.proxy_agreement, a.summary.proxy_kappa)
         if unlearned:
             notes.append(f"in {which}, {unlearned}")
-        n_no_class = no_class_count(a.run.get("noise_model"), a.summary["n_samples"])
+        n_no_class = no_class_count(a.run.noise_model.extra, a.summary.n_samples)
         if n_no_class:
             notes.append(f"{which}'s dataset noise rate counts about {n_no_class:,} samples as images of no class "
                          f"({NO_CLASS_KINDS}), not as wrong labels of real classes")

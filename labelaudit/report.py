@@ -21,6 +21,7 @@ import numpy as np
 
 from .atomic import write_text_atomic
 from .audit.read import Audit
+from .audit.record import Summary
 from .data.decode import decode_image
 from .errors import DecodeError
 from .noise.mixture import no_class_count, no_class_note
@@ -58,8 +59,8 @@ def _normal_pdf(x: np.ndarray, mean: float, std: float) -> np.ndarray:
 def histogram_figure(audit: Audit) -> str:
     """Histogram of the noise model's score with the fitted Gaussian components drawn over it."""
     plt = _pyplot()
-    noise_model = audit.run.get("noise_model", {})
-    on_aul = audit.run.get("config", {}).get("noise_model") == "aul-gmm"
+    noise_model = audit.run.noise_model.extra  # the fitted mixture: means, stds, weights, mislabeled
+    on_aul = audit.run.config.get("noise_model") == "aul-gmm"
     column, label = ("aul", "AUL (area under the loss curve; higher = more suspicious)") if on_aul else \
         ("aum", "AUM (mean logit margin; below 0 = the network preferred another class)")
     x = audit.samples[column].to_numpy(dtype=np.float64)
@@ -166,17 +167,17 @@ def _stat(value: str, what: str) -> str:
     return f'<div class="stat"><b>{html.escape(value)}</b><span>{html.escape(what)}</span></div>'
 
 
-def _rate_caption(summary: dict) -> str:
+def _rate_caption(summary: Summary) -> str:
     """What the noise rate's number is, with its 95% interval and, when a mixture component is
     undecided, its model range (run.json summary)."""
     caption = "estimated noise rate"
-    if summary.get("noise_rate_interval"):
-        lo, hi = summary["noise_rate_interval"]
-        runs = summary.get("noise_rate_runs")
+    if summary.noise_rate_interval:
+        lo, hi = summary.noise_rate_interval
+        runs = summary.noise_rate_runs
         over = f" over {len(runs)} proxy runs, which estimated {', '.join(f'{r:.1%}' for r in runs)}" if runs else ""
         caption += f" (95% interval {lo:.1%}–{hi:.1%}{over})"
-    if summary.get("noise_rate_model_range"):
-        lo, hi = summary["noise_rate_model_range"]
+    if summary.noise_rate_model_range:
+        lo, hi = summary.noise_rate_model_range
         caption += f"; could be {lo:.1%}–{hi:.1%}: a mixture component straddles a margin of 0"
     return caption
 
@@ -185,29 +186,29 @@ def render_report(audit: Audit, *, top: int = DEFAULT_TOP) -> str:
     """The HTML text of report.html for ``audit``."""
     e = html.escape
     run, s = audit.run, audit.summary
-    cfg = run.get("config", {})
+    cfg = run.config
     stats = "".join([
-        _stat(f"{s['noise_rate']:.1%}", _rate_caption(s)),
-        _stat(f"{s['n_label_issues']:,}", "label issues flagged"),
-        _stat(f"{s['n_samples']:,}", "samples audited"),
-        _stat(f"{s.get('n_classes', audit.class_rates.shape[0]):,}", "classes"),
-        _stat(f"{s['n_errors']:,}", "unreadable files (errors.parquet)"),
+        _stat(f"{s.noise_rate:.1%}", _rate_caption(s)),
+        _stat(f"{s.n_label_issues:,}", "label issues flagged"),
+        _stat(f"{s.n_samples:,}", "samples audited"),
+        _stat(f"{s.n_classes if s.n_classes is not None else audit.class_rates.shape[0]:,}", "classes"),
+        _stat(f"{s.n_errors:,}", "unreadable files (errors.parquet)"),
     ])
-    flows = s.get("top_flows") or []
+    flows = s.top_flows or []
     flows_html = ("<p>Largest label flows (share of a true class filed under another label): "
                   + ", ".join(f"<b>{e(str(f['true']))} → {e(str(f['noisy']))}</b> {f['p']:.0%}" for f in flows[:5])
                   + "</p>") if flows else ""
-    method = e(str(run.get("noise_model", {}).get("method", "")))
-    unlearned = unlearned_note(s)
+    method = e(run.noise_model.method)
+    unlearned = unlearned_note(s.proxy_agreement, s.proxy_kappa)
     if unlearned:
         flows_html += f'<p class="warn"><b>Untrustworthy audit:</b> {e(unlearned)}.</p>'
-    n_no_class = no_class_count(run.get("noise_model"), s["n_samples"])
+    n_no_class = no_class_count(run.noise_model.extra, s.n_samples)
     if n_no_class:
         flows_html += f'<p class="no-class">{e(no_class_note(n_no_class, "of the issues"))}.</p>'
     sections = [f'<section id="summary"><h2>Summary</h2><div class="stats">{stats}</div>{flows_html}'
                 f'<p class="note">Noise model: {method}. Proxy: {e(str(cfg.get("model", "")))}, '
-                f'{e(str(run.get("epochs_run", cfg.get("epochs", ""))))} epochs on {e(str(run.get("device", "")))}, seed '
-                f'{e(str(run.get("seed", "")))}; labelaudit {e(str(run.get("labelaudit_version", "")))}.</p></section>']
+                f'{e(str(run.epochs_run or cfg.get("epochs", "")))} epochs on {e(str(run.device or ""))}, seed '
+                f'{e(str(run.seed))}; labelaudit {e(str(run.labelaudit_version or ""))}.</p></section>']
     sections.append(f'<section id="scores"><h2>Score distribution and fitted mixture</h2>'
                     f'<img class="fig" alt="score histogram" src="{histogram_figure(audit)}"></section>')
     sections.append('<section id="classes"><h2>Noise rate per class</h2>'
@@ -246,8 +247,8 @@ def render_report(audit: Audit, *, top: int = DEFAULT_TOP) -> str:
     title = f"labelaudit report · {audit.path.resolve().name}"
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{e(title)}</title>'
             f'<meta name="viewport" content="width=device-width,initial-scale=1"><style>{_CSS}</style></head>'
-            f'<body><header><h1>labelaudit report</h1><p>{e(str(run.get("data", {}).get("root", "")))} · '
-            f'{s["n_samples"]:,} samples</p></header><main>{"".join(sections)}</main></body></html>\n')
+            f'<body><header><h1>labelaudit report</h1><p>{e(str(run.data.root or ""))} · '
+            f'{s.n_samples:,} samples</p></header><main>{"".join(sections)}</main></body></html>\n')
 
 
 def write_report(audit: Audit, out: str | Path | None = None, *, top: int = DEFAULT_TOP) -> Path:

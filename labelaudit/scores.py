@@ -132,14 +132,13 @@ def proxy_agreement(predicted: np.ndarray, given: np.ndarray) -> dict:
     return {"agreement": float((predicted == given).mean()), "kappa": kappa}
 
 
-def unlearned_note(summary: dict) -> str | None:
+def unlearned_note(agreement: float | None, kappa: float | None) -> str | None:
     """The warning the summary, report.html and ``check`` give when the proxy's predictions agree with
     the given labels hardly more than chance (run.json ``summary.proxy_kappa`` < PROXY_KAPPA_MIN);
     None otherwise, and for audits written before the field existed."""
-    kappa = summary.get("proxy_kappa")
     if kappa is None or kappa >= PROXY_KAPPA_MIN:
         return None
-    return (f"the proxy's predictions agree with the given labels on {summary['proxy_agreement']:.1%} of the "
+    return (f"the proxy's predictions agree with the given labels on {agreement:.1%} of the "
             f"samples, hardly more than chance (Cohen's κ {kappa:.2f}): it has not learned the classes, or "
             f"nearly every label is wrong, so the scores and the noise rate say little. Train longer (--epochs), "
             f"give it more images per class or a larger --image-size, and check a few labels by hand "

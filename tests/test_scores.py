@@ -98,8 +98,8 @@ def test_proxy_agreement_is_cohens_kappa_by_hand():
 
 
 def test_unlearned_note_only_below_the_kappa_limit():
-    assert unlearned_note({"proxy_agreement": 0.9, "proxy_kappa": PROXY_KAPPA_MIN}) is None
-    assert unlearned_note({"noise_rate": 1.0}) is None  # an audit written before the field existed
-    note = unlearned_note({"proxy_agreement": 0.07, "proxy_kappa": 0.064})
+    assert unlearned_note(0.9, PROXY_KAPPA_MIN) is None
+    assert unlearned_note(None, None) is None  # an audit written before the field existed
+    note = unlearned_note(0.07, 0.064)
     assert note.startswith("the proxy's predictions agree with the given labels on 7.0% of the samples")
     assert "κ 0.06" in note and "--epochs" in note

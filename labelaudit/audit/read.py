@@ -14,6 +14,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from ..errors import DataError, UsageError
+from .record import RunRecord
 from .write import SCHEMA_VERSION, AuditTables
 
 
@@ -24,7 +25,7 @@ class Audit(AuditTables):
     path: Path
     samples: pd.DataFrame
     noise: pd.DataFrame
-    run: dict
+    run: RunRecord
     errors: pd.DataFrame
     transition: pd.DataFrame | None = None
 
@@ -35,13 +36,13 @@ class Audit(AuditTables):
 
     def file_of(self, path: str) -> Path:
         """Where a sample's image is on disk: its path as listed, resolved against the scan's root."""
-        return Path(path) if os.path.isabs(path) else Path(self.run["data"]["root"]) / path
+        return Path(path) if os.path.isabs(path) else Path(self.run.data.root) / path
 
     def files(self) -> pd.Series:
         """:meth:`file_of` for every sample, as strings, in samples.parquet's order (vectorised)."""
         paths = self.samples["path"].astype(str)
         absolute = paths.map(os.path.isabs).astype(bool)
-        return paths.where(absolute, str(self.run["data"]["root"]).rstrip(os.sep) + os.sep + paths)
+        return paths.where(absolute, str(self.run.data.root).rstrip(os.sep) + os.sep + paths)
 
 
 def is_audit_dir(path: str | os.PathLike) -> bool:
@@ -71,8 +72,8 @@ def load_audit(path: str | os.PathLike) -> Audit:
         raise UsageError(f"{path}: not a labelaudit audit folder (no run.json); run `labelaudit scan` first "
                          f"and pass its --out folder")
     try:
-        run = json.loads((path / "run.json").read_text())
-    except (OSError, ValueError) as exc:
+        run = RunRecord.from_json(json.loads((path / "run.json").read_text()))
+    except (OSError, ValueError, TypeError, AttributeError) as exc:
         raise DataError(f"{path / 'run.json'}: unreadable ({exc}); scan again to rewrite it") from None
     missing = [name for name in ("samples.parquet", "noise.parquet") if not (path / name).is_file()]
     if missing:

@@ -1,12 +1,17 @@
-"""run.json: what a scan ran with and what it found, in one record (../CONTRACT.md, docs/outputs.md).
+"""run.json: what a scan ran with and what it found, as one typed record (../CONTRACT.md,
+docs/outputs.md).
 
-:func:`run_record` is the one place that lays out run.json's keys; summary, report, check and train
-read it back through :class:`~labelaudit.audit.read.Audit`.
+:class:`RunRecord` is the only code that writes and reads run.json: :func:`run_record` builds it from a
+scan's parts, ``to_json`` lays out the file's keys (the contract's names, which benchmarks and users
+read), ``from_json`` reads a file back, older ones included (a key they lack is None). The summary,
+report, check and train read its attributes. For notebooks that index the file's dict,
+``record["summary"]["noise_rate"]`` still works (``__getitem__`` reads ``to_json()``).
 """
 from __future__ import annotations
 
 import dataclasses
 import platform
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +23,147 @@ from ..noise.calibration import Calibration
 from ..noise.mixture import BOOTSTRAP_LEVEL, BOOTSTRAP_ROUNDS, NoiseFit
 from ..noise.transition import top_flows
 from ..scores import proxy_agreement
+
+
+class _JsonView:
+    """Read access by the JSON file's keys, for code written against the plain dict."""
+
+    def to_json(self) -> dict:
+        out = {}
+        for f in fields(self):
+            if f.name == "extra":
+                continue
+            value = getattr(self, f.name)
+            out[f.name] = value.to_json() if isinstance(value, _JsonView) else value
+        return {**out, **getattr(self, "extra", {})}
+
+    def __getitem__(self, key: str):
+        return self.to_json()[key]
+
+    def get(self, key: str, default=None):
+        return self.to_json().get(key, default)
+
+    def keys(self):
+        return self.to_json().keys()
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.to_json()
+
+    @classmethod
+    def _split(cls, data: dict) -> tuple[dict, dict]:
+        """(the values of this class's fields, the rest) of a JSON object."""
+        names = {f.name for f in fields(cls)} - {"extra"}
+        return {k: v for k, v in data.items() if k in names}, {k: v for k, v in data.items() if k not in names}
+
+
+@dataclass(frozen=True)
+class Summary(_JsonView):
+    """run.json ``summary``: the numbers people act on."""
+
+    noise_rate: float
+    noise_rate_interval: list | None = None  # [low, high], 95%
+    noise_rate_model_range: list | None = None  # [low, high] when a mixture component straddles 0
+    noise_rate_runs: list | None = None  # the K runs' estimates with proxy_runs = K
+    proxy_agreement: float | None = None  # share of samples whose predicted class is the given label
+    proxy_kappa: float | None = None  # Cohen's κ of that agreement; below 0.2: an untrustworthy audit
+    n_label_issues: int = 0
+    n_samples: int = 0
+    n_errors: int = 0
+    n_classes: int | None = None
+    top_flows: list = field(default_factory=list)  # [{true, noisy, p}], the largest off-diagonal entries of T
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Summary":
+        known, rest = cls._split(data)
+        return cls(**known, extra=rest)
+
+
+@dataclass(frozen=True)
+class DataInfo(_JsonView):
+    """run.json ``data``: what was scanned."""
+
+    source: str | None = None  # folder | manifest
+    root: str | None = None  # the folder relative paths resolve against
+    manifest: str | None = None
+    n_samples: int | None = None
+    n_classes: int | None = None
+    classes: list = field(default_factory=list)
+    fingerprint: str | None = None  # SHA-256 of the path/label listing
+    extra: dict = field(default_factory=dict)  # decode statistics: n_listed, n_cached, n_decoded, ...
+
+    @classmethod
+    def from_json(cls, data: dict) -> "DataInfo":
+        known, rest = cls._split(data)
+        return cls(**known, extra=rest)
+
+
+@dataclass(frozen=True)
+class NoiseModelInfo(_JsonView):
+    """run.json ``noise_model``: the method in words, the fit's details, how the interval was made."""
+
+    method: str = ""
+    extra: dict = field(default_factory=dict)  # the fit's details: components, undecided, no-class group
+    interval: dict | None = None  # level, rounds, method; ``runs`` (seeds, epochs_run, noise_rates, ...)
+
+    def to_json(self) -> dict:
+        return {"method": self.method, **self.extra, "interval": self.interval}
+
+    @property
+    def runs(self) -> dict | None:
+        """With proxy_runs = K: the runs' seeds, epochs, noise rates and resumed epochs."""
+        return (self.interval or {}).get("runs")
+
+    @classmethod
+    def from_json(cls, data: dict | None) -> "NoiseModelInfo":
+        data = dict(data or {})
+        return cls(method=data.pop("method", ""), interval=data.pop("interval", None), extra=data)
+
+
+@dataclass(frozen=True)
+class RunRecord(_JsonView):
+    """run.json as a whole."""
+
+    summary: Summary
+    data: DataInfo = field(default_factory=DataInfo)
+    noise_model: NoiseModelInfo = field(default_factory=NoiseModelInfo)
+    labelaudit_version: str | None = None
+    config: dict = field(default_factory=dict)  # every setting as run, defaults resolved
+    versions: dict = field(default_factory=dict)
+    device: str | None = None
+    seed: int | None = None
+    timings: dict = field(default_factory=dict)  # seconds per stage
+    resumed_from_epoch: int = 0
+    epochs_run: int | None = None
+    early_stop: dict | None = None  # the stopping rule's answer, or None
+    scores: dict | None = None  # ran, fusion, score (in words), limit
+    transition_source: object = None
+    trusted: dict | None = None  # with a trusted set: counts, check, calibration, transition
+    pseudo_labels: dict | None = None
+    extra: dict = field(default_factory=dict)
+
+    _ORDER = ("labelaudit_version", "config", "versions", "device", "seed", "timings", "resumed_from_epoch",
+              "epochs_run", "early_stop", "data", "noise_model", "scores", "transition_source", "trusted",
+              "pseudo_labels", "summary")
+
+    def to_json(self) -> dict:
+        view = {name: getattr(self, name) for name in self._ORDER}
+        return {**{k: v.to_json() if isinstance(v, _JsonView) else v for k, v in view.items()}, **self.extra}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "RunRecord":
+        known, rest = cls._split(data)
+        known["summary"] = Summary.from_json(known.get("summary") or {"noise_rate": float("nan")})
+        known["data"] = DataInfo.from_json(known.get("data") or {})
+        known["noise_model"] = NoiseModelInfo.from_json(known.get("noise_model"))
+        known["resumed_from_epoch"] = known.get("resumed_from_epoch") or 0
+        for name in ("config", "versions", "timings"):
+            known[name] = known.get(name) or {}
+        return cls(**known, extra=rest)
+
+    def with_summary(self, **changes) -> "RunRecord":
+        """A copy with summary fields replaced."""
+        return dataclasses.replace(self, summary=dataclasses.replace(self.summary, **changes))
 
 
 def interval_info(calibration: Calibration | None, runs: dict | None) -> dict:
@@ -37,12 +183,12 @@ def interval_info(calibration: Calibration | None, runs: dict | None) -> dict:
 def run_record(*, config, workers: int, cache_dir: Path | None, device, timings: dict, dyn, listing, ds,
                listing_fingerprint: str, fit: NoiseFit, calibration: Calibration | None, runs: dict | None,
                scorers: tuple[str, ...], limit, t_source: str, trusted_info: dict | None, samples: pd.DataFrame,
-               t_matrix: np.ndarray) -> dict:
+               t_matrix: np.ndarray) -> RunRecord:
     """run.json of a scan: its settings as run (defaults resolved), versions, device, timings, data
     fingerprint, how the noise model and the scores were made, and the summary."""
     import torch
 
-    return {
+    return RunRecord.from_json({
         "labelaudit_version": __version__,
         "config": {**dataclasses.asdict(config), "workers": workers,
                    "cache_dir": str(cache_dir) if cache_dir else None},
@@ -82,4 +228,4 @@ def run_record(*, config, workers: int, cache_dir: Path | None, device, timings:
             "n_classes": len(ds.classes),
             "top_flows": top_flows(t_matrix, ds.classes),
         },
-    }
+    })

@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..atomic import replace_folder, write_atomic, write_text_atomic
+from .record import RunRecord, Summary
 from ..decisions import SAMPLE_COLUMNS  # noqa: F401  (the contract's column order, re-exported)
 from ..scores import DIRECTIONS
 
@@ -31,10 +32,10 @@ def suspects_of(samples: pd.DataFrame) -> pd.DataFrame:
 
 class AuditTables:
     """What every view of an audit offers (a scan's result, an audit folder read back); needs the
-    attributes ``samples`` (samples.parquet) and ``run`` (run.json)."""
+    attributes ``samples`` (samples.parquet) and ``run`` (run.json, a RunRecord)."""
 
     samples: pd.DataFrame
-    run: dict
+    run: RunRecord
 
     @property
     def suspects(self) -> pd.DataFrame:
@@ -49,8 +50,8 @@ class AuditTables:
         return self.samples.sort_values("rank", kind="stable").reset_index(drop=True)
 
     @property
-    def summary(self) -> dict:
-        return self.run["summary"]
+    def summary(self) -> "Summary":
+        return self.run.summary
 
 
 def write_parquet(df: pd.DataFrame, path: Path) -> None:
@@ -75,7 +76,7 @@ AUDIT_FILES = ("samples.parquet", "suspects.parquet", "weights.parquet", "noise.
 
 
 def write_audit(out: Path, *, samples: pd.DataFrame, noise: pd.DataFrame, trajectories: pd.DataFrame,
-                errors: pd.DataFrame, run: dict, transition: pd.DataFrame | None = None,
+                errors: pd.DataFrame, run: RunRecord | dict, transition: pd.DataFrame | None = None,
                 report_html: str | None = None, drop: tuple[str, ...] = ()) -> None:
     """Write the audit folder: samples, suspects, weights, noise, transition, trajectories, errors,
     report.html, run.json.
@@ -95,7 +96,7 @@ def write_audit(out: Path, *, samples: pd.DataFrame, noise: pd.DataFrame, trajec
         write_parquet(errors, stage / "errors.parquet")
         if report_html is not None:
             write_text_atomic(stage / "report.html", report_html)
-        write_json(run, stage / "run.json")  # last: its presence marks a complete audit
+        write_json(run.to_json() if isinstance(run, RunRecord) else run, stage / "run.json")  # last: its presence marks a complete audit
 
 
 def trajectories_frame(loss: np.ndarray, margin: np.ndarray, limit: np.ndarray | None = None) -> pd.DataFrame:

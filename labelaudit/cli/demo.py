@@ -31,7 +31,7 @@ def demo_cli(
     n = int(res.truth["is_flipped"].sum())
     summary = res.result.summary
     console.print(f"\n[bold]Demo:[/bold] {n:,} of {len(res.truth):,} digits were given a wrong label "
-                  f"({res.true_rate:.1%}); the audit estimates {summary['noise_rate']:.1%}.")
+                  f"({res.true_rate:.1%}); the audit estimates {summary.noise_rate:.1%}.")
     if res.auroc is not None:
         console.print(f"Of the {n:,} most suspicious samples, {res.found_in_top:,} are the flipped ones "
                       f"(AUROC {res.auroc:.3f}).")

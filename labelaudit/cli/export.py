@@ -35,8 +35,8 @@ def export_cli(
         summary = export(audit, out, mode=mode, min_confidence=min_confidence, fmt=fmt, copy=copy,
                          per_class=per_class, seed=seed)
     if mode == "verify":
-        data = audit.run["data"]
-        target = f"--manifest {data['manifest']} --root {data['root']}" if data.get("manifest") else data["root"]
+        data = audit.run.data
+        target = f"--manifest {data.manifest} --root {data.root}" if data.manifest else data.root
         typer.echo(f"wrote {summary.out}: {summary.n_rows:,} samples to verify, up to {per_class} of every given "
                    f"label. Fill in each row's label with the class the image really shows (the given_label "
                    f"column is what the data says: check the image, not that), then audit with the verified "
@@ -45,4 +45,4 @@ def export_cli(
     typer.echo(f"wrote {summary.out}: {summary.n_rows:,} samples ({summary.n_dropped:,} left out, "
                f"{summary.n_relabelled:,} relabelled)")
     if mode != "folder":  # its paths are absolute, inside the scanned root: name that root to read it back
-        typer.echo(f"scan it with: labelaudit scan --manifest {summary.out} --root {audit.run['data']['root']}")
+        typer.echo(f"scan it with: labelaudit scan --manifest {summary.out} --root {audit.run.data.root}")

@@ -62,6 +62,6 @@ def scan_cli(
         with RichProgress(err, enabled=not quiet and not as_json) as progress:
             result = scan(data, out=out, manifest=manifest, root=root, config=settings, progress=progress)
     if as_json:
-        typer.echo(json.dumps({**result.summary, "out": str(out), "noise_model": result.run["noise_model"]["method"]}))
+        typer.echo(json.dumps({**result.summary.to_json(), "out": str(out), "noise_model": result.run.noise_model.method}))
     elif not quiet:
         render_scan_summary(Console(), result)

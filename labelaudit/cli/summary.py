@@ -5,78 +5,81 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
+from ..audit.record import RunRecord
 from ..noise.mixture import no_class_count, no_class_note
 from ..scores import unlearned_note
 
 
-def render_overview(console: Console, run: dict) -> None:
+def render_overview(console: Console, run: RunRecord | dict) -> None:
     """Noise rate, issues found, unreadable files, the noise model and the largest label flows."""
-    s = run["summary"]
-    interval = s.get("noise_rate_interval")
-    spread = f" (95% interval {interval[0]:.1%}–{interval[1]:.1%})" if interval else ""
-    console.print(f"[bold]Estimated noise rate:[/bold] {s['noise_rate']:.1%}{spread} of {s['n_samples']:,} "
-                  f"samples ({s['n_classes']} classes)")
-    console.print(f"[bold]Label issues found:[/bold] {s['n_label_issues']:,}"
-                  + (f"   [yellow]unreadable files: {s['n_errors']:,} (see errors.parquet)[/yellow]"
-                     if s["n_errors"] else ""))
-    console.print(f"[dim]Noise model: {run['noise_model']['method']}[/dim]")
-    rates = s.get("noise_rate_runs")
-    if rates:
-        seeds = ", ".join(map(str, run["noise_model"]["interval"]["runs"]["seeds"]))
-        each = ", ".join(f"{r:.1%}" for r in rates)
-        console.print(f"[dim]{len(rates)} proxy runs (seeds {seeds}) estimated {each}; the interval pools their "
-                      f"bootstrap rounds, the outputs are the first run's[/dim]", soft_wrap=True)
-    unlearned = unlearned_note(s)
+    run = run if isinstance(run, RunRecord) else RunRecord.from_json(run)
+    s = run.summary
+    spread = f" (95% interval {s.noise_rate_interval[0]:.1%}–{s.noise_rate_interval[1]:.1%})" \
+        if s.noise_rate_interval else ""
+    console.print(f"[bold]Estimated noise rate:[/bold] {s.noise_rate:.1%}{spread} of {s.n_samples:,} "
+                  f"samples ({s.n_classes} classes)")
+    console.print(f"[bold]Label issues found:[/bold] {s.n_label_issues:,}"
+                  + (f"   [yellow]unreadable files: {s.n_errors:,} (see errors.parquet)[/yellow]"
+                     if s.n_errors else ""))
+    console.print(f"[dim]Noise model: {run.noise_model.method}[/dim]")
+    runs = run.noise_model.runs or {}
+    if s.noise_rate_runs:
+        seeds = ", ".join(map(str, runs.get("seeds", [])))
+        each = ", ".join(f"{r:.1%}" for r in s.noise_rate_runs)
+        console.print(f"[dim]{len(s.noise_rate_runs)} proxy runs (seeds {seeds}) estimated {each}; the interval "
+                      f"pools their bootstrap rounds, the outputs are the first run's[/dim]", soft_wrap=True)
+    unlearned = unlearned_note(s.proxy_agreement, s.proxy_kappa)
     if unlearned:
         console.print(f"[yellow]Untrustworthy audit: {unlearned}.[/yellow]", soft_wrap=True)
-    n_no_class = no_class_count(run.get("noise_model"), s["n_samples"])
+    n_no_class = no_class_count(run.noise_model.extra, s.n_samples)
     if n_no_class:
-        console.print(f"[yellow]{no_class_note(n_no_class)}.[/yellow]",
-                      soft_wrap=True)
-    model_range = s.get("noise_rate_model_range")
-    if model_range:
+        console.print(f"[yellow]{no_class_note(n_no_class)}.[/yellow]", soft_wrap=True)
+    if s.noise_rate_model_range:
+        low, high = s.noise_rate_model_range
         console.print(f"[yellow]Uncertain estimate: part of the data sits on neither side of the noise model's "
                       f"line (a mixture component straddles a margin of 0), so the rate could be anywhere from "
-                      f"{model_range[0]:.1%} to {model_range[1]:.1%}. More epochs, more images or verified labels "
+                      f"{low:.1%} to {high:.1%}. More epochs, more images or verified labels "
                       f"settle it: `labelaudit export AUDIT --mode verify --out verify.csv` draws 10 a class to "
                       f"check by hand, then scan again with --trusted verify.csv.[/yellow]",
                       soft_wrap=True)
-    if run.get("scores"):
-        console.print(f"[dim]Ranking: {run['scores']['score']}[/dim]")
-    trusted = run.get("trusted")
-    if trusted:
-        c = trusted["check"]
-        line = f"[bold]Trusted set:[/bold] {trusted['n']:,} verified samples, {c['n_in_data']:,} in the data"
-        if c["recall"] is not None:
-            line += (f"; the audit flagged {c['n_wrong_flagged']} of the {c['n_given_wrong']} with a wrong label "
-                     f"({c['recall']:.0%})")
-        if c["false_alarm_rate"] is not None:
-            line += (f" and {c['n_right_flagged']} of the {c['n_given_right']} with a right one "
-                     f"({c['false_alarm_rate']:.1%} false alarms)")
-        console.print(line, soft_wrap=True)
-        cal = trusted.get("calibration") or {}
-        if "shift" in cal:
-            console.print(f"[dim]Calibrated on the trusted set: the mixture said {cal['noise_rate_before']:.1%}, "
-                          f"the {cal['n']:,} verified labels move it to {cal['noise_rate']:.1%} "
-                          f"(log-odds shift {cal['shift']:+.2f} ± {cal['se']:.2f})[/dim]", soft_wrap=True)
-    if run.get("resumed_from_epoch"):
-        console.print(f"[dim]Resumed from the checkpoint of epoch {run['resumed_from_epoch']} "
-                      f"of {run.get('epochs_run', run['config']['epochs'])}[/dim]")
-    runs = run["noise_model"]["interval"]["runs"] if rates else {}  # as the proxy-runs line above reads them
+    if run.scores:
+        console.print(f"[dim]Ranking: {run.scores['score']}[/dim]")
+    if run.trusted:
+        _render_trusted(console, run.trusted)
+    if run.resumed_from_epoch:
+        console.print(f"[dim]Resumed from the checkpoint of epoch {run.resumed_from_epoch} "
+                      f"of {run.epochs_run or run.config.get('epochs')}[/dim]")
     for k, epoch in enumerate(runs.get("resumed_from_epoch") or [], start=2):
         if epoch:
             console.print(f"[dim]Proxy run {k} resumed from the checkpoint of epoch {epoch} "
                           f"of {runs['epochs_run'][k - 1]}[/dim]")
-    stop = run.get("early_stop")
+    stop = run.early_stop
     if stop:
         console.print(f"[dim]Proxy stopped after epoch {stop['epoch']}: it agreed with {stop['agreement']:.1%} of "
                       f"the given labels, the share the noise model believes right "
                       f"({1 - stop['noise_rate']:.1%}); more epochs would memorise the rest[/dim]", soft_wrap=True)
-    flows = s.get("top_flows") or []
-    if flows:
+    if s.top_flows:
         console.print("[bold]Largest label flows[/bold] (share of a true class filed under another label):")
-        for f in flows[:3]:
+        for f in s.top_flows[:3]:
             console.print(f"  {f['true']} → {f['noisy']}: {f['p']:.0%}", soft_wrap=True)
+
+
+def _render_trusted(console: Console, trusted: dict) -> None:
+    """How the audit did on the trusted set, and the recalibration it brought."""
+    c = trusted["check"]
+    line = f"[bold]Trusted set:[/bold] {trusted['n']:,} verified samples, {c['n_in_data']:,} in the data"
+    if c["recall"] is not None:
+        line += (f"; the audit flagged {c['n_wrong_flagged']} of the {c['n_given_wrong']} with a wrong label "
+                 f"({c['recall']:.0%})")
+    if c["false_alarm_rate"] is not None:
+        line += (f" and {c['n_right_flagged']} of the {c['n_given_right']} with a right one "
+                 f"({c['false_alarm_rate']:.1%} false alarms)")
+    console.print(line, soft_wrap=True)
+    cal = trusted.get("calibration") or {}
+    if "shift" in cal:
+        console.print(f"[dim]Calibrated on the trusted set: the mixture said {cal['noise_rate_before']:.1%}, "
+                      f"the {cal['n']:,} verified labels move it to {cal['noise_rate']:.1%} "
+                      f"(log-odds shift {cal['shift']:+.2f} ± {cal['se']:.2f})[/dim]", soft_wrap=True)
 
 
 def render_suspects(console: Console, suspects: pd.DataFrame, *, title: str) -> None:
@@ -120,5 +123,5 @@ def render_scan_summary(console: Console, result, top: int = 10) -> None:
     render_review(console, result.suspects, result.ranked, top)
     if result.out is not None:
         console.print(f"Audit written to [bold]{result.out}[/bold]"
-                      + (f"; open {result.out / 'report.html'} in a browser" if result.run["config"].get("report")
+                      + (f"; open {result.out / 'report.html'} in a browser" if result.run.config.get("report")
                          else ""))

@@ -26,7 +26,7 @@ def load_data(data, manifest, root, config: TrainConfig, image_size: int, progre
 def _align(audit, ds) -> np.ndarray:
     """Row of the audit's samples.parquet for each training sample (by path); UsageError when the
     audit does not cover the data or its classes differ."""
-    audit_classes = [str(c) for c in audit.run["data"]["classes"]]
+    audit_classes = [str(c) for c in audit.run.data.classes]
     if audit_classes != ds.classes:
         raise UsageError(f"--audit {audit.path}: its classes ({', '.join(audit_classes[:6])}…) differ from the "
                          f"data's ({', '.join(ds.classes[:6])}…); scan this data and pass that audit")

@@ -79,7 +79,7 @@ def prepare(data, config: TrainConfig, *, audit=None, manifest=None, root=None, 
         raise UsageError(f"{', '.join(config.methods())} need(s) an audit: pass --audit AUDIT_DIR (the --out of "
                          "`labelaudit scan` on this data)")
     aud = load_audit(audit) if audit is not None else None
-    scan_config = aud.run.get("config", {}) if aud is not None else {}
+    scan_config = aud.run.config if aud is not None else {}
     image_size = config.image_size or int(scan_config.get("image_size", 32))
     augment = config.augment or scan_config.get("augment", "crop+flip")
     device = resolve_device(config.device)
