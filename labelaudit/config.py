@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from .data.dataset import parse_max_errors
-from .dynamics.limit import LimitSettings
+from .dynamics.limit import BETA_GRID, LIMIT_DISTS, LimitSettings
 from .dynamics.proxy import AUTO_EPOCHS, ProxySettings
 from .errors import UsageError
 from .noise.mixture import NOISE_MODELS
@@ -97,6 +97,11 @@ class ScanConfig:
             (0.0 < self.anchor_quantile <= 1.0, "--anchor-quantile", self.anchor_quantile, "a number in (0, 1]"),
             (self.report_top >= 0, "--report-top", self.report_top, "0 or more"),
             (self.limit_model in MODELS, "--limit-model", self.limit_model, f"one of {', '.join(MODELS)}"),
+            (self.limit_dist in LIMIT_DISTS, "--limit-dist", self.limit_dist, f"one of {', '.join(LIMIT_DISTS)}"),
+            (0 <= self.limit_beta < float("inf"), "--limit-beta", self.limit_beta,
+             f"a number ≥ 0 (the paper's grid: {', '.join(map(str, BETA_GRID))})"),
+            (0 <= self.limit_average_epochs < float("inf"), "--limit-average-epochs", self.limit_average_epochs,
+             "a number of epochs ≥ 0 (0 scores with q's last weights)"),
             (1 <= self.proxy_runs <= MAX_PROXY_RUNS, "--proxy-runs", self.proxy_runs,
              f"a number of proxy trainings from 1 to {MAX_PROXY_RUNS}"),
         ]
@@ -110,7 +115,6 @@ class ScanConfig:
             raise UsageError(f"--pseudo-labels {self.pseudo_labels!r}: choose one of {', '.join(PSEUDO_LABELS)}")
         if self.pseudo_k < 1:
             raise UsageError(f"--pseudo-k {self.pseudo_k}: expected at least 1")
-        self.limit_settings().validate()
         for ok, option, value, expected in checks:
             if not ok:
                 raise UsageError(f"{option} {value!r}: expected {expected}")

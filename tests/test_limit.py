@@ -9,7 +9,6 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
-from labelaudit.errors import UsageError
 from labelaudit.dynamics.limit import (LimitPair, LimitSettings, ce_gradient, inject_gradient, limit_distance,
     predicted_gradient, q_loss)
 from labelaudit.dynamics.proxy import ProxySettings, train_proxy
@@ -77,11 +76,11 @@ def test_q_never_takes_the_label_and_f_gets_no_gradient_from_it():
 
 
 def test_settings_are_validated():
-    with pytest.raises(UsageError, match="--limit-dist 'cauchy'"):
+    with pytest.raises(ValueError, match="dist='cauchy'"):
         LimitSettings(dist="cauchy").validate()
-    with pytest.raises(UsageError, match="--limit-beta -1"):
+    with pytest.raises(ValueError, match="beta=-1"):
         LimitSettings(beta=-1.0).validate()
-    with pytest.raises(UsageError, match="--limit-average-epochs -0.5"):
+    with pytest.raises(ValueError, match="average_epochs=-0.5"):
         LimitSettings(average_epochs=-0.5).validate()
 
 

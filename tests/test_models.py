@@ -6,7 +6,6 @@ from PIL import Image
 
 from labelaudit import scan
 from labelaudit.training.augment import augment_batch
-from labelaudit.errors import UsageError
 from labelaudit.training.models import MODELS, build_model
 
 from .conftest import FAST, make_color_folder
@@ -19,7 +18,7 @@ def test_every_model_maps_images_to_logits(name):
     out = net(torch.randn(4, 3, 32, 32))
     assert out.shape == (4, 7)
     out.sum().backward()  # trainable end to end
-    with pytest.raises(UsageError, match="unknown model"):
+    with pytest.raises(ValueError, match="name='nope': unknown model"):
         build_model("nope", 3)
 
 

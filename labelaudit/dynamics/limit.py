@@ -32,7 +32,6 @@ import torch
 import torch.nn.functional as F
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from ..errors import UsageError
 from ..training.loop import Normalise, batched_logits, device_model
 
 LIMIT_DISTS = ("gaussian", "laplace")  # LIMIT_G (MSE, default) | LIMIT_L (MAE)
@@ -49,12 +48,12 @@ class LimitSettings:
 
     def validate(self) -> "LimitSettings":
         if self.dist not in LIMIT_DISTS:
-            raise UsageError(f"--limit-dist {self.dist!r}: unknown; choose one of {', '.join(LIMIT_DISTS)}")
+            raise ValueError(f"dist={self.dist!r}: unknown; choose one of {', '.join(LIMIT_DISTS)}")
         if not (self.beta >= 0 and self.beta < float("inf")):
-            raise UsageError(f"--limit-beta {self.beta!r}: expected a number ≥ 0 (the paper's grid: "
+            raise ValueError(f"beta={self.beta!r}: expected a number ≥ 0 (the paper's grid: "
                              f"{', '.join(map(str, BETA_GRID))})")
         if not (self.average_epochs >= 0 and self.average_epochs < float("inf")):
-            raise UsageError(f"--limit-average-epochs {self.average_epochs!r}: expected a number of epochs ≥ 0 "
+            raise ValueError(f"average_epochs={self.average_epochs!r}: expected a number of epochs ≥ 0 "
                              "(0 scores with q's last weights)")
         return self
 

@@ -45,7 +45,6 @@ import pandas as pd
 from sklearn.mixture import GaussianMixture
 from threadpoolctl import threadpool_limits
 
-from ..errors import UsageError
 
 
 @dataclass(frozen=True)
@@ -307,7 +306,7 @@ def fit_noise(name: str, *, aul_scores: np.ndarray, aum_scores: np.ndarray, rand
               given: np.ndarray | None = None) -> NoiseFit:
     """Dispatch to a noise model by name (``margin`` | ``aul-gmm``); ``given`` (N,) the given labels."""
     if name not in NOISE_MODELS:
-        raise UsageError(f"--noise-model {name!r}: unknown; choose one of {', '.join(NOISE_MODELS)}")
+        raise ValueError(f"name={name!r}: unknown noise model; choose one of {', '.join(NOISE_MODELS)}")
     return NOISE_MODELS[name](aul_scores, aum_scores, random_state, given)
 
 

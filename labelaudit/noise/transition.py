@@ -31,7 +31,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..errors import UsageError
 
 TRANSITIONS = ("counts", "anchors")
 
@@ -57,7 +56,7 @@ def anchor_transition(probs: np.ndarray, quantile: float = 0.97) -> tuple[np.nda
     """
     probs = np.asarray(probs, dtype=np.float64)
     if not 0.0 < quantile <= 1.0:
-        raise UsageError(f"--anchor-quantile {quantile!r}: expected a number in (0, 1]")
+        raise ValueError(f"quantile={quantile!r}: expected a number in (0, 1]")
     n, k = probs.shape
     anchors = np.empty(k, dtype=np.int64)
     position = int(np.ceil(quantile * (n - 1)))  # the order statistic at the α-quantile
@@ -114,7 +113,7 @@ def estimate_transition(name: str, *, p_mislabeled: np.ndarray, given: np.ndarra
         t, anchors = anchor_transition(probs, quantile)
         return t, {"estimator": "anchors", "anchor_quantile": quantile, "anchor_sample_ids": anchors.tolist(),
                    "probabilities": "softmax averaged over all proxy epochs (training forward passes)"}
-    raise UsageError(f"--transition {name!r}: unknown estimator; choose one of {', '.join(TRANSITIONS)}")
+    raise ValueError(f"name={name!r}: unknown transition estimator; choose one of {', '.join(TRANSITIONS)}")
 
 
 def given_label_rates(t: np.ndarray, prior: np.ndarray) -> np.ndarray:

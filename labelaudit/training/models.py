@@ -12,7 +12,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..errors import UsageError
 
 
 class ConvGroup(nn.Module):
@@ -73,5 +72,5 @@ def build_model(name: str, num_classes: int) -> nn.Module:
     try:
         factory = MODELS[name]
     except KeyError:
-        raise UsageError(f"--model {name!r}: unknown model; choose one of {', '.join(MODELS)}") from None
+        raise ValueError(f"name={name!r}: unknown model; choose one of {', '.join(MODELS)}") from None
     return factory(num_classes)
