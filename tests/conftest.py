@@ -87,3 +87,30 @@ def clean_eval(tmp_path_factory):
     root = tmp_path_factory.mktemp("eval") / "images"
     make_color_folder(root, n_per_class=10, flips_per_class=0, seed=7)
     return root
+
+
+def kill_at_first_checkpoint(command: list[str], out: Path, epochs: int) -> int:
+    """Run ``command --out out`` in a subprocess and SIGKILL it (no handler, no cleanup: like a power
+    cut or the OOM killer) as soon as its first per-epoch checkpoint exists. Checks that nothing but
+    the checkpoint was left and returns the epochs it holds (at least 1, fewer than ``epochs``)."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    import torch
+
+    from labelaudit.training.checkpoint import CHECKPOINT_FILE
+
+    killed = subprocess.Popen([*command, "--out", str(out)])
+    checkpoint = out / CHECKPOINT_FILE
+    deadline = time.monotonic() + 300
+    while not checkpoint.exists() and killed.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.002)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    assert killed.returncode == -signal.SIGKILL
+    assert sorted(os.listdir(out)) == [CHECKPOINT_FILE]  # no partial output
+    done = torch.load(checkpoint, weights_only=True)["epoch"]
+    assert 1 <= done < epochs
+    return done

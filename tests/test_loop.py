@@ -4,11 +4,8 @@ stopped."""
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
@@ -19,7 +16,7 @@ from labelaudit.training.checkpoint import CHECKPOINT_FILE
 from labelaudit.training.loop import (Batches, Hook, Normalise, StepOutput, precision_for, seeded_generators,
                                       train_epochs)
 
-from .conftest import make_color_folder
+from .conftest import kill_at_first_checkpoint, make_color_folder
 
 
 def _batches(n=12, bs=4):
@@ -155,17 +152,7 @@ def test_killed_train_subprocess_resumes_like_an_uninterrupted_run(tmp_path):
     options = ["--epochs", "25", "--batch-size", "16", "--config", "image_size = 16", "--config", "workers = 1",
                "--config", "augment = 'none'", "--config", f"cache_dir = '{tmp_path / 'cache'}'", "-q"]
     command = [sys.executable, "-m", "labelaudit", "train", str(root), *options]
-    killed = subprocess.Popen([*command, "--out", str(tmp_path / "cut")])
-    checkpoint = tmp_path / "cut" / CHECKPOINT_FILE
-    deadline = time.monotonic() + 300
-    while not checkpoint.exists() and killed.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.002)
-    killed.send_signal(signal.SIGKILL)  # no handler, no cleanup: like a power cut or the OOM killer
-    killed.wait()
-    assert killed.returncode == -signal.SIGKILL
-    assert sorted(os.listdir(tmp_path / "cut")) == [CHECKPOINT_FILE]  # no partial model folder
-    done = torch.load(checkpoint, weights_only=True)["epoch"]
-    assert 1 <= done < 25
+    done = kill_at_first_checkpoint(command, tmp_path / "cut", epochs=25)
     subprocess.run([*command, "--out", str(tmp_path / "cut"), "--resume"], check=True, timeout=600)
     subprocess.run([*command, "--out", str(tmp_path / "full")], check=True, timeout=600)
     cut = json.loads((tmp_path / "cut" / "metrics.json").read_text())

@@ -2,10 +2,8 @@
 outputs of a run that never stopped; an interrupted decode keeps the images it finished."""
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import pandas as pd
 import pytest
@@ -16,7 +14,7 @@ from labelaudit.data import dataset
 from labelaudit.training.checkpoint import CHECKPOINT_FILE
 from labelaudit.errors import UsageError
 
-from .conftest import FAST, make_color_folder
+from .conftest import FAST, kill_at_first_checkpoint, make_color_folder
 
 RESUMABLE = dict(FAST, epochs=12)
 
@@ -97,17 +95,7 @@ def test_killed_scan_subprocess_resumes_like_an_uninterrupted_run(tmp_path):
     options = ["--cache-dir", str(tmp_path / "cache"), "--epochs", "30", "--image-size", "16", "--batch-size", "16",
                "--workers", "1", "--augment", "none", "-q"]
     command = [sys.executable, "-m", "labelaudit", "scan", str(root), *options]
-    killed = subprocess.Popen([*command, "--out", str(tmp_path / "cut")])
-    checkpoint = tmp_path / "cut" / CHECKPOINT_FILE
-    deadline = time.monotonic() + 300
-    while not checkpoint.exists() and killed.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.002)
-    killed.send_signal(signal.SIGKILL)  # no handler, no cleanup: like a power cut or the OOM killer
-    killed.wait()
-    assert killed.returncode == -signal.SIGKILL
-    assert sorted(os.listdir(tmp_path / "cut")) == [CHECKPOINT_FILE]  # no partial audit
-    done = torch.load(checkpoint, weights_only=True)["epoch"]
-    assert 1 <= done < 30
+    done = kill_at_first_checkpoint(command, tmp_path / "cut", epochs=30)
     subprocess.run([*command, "--out", str(tmp_path / "cut"), "--resume"], check=True, timeout=600)
     subprocess.run([*command, "--out", str(tmp_path / "full")], check=True, timeout=600)
     _same_outputs(tmp_path / "full", tmp_path / "cut")

@@ -50,6 +50,12 @@ class _JsonView:
         return key in self.to_json()
 
     @classmethod
+    def from_json(cls, data: dict):
+        """The record of a JSON object; keys that are not fields are kept in ``extra``."""
+        known, rest = cls._split(data)
+        return cls(**known, extra=rest)
+
+    @classmethod
     def _split(cls, data: dict) -> tuple[dict, dict]:
         """(the values of this class's fields, the rest) of a JSON object."""
         names = {f.name for f in fields(cls)} - {"extra"}
@@ -73,11 +79,6 @@ class Summary(_JsonView):
     top_flows: list = field(default_factory=list)  # [{true, noisy, p}], the largest off-diagonal entries of T
     extra: dict = field(default_factory=dict)
 
-    @classmethod
-    def from_json(cls, data: dict) -> "Summary":
-        known, rest = cls._split(data)
-        return cls(**known, extra=rest)
-
 
 @dataclass(frozen=True)
 class DataInfo(_JsonView):
@@ -91,11 +92,6 @@ class DataInfo(_JsonView):
     classes: list = field(default_factory=list)
     fingerprint: str | None = None  # SHA-256 of the path/label listing
     extra: dict = field(default_factory=dict)  # decode statistics: n_listed, n_cached, n_decoded, ...
-
-    @classmethod
-    def from_json(cls, data: dict) -> "DataInfo":
-        known, rest = cls._split(data)
-        return cls(**known, extra=rest)
 
 
 @dataclass(frozen=True)
