@@ -24,7 +24,7 @@ LAYERS = [
     ("report",),  # report.html, the audit drawn (the scan writes it with the folder)
     ("config",),  # the settings of a scan, parsed once
     ("pipeline",),  # the scan: the stages in order
-    ("gate",), ("export",), ("robust",), ("demo",),  # consumers of an audit
+    ("review",), ("gate",), ("export",), ("robust",), ("demo",),  # consumers of an audit
     ("cli", "__main__", "__init__"),  # the command line and the public API
 ]
 MAX_LINES = 400

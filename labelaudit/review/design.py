@@ -1,0 +1,100 @@
+"""The review's sampling design: which samples a person is asked to verify.
+
+Strata by the audit's ranking (``rank``: 1 = most suspicious), with edges at fixed shares of the
+ranked list (:data:`STRATUM_EDGES`: the top 1%, 1–3%, 3–10%, 10–25%, 25–50%, the rest), so that the
+few samples most likely to be wrong form strata of their own. Answers are allocated to the strata by
+Neyman allocation, ``n_h ∝ N_h · sqrt(p_h (1 − p_h))`` (Cochran, Sampling Techniques, Sec. 5.5), with
+``p_h`` the audit's own mean p(mislabeled) in the stratum kept within [FLOOR, 1 − FLOOR]: more draws
+where errors are likely, yet every stratum is sampled, since the audit's p can be 0 where a person
+still finds errors. Within a stratum the draw is simple random sampling without replacement, so each
+sample's inclusion probability is ``n_h / N_h`` and the estimator (estimate.py) is design-unbiased
+whatever the ranking got wrong. The worksheet's rows come in a random order, never by score, so the
+person is not led by the ranking either.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+STRATUM_EDGES = (0.0, 0.01, 0.03, 0.10, 0.25, 0.50, 1.0)  # shares of the ranked list; top first
+FLOOR = 0.05  # the least error rate the allocation assumes in a stratum
+MIN_PER_STRATUM = 2  # answers every stratum gets (as far as it has samples): a variance needs two
+
+
+@dataclass(frozen=True)
+class Design:
+    """The strata of one audit: ``stratum`` (N,) each sample's stratum (0 = the most suspicious),
+    ``sizes`` (H,) N_h, ``prior`` (H,) the audit's mean p(mislabeled) per stratum."""
+
+    stratum: np.ndarray
+    sizes: np.ndarray
+    prior: np.ndarray
+
+    @property
+    def weights(self) -> np.ndarray:
+        """(H,) W_h = N_h / N."""
+        return self.sizes / self.sizes.sum()
+
+
+def strata(rank: np.ndarray, p_mislabeled: np.ndarray, edges: tuple[float, ...] = STRATUM_EDGES) -> Design:
+    """The design for an audit whose samples have ``rank`` (N,) (1 = most suspicious) and
+    ``p_mislabeled`` (N,). Strata that would hold no sample (a small audit) are left out."""
+    rank = np.asarray(rank, dtype=np.int64)
+    p = np.asarray(p_mislabeled, dtype=np.float64)
+    if rank.shape != p.shape or rank.ndim != 1 or len(rank) == 0:
+        raise ValueError(f"rank {rank.shape} and p_mislabeled {p.shape}: expected two equal, non-empty 1-D arrays")
+    n = len(rank)
+    cuts = np.unique(np.ceil(np.asarray(edges) * n).astype(np.int64))  # rank positions where strata end
+    position = np.argsort(np.argsort(rank, kind="stable"), kind="stable")  # 0 = most suspicious
+    stratum = np.searchsorted(cuts[1:], position, side="right")
+    sizes = np.bincount(stratum, minlength=len(cuts) - 1).astype(np.int64)
+    prior = np.bincount(stratum, weights=p, minlength=len(sizes)) / np.maximum(sizes, 1)
+    return Design(stratum, sizes, prior)
+
+
+def allocate(design: Design, n: int) -> np.ndarray:
+    """(H,) answers per stratum for ``n`` in all: at least MIN_PER_STRATUM each (where the stratum
+    has that many), the rest by Neyman allocation, rounded by the largest remainder, never more than
+    N_h. ``n`` larger than the audit takes every sample."""
+    if n < 1:
+        raise ValueError(f"n={n}: expected at least one answer")
+    sizes = design.sizes
+    if n >= sizes.sum():
+        return sizes.copy()
+    base = np.minimum(sizes, MIN_PER_STRATUM)
+    if base.sum() >= n:  # fewer answers than strata need: the most suspicious strata first
+        out = np.zeros_like(sizes)
+        for h in range(len(sizes)):
+            out[h] = min(base[h], n - out.sum())
+        return out
+    p = np.clip(design.prior, FLOOR, 1.0 - FLOOR)
+    share = sizes * np.sqrt(p * (1.0 - p))
+    out = base.copy()
+    while out.sum() < n:  # water-filling: strata that are full drop out of the allocation
+        room = sizes - out
+        open_ = room > 0
+        want = (n - out.sum()) * share * open_ / (share * open_).sum()
+        add = np.minimum(np.floor(want).astype(np.int64), room)
+        if add.sum() == 0:  # the remainders: one more for each of the largest
+            order = np.argsort(-(want - np.floor(want)) * open_, kind="stable")
+            for h in order[: n - out.sum()]:
+                if room[h] > 0:
+                    out[h] += 1
+            continue
+        out += add
+    return out
+
+
+def draw(design: Design, n: int, seed: int = 0) -> pd.DataFrame:
+    """The rows (sample indices) to verify: ``row``, ``stratum``, ``inclusion`` (n_h / N_h), in a
+    random order. Same design, ``n`` and ``seed``, same draw."""
+    rng = np.random.default_rng(seed)
+    counts = allocate(design, n)
+    picked = []
+    for h, k in enumerate(counts):
+        members = np.flatnonzero(design.stratum == h)
+        picked += [(int(i), h, k / len(members)) for i in rng.choice(members, size=k, replace=False)]
+    table = pd.DataFrame(picked, columns=["row", "stratum", "inclusion"])
+    return table.iloc[rng.permutation(len(table))].reset_index(drop=True)
