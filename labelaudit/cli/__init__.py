@@ -15,6 +15,7 @@ from ..robust import TrainConfig
 from ._settings import settings_command
 from .scan import ALIASES as SCAN_ALIASES, scan_cli
 from .demo import demo_cli
+from .review import review_cli
 from .settings import settings_cli
 from .show import show_cli
 from .train import train_cli
@@ -50,7 +51,7 @@ def _summary(command) -> str:
 
 _SETTINGS = {"scan": settings_command(ScanConfig, SCAN_ALIASES), "train": settings_command(TrainConfig)}
 for _name, _command in (("demo", demo_cli), ("scan", scan_cli), ("check", check_cli), ("export", export_cli), ("show", show_cli),
-                        ("report", report_cli), ("train", train_cli), ("predict", predict_cli),
+                        ("report", report_cli), ("review", review_cli), ("train", train_cli), ("predict", predict_cli),
                         ("settings", settings_cli)):
     app.command(_name, short_help=_summary(_command), cls=_SETTINGS.get(_name))(_command)
 

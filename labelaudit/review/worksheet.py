@@ -1,0 +1,140 @@
+"""The review without a browser: a worksheet of the design's draw to fill in elsewhere, and the
+verified estimates its answers give.
+
+``write_worksheet`` writes the draw (design.py) as CSV: ``path`` (absolute), ``given_label``, an empty
+``label``, and the design's ``sample_id``, ``stratum`` and ``inclusion``. A person (or a labelling
+tool) fills ``label`` with the class the image shows, or ``none`` for an image of no class, and
+leaves blank the rows not checked. ``read_answers`` checks the filled file against the audit and
+``review_estimates`` turns it into the stratified estimates (estimate.py), which
+``write_review`` keeps beside the audit as review.json.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..atomic import write_text_atomic
+from ..audit.read import Audit
+from ..audit.write import REVIEW_JSON
+from ..errors import DataError, UsageError
+from .design import STRATUM_EDGES, strata, draw
+from .estimate import LEVEL, ReviewEstimates, estimate
+
+NONE = "none"  # the answer for an image of no class
+COLUMNS = ["path", "given_label", "label", "sample_id", "stratum", "inclusion"]
+
+
+def audit_design(audit: Audit):
+    """The design of an audit: strata by its rank, allocation on its p(mislabeled)."""
+    s = audit.samples
+    return strata(s["rank"].to_numpy(), s["p_mislabeled"].to_numpy())
+
+
+def worksheet_rows(audit: Audit, n: int, seed: int = 0) -> pd.DataFrame:
+    """The draw of ``n`` samples as worksheet rows, in random order."""
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise UsageError(f"--n {n!r}: expected a whole number of samples to verify, 1 or more")
+    picked = draw(audit_design(audit), int(n), seed=seed)
+    rows = picked["row"].to_numpy()
+    s = audit.samples
+    return pd.DataFrame({"path": audit.files().to_numpy()[rows], "given_label": s["given_label"].to_numpy()[rows],
+                         "label": "", "sample_id": s["sample_id"].to_numpy()[rows],
+                         "stratum": picked["stratum"].to_numpy(), "inclusion": picked["inclusion"].to_numpy()})
+
+
+def write_worksheet(audit: Audit, out: str | os.PathLike, n: int, seed: int = 0) -> pd.DataFrame:
+    """Write the worksheet to ``out`` (CSV), never over an existing file (it may hold answers)."""
+    out = Path(out)
+    if out.exists():
+        raise UsageError(f"--worksheet {out}: exists already and may hold answers; pick another name, or pass it "
+                         "with --answers")
+    rows = worksheet_rows(audit, n, seed)
+    write_text_atomic(out, rows.to_csv(index=False))
+    return rows
+
+
+def read_answers(audit: Audit, path: str | os.PathLike) -> pd.DataFrame:
+    """The answered rows of a filled worksheet: ``row`` (the sample's row in the audit), ``label`` (a
+    class of the audit, or ``none``). UsageError naming the file, the row and the fix otherwise."""
+    path = Path(path)
+    try:
+        table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        raise UsageError(f"--answers {path}: cannot read it as CSV ({str(exc).splitlines()[0]}); pass the "
+                         "filled-in worksheet") from None
+    missing = [c for c in ("sample_id", "label") if c not in table.columns]
+    if missing:
+        raise UsageError(f"--answers {path}: no {', '.join(missing)} column; pass the worksheet `labelaudit "
+                         "review --worksheet` wrote, filled in")
+    answered = table[table["label"].str.strip() != ""]
+    ids = pd.to_numeric(answered["sample_id"], errors="coerce")
+    s = audit.samples
+    where = pd.Series(np.arange(len(s)), index=s["sample_id"].to_numpy())
+    known = ids.isin(where.index)
+    if not known.all():
+        first = answered.index[~known.to_numpy()][0]
+        raise UsageError(f"--answers {path}: row {first + 2} names sample_id {answered['sample_id'].loc[first]!r}, "
+                         "which this audit does not have; answer the worksheet of this audit")
+    rows = where.loc[ids.to_numpy()].to_numpy()
+    if "path" in answered.columns:
+        files = audit.files().to_numpy()[rows]
+        moved = answered["path"].to_numpy() != files
+        if moved.any():
+            first = answered.index[moved][0]
+            raise UsageError(f"--answers {path}: row {first + 2} names {answered['path'].loc[first]!r} but the "
+                             f"audit's sample {answered['sample_id'].loc[first]} is {files[moved][0]!r}; answer "
+                             "the worksheet of this audit")
+    if len(np.unique(rows)) != len(rows):
+        raise UsageError(f"--answers {path}: a sample is answered twice; keep one answer per sample")
+    labels = answered["label"].str.strip()
+    classes = set(audit.run.data.classes) or set(s["given_label"])
+    bad = ~(labels.isin(classes) | (labels.str.lower() == NONE))
+    if bad.any():
+        first = labels.index[bad.to_numpy()][0]
+        raise UsageError(f"--answers {path}: row {first + 2} answers {labels.loc[first]!r}, not a class of the data "
+                         f"({', '.join(sorted(classes)[:8])}{'…' if len(classes) > 8 else ''}) nor {NONE!r}; use "
+                         "the class names, none for an image of no class, or leave the label empty")
+    if len(rows) == 0:
+        raise DataError(f"--answers {path}: no row has a label yet; fill in the label column of the rows you checked")
+    labels = labels.where(labels.str.lower() != NONE, NONE)
+    return pd.DataFrame({"row": rows, "label": labels.to_numpy()})
+
+
+def review_estimates(audit: Audit, answers: pd.DataFrame, *, seed: int = 0) -> ReviewEstimates:
+    """The stratified estimates of the answers (estimate.py) for the audit's dataset, classes and flags."""
+    s = audit.samples
+    rows = answers["row"].to_numpy()
+    given = s["given_label"].astype(str).to_numpy()
+    label = answers["label"].astype(str).to_numpy()
+    classes = sorted(set(given))
+    index = {c: k for k, c in enumerate(classes)}
+    none = (label == NONE) & (NONE not in index)  # a class named "none" is a class
+    return estimate(audit_design(audit), rows, label != given[rows], none=none,
+                    given=np.array([index[g] for g in given]), classes=classes,
+                    flags=s["is_label_issue"].to_numpy(dtype=bool), seed=seed)
+
+
+def write_review(audit: Audit, answers: pd.DataFrame, result: ReviewEstimates, source: str | os.PathLike) -> Path:
+    """review.json in the audit folder, written atomically: the estimates and what they rest on."""
+    design = audit_design(audit)
+    payload = {
+        "answers": {"file": str(Path(source).resolve()), "n": int(len(answers)),
+                    "n_none": int((answers["label"] == NONE).sum())},
+        "design": {"strata_edges": list(STRATUM_EDGES), "stratum_sizes": design.sizes.tolist(),
+                   "answers_per_stratum": np.bincount(design.stratum[answers["row"].to_numpy()],
+                                                      minlength=len(design.sizes)).tolist(),
+                   "method": "strata by rank, Neyman allocation on the audit's p(mislabeled); stratified "
+                             "(Horvitz-Thompson) estimates post-stratified by domain; Jeffreys-posterior intervals",
+                   "level": LEVEL},
+        "noise_rate": result.rate.as_dict(),
+        "no_class_rate": result.no_class.as_dict(),
+        "flag_precision": None if result.precision is None else result.precision.as_dict(),
+        "classes": {name: e.as_dict() for name, e in result.classes.items()},
+    }
+    out = Path(audit.path) / REVIEW_JSON
+    write_text_atomic(out, json.dumps(payload, indent=2) + "\n")
+    return out
