@@ -26,6 +26,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
+import pandas as pd
+
 from .audit.read import Audit
 from .config import find_config as find_settings_file, read_toml, section_of
 from .errors import UsageError
@@ -151,7 +153,12 @@ def check_audit(audit: Audit, thresholds: Thresholds, baseline: Audit | None = N
     if baseline is None:
         scope, n = "all samples", len(samples)
         noise_rate = float(audit.summary.noise_rate)
+        interval = audit.summary.noise_rate_interval
         classes = audit.class_rates.set_index("label")["noise_rate"]
+        if audit.review:  # verified answers (labelaudit review): their estimates are the ones to gate on
+            noise_rate, interval = audit.review["noise_rate"]["value"], audit.review["noise_rate"]["interval"]
+            classes = pd.Series({c: e["value"] for c, e in audit.review["classes"].items()}, dtype=float)
+            scope = f"all samples, verified by {audit.review['answers']['n']:,} answers"
         issues = int(samples["is_label_issue"].sum())
         new_suspects: list[str] = []
     else:
@@ -163,19 +170,20 @@ def check_audit(audit: Audit, thresholds: Thresholds, baseline: Audit | None = N
         scope, n = ("new since the baseline", len(new)) if any(x is not None for x in counted) \
             else ("all samples, against the baseline", len(samples))
         noise_rate = float(new["p_mislabeled"].mean()) if n else 0.0
+        interval = audit.summary.noise_rate_interval
         classes = new.groupby("given_label")["p_mislabeled"].mean()
         flagged = samples[samples["is_label_issue"] & ~samples["path"].isin(was_suspect)]
         new_suspects = flagged.sort_values("rank")["path"].tolist()
         issues = len(new_suspects)
     verdicts, notes = [], []
     if thresholds.max_noise_rate is not None:
-        what, value = "dataset noise rate", noise_rate
+        what = "verified dataset noise rate" if audit.review and baseline is None else "dataset noise rate"
+        value = noise_rate
         bound = thresholds.rate_bound or "estimate"
-        interval = audit.summary.noise_rate_interval
         if bound != "estimate":
             if interval:
                 lo, hi = interval
-                what = (f"dataset noise rate, {bound} end of its 95% interval ({lo:.1%}–{hi:.1%}, estimate "
+                what = (f"{what}, {bound} end of its 95% interval ({lo:.1%}–{hi:.1%}, estimate "
                         f"{noise_rate:.1%})")
                 value = float(interval[_END[bound]])
             else:

@@ -74,3 +74,21 @@ def test_none_answers_count_as_errors_and_apart(scanned, tmp_path):
     out = json.loads(runner.invoke(app, ["review", str(folder / "audit"), "--answers", str(sheet), "--json"]).output)
     assert out["answers"]["n_none"] == 20 and out["noise_rate"]["value"] == out["no_class_rate"]["value"] > 0.5
     assert runner.invoke(app, ["review", str(folder / "audit")]).exit_code == 2  # neither --worksheet nor --answers
+
+
+def test_check_gates_on_the_verified_estimate(scanned, tmp_path):
+    folder, truth = scanned
+    import shutil
+
+    audit = tmp_path / "audit"
+    shutil.copytree(folder / "audit", audit)
+    sheet = tmp_path / "verify.csv"
+    runner.invoke(app, ["review", str(audit), "--worksheet", str(sheet), "--n", "30"])
+    _fill(sheet, truth, folder / "images")
+    review = json.loads(runner.invoke(app, ["review", str(audit), "--answers", str(sheet), "--json"]).output)
+    res = runner.invoke(app, ["check", str(audit), "--max-noise-rate", "0.5", "--rate-bound", "upper", "--json"])
+    verdict = json.loads(res.stdout)
+    assert res.exit_code == 0 and verdict["scope"] == "all samples, verified by 30 answers"
+    (v,) = verdict["verdicts"]
+    assert v["what"].startswith("verified dataset noise rate, upper end of its 95% interval")
+    assert v["value"] == review["noise_rate"]["interval"][1]

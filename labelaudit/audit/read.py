@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 
 from ..errors import DataError, UsageError
 from .record import RunRecord
-from .write import SCHEMA_VERSION, AuditTables
+from .write import REVIEW_JSON, SCHEMA_VERSION, AuditTables
 
 
 @dataclass
@@ -28,6 +28,7 @@ class Audit(AuditTables):
     run: RunRecord
     errors: pd.DataFrame
     transition: pd.DataFrame | None = None
+    review: dict | None = None  # review.json: the estimates of verified answers (labelaudit review), if any
 
     @property
     def class_rates(self) -> pd.DataFrame:
@@ -84,4 +85,11 @@ def load_audit(path: str | os.PathLike) -> Audit:
     samples = _read(path / "samples.parquet")
     for column in ("path", "given_label", "predicted_label"):
         samples[column] = samples[column].astype(str)
-    return Audit(path, samples, _read(path / "noise.parquet"), run, errors, transition)
+    review = None
+    if (path / REVIEW_JSON).is_file():
+        try:
+            review = json.loads((path / REVIEW_JSON).read_text())
+        except (OSError, ValueError) as exc:
+            raise DataError(f"{path / REVIEW_JSON}: unreadable ({exc}); run labelaudit review --answers again "
+                            "to rewrite it") from None
+    return Audit(path, samples, _read(path / "noise.parquet"), run, errors, transition, review)
