@@ -1,0 +1,98 @@
+#!/usr/bin/env python3
+"""The review step with a simulated reviewer: how well N verified answers estimate the noise rate.
+
+    python benchmarks/review.py                                    # the development cases
+    python benchmarks/review.py --cases digits_uniform_0.05 cifar10n_random1_10k
+
+Each case is scanned with default settings (the audit benchmarks/noise_rate.py leaves in
+benchmarks/work/<case>.noise-audit is reused), then for N = 50, 100, 200, 400 answers and 20 draws
+each, a reviewer answers the drawn samples from truth.csv (``none`` where the truth has no class).
+Per case and N: the mean absolute error of the dataset rate and the share of draws whose 95% interval
+holds the truth, for labelaudit's stratified design (labelaudit/review) and, as the baseline, for a
+simple random sample of the same size (its share wrong, with a Jeffreys interval that reaches 0
+when no answer is wrong); and for the
+design, the flags' precision estimate against the true precision of the audit's flags. Writes
+benchmarks/results/review.json and .md.
+"""
+from __future__ import annotations
+
+import numpy as np
+from scipy.stats import beta
+
+from _cases import NOISE_RATE_CASES, WORK, build, chosen_cases, read_truth, run_and_save
+from labelaudit import scan
+from labelaudit.audit.read import is_audit_dir, load_audit
+from labelaudit.review.design import strata, draw
+from labelaudit.review.estimate import estimate
+
+DEV = {n: NOISE_RATE_CASES[n] for n in ("digits_uniform_0.05", "digits_uniform_0.1", "digits_uniform_0.2",
+                                        "digits_pair_0.1", "digits_asym_0.2", "digits_none",
+                                        "cifar10n_uniform_0.05_10k", "cifar10n_uniform_0.1_10k",
+                                        "cifar10n_random1_10k")}
+SIZES = (50, 100, 200, 400)
+DRAWS = 20
+
+
+def _audit(name: str):
+    case = DEV[name]
+    folder = build(case)
+    out = WORK / f"{name}.noise-audit"
+    if not is_audit_dir(out):
+        scan(folder / "images", out=out, **case.scan_options)
+    return load_audit(out), read_truth(folder)
+
+
+def run_case(name: str) -> dict:
+    audit, truth = _audit(name)
+    s = audit.samples
+    t = truth.loc[s["path"]]
+    wrong = t["is_noisy"].to_numpy()
+    none = (t["clean_label"] == "").to_numpy()
+    flags = s["is_label_issue"].to_numpy(dtype=bool)
+    design = strata(s["rank"].to_numpy(), s["p_mislabeled"].to_numpy())
+    rate = float(wrong.mean())
+    true_precision = float(wrong[flags].mean()) if flags.any() else None
+    rows = []
+    for n in SIZES:
+        err, cover, p_err, srs_err, srs_cover = [], 0, [], [], 0
+        for seed in range(DRAWS):
+            picked = draw(design, n, seed=seed)["row"].to_numpy()
+            e = estimate(design, picked, wrong[picked], none=none[picked], flags=flags, seed=seed)
+            err.append(abs(e.rate.value - rate))
+            cover += e.rate.low <= rate <= e.rate.high
+            if e.precision is not None and true_precision is not None:
+                p_err.append(abs(e.precision.value - true_precision))
+            srs = np.random.default_rng(10_000 + seed).choice(len(s), size=min(n, len(s)), replace=False)
+            k = int(wrong[srs].sum())
+            srs_err.append(abs(k / len(srs) - rate))
+            low, high = beta.ppf([0.025, 0.975], k + 0.5, len(srs) - k + 0.5)
+            low, high = (0.0 if k == 0 else low), (1.0 if k == len(srs) else high)  # as estimate.py's ends
+            srs_cover += low <= rate <= high
+        rows.append({"n": n, "mae": float(np.mean(err)), "coverage": cover / DRAWS,
+                     "precision_mae": float(np.mean(p_err)) if p_err else None,
+                     "srs_mae": float(np.mean(srs_err)), "srs_coverage": srs_cover / DRAWS})
+    return {"case": name, "held_out": False, "n_samples": int(len(s)), "true_rate": rate,
+            "audit_rate": float(audit.summary.noise_rate), "flagged": int(flags.sum()),
+            "true_precision": true_precision, "by_n": rows}
+
+
+def markdown(rows: list[dict]) -> str:
+    lines = [f"Simulated reviewer, {DRAWS} draws per N. MAE: mean absolute error of the dataset rate; coverage: "
+             "share of draws whose 95% interval holds the truth; SRS: a simple random sample of the same size.", "",
+             "| case | true rate | audit's estimate | N | MAE (design) | coverage | MAE (SRS) | coverage (SRS) "
+             "| flag precision: true | its MAE |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        for b in r["by_n"]:
+            tp = "–" if r["true_precision"] is None else f"{r['true_precision']:.3f}"
+            pm = "–" if b["precision_mae"] is None else f"{b['precision_mae']:.3f}"
+            lines.append(f"| {r['case']} | {r['true_rate']:.4f} | {r['audit_rate']:.4f} | {b['n']} | {b['mae']:.4f} | "
+                         f"{b['coverage']:.0%} | {b['srs_mae']:.4f} | {b['srs_coverage']:.0%} | {tp} | {pm} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    run_and_save(chosen_cases(__doc__, DEV, "review"), run_case, markdown)
+
+
+if __name__ == "__main__":
+    main()
