@@ -9,21 +9,20 @@ benchmarks/work/<case>.noise-audit is reused), then for N = 50, 100, 200, 400 an
 each, a reviewer answers the drawn samples from truth.csv (``none`` where the truth has no class).
 Per case and N: the mean absolute error of the dataset rate and the share of draws whose 95% interval
 holds the truth, for labelaudit's stratified design (labelaudit/review) and, as the baseline, for a
-simple random sample of the same size (its share wrong, with a Jeffreys interval that reaches 0
-when no answer is wrong); and for the
+simple random sample of the same size (the same estimator with the whole audit as one stratum: its
+share wrong, with a Jeffreys interval); and for the
 design, the flags' precision estimate against the true precision of the audit's flags. Writes
 benchmarks/results/review.json and .md.
 """
 from __future__ import annotations
 
 import numpy as np
-from scipy.stats import beta
 
 from _cases import NOISE_RATE_CASES, WORK, build, chosen_cases, read_truth, run_and_save
 from labelaudit import scan
 from labelaudit.audit.read import is_audit_dir, load_audit
-from labelaudit.review.design import strata, draw
-from labelaudit.review.estimate import estimate
+from labelaudit.review.design import Design, draw, strata
+from labelaudit.review.estimate import domain_rate, estimate
 
 DEV = {n: NOISE_RATE_CASES[n] for n in ("digits_uniform_0.05", "digits_uniform_0.1", "digits_uniform_0.2",
                                         "digits_pair_0.1", "digits_asym_0.2", "digits_none",
@@ -50,6 +49,7 @@ def run_case(name: str) -> dict:
     none = (t["clean_label"] == "").to_numpy()
     flags = s["is_label_issue"].to_numpy(dtype=bool)
     design = strata(s["rank"].to_numpy(), s["p_mislabeled"].to_numpy())
+    one_stratum = Design(np.zeros(len(s), dtype=np.int64), np.array([len(s)]), np.array([wrong.mean()]))
     rate = float(wrong.mean())
     true_precision = float(wrong[flags].mean()) if flags.any() else None
     rows = []
@@ -63,11 +63,9 @@ def run_case(name: str) -> dict:
             if e.precision is not None and true_precision is not None:
                 p_err.append(abs(e.precision.value - true_precision))
             srs = np.random.default_rng(10_000 + seed).choice(len(s), size=min(n, len(s)), replace=False)
-            k = int(wrong[srs].sum())
-            srs_err.append(abs(k / len(srs) - rate))
-            low, high = beta.ppf([0.025, 0.975], k + 0.5, len(srs) - k + 0.5)
-            low, high = (0.0 if k == 0 else low), (1.0 if k == len(srs) else high)  # as estimate.py's ends
-            srs_cover += low <= rate <= high
+            plain = domain_rate(one_stratum, srs, wrong[srs], seed=seed)  # the same estimator, one stratum
+            srs_err.append(abs(plain.value - rate))
+            srs_cover += plain.low <= rate <= plain.high
         rows.append({"n": n, "mae": float(np.mean(err)), "coverage": cover / DRAWS,
                      "precision_mae": float(np.mean(p_err)) if p_err else None,
                      "srs_mae": float(np.mean(srs_err)), "srs_coverage": srs_cover / DRAWS})

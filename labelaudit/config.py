@@ -77,13 +77,8 @@ class ScanConfig:
 
     @classmethod
     def build(cls, config: "ScanConfig | None" = None, **options) -> "ScanConfig":
-        """``config`` (default: the defaults) with single fields overridden by ``options``, validated;
-        UsageError naming an option that is not a field."""
-        config = config or cls()
-        unknown = set(options) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise UsageError(f"unknown scan option(s): {', '.join(sorted(unknown))}")
-        return dataclasses.replace(config, **options).validate()
+        """``config`` (default: the defaults) with single fields overridden by ``options``, validated."""
+        return with_options(cls, config, options, "scan")
 
     def validate(self) -> "ScanConfig":
         """The config with ``epochs`` in its one spelling ("auto" or an int), or UsageError."""
@@ -159,6 +154,21 @@ def parse_scores(text: str) -> tuple[str, ...]:
 
 
 
+def with_options(settings_cls, config, options: dict, command: str):
+    """``config`` (a ``settings_cls``; None: the defaults) with single fields overridden by
+    ``options``, validated; UsageError naming an option that is not a field of ``command``."""
+    config = config or settings_cls()
+    unknown = set(options) - {f.name for f in dataclasses.fields(settings_cls)}
+    if unknown:
+        raise UsageError(f"unknown {command} option(s): {', '.join(sorted(unknown))}")
+    return dataclasses.replace(config, **options).validate()
+
+
+def field_types(annotation) -> set[str]:
+    """The type names a settings field takes, from its annotation: ``"int | str"`` → {"int", "str"}."""
+    return {part.strip() for part in str(annotation).split("|")}
+
+
 # --------------------------------------------------------------------- settings files and --config
 
 if sys.version_info >= (3, 11):
@@ -212,16 +222,23 @@ def settings_table(path: Path, section: str) -> dict:
     return table
 
 
-def _field_value(name: str, value, kind: type, where: str):
-    """``value`` from TOML, checked against the field's type (int | float | bool | str, or None)."""
-    text = str(kind)
-    ok = (value is None and "None" in text) or (isinstance(value, bool) and "bool" in text) or \
-        (not isinstance(value, bool) and ((isinstance(value, int) and ("int" in text or "float" in text)) or
-                                          (isinstance(value, float) and "float" in text) or
-                                          (isinstance(value, str) and "str" in text)))
+def _field_value(name: str, value, annotation, where: str):
+    """``value`` from TOML, checked against the field's type (int | float | bool | str, or None); an
+    integer for a float field becomes a float."""
+    types = field_types(annotation)
+    if value is None:
+        ok = "None" in types
+    elif isinstance(value, bool):
+        ok = "bool" in types
+    elif isinstance(value, int):
+        ok = bool({"int", "float"} & types)
+    else:
+        ok = type(value).__name__ in types
     if not ok:
-        raise UsageError(f"{where}{name.replace('_', '-')} = {value!r}: expected {text.replace('|', 'or')}")
-    return float(value) if "float" in text and "int" not in text and not isinstance(value, bool) else value
+        raise UsageError(f"{where}{name.replace('_', '-')} = {value!r}: expected {' or '.join(sorted(types))}")
+    if isinstance(value, int) and not isinstance(value, bool) and "float" in types and "int" not in types:
+        return float(value)
+    return value
 
 
 def settings(settings_cls, sources: list[str] | tuple[str, ...] = (), *, section: str,

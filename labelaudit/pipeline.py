@@ -15,6 +15,7 @@ from typing import Callable
 
 import numpy as np
 import pandas as pd
+import torch
 
 from .audit.read import Audit
 from .audit.record import run_record
@@ -53,10 +54,6 @@ class ScanResult(Audit):
     @property
     def out(self) -> Path | None:
         return self.path
-
-    def audit(self) -> Audit:
-        """The same tables as a plain :class:`~labelaudit.audit.read.Audit`."""
-        return Audit(self.path, self.samples, self.noise, self.run, self.errors, self.transition)
 
 
 def scan(data: str | Path | None = None, *, out: str | Path | None = "labelaudit-out",
@@ -135,8 +132,8 @@ def scan(data: str | Path | None = None, *, out: str | Path | None = "labelaudit
         trajectories = trajectories_frame(dyn.loss, dyn.margin, dyn.limit_epochs)
 
     # --- 7. the audit: run.json, the tables, report.html, written atomically
-    run = run_record(config=config, workers=workers, cache_dir=cache_dir, device=proxy.device,
-                     timings=clock.timings, dyn=dyn, listing=listing, ds=ds, listing_fingerprint=proxy.fingerprint,
+    run = run_record(config=config, workers=workers, cache_dir=cache_dir, device=device,
+                     timings=dict(clock.timings), dyn=dyn, listing=listing, ds=ds, listing_fingerprint=proxy.fingerprint,
                      fit=fit, calibration=calibration, runs=runs, scorers=proxy.scorers, limit=proxy.limit,
                      t_source=t_source, trusted_info=trusted_info, samples=samples, t_matrix=t_matrix)
     result = ScanResult(Path(out) if out is not None else None, samples, noise, run, ds.errors, transition,
@@ -146,6 +143,7 @@ def scan(data: str | Path | None = None, *, out: str | Path | None = "labelaudit
         if config.report:
             with clock("report_s"):
                 report = render_report(result, top=config.report_top)
+            result.run = run = dataclasses.replace(run, timings=dict(clock.timings))
         write_audit(result.out, samples=samples, noise=noise, trajectories=trajectories, errors=ds.errors, run=run,
                     transition=transition, report_html=report, drop=checkpoint_files(result.out))
     return result
@@ -192,9 +190,8 @@ class _Proxy:
     settings: ProxySettings
     scorers: tuple[str, ...]
     limit: LimitSettings | None
-    images: object  # (N, 3, S, S) uint8 on the device
-    labels: object  # (N,) int64 on the device
-    device: object
+    images: torch.Tensor  # (N, 3, S, S) uint8 on the device
+    labels: torch.Tensor  # (N,) int64 on the device
     fingerprint: str
     checkpoint_of: Callable[..., Checkpointer | None]
 
@@ -226,7 +223,7 @@ def _train_proxy(ds: Dataset, config: ScanConfig, device, out, progress: Progres
     dyn = train_proxy(images, labels, len(ds.classes), settings, device=device, progress=progress, limit=limit,
                       checkpoint=checkpoint_of(1, settings, limit), stop_rule=memorisation_check,
                       pseudo_k=config.pseudo_k if config.pseudo_labels == "augment" else 0)
-    return _Proxy(dyn, settings, scorers, limit, images, labels, device, listed, checkpoint_of)
+    return _Proxy(dyn, settings, scorers, limit, images, labels, listed, checkpoint_of)
 
 
 def _more_proxy_runs(fit: NoiseFit, proxy: _Proxy, config: ScanConfig, ds: Dataset,
@@ -236,9 +233,9 @@ def _more_proxy_runs(fit: NoiseFit, proxy: _Proxy, config: ScanConfig, ds: Datas
     The scan's outputs stay those of the first run (``--seed``); only the interval (and run.json's
     ``runs``) changes; ``fit`` and ``proxy`` are the first run's. The interval then holds two sources
     of noise in the estimate: the draw of the samples (the bootstrap) and the proxy's own randomness
-    (its start, batch order and augmentations, which a re-scan after any change in the data draws anew). Each run keeps its own per-epoch
-    checkpoint (``proxy.checkpoint_of(run, settings)``), so ``--resume`` goes on from the run and epoch
-    an interruption left. Returns (the fit with the pooled interval, the runs' seeds, epochs, rates and
+    (its start, batch order and augmentations, which a re-scan after any change in the data draws
+    anew). Each run keeps its own per-epoch checkpoint (``proxy.checkpoint_of(run, settings)``), so
+    ``--resume`` goes on from the run and epoch an interruption left. Returns (the fit with the pooled interval, the runs' seeds, epochs, rates and
     the epochs each run resumed from)."""
     settings = proxy.settings
     given = np.asarray(ds.labels)
@@ -247,7 +244,7 @@ def _more_proxy_runs(fit: NoiseFit, proxy: _Proxy, config: ScanConfig, ds: Datas
     for r in range(1, config.proxy_runs):
         stage = f"train run {r + 1}/{config.proxy_runs}"
         run_settings = dataclasses.replace(settings, seed=settings.seed + r)
-        more = train_proxy(proxy.images, proxy.labels, len(ds.classes), run_settings, device=proxy.device,
+        more = train_proxy(proxy.images, proxy.labels, len(ds.classes), run_settings, device=proxy.images.device,
                            checkpoint=proxy.checkpoint_of(r + 1, run_settings), stop_rule=memorisation_check,
                            progress=None if progress is None else
                            (lambda _stage, done, total, info, _s=stage: progress(_s, done, total, info)))

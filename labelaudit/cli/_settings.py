@@ -9,22 +9,23 @@ import dataclasses
 import typer
 from typer.core import TyperCommand
 
-from ..config import settings as read_settings
+from ..config import field_types, settings as read_settings
 from ..errors import UsageError
 
 _META = "labelaudit.flags"
 
 
-def _convert(flag: str, text: str, kind: str):
-    """A flag's text as the field's type (``kind``: the dataclass annotation, e.g. ``"float"``)."""
-    if "None" in kind and text.lower() == "none":
+def _convert(flag: str, text: str, annotation: str):
+    """A flag's text as the field's type (config.field_types of its annotation)."""
+    types = field_types(annotation)
+    if "None" in types and text.lower() == "none":
         return None
-    if "str" in kind:
+    if "str" in types:
         return text
     try:
-        return float(text) if "float" in kind else int(text)
+        return float(text) if "float" in types else int(text)
     except ValueError:
-        raise typer.BadParameter(f"{text!r}: expected a {'number' if 'float' in kind else 'whole number'}",
+        raise typer.BadParameter(f"{text!r}: expected a {'number' if 'float' in types else 'whole number'}",
                                  param_hint=flag) from None
 
 

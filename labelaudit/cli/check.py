@@ -70,7 +70,7 @@ def check_cli(
         else:
             with RichProgress(err, enabled=not as_json) as progress:
                 audit = scan(target, out=out, progress=progress, epochs=epochs, image_size=image_size,
-                             augment=augment, device=device, seed=seed, proxy_runs=proxy_runs).audit()
+                             augment=augment, device=device, seed=seed, proxy_runs=proxy_runs)
         result = check_audit(audit, thresholds, base)
         result.config = str(source) if source else None
         if markdown is not None:

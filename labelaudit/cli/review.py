@@ -9,7 +9,7 @@ from rich.console import Console
 
 from ..audit.read import load_audit
 from ..errors import UsageError
-from ..review.worksheet import read_answers, review_estimates, write_review, write_worksheet
+from ..review.worksheet import audit_design, read_answers, review_estimates, write_review, write_worksheet
 from ._errors import handle_errors
 
 
@@ -39,8 +39,9 @@ def review_cli(
                        f"rows you did not check blank), then: labelaudit review {audit_dir} --answers {worksheet}")
             return
         given = read_answers(audit, answers)
-        result = review_estimates(audit, given)
-        saved = write_review(audit, given, result, answers)
+        design = audit_design(audit)
+        result = review_estimates(audit, design, given)
+        saved = write_review(audit, design, given, result, answers)
     if as_json:
         typer.echo(saved.read_text().strip())
         return

@@ -93,7 +93,7 @@ def train_proxy(images: torch.Tensor, labels: torch.Tensor, num_classes: int, se
         return StepOutput(loss_i.mean(), logits, loss_i)
 
     own = [rec] + ([_LimitHook(pair, rec, precision.autocast)] if pair is not None else [])
-    if settings.stop_from is not None:
+    if settings.stop_from is not None and stop_rule is not None:
         own.append(_StopHook(settings.stop_from, rec, labels.cpu().numpy(), stop_rule))
     run = train_epochs(model, opt, Batches(images, settings.batch_size, settings.augment, normalise, gen, order_gen),
                        step, epochs=settings.epochs, labels=labels, hooks=[*own, *hooks], precision=precision,
@@ -104,7 +104,7 @@ def train_proxy(images: torch.Tensor, labels: torch.Tensor, num_classes: int, se
         rec.limit_final = pair.distance(images, labels, normalise, settings.batch_size, precision.autocast)
     dyn = rec.dynamics()
     dyn.resumed_from_epoch = run["start"]
-    dyn.stopped = None if run["stopped"] is None else {k: v for k, v in run["stopped"].items() if k != "stop"}
+    dyn.stopped = run["stopped"]
     if pseudo_k:
         dyn.pseudo_probs = augmented_pseudo_labels(model, images, normalise, settings.augment, pseudo_k, gen,
                                                    settings.batch_size, precision.autocast).cpu().numpy()
@@ -130,11 +130,11 @@ class _LimitHook(Hook):
 class _StopHook(Hook):
     """``--epochs auto``: from epoch ``stop_from`` on, the stopping rule reads the margins so far."""
 
-    def __init__(self, stop_from: int, rec: Recorder, given: np.ndarray, rule: StopRule | None):
+    def __init__(self, stop_from: int, rec: Recorder, given: np.ndarray, rule: StopRule):
         self.stop_from, self.rec, self.given, self.rule = stop_from, rec, given, rule
 
     def before_epoch(self, epoch: int) -> dict | None:
-        if epoch < self.stop_from or self.rule is None:
+        if epoch < self.stop_from:
             return None
         check = self.rule(self.rec.margin[:epoch].cpu().numpy(), self.given)
-        return {**check, "stop": True} if check["memorising"] else None
+        return check if check["memorising"] else None

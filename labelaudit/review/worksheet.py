@@ -21,14 +21,14 @@ from ..atomic import write_text_atomic
 from ..audit.read import Audit
 from ..audit.write import REVIEW_JSON
 from ..errors import DataError, UsageError
-from .design import STRATUM_EDGES, strata, draw
+from .design import STRATUM_EDGES, Design, draw, strata
 from .estimate import LEVEL, ReviewEstimates, estimate
 
 NONE = "none"  # the answer for an image of no class
 COLUMNS = ["path", "given_label", "label", "sample_id", "stratum", "inclusion"]
 
 
-def audit_design(audit: Audit):
+def audit_design(audit: Audit) -> Design:
     """The design of an audit: strata by its rank, allocation on its p(mislabeled)."""
     s = audit.samples
     return strata(s["rank"].to_numpy(), s["p_mislabeled"].to_numpy())
@@ -104,8 +104,9 @@ def read_answers(audit: Audit, path: str | os.PathLike) -> pd.DataFrame:
     return pd.DataFrame({"row": rows, "label": labels.to_numpy()})
 
 
-def review_estimates(audit: Audit, answers: pd.DataFrame, *, seed: int = 0) -> ReviewEstimates:
-    """The stratified estimates of the answers (estimate.py) for the audit's dataset, classes and flags."""
+def review_estimates(audit: Audit, design: Design, answers: pd.DataFrame, *, seed: int = 0) -> ReviewEstimates:
+    """The stratified estimates of the answers (estimate.py) for the audit's dataset, classes and flags;
+    ``design``: :func:`audit_design` of the audit."""
     s = audit.samples
     rows = answers["row"].to_numpy()
     given = s["given_label"].astype(str).to_numpy()
@@ -113,14 +114,14 @@ def review_estimates(audit: Audit, answers: pd.DataFrame, *, seed: int = 0) -> R
     classes = sorted(set(given))
     index = {c: k for k, c in enumerate(classes)}
     none = (label == NONE) & (NONE not in index)  # a class named "none" is a class
-    return estimate(audit_design(audit), rows, label != given[rows], none=none,
+    return estimate(design, rows, label != given[rows], none=none,
                     given=np.array([index[g] for g in given]), classes=classes,
                     flags=s["is_label_issue"].to_numpy(dtype=bool), seed=seed)
 
 
-def write_review(audit: Audit, answers: pd.DataFrame, result: ReviewEstimates, source: str | os.PathLike) -> Path:
+def write_review(audit: Audit, design: Design, answers: pd.DataFrame, result: ReviewEstimates,
+                 source: str | os.PathLike) -> Path:
     """review.json in the audit folder, written atomically: the estimates and what they rest on."""
-    design = audit_design(audit)
     payload = {
         "answers": {"file": str(Path(source).resolve()), "n": int(len(answers)),
                     "n_none": int((answers["label"] == NONE).sum())},

@@ -34,6 +34,7 @@ from ..progress import Progress
 from ..training.checkpoint import CHECKPOINT_FILE, Checkpointer
 from ..training.loop import (Batches, StepOutput, device_model, precision_for, seeded_generators, steps_per_epoch,
                              train_epochs)
+from ..config import with_options
 from .config import TrainConfig
 from .hooks import EmaAndSchedule, History, LabelCorrection, MetaState
 from .inputs import TrainInputs, prepare
@@ -76,11 +77,7 @@ def train(data: str | Path | None = None, *, audit: str | Path | None = None, ou
     Raises UsageError for bad arguments, DataError for unusable data, TrainingError on divergence,
     DeviceMemoryError when the device runs out of memory.
     """
-    config = config or TrainConfig()
-    unknown = set(options) - {f.name for f in dataclasses.fields(TrainConfig)}
-    if unknown:
-        raise UsageError(f"unknown train option(s): {', '.join(sorted(unknown))}")
-    config = dataclasses.replace(config, **options).validate()
+    config = with_options(TrainConfig, config, options, "train")
     if config.resume and out is None:
         raise UsageError("--resume needs an output folder: the checkpoint lives there")
     t = time.perf_counter()

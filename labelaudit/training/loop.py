@@ -109,26 +109,26 @@ class Precision:
     """How a run computes: ``autocast`` for every forward pass, and a GradScaler when that is fp16."""
 
     autocast: torch.autocast
+    name: str  # bfloat16 | float16 | float32
     scaler: "torch.amp.GradScaler | None" = None
-
-    @property
-    def name(self) -> str:
-        return str(self.autocast.fast_dtype).replace("torch.", "") if self.autocast._enabled else "float32"
-
-
-def precision_for(device: torch.device) -> Precision:
-    """bf16 autocast on CUDA devices that support it; fp16 autocast with a GradScaler on older GPUs
-    (fp16 gradients underflow without one); float32 on the CPU, where bf16 is slower on most machines."""
-    cuda = device.type == "cuda"
-    bf16 = cuda and torch.cuda.is_bf16_supported()
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16 if bf16 else torch.float16, enabled=cuda)
-    scaler = torch.amp.GradScaler(device.type) if cuda and not bf16 else None
-    return Precision(autocast, scaler)
 
 
 def autocast_for(device: torch.device) -> torch.autocast:
-    """The autocast context of :func:`precision_for` alone (evaluation passes, which need no scaler)."""
-    return precision_for(device).autocast
+    """bf16 autocast on CUDA devices that support it, fp16 on older GPUs, disabled on the CPU (where
+    bf16 is slower on most machines). Evaluation passes use it alone; training adds a scaler."""
+    cuda = device.type == "cuda"
+    dtype = torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float16
+    return torch.autocast(device.type, dtype=dtype, enabled=cuda)
+
+
+def precision_for(device: torch.device) -> Precision:
+    """:func:`autocast_for`, with a GradScaler when that is fp16 (fp16 gradients underflow without one)."""
+    autocast = autocast_for(device)
+    if device.type != "cuda":
+        return Precision(autocast, "float32")
+    fp16 = autocast.fast_dtype == torch.float16
+    return Precision(autocast, str(autocast.fast_dtype).replace("torch.", ""),
+                     torch.amp.GradScaler(device.type) if fp16 else None)
 
 
 @torch.no_grad()
@@ -165,7 +165,7 @@ class Hook:
         """Called once before training (after a checkpoint was restored) with the network trained."""
 
     def before_epoch(self, epoch: int) -> dict | None:
-        """Called before epoch ``epoch`` (0-based). A dict with ``"stop": True`` ends the run there."""
+        """Called before epoch ``epoch`` (0-based). A dict returned (why) ends the run there."""
 
     def after_step(self, epoch: int, ids: torch.Tensor, x: torch.Tensor, y: torch.Tensor | None,
                    out: StepOutput) -> None:
@@ -229,7 +229,7 @@ def train_epochs(model: nn.Module, opt: torch.optim.Optimizer, batches: Batches,
     for epoch in range(start, epochs):
         # asked before an epoch, not after, so a resumed run re-takes the decision it had taken
         answers = [h.before_epoch(epoch) for h in hooks]
-        stopped = next((a for a in answers if a and a.get("stop")), None)
+        stopped = next((a for a in answers if a is not None), None)
         if stopped is not None:
             if progress is not None:  # the bar ends full: the run is complete, just shorter
                 progress(stage, done, done, {"epoch": epoch, "epochs": epoch})
