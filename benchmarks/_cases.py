@@ -271,6 +271,8 @@ NOISE_RATE_CASES = {c.name: c for c in [
     Case("cifar10n_uniform_0.1_10k", CIFAR + ("--noise", "uniform:0.1")),
     Case("cifar10n_uniform_0.4_10k", CIFAR + ("--noise", "uniform:0.4")),
     DEV_CASES["cifar10n_random1_10k"],
+    Case("cifar10n_random2_10k", CIFAR + ("--noise", "column:random_label2")),
+    Case("cifar10n_random3_10k", CIFAR + ("--noise", "column:random_label3")),
     # small sets whose errors the proxy memorises before they form a component: both estimate 0 (docs/benchmarks.md)
     Case("digits_junk_0.13", ("--source", str(DIGITS_JUNK_NPZ), "--noise", "column:given", "--upscale", "4"),
          {"augment": "crop"}, source=digits_junk_source),

@@ -27,7 +27,7 @@ from labelaudit.review.estimate import domain_rate, estimate
 DEV = {n: NOISE_RATE_CASES[n] for n in ("digits_uniform_0.05", "digits_uniform_0.1", "digits_uniform_0.2",
                                         "digits_pair_0.1", "digits_asym_0.2", "digits_none",
                                         "cifar10n_uniform_0.05_10k", "cifar10n_uniform_0.1_10k",
-                                        "cifar10n_random1_10k")}
+                                        "cifar10n_random1_10k", "cifar10n_random2_10k", "cifar10n_random3_10k")}
 SIZES = (50, 100, 200, 400)
 DRAWS = 20
 

@@ -105,7 +105,7 @@ def replace_folder(folder: Path, *, replaces: Iterable[str], drop: Iterable[str]
             shutil.rmtree(stage, ignore_errors=True)
 
 
-def _link_or_copy(src, dst) -> None:
+def link_or_copy(src, dst) -> None:
     """A hard link (no bytes copied); a copy where the file system has none."""
     try:
         os.link(src, dst, follow_symlinks=False)
@@ -115,9 +115,9 @@ def _link_or_copy(src, dst) -> None:
 
 def _link_tree(src: Path, dst: Path) -> None:
     if src.is_dir() and not src.is_symlink():
-        shutil.copytree(src, dst, symlinks=True, copy_function=_link_or_copy)
+        shutil.copytree(src, dst, symlinks=True, copy_function=link_or_copy)
     else:
-        _link_or_copy(src, dst)
+        link_or_copy(src, dst)
 
 
 def _remove(path: Path) -> None:

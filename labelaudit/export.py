@@ -14,6 +14,9 @@ Modes (the rows the output holds):
   fill in with each image's true class. Filled in, it is a trusted set: ``labelaudit scan DATA
   --trusted OUT`` checks and recalibrates the audit on it (docs/trusted.md).
 
+Samples a person verified (``labelaudit review`` answers, a ``--trusted`` set) take the verified
+label and are kept in every mode; those answered as images of no class are left out.
+
 Every manifest has ``path, label, weight, original_label, changed``; ``path`` is absolute, so the
 file can be read from anywhere; ``labelaudit scan --manifest OUT --root ROOT`` reads it back (ROOT the
 scanned root: a manifest's paths must lie inside its root unless ``--allow-outside-root``). The input data is
@@ -69,10 +72,18 @@ def cleaned_rows(audit: Audit, mode: str, *, min_confidence: float | None = None
         keep = ~issue | confident
     elif mode in ("drop", "folder"):
         keep = ~issue
+    weight = s["weight"].to_numpy(dtype=np.float64).copy()
+    if "verified_label" in s.columns:  # verified by a person (review, --trusted): their label, kept
+        verified = s["verified_label"].notna().to_numpy() & (s["verified_label"].astype(str) != "").to_numpy()
+        label[verified] = s["verified_label"].to_numpy(dtype=object)[verified]
+        weight[verified] = 1.0  # the label is now the verified one
+        keep |= verified
+    if "verified_no_class" in s.columns:  # an image of no class: not a valid example of any
+        keep &= ~s["verified_no_class"].to_numpy(dtype=bool)
     rows = pd.DataFrame({
         "path": audit.files().to_numpy(),
         "label": label.astype(str),
-        "weight": s["weight"].to_numpy(dtype=np.float64),
+        "weight": weight,
         "original_label": s["given_label"].astype(str).to_numpy(),
     })
     rows["changed"] = rows["label"] != rows["original_label"]

@@ -170,6 +170,11 @@ def _stat(value: str, what: str) -> str:
 def _rate_caption(summary: Summary) -> str:
     """What the noise rate's number is, with its 95% interval and, when a mixture component is
     undecided, its model range (run.json summary)."""
+    verified = summary.extra.get("verified")
+    if verified:
+        lo, hi = summary.noise_rate_interval
+        return (f"verified noise rate (95% interval {lo:.1%}–{hi:.1%}, from {verified['answers']:,} answers checked "
+                f"by hand; the scan alone estimated {verified['unsupervised_noise_rate']:.1%})")
     caption = "estimated noise rate"
     if summary.noise_rate_interval:
         lo, hi = summary.noise_rate_interval

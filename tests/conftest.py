@@ -70,6 +70,16 @@ def scanned(tmp_path_factory) -> tuple[Path, dict]:
     return tmp, truth
 
 
+@pytest.fixture
+def reviewed(scanned, tmp_path):
+    """(a copy of the shared audit, the images folder, truth): a review's answers rewrite an audit."""
+    import shutil
+
+    folder, truth = scanned
+    shutil.copytree(folder / "audit", tmp_path / "audit")
+    return tmp_path / "audit", folder / "images", truth
+
+
 def pytest_collection_modifyitems(config, items):
     """Tests marked ``gpu`` need a CUDA device: skipped (with the reason) where there is none."""
     import torch

@@ -106,3 +106,41 @@ def test_classes_none_and_flag_precision():
     assert abs(res.precision.value - truth[flags].mean()) < 0.08
     with pytest.raises(ValueError, match="answered twice"):
         estimate(d, np.array([1, 1]), np.array([True, False]))
+
+
+@pytest.mark.parametrize("audit_p", ["none", "too_high"])
+def test_recalibration_on_a_synthetic_score_with_known_truth(audit_p):
+    """p(mislabeled) recalibrated on 300 design-weighted answers is calibrated against the truth, over
+    five draws: the mean p in each band is the true error share there, the flags' stated precision
+    (their mean p) is their real one, and the mean is the stratified rate. ``none``: the audit's p
+    is 0 everywhere (a mixture that found no second component), so only the rank carries
+    information; ``too_high``: the audit's p has the true odds times 4."""
+    from labelaudit.noise.calibration import recalibrate
+    from labelaudit.review.apply import design_weights
+
+    truth, rank, _ = _population(n=20_000, rate=0.09, seed=4)
+    if audit_p == "none":
+        p = np.zeros(len(truth))
+    else:  # the true error share at each rank (a smoothed truth), its odds times 4
+        order = np.argsort(rank)
+        share = np.convolve(truth[order].astype(float), np.ones(201) / 201, mode="same")
+        true_p = np.empty(len(truth))
+        true_p[order] = np.clip(share, 1e-3, 1 - 1e-3)
+        p = 4 * true_p / (1 + 3 * true_p)
+    d = strata(rank, p)
+    band_errors, flag_errors = [], []
+    for seed in range(5):
+        rows = draw(d, 300, seed=seed)["row"].to_numpy()
+        target = domain_rate(d, rows, truth[rows]).value
+        p_new, fit = recalibrate(p, rank, rows, truth[rows], design_weights(d, rows), target=target,
+                                 groups=d.stratum)
+        assert p_new.mean() == pytest.approx(target, abs=1e-6)
+        assert (p_new[rows] == truth[rows]).all()
+        for low, high in [(0.0, 0.1), (0.1, 0.5), (0.5, 1.0)]:
+            band = (p_new >= low) & (p_new < high)
+            band[rows] = False
+            band_errors.append(abs(truth[band].mean() - p_new[band].mean()))
+        flags = p_new > 0.5
+        flag_errors.append(abs(truth[flags].mean() - p_new[flags].mean()))
+    assert np.mean(band_errors) < 0.05 and max(band_errors) < 0.15
+    assert np.mean(flag_errors) < 0.06

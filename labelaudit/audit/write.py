@@ -72,6 +72,7 @@ def write_json(obj: Any, path: Path) -> None:
 
 
 REVIEW_JSON = "review.json"  # the estimates of verified answers (labelaudit review): they belong to one audit
+UNVERIFIED = "unverified"  # the scan's own files, kept when a review's answers rewrite the audit
 AUDIT_FILES = ("samples.parquet", "suspects.parquet", "weights.parquet", "noise.parquet", "transition.parquet",
                "trajectories.parquet", "errors.parquet", "report.html", "run.json")  # run.json last: the marker
 
@@ -84,10 +85,11 @@ def write_audit(out: Path, *, samples: pd.DataFrame, noise: pd.DataFrame, trajec
 
     The files are written into a staging folder that replaces ``out`` in one rename
     (:func:`atomic.replace_folder`): a crash leaves either the previous audit or the new one. Other
-    files in ``out`` are kept, except the names in ``drop`` and an earlier audit's review.json (its
-    answers estimate that audit; the worksheet they came from is the user's file and stays).
+    files in ``out`` are kept, except the names in ``drop`` and an earlier audit's review.json and
+    unverified/ (its answers estimate that audit; the worksheet they came from is the user's file and
+    stays).
     """
-    with replace_folder(out, replaces=AUDIT_FILES, drop=(*drop, REVIEW_JSON)) as stage:
+    with replace_folder(out, replaces=AUDIT_FILES, drop=(*drop, REVIEW_JSON, UNVERIFIED)) as stage:
         write_parquet(samples, stage / "samples.parquet")
         write_parquet(suspects_of(samples), stage / "suspects.parquet")
         write_parquet(samples[["path", "given_label", "weight"]], stage / "weights.parquet")

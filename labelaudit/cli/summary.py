@@ -16,8 +16,14 @@ def render_overview(console: Console, run: RunRecord | dict) -> None:
     s = run.summary
     spread = f" (95% interval {s.noise_rate_interval[0]:.1%}–{s.noise_rate_interval[1]:.1%})" \
         if s.noise_rate_interval else ""
-    console.print(f"[bold]Estimated noise rate:[/bold] {s.noise_rate:.1%}{spread} of {s.n_samples:,} "
-                  f"samples ({s.n_classes} classes)")
+    verified = s.extra.get("verified")
+    if verified:
+        console.print(f"[bold]Verified noise rate:[/bold] {s.noise_rate:.1%}{spread} of {s.n_samples:,} samples "
+                      f"({s.n_classes} classes), from {verified['answers']:,} answers checked by hand (labelaudit "
+                      f"review); the scan alone estimated {verified['unsupervised_noise_rate']:.1%}", soft_wrap=True)
+    else:
+        console.print(f"[bold]Estimated noise rate:[/bold] {s.noise_rate:.1%}{spread} of {s.n_samples:,} "
+                      f"samples ({s.n_classes} classes)")
     console.print(f"[bold]Label issues found:[/bold] {s.n_label_issues:,}"
                   + (f"   [yellow]unreadable files: {s.n_errors:,} (see errors.parquet)[/yellow]"
                      if s.n_errors else ""))

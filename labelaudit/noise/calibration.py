@@ -241,3 +241,124 @@ def with_trusted(trust: TrustedSet, classes: list[str], flags: np.ndarray, t_aud
                        "alpha": alpha, "pairs_per_class": n_pairs.astype(int).tolist()},
     }
     return t_final, frame, info
+
+
+# --- recalibration from a review's answers: a design-weighted logistic model in the audit's own numbers
+RECAL_PRIOR_MEAN = np.array([0.0, 1.0, 0.0])  # (intercept, logit p, rank log-odds): the audit's p unchanged
+RECAL_PRIOR_SD = np.array([3.0, 1.0, 1.0])
+
+
+def rank_logit(rank: np.ndarray) -> np.ndarray:
+    """The rank as log-odds, ``log((1 − q) / q)`` with ``q = (rank − ½) / N`` the share of the ranked
+    list above the sample: about ``log N`` for the most suspicious sample, 0 at the median, ``−log N``
+    at the bottom. Informative where the noise model's p is not (no second component: p ≈ 0 for all)."""
+    rank = np.asarray(rank, dtype=np.float64)
+    q = (rank - 0.5) / max(len(rank), 1)
+    return np.log1p(-q) - np.log(q)
+
+
+@dataclass(frozen=True)
+class Recalibration:
+    """``logit p' = a + b·logit p + c·rank_logit + u_group + offset``: the coefficients (a, b, c) and
+    the groups' effects u fitted on the verified samples, the offset that makes the mean of p' the verified dataset rate, and what the
+    fit rests on."""
+
+    coef: tuple[float, float, float]
+    offset: float
+    n: int
+    n_wrong: int
+    target: float | None
+    group_effects: tuple = ()
+
+    def as_dict(self) -> dict:
+        return {"model": "logit p' = a + b·logit p + c·log((1 − q) / q) + u_stratum + offset, q the rank share; "
+                         "weighted by the design (1 / inclusion probability), prior N((0, 1, 0), diag(3², 1², 1²)) "
+                         "on (a, b, c), N(0, 1) on each stratum's u",
+                "coef": list(self.coef), "stratum_effects": list(self.group_effects), "offset": self.offset,
+                "n": self.n, "n_wrong": self.n_wrong, "target_rate": self.target}
+
+
+GROUP_SD = 1.0  # prior sd of a stratum's own log-odds effect: lets the rates of the strata bend the curve
+
+
+def recalibrate(p: np.ndarray, rank: np.ndarray, rows: np.ndarray, wrong: np.ndarray,
+                weights: np.ndarray | None = None, target: float | None = None,
+                groups: np.ndarray | None = None) -> tuple[np.ndarray, Recalibration]:
+    """p(mislabeled) for every sample from verified outcomes: a logistic regression of ``wrong`` on
+    the audit's ``logit p`` and its rank (:func:`rank_logit`), each answer weighted by ``weights``
+    (the inverse of its inclusion probability under the review's design; None: equal), so that a draw
+    that over-samples the top of the ranking does not over-state the error rate below it. Maximum a
+    posteriori under a normal prior centred on "the audit's p is right" (``RECAL_PRIOR_*``). With
+    ``groups`` (N,) (the review's strata) each group also gets its own log-odds effect, prior
+    N(0, GROUP_SD²): a straight line in the rank's log-odds rarely fits the top of a ranking and its
+    bulk at once, and the answers in each stratum say how far to bend it. Found by Newton's method (the objective is concave). The weights are scaled to sum to the number of
+    answers, so the prior weighs as much against 200 answers whatever N is. With ``target``, an offset
+    on the log-odds then makes the mean of p' over all N samples equal it (the stratified estimate of
+    the dataset's rate), so the per-sample, per-class and dataset numbers agree.
+
+    The verified samples themselves get what was verified (1 wrong, 0 right). The recalibrated p' is
+    monotone in the score within equal p whenever c ≥ 0. Returns (p' (N,), Recalibration).
+    """
+    from scipy.optimize import brentq
+    from scipy.special import expit
+
+    rows = np.asarray(rows, dtype=np.int64)
+    y = np.asarray(wrong, dtype=np.float64)
+    if len(rows) == 0:
+        raise ValueError("recalibrate needs at least one verified sample")
+    if len(y) != len(rows):
+        raise ValueError(f"rows ({len(rows)}) and wrong ({len(y)}): expected equal lengths")
+    w = np.ones(len(rows)) if weights is None else np.asarray(weights, dtype=np.float64)
+    if len(w) != len(rows) or not np.all(np.isfinite(w)) or np.any(w <= 0):
+        raise ValueError("weights: expected one positive, finite weight per verified sample")
+    w = w * len(w) / w.sum()
+    columns = [np.ones(len(p)), _clipped_logit(p), rank_logit(rank)]
+    mean, sd = list(RECAL_PRIOR_MEAN), list(RECAL_PRIOR_SD)
+    if groups is not None:
+        groups = np.asarray(groups, dtype=np.int64)
+        for g in range(int(groups.max()) + 1):
+            columns.append((groups == g).astype(np.float64))
+            mean.append(0.0)
+            sd.append(GROUP_SD)
+    x_all = np.column_stack(columns)
+    x = x_all[rows]
+    prior_mean = np.asarray(mean)
+    precision = 1.0 / np.asarray(sd) ** 2
+    beta = prior_mean.copy()
+
+    def objective(b: np.ndarray) -> float:
+        eta = x @ b
+        return float(np.sum(w * (y * eta - np.logaddexp(0.0, eta))) - 0.5 * np.sum(precision * (b - prior_mean) ** 2))
+
+    current = objective(beta)
+    for _ in range(100):
+        q = expit(x @ beta)
+        grad = x.T @ (w * (y - q)) - precision * (beta - prior_mean)
+        hess = (x * (w * q * (1.0 - q))[:, None]).T @ x + np.diag(precision)
+        step = np.linalg.solve(hess, grad)
+        scale = 1.0
+        while scale > 1e-6:  # step halving keeps every step an ascent
+            trial = objective(beta + scale * step)
+            if trial >= current - 1e-12:
+                break
+            scale /= 2.0
+        beta, previous, current = beta + scale * step, current, trial
+        if abs(current - previous) < 1e-10:
+            break
+    eta_all = x_all @ beta
+    offset = 0.0
+    if target is not None:  # the verified samples count as what was verified, the others as p'
+        open_ = np.ones(len(p), dtype=bool)
+        open_[rows] = False
+        known = float(y.sum())
+        goal = float(np.clip(target * len(p) - known, 1e-9, max(open_.sum() - 1e-9, 1e-9)))
+
+        def excess(c: float) -> float:
+            return float(expit(eta_all[open_] + c).sum()) - goal
+
+        if open_.any() and excess(-60.0) < 0 < excess(60.0):
+            offset = float(brentq(excess, -60.0, 60.0))
+    p_new = expit(eta_all + offset)
+    p_new[rows] = y
+    return p_new, Recalibration(tuple(float(b) for b in beta[:3]), offset, int(len(rows)), int(y.sum()), target,
+                                tuple(float(b) for b in beta[3:]))

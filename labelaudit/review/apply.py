@@ -1,0 +1,214 @@
+"""Verified answers applied to the audit in place, without retraining.
+
+From the answers of a review (worksheet.py's ``read_answers``, or the page's review.csv):
+
+- the dataset's, each class's and the flags' error rates by the stratified estimator (estimate.py);
+- p(mislabeled) of every sample recalibrated on the verified ones by a design-weighted logistic
+  model in the audit's own p and rank (noise/calibration.py ``recalibrate``), its mean made the
+  stratified dataset rate; the verified samples get what was verified (``verified_label``, or
+  ``verified_no_class`` for an image of no class) and the flags, label scores and weights follow;
+- T: the verified (true, given) pairs, each weighted by the inverse of its inclusion probability,
+  combined with the audit's T as ``scan --trusted`` combines its pairs (``combine_transition``);
+- samples.parquet, suspects.parquet, weights.parquet, noise.parquet, transition.parquet, run.json
+  (summary ``verified``, ``review``) and report.html rewritten, together with review.json, in one
+  atomic swap of the folder. The scan's own files are kept in ``AUDIT/unverified/``: every later
+  application starts again from them, so more answers never compound on an earlier recalibration.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..atomic import link_or_copy, replace_folder, write_text_atomic
+from ..audit.read import Audit, load_audit
+from ..audit.record import RunRecord
+from ..audit.write import REVIEW_JSON, UNVERIFIED, suspects_of, write_json, write_parquet
+from ..noise.calibration import Recalibration, combine_transition, recalibrate
+from ..noise.mixture import noise_table
+from ..noise.transition import count_joint, top_flows, transition_frame, transition_matrix, transition_rates
+from ..report import render_report
+from .design import Design
+from .estimate import ReviewEstimates, domain_rate
+
+NONE = "none"  # the answer for an image of no class
+REWRITTEN = ("samples.parquet", "suspects.parquet", "weights.parquet", "noise.parquet", "transition.parquet",
+             "report.html", REVIEW_JSON, UNVERIFIED, "run.json")  # run.json last: the marker
+KEPT = ("samples.parquet", "suspects.parquet", "weights.parquet", "noise.parquet", "transition.parquet",
+        "report.html", "run.json")  # the scan's own files, kept under unverified/
+
+
+def scan_audit(audit: Audit) -> Audit:
+    """The audit as its scan wrote it: ``AUDIT/unverified/`` once answers were applied, else itself."""
+    kept = Path(audit.path) / UNVERIFIED
+    return load_audit(kept) if (kept / "run.json").is_file() else audit
+
+
+@dataclass(frozen=True)
+class Applied:
+    """What applying answers did: the audit as rewritten, the stratified estimates, the
+    recalibration, and the flags' stated precision and recall (the recalibrated p's own account:
+    the mean p of the flagged samples, and their share of the expected errors)."""
+
+    audit: Audit
+    estimates: ReviewEstimates
+    recalibration: Recalibration
+    n_flagged: int
+    flag_precision: float | None
+    flag_recall: float | None
+
+
+def class_index(audit: Audit) -> tuple[list[str], np.ndarray]:
+    """(the audit's classes in order, each sample's given class as an index into them)."""
+    given = audit.samples["given_label"].astype(str).to_numpy()
+    classes = [str(c) for c in (audit.run.data.classes or sorted(set(given)))]
+    index = {c: k for k, c in enumerate(classes)}
+    return classes, np.array([index[g] for g in given], dtype=np.int64)
+
+
+def design_weights(design: Design, rows: np.ndarray) -> np.ndarray:
+    """Each answer's weight N_h / n_h: the inverse of its inclusion probability, post-stratified on the
+    answers each stratum actually got."""
+    h = design.stratum[np.asarray(rows, dtype=np.int64)]
+    n_h = np.bincount(h, minlength=len(design.sizes))
+    return design.sizes[h] / n_h[h]
+
+
+def verified_transition(t_audit: np.ndarray, verified: np.ndarray, given: np.ndarray, weights: np.ndarray
+                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """T from weighted (verified, given) pairs combined with the audit's (calibration.py
+    ``combine_transition``). A row's pair count is its Kish effective size ``(Σw)² / Σw²``, so pairs of
+    very unequal weight count for what they are worth. Returns (T, T of the pairs, effective pairs per
+    class, the prior concentration α)."""
+    k = t_audit.shape[0]
+    counts = np.zeros((k, k))
+    np.add.at(counts, (verified, given), weights)
+    squares = np.bincount(verified, weights=weights ** 2, minlength=k)
+    mass = counts.sum(axis=1)
+    n_eff = np.where(squares > 0, mass ** 2 / np.where(squares > 0, squares, 1.0), 0.0)
+    t_pairs = np.full((k, k), np.nan)
+    t_pairs[mass > 0] = counts[mass > 0] / mass[mass > 0, None]
+    t, alpha = combine_transition(t_audit, t_pairs, n_eff)
+    return t, t_pairs, n_eff, alpha
+
+
+def apply_review(audit: Audit, design: Design, answers: pd.DataFrame, estimates: ReviewEstimates,
+                 payload: dict) -> Applied:
+    """Rewrite ``audit``'s folder from the verified ``answers`` (``row``, ``label``); ``design`` and
+    ``estimates`` those of its scan (worksheet.py), ``payload`` review.json's content. See the module
+    docstring."""
+    base = scan_audit(audit)
+    s = base.samples
+    classes, given = class_index(base)
+    rows = answers["row"].to_numpy(dtype=np.int64)
+    label = answers["label"].astype(str).to_numpy()
+    none = (label == NONE) & (NONE not in classes)
+    wrong = none | (label != s["given_label"].astype(str).to_numpy()[rows])
+    weights = design_weights(design, rows)
+
+    p, recal = recalibrate(s["p_mislabeled"].to_numpy(dtype=np.float64), s["rank"].to_numpy(), rows, wrong,
+                           weights, target=estimates.rate.value, groups=design.stratum)
+    threshold = float(base.run.config.get("threshold", 0.5))
+    samples = s.copy()
+    samples["p_mislabeled"] = p
+    samples["is_label_issue"] = p > threshold
+    samples["label_score"] = 1.0 - p
+    samples["weight"] = 1.0 - p
+    verified = samples["verified_label"].to_numpy(dtype=object).copy() if "verified_label" in samples \
+        else np.full(len(samples), None, dtype=object)
+    no_class = np.zeros(len(samples), dtype=bool)
+    is_class = ~none
+    verified[rows[is_class]] = label[is_class]
+    verified[rows[none]] = None
+    no_class[rows[none]] = True
+    col = samples.columns.get_loc
+    samples.iloc[rows[is_class], col("predicted_label")] = label[is_class]
+    samples.iloc[rows[is_class], col("predicted_confidence")] = 1.0
+    samples["verified_label"] = verified
+    samples["verified_no_class"] = no_class
+    flags = samples["is_label_issue"].to_numpy(dtype=bool)
+
+    # T: the verified pairs (a class answer) combined with the scan's T
+    index = {c: k for k, c in enumerate(classes)}
+    t_audit = transition_matrix(base.transition)[0] if base.transition is not None else np.eye(len(classes))
+    pairs = np.array([index[c] for c in label[is_class]], dtype=np.int64)
+    t, t_pairs, n_eff, alpha = verified_transition(t_audit, pairs, given[rows[is_class]], weights[is_class])
+    transition = transition_frame(t, classes)
+    transition["p_audit"] = t_audit.reshape(-1)
+    transition["p_verified"] = t_pairs.reshape(-1)
+
+    predicted = np.array([index.get(c, -1) for c in samples["predicted_label"].astype(str)], dtype=np.int64)
+    noise = noise_table(p, given, classes)
+    noise["transition_rate"] = transition_rates(t, count_joint(p, given, _one_hot(predicted, given, len(classes))),
+                                                given)
+    by_class = [estimates.rate] + [estimates.classes.get(c) for c in classes]
+    noise["verified_rate"] = [e.value if e else np.nan for e in by_class]
+    noise["verified_low"] = [e.low if e else np.nan for e in by_class]
+    noise["verified_high"] = [e.high if e else np.nan for e in by_class]
+
+    precision = float(p[flags].mean()) if flags.any() else None
+    recall = float(p[flags].sum() / p.sum()) if p.sum() > 0 else None
+    flagged_check = domain_rate(design, rows, wrong, flags) if flags.any() else None
+    n, n_none = int(len(rows)), int(none.sum())
+    verified_summary = {"answers": n, "no_class": n_none, "unsupervised_noise_rate": base.summary.noise_rate,
+                        "unsupervised_interval": base.summary.noise_rate_interval,
+                        "flag_precision": precision, "flag_recall": recall}
+    review_block = {**verified_summary, "answers_file": payload["answers"]["file"],
+                    "recalibration": recal.as_dict(),
+                    "flag_precision_verified": None if flagged_check is None else flagged_check.as_dict(),
+                    "transition": {"method": "rows (n_i·T_pairs + α·T_audit) / (n_i + α), n_i the Kish effective "
+                                             "number of design-weighted pairs of true class i",
+                                   "alpha": alpha, "pairs_per_class": np.round(n_eff, 2).tolist()}}
+    r = estimates.rate
+    run = base.run
+    run = dataclasses.replace(
+        run,
+        noise_model=dataclasses.replace(
+            run.noise_model, method=f"{run.noise_model.method}; verified by {n:,} answers (labelaudit review): "
+                                    "stratified estimate, p(mislabeled) recalibrated on them",
+            interval={"level": 0.95, "method": f"stratified estimate from {n:,} verified answers, Jeffreys-posterior "
+                                               "draws per stratum (review.json)"}),
+        summary=dataclasses.replace(run.summary, noise_rate=r.value, noise_rate_interval=[r.low, r.high],
+                                    noise_rate_model_range=None, n_label_issues=int(flags.sum()),
+                                    top_flows=top_flows(t, classes),
+                                    extra={**run.summary.extra, "verified": verified_summary}),
+        extra={**run.extra, "review": review_block})
+    payload = {**payload, "flags": {"n": int(flags.sum()), "stated_precision": precision, "stated_recall": recall,
+                                    "precision_verified": review_block["flag_precision_verified"]}}
+    new = Audit(Path(audit.path), samples, noise, run, audit.errors, transition, payload)
+    _write(audit.path, base, new, payload)
+    return Applied(load_audit(audit.path), estimates, recal, int(flags.sum()), precision, recall)
+
+
+def _one_hot(predicted: np.ndarray, given: np.ndarray, k: int) -> np.ndarray:
+    """(N, K) indicator of the predicted class, for count_joint's "where a mislabeled sample belongs";
+    a sample predicted as its given class spreads evenly over the others."""
+    out = np.zeros((len(predicted), k))
+    ok = (predicted >= 0) & (predicted != given)
+    out[np.flatnonzero(ok), predicted[ok]] = 1.0
+    return out
+
+
+def _write(folder: Path, base: Audit, new: Audit, payload: dict) -> None:
+    folder = Path(folder)
+    first = base.path == new.path  # no unverified/ yet: the scan's files are the folder's own
+    source = folder if first else folder / UNVERIFIED
+    report = render_report(new, top=int(base.run.config.get("report_top", 48))) \
+        if (folder / "report.html").is_file() else None
+    with replace_folder(folder, replaces=REWRITTEN) as stage:
+        (stage / UNVERIFIED).mkdir()
+        for name in KEPT:
+            if (source / name).is_file():
+                link_or_copy(source / name, stage / UNVERIFIED / name)
+        write_parquet(new.samples, stage / "samples.parquet")
+        write_parquet(suspects_of(new.samples), stage / "suspects.parquet")
+        write_parquet(new.samples[["path", "given_label", "weight"]], stage / "weights.parquet")
+        write_parquet(new.noise, stage / "noise.parquet")
+        write_parquet(new.transition, stage / "transition.parquet")
+        if report is not None:
+            write_text_atomic(stage / "report.html", report)
+        write_json(payload, stage / REVIEW_JSON)
+        write_json(new.run.to_json() if isinstance(new.run, RunRecord) else new.run, stage / "run.json")
