@@ -10,9 +10,10 @@ each, a reviewer answers the drawn samples from truth.csv (``none`` where the tr
 Per case and N: the mean absolute error of the dataset rate and the share of draws whose 95% interval
 holds the truth, for labelaudit's stratified design (labelaudit/review) and, as the baseline, for a
 simple random sample of the same size (the same estimator with the whole audit as one stratum: its
-share wrong, with a Jeffreys interval); and for the
-design, the flags' precision estimate against the true precision of the audit's flags. Writes
-benchmarks/results/review.json and .md.
+share wrong, with a Jeffreys interval); for the design, the flags' precision estimate against the
+true precision of the scan's flags; and after the answers are applied (p(mislabeled) recalibrated,
+labelaudit/review/apply.py), the flags' stated precision and recall (the recalibrated p's own
+account) against their true values. Writes benchmarks/results/review.json and .md.
 """
 from __future__ import annotations
 
@@ -21,8 +22,10 @@ import numpy as np
 from _cases import NOISE_RATE_CASES, WORK, build, chosen_cases, read_truth, run_and_save
 from labelaudit import scan
 from labelaudit.audit.read import is_audit_dir, load_audit
-from labelaudit.review.design import Design, draw, strata
-from labelaudit.review.estimate import domain_rate, estimate
+from labelaudit.noise.calibration import recalibrate
+from labelaudit.review.apply import design_weights
+from labelaudit.noise.sampling import Design, draw, strata
+from labelaudit.noise.stratified import domain_rate, estimate
 
 DEV = {n: NOISE_RATE_CASES[n] for n in ("digits_uniform_0.05", "digits_uniform_0.1", "digits_uniform_0.2",
                                         "digits_pair_0.1", "digits_asym_0.2", "digits_none",
@@ -51,14 +54,23 @@ def run_case(name: str) -> dict:
     design = strata(s["rank"].to_numpy(), s["p_mislabeled"].to_numpy())
     one_stratum = Design(np.zeros(len(s), dtype=np.int64), np.array([len(s)]), np.array([wrong.mean()]))
     rate = float(wrong.mean())
+    threshold = float(audit.run.config.get("threshold", 0.5))
     true_precision = float(wrong[flags].mean()) if flags.any() else None
     rows = []
     for n in SIZES:
-        err, cover, p_err, srs_err, srs_cover = [], 0, [], [], 0
+        err, cover, p_err, srs_err, srs_cover, stated_err, recall_err, n_flagged = [], 0, [], [], 0, [], [], []
         for seed in range(DRAWS):
             picked = draw(design, n, seed=seed)["row"].to_numpy()
             e = estimate(design, picked, wrong[picked], none=none[picked], flags=flags, seed=seed)
             err.append(abs(e.rate.value - rate))
+            p_new, _ = recalibrate(s["p_mislabeled"].to_numpy(), s["rank"].to_numpy(), picked, wrong[picked],
+                                   design_weights(design, picked), target=e.rate.value, groups=design.stratum)
+            new_flags = p_new > threshold
+            n_flagged.append(int(new_flags.sum()))
+            if new_flags.any():
+                stated_err.append(abs(float(p_new[new_flags].mean()) - float(wrong[new_flags].mean())))
+                recall_err.append(abs(float(p_new[new_flags].sum() / p_new.sum())
+                                      - float(wrong[new_flags].sum() / max(wrong.sum(), 1))))
             cover += e.rate.low <= rate <= e.rate.high
             if e.precision is not None and true_precision is not None:
                 p_err.append(abs(e.precision.value - true_precision))
@@ -68,7 +80,10 @@ def run_case(name: str) -> dict:
             srs_cover += plain.low <= rate <= plain.high
         rows.append({"n": n, "mae": float(np.mean(err)), "coverage": cover / DRAWS,
                      "precision_mae": float(np.mean(p_err)) if p_err else None,
-                     "srs_mae": float(np.mean(srs_err)), "srs_coverage": srs_cover / DRAWS})
+                     "srs_mae": float(np.mean(srs_err)), "srs_coverage": srs_cover / DRAWS,
+                     "recalibrated_flagged": float(np.mean(n_flagged)),
+                     "stated_precision_mae": float(np.mean(stated_err)) if stated_err else None,
+                     "stated_recall_mae": float(np.mean(recall_err)) if recall_err else None})
     return {"case": name, "held_out": False, "n_samples": int(len(s)), "true_rate": rate,
             "audit_rate": float(audit.summary.noise_rate), "flagged": int(flags.sum()),
             "true_precision": true_precision, "by_n": rows}
@@ -77,14 +92,20 @@ def run_case(name: str) -> dict:
 def markdown(rows: list[dict]) -> str:
     lines = [f"Simulated reviewer, {DRAWS} draws per N. MAE: mean absolute error of the dataset rate; coverage: "
              "share of draws whose 95% interval holds the truth; SRS: a simple random sample of the same size.", "",
+             "Flags after the answers: samples flagged by the recalibrated p(mislabeled) (mean over the draws), "
+             "and the mean absolute error of their stated precision and recall.", "",
              "| case | true rate | audit's estimate | N | MAE (design) | coverage | MAE (SRS) | coverage (SRS) "
-             "| flag precision: true | its MAE |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "| scan's flags: true precision | its MAE | flags after | stated precision MAE | stated recall MAE |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         for b in r["by_n"]:
             tp = "–" if r["true_precision"] is None else f"{r['true_precision']:.3f}"
             pm = "–" if b["precision_mae"] is None else f"{b['precision_mae']:.3f}"
+            sp = "–" if b["stated_precision_mae"] is None else f"{b['stated_precision_mae']:.3f}"
+            sr = "–" if b["stated_recall_mae"] is None else f"{b['stated_recall_mae']:.3f}"
             lines.append(f"| {r['case']} | {r['true_rate']:.4f} | {r['audit_rate']:.4f} | {b['n']} | {b['mae']:.4f} | "
-                         f"{b['coverage']:.0%} | {b['srs_mae']:.4f} | {b['srs_coverage']:.0%} | {tp} | {pm} |")
+                         f"{b['coverage']:.0%} | {b['srs_mae']:.4f} | {b['srs_coverage']:.0%} | {tp} | {pm} | "
+                         f"{b['recalibrated_flagged']:.0f} | {sp} | {sr} |")
     return "\n".join(lines) + "\n"
 
 

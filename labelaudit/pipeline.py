@@ -32,6 +32,8 @@ from .dynamics.proxy import ProxySettings, train_proxy
 from .dynamics.recorders import Dynamics
 from .errors import DataError, UsageError
 from .noise.calibration import calibrated, with_trusted
+from .noise.interval import stated_interval
+from .noise.sampling import answers_needed, strata
 from .noise.mixture import BOOTSTRAP_LEVEL, NoiseFit, fit_noise, noise_table, percentile_interval
 from .noise.stopping import memorisation_check
 from .noise.transition import count_joint, estimate_transition, transition_frame, transition_rates
@@ -112,6 +114,7 @@ def scan(data: str | Path | None = None, *, out: str | Path | None = "labelaudit
             with clock("more_runs_s", inside="score_s"):
                 fit, runs = _more_proxy_runs(fit, proxy, config, ds, progress)
         p_audit, audit_flags = decide(fit.p_mislabeled, config.threshold)  # the unsupervised audit's own
+        fit, stated = stated_interval(fit, dyn.mean_probs.argmax(axis=1), np.asarray(ds.labels))
         fit, calibration, not_calibrated = calibrated(fit, trust, enabled=config.trusted_calibration)
 
         # --- 6. decisions: flags, ranks, weights, suggested labels
@@ -135,7 +138,9 @@ def scan(data: str | Path | None = None, *, out: str | Path | None = "labelaudit
     run = run_record(config=config, workers=workers, cache_dir=cache_dir, device=device,
                      timings=dict(clock.timings), dyn=dyn, listing=listing, ds=ds, listing_fingerprint=proxy.fingerprint,
                      fit=fit, calibration=calibration, runs=runs, scorers=proxy.scorers, limit=proxy.limit,
-                     t_source=t_source, trusted_info=trusted_info, samples=samples, t_matrix=t_matrix)
+                     t_source=t_source, trusted_info=trusted_info, samples=samples, t_matrix=t_matrix,
+                     stated=stated, answers_for_2_points=answers_needed(
+                         strata(samples["rank"].to_numpy(), samples["p_mislabeled"].to_numpy())))
     result = ScanResult(Path(out) if out is not None else None, samples, noise, run, ds.errors, transition,
                         trajectories=trajectories, classes=ds.classes)
     if result.out is not None:

@@ -167,6 +167,24 @@ def _stat(value: str, what: str) -> str:
     return f'<div class="stat"><b>{html.escape(value)}</b><span>{html.escape(what)}</span></div>'
 
 
+SURE_WIDTH = 0.04  # a stated interval at most this wide is called sure (± 2 points)
+
+
+def sureness_note(summary: Summary) -> str | None:
+    """How sure the unsupervised rate is, in one sentence, and what would make it sure (None once
+    answers were applied: the rate is then verified)."""
+    if summary.extra.get("verified") or not summary.noise_rate_interval:
+        return None
+    lo, hi = summary.noise_rate_interval
+    n = summary.extra.get("answers_for_2_points")
+    verify = f"verify about {n:,} samples with `labelaudit review` to know it within ±2 points" if n else \
+        "verify a few hundred samples with `labelaudit review` to know it within ±2 points"
+    if hi - lo <= SURE_WIDTH:
+        return f"The scan is sure of the rate within ±{(hi - lo) / 2:.1%} (95%); to check it, {verify}."
+    return (f"The scan alone cannot pin the rate down: it lies between {lo:.1%} and {hi:.1%} (95%); "
+            f"{verify}.")
+
+
 def _rate_caption(summary: Summary) -> str:
     """What the noise rate's number is, with its 95% interval and, when a mixture component is
     undecided, its model range (run.json summary)."""
@@ -200,7 +218,8 @@ def render_report(audit: Audit, *, top: int = DEFAULT_TOP) -> str:
         _stat(f"{s.n_errors:,}", "unreadable files (errors.parquet)"),
     ])
     flows = s.top_flows or []
-    flows_html = ("<p>Largest label flows (share of a true class filed under another label): "
+    sure = sureness_note(s)
+    flows_html = (f'<p class="sure">{e(sure)}</p>' if sure else "") + ("<p>Largest label flows (share of a true class filed under another label): "
                   + ", ".join(f"<b>{e(str(f['true']))} → {e(str(f['noisy']))}</b> {f['p']:.0%}" for f in flows[:5])
                   + "</p>") if flows else ""
     method = e(run.noise_model.method)

@@ -114,6 +114,7 @@ def test_other_files_match_the_contract(audited):
     # the proxy learned the colours: its predictions are the given label where that is right (69 of 75)
     assert run["summary"].pop("proxy_agreement") == pytest.approx(69 / 75)
     assert run["summary"].pop("proxy_kappa") == pytest.approx((69 / 75 - 1 / 3) / (1 - 1 / 3))
+    assert run["summary"].pop("answers_for_2_points") == 75  # ±2 points on 75 samples: all of them
     assert run["summary"] == {"noise_rate": pytest.approx(ds["noise_rate"]), "n_label_issues": len(suspects),
                               "n_samples": 75, "n_errors": 1, "n_classes": 3}
     assert {(f["true"], f["noisy"]) for f in flows} == {("red", "green"), ("green", "blue"), ("blue", "red")}

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from labelaudit.review.design import MIN_PER_STRATUM, Design, allocate, draw, strata
-from labelaudit.review.estimate import domain_rate, estimate
+from labelaudit.noise.sampling import MIN_PER_STRATUM, Design, allocate, draw, strata
+from labelaudit.noise.stratified import domain_rate, estimate
 
 
 def _population(n=10_000, rate=0.09, seed=0):

@@ -162,7 +162,7 @@ class RunRecord(_JsonView):
         return dataclasses.replace(self, summary=dataclasses.replace(self.summary, **changes))
 
 
-def interval_info(calibration: Calibration | None, runs: dict | None) -> dict:
+def interval_info(calibration: Calibration | None, runs: dict | None, stated: dict | None = None) -> dict:
     """run.json ``noise_model.interval``: how ``summary.noise_rate_interval`` was made."""
     if calibration is not None:
         return {"level": BOOTSTRAP_LEVEL, "method": "the calibration shift ± 1.96 standard errors "
@@ -173,13 +173,16 @@ def interval_info(calibration: Calibration | None, runs: dict | None) -> dict:
         k = len(runs["seeds"])
         info.update(rounds=BOOTSTRAP_ROUNDS * k, runs=runs,
                     method=f"{info['method']}, the {BOOTSTRAP_ROUNDS} rounds of each of {k} proxy runs pooled")
+    if stated is not None:  # noise/interval.py: the bootstrap is one of its parts
+        info.update(bootstrap_method=info["method"], **stated)
     return info
 
 
 def run_record(*, config, workers: int, cache_dir: Path | None, device, timings: dict, dyn, listing, ds,
                listing_fingerprint: str, fit: NoiseFit, calibration: Calibration | None, runs: dict | None,
                scorers: tuple[str, ...], limit, t_source: str, trusted_info: dict | None, samples: pd.DataFrame,
-               t_matrix: np.ndarray) -> RunRecord:
+               t_matrix: np.ndarray, stated: dict | None = None,
+               answers_for_2_points: int | None = None) -> RunRecord:
     """run.json of a scan: its settings as run (defaults resolved), versions, device, timings, data
     fingerprint, how the noise model and the scores were made, and the summary."""
     import torch
@@ -202,7 +205,7 @@ def run_record(*, config, workers: int, cache_dir: Path | None, device, timings:
                  "n_classes": len(ds.classes), "classes": ds.classes,
                  "fingerprint": listing_fingerprint, **ds.stats},
         "noise_model": {"method": fit.method, **fit.details,
-                        "interval": interval_info(calibration, runs)},
+                        "interval": interval_info(calibration, runs, stated)},
         "scores": {"ran": list(scorers), "fusion": config.fusion if len(scorers) > 1 else None,
                    "score": (f"{config.fusion} of {', '.join(scorers)}" if len(scorers) > 1 else
                              f"{scorers[0]} alone") + " (higher = more likely mislabeled)",
@@ -223,5 +226,6 @@ def run_record(*, config, workers: int, cache_dir: Path | None, device, timings:
             "n_errors": int(len(ds.errors)),
             "n_classes": len(ds.classes),
             "top_flows": top_flows(t_matrix, ds.classes),
+            **({} if answers_for_2_points is None else {"answers_for_2_points": answers_for_2_points}),
         },
     })

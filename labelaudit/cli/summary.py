@@ -7,6 +7,7 @@ from rich.table import Table
 
 from ..audit.record import RunRecord
 from ..noise.mixture import no_class_count, no_class_note
+from ..report import sureness_note
 from ..scores import unlearned_note
 
 
@@ -24,6 +25,9 @@ def render_overview(console: Console, run: RunRecord | dict) -> None:
     else:
         console.print(f"[bold]Estimated noise rate:[/bold] {s.noise_rate:.1%}{spread} of {s.n_samples:,} "
                       f"samples ({s.n_classes} classes)")
+        sure = sureness_note(s)
+        if sure:
+            console.print(sure, soft_wrap=True, markup=False)
     console.print(f"[bold]Label issues found:[/bold] {s.n_label_issues:,}"
                   + (f"   [yellow]unreadable files: {s.n_errors:,} (see errors.parquet)[/yellow]"
                      if s.n_errors else ""))

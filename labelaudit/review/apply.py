@@ -2,7 +2,7 @@
 
 From the answers of a review (worksheet.py's ``read_answers``, or the page's review.csv):
 
-- the dataset's, each class's and the flags' error rates by the stratified estimator (estimate.py);
+- the dataset's, each class's and the flags' error rates by the stratified estimator (noise/stratified.py);
 - p(mislabeled) of every sample recalibrated on the verified ones by a design-weighted logistic
   model in the audit's own p and rank (noise/calibration.py ``recalibrate``), its mean made the
   stratified dataset rate; the verified samples get what was verified (``verified_label``, or
@@ -31,8 +31,8 @@ from ..noise.calibration import Recalibration, combine_transition, recalibrate
 from ..noise.mixture import noise_table
 from ..noise.transition import count_joint, top_flows, transition_frame, transition_matrix, transition_rates
 from ..report import render_report
-from .design import Design
-from .estimate import ReviewEstimates, domain_rate
+from ..noise.sampling import Design
+from ..noise.stratified import ReviewEstimates, domain_rate
 
 NONE = "none"  # the answer for an image of no class
 REWRITTEN = ("samples.parquet", "suspects.parquet", "weights.parquet", "noise.parquet", "transition.parquet",

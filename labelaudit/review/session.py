@@ -2,7 +2,7 @@
 answer, and a local HTTP server for the page (page.py).
 
 ``ReviewSession`` owns the draw and the answers. The first session of an audit draws ``n`` samples
-(design.py, the worksheet's rows and columns) and writes review.csv at once; every answer, change
+(noise/sampling.py, the worksheet's rows and columns) and writes review.csv at once; every answer, change
 and undo rewrites it atomically (write to a temporary file, fsync, rename), so closing the tab or
 killing the process loses nothing, and the next session over the audit resumes from the file. The
 file is a worksheet: ``labelaudit review AUDIT --answers AUDIT/review.csv`` applies it too.

@@ -1,12 +1,12 @@
 """The review without a browser: a worksheet of the design's draw to fill in elsewhere, and the
 verified estimates its answers give.
 
-``write_worksheet`` writes the draw (design.py) as CSV: ``path`` (absolute), ``given_label``, an empty
+``write_worksheet`` writes the draw (noise/sampling.py) as CSV: ``path`` (absolute), ``given_label``, an empty
 ``label``, and the design's ``sample_id``, ``stratum``, ``inclusion`` and ``draw`` (a digest of the
 audit's strata: answers to the draw of another scan are refused). A person (or a labelling
 tool) fills ``label`` with the class the image shows, or ``none`` for an image of no class, and
 leaves blank the rows not checked. ``read_answers`` checks the filled file against the audit and
-``review_estimates`` turns it into the stratified estimates (estimate.py); ``apply_answers``
+``review_estimates`` turns it into the stratified estimates (noise/stratified.py); ``apply_answers``
 applies them to the audit (apply.py) and keeps them beside it as review.json.
 """
 from __future__ import annotations
@@ -22,8 +22,8 @@ from ..atomic import write_text_atomic
 from ..audit.read import Audit
 from ..errors import DataError, UsageError
 from .apply import NONE, Applied, apply_review, scan_audit
-from .design import STRATUM_EDGES, Design, draw, strata
-from .estimate import LEVEL, ReviewEstimates, estimate
+from ..noise.sampling import STRATUM_EDGES, Design, draw, strata
+from ..noise.stratified import LEVEL, ReviewEstimates, estimate
 
 COLUMNS = ["path", "given_label", "label", "sample_id", "stratum", "inclusion", "draw"]
 
@@ -125,7 +125,7 @@ def check_answers(audit: Audit, table: pd.DataFrame, where: str) -> pd.DataFrame
 
 
 def review_estimates(audit: Audit, design: Design, answers: pd.DataFrame, *, seed: int = 0) -> ReviewEstimates:
-    """The stratified estimates of the answers (estimate.py) for the audit's dataset, classes and flags;
+    """The stratified estimates of the answers (noise/stratified.py) for the audit's dataset, classes and flags;
     ``design``: :func:`audit_design` of the audit."""
     s = audit.samples
     rows = answers["row"].to_numpy()

@@ -1,7 +1,7 @@
 """What verified answers say about the whole audit: stratified estimates with intervals.
 
 For a domain d (the whole dataset, one given class, the flagged samples) the error rate is
-``Σ_h N_hd · ȳ_hd / N_d``: the answered share of errors in each stratum h (design.py) within the
+``Σ_h N_hd · ȳ_hd / N_d``: the answered share of errors in each stratum h (sampling.py) within the
 domain, weighted by how many of the domain's samples the stratum holds (known for every sample, not
 only the answered ones). That is the stratified (Horvitz–Thompson) estimator, post-stratified by the
 domain (Cochran, Sampling Techniques, Sec. 5A.14): design-unbiased whatever the audit's ranking got
@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .design import Design
+from .sampling import Design
 
 LEVEL = 0.95
 DRAWS = 20_000

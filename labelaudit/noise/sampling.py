@@ -7,7 +7,7 @@ Neyman allocation, ``n_h ∝ N_h · sqrt(p_h (1 − p_h))`` (Cochran, Sampling T
 ``p_h`` the audit's own mean p(mislabeled) in the stratum kept within [FLOOR, 1 − FLOOR]: more draws
 where errors are likely, yet every stratum is sampled, since the audit's p can be 0 where a person
 still finds errors. Within a stratum the draw is simple random sampling without replacement, so each
-sample's inclusion probability is ``n_h / N_h`` and the estimator (estimate.py) is design-unbiased
+sample's inclusion probability is ``n_h / N_h`` and the estimator (stratified.py) is design-unbiased
 whatever the ranking got wrong. The worksheet's rows come in a random order, never by score, so the
 person is not led by the ranking either.
 """
@@ -98,3 +98,20 @@ def draw(design: Design, n: int, seed: int = 0) -> pd.DataFrame:
         picked += [(int(i), h, k / len(members)) for i in rng.choice(members, size=k, replace=False)]
     table = pd.DataFrame(picked, columns=["row", "stratum", "inclusion"])
     return table.iloc[rng.permutation(len(table))].reset_index(drop=True)
+
+
+def answers_needed(design: Design, half_width: float = 0.02, level: float = 0.95, floor: float = 0.02) -> int:
+    """About how many answers the design needs for a ``level`` interval of ± ``half_width`` on the
+    dataset's rate: under Neyman allocation the stratified estimator's variance is
+    ``(Σ_h W_h σ_h)² / n`` (Cochran, Sec. 5.5), so ``n = (z · Σ_h W_h σ_h / half_width)²``, with
+    ``σ_h² = p_h (1 − p_h)`` from the audit's own p per stratum kept within [floor, 1 − floor]. The
+    audit's p is the only guess there is before any answer; where it over-states the errors the
+    number is on the safe side."""
+    from scipy.stats import norm
+
+    if not 0.0 < half_width < 0.5:
+        raise ValueError(f"half_width={half_width!r}: expected a share between 0 and 0.5")
+    p = np.clip(design.prior, floor, 1.0 - floor)
+    spread = float((design.weights * np.sqrt(p * (1.0 - p))).sum())
+    z = float(norm.ppf(0.5 + level / 2.0))
+    return int(min(np.ceil((z * spread / half_width) ** 2), design.sizes.sum()))
