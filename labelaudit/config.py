@@ -51,6 +51,7 @@ class ScanConfig:
     limit_average_epochs: float = LimitSettings.average_epochs  # LIMIT scores with q averaged over this many epochs
     noise_model: str = "margin"  # margin (mixture on AUM; below 0 = mislabeled) | aul-gmm (the AUL paper's)
     threshold: float = 0.5  # is_label_issue = p_mislabeled > threshold
+    fdr: float = 0.05  # when the mixture flags nothing: flag scores far out in the clean bulk's tail at this false-discovery rate (0: off)
     transition: str = "counts"  # transition-matrix estimator: counts | anchors (Patrini's anchor points)
     anchor_quantile: float = 0.97  # anchors: the quantile of p(label = i | x) that picks class i's anchor; 1 = argmax
     # --- report
@@ -89,6 +90,7 @@ class ScanConfig:
             (self.batch_size >= 2, "--batch-size", self.batch_size, "at least 2"),
             (self.lr > 0 and np.isfinite(self.lr), "--lr", self.lr, "a positive number"),
             (0.0 < self.threshold < 1.0, "--threshold", self.threshold, "a probability strictly between 0 and 1"),
+            (0.0 <= self.fdr < 1.0, "--fdr", self.fdr, "a rate from 0 (off) to below 1"),
             (0.0 < self.anchor_quantile <= 1.0, "--anchor-quantile", self.anchor_quantile, "a number in (0, 1]"),
             (self.report_top >= 0, "--report-top", self.report_top, "0 or more"),
             (self.limit_model in MODELS, "--limit-model", self.limit_model, f"one of {', '.join(MODELS)}"),
