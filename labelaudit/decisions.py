@@ -11,7 +11,6 @@ import numpy as np
 import pandas as pd
 
 from .data.dataset import Dataset
-from .data.trusted import TrustedSet
 from .noise.mixture import NoiseFit
 from .scores import rank_descending
 
@@ -53,24 +52,35 @@ def build_samples(ds: Dataset, *, aul_s: np.ndarray, aum_s: np.ndarray, score: n
     return df[SAMPLE_COLUMNS + extras]
 
 
-def apply_verified(samples: pd.DataFrame, trust: TrustedSet, classes: list[str]) -> pd.DataFrame:
-    """The trusted samples that are in the data keep what was verified: p_mislabeled 1 where the
-    verified label differs from the given one and 0 where it agrees (and is_label_issue, label_score,
-    weight with it), predicted_label = the verified label with confidence 1, and the extra column
-    ``verified_label`` (null elsewhere). ``score`` and ``rank`` stay the scorer's, so the ranking is
-    still the audit's own."""
-    rows, verified, wrong = trust.verified_rows()
-    wrong = wrong.astype(np.float64)
+def apply_verified(samples: pd.DataFrame, rows: np.ndarray, verified: np.ndarray) -> pd.DataFrame:
+    """What a person verified, kept in samples.parquet (``scan --trusted`` and ``labelaudit review``):
+    ``rows`` (M,) the verified samples, ``verified`` (M,) the class each image shows, or None for an
+    image of no class. p_mislabeled becomes 1 where that differs from the given label and 0 where it
+    agrees (and is_label_issue, label_score, weight with it), predicted_label the verified class with
+    confidence 1; the extra columns ``verified_label`` (null elsewhere, kept from an earlier round) and,
+    when an image was of no class, ``verified_no_class``. ``score`` and ``rank`` stay the scorer's, so
+    the ranking is still the audit's own."""
+    rows = np.asarray(rows, dtype=np.int64)
+    verified = np.asarray(verified, dtype=object)
+    no_class = np.array([v is None for v in verified], dtype=bool)
+    given = samples["given_label"].astype(str).to_numpy()[rows]
+    wrong = (no_class | (verified.astype(str) != given)).astype(np.float64)
     samples = samples.copy()
     col = samples.columns.get_loc
     samples.iloc[rows, col("p_mislabeled")] = wrong
     samples.iloc[rows, col("is_label_issue")] = wrong > 0
     samples.iloc[rows, col("label_score")] = 1.0 - wrong
     samples.iloc[rows, col("weight")] = 1.0 - wrong
-    names = np.asarray(classes, dtype=object)[verified]
-    samples.iloc[rows, col("predicted_label")] = names
-    samples.iloc[rows, col("predicted_confidence")] = 1.0
-    verified_col = np.full(len(samples), None, dtype=object)
-    verified_col[rows] = names
-    samples["verified_label"] = verified_col
+    named = rows[~no_class]
+    samples.iloc[named, col("predicted_label")] = verified[~no_class]
+    samples.iloc[named, col("predicted_confidence")] = 1.0
+    column = samples["verified_label"].to_numpy(dtype=object).copy() if "verified_label" in samples \
+        else np.full(len(samples), None, dtype=object)
+    column[rows] = verified
+    samples["verified_label"] = column
+    if no_class.any() or "verified_no_class" in samples:
+        flag = samples["verified_no_class"].to_numpy(dtype=bool).copy() if "verified_no_class" in samples \
+            else np.zeros(len(samples), dtype=bool)
+        flag[rows] = no_class
+        samples["verified_no_class"] = flag
     return samples

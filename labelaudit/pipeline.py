@@ -124,7 +124,8 @@ def scan(data: str | Path | None = None, *, out: str | Path | None = "labelaudit
                                 mean_probs=dyn.mean_probs if dyn.pseudo_probs is None else dyn.pseudo_probs,
                                 threshold=config.threshold, limit_s=limit_s)
         if trust is not None:
-            samples = apply_verified(samples, trust, ds.classes)
+            rows, verified, _ = trust.verified_rows()
+            samples = apply_verified(samples, rows, np.asarray(ds.classes, dtype=object)[verified])
 
         # --- 5b. rates per class and the transition matrix, from the final posteriors
         p = samples["p_mislabeled"].to_numpy()

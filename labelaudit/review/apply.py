@@ -27,6 +27,7 @@ from ..atomic import link_or_copy, replace_folder, write_text_atomic
 from ..audit.read import Audit, load_audit
 from ..audit.record import RunRecord
 from ..audit.write import REVIEW_JSON, UNVERIFIED, suspects_of, write_json, write_parquet
+from ..decisions import apply_verified
 from ..noise.calibration import Recalibration, combine_transition, recalibrate
 from ..noise.mixture import noise_table
 from ..noise.transition import count_joint, top_flows, transition_frame, transition_matrix, transition_rates
@@ -117,18 +118,10 @@ def apply_review(audit: Audit, design: Design, answers: pd.DataFrame, estimates:
     samples["is_label_issue"] = p > threshold
     samples["label_score"] = 1.0 - p
     samples["weight"] = 1.0 - p
-    verified = samples["verified_label"].to_numpy(dtype=object).copy() if "verified_label" in samples \
-        else np.full(len(samples), None, dtype=object)
-    no_class = np.zeros(len(samples), dtype=bool)
+    samples = apply_verified(samples, rows, np.where(none, None, label).astype(object))
+    if "verified_no_class" not in samples:
+        samples["verified_no_class"] = False
     is_class = ~none
-    verified[rows[is_class]] = label[is_class]
-    verified[rows[none]] = None
-    no_class[rows[none]] = True
-    col = samples.columns.get_loc
-    samples.iloc[rows[is_class], col("predicted_label")] = label[is_class]
-    samples.iloc[rows[is_class], col("predicted_confidence")] = 1.0
-    samples["verified_label"] = verified
-    samples["verified_no_class"] = no_class
     flags = samples["is_label_issue"].to_numpy(dtype=bool)
 
     # T: the verified pairs (a class answer) combined with the scan's T
