@@ -32,7 +32,7 @@ from .dynamics.proxy import ProxySettings, train_proxy
 from .dynamics.recorders import Dynamics
 from .errors import DataError, UsageError
 from .noise.calibration import calibrated, with_trusted
-from .noise.interval import stated_interval
+from .noise.interval import settle_undecided, stated_interval
 from .noise.outliers import with_outliers
 from .noise.sampling import answers_needed, strata
 from .noise.mixture import BOOTSTRAP_LEVEL, NoiseFit, fit_noise, noise_table, percentile_interval
@@ -114,9 +114,11 @@ def scan(data: str | Path | None = None, *, out: str | Path | None = "labelaudit
         if config.proxy_runs > 1:
             with clock("more_runs_s", inside="score_s"):
                 fit, runs = _more_proxy_runs(fit, proxy, config, ds, progress)
+        predicted = dyn.mean_probs.argmax(axis=1)
+        fit, settled = settle_undecided(fit, predicted, np.asarray(ds.labels))
         fit, outliers = with_outliers(fit, score, config.threshold, config.fdr)
         p_audit, audit_flags = decide(fit.p_mislabeled, config.threshold)  # the unsupervised audit's own
-        fit, stated = stated_interval(fit, dyn.mean_probs.argmax(axis=1), np.asarray(ds.labels))
+        fit, stated = stated_interval(fit, predicted, np.asarray(ds.labels))
         fit, calibration, not_calibrated = calibrated(fit, trust, enabled=config.trusted_calibration)
 
         # --- 6. decisions: flags, ranks, weights, suggested labels
@@ -142,7 +144,7 @@ def scan(data: str | Path | None = None, *, out: str | Path | None = "labelaudit
                      timings=dict(clock.timings), dyn=dyn, listing=listing, ds=ds, listing_fingerprint=proxy.fingerprint,
                      fit=fit, calibration=calibration, runs=runs, scorers=proxy.scorers, limit=proxy.limit,
                      t_source=t_source, trusted_info=trusted_info, samples=samples, t_matrix=t_matrix,
-                     stated=stated, outliers=outliers, answers_for_2_points=answers_needed(
+                     stated=stated, outliers=outliers, settled=settled, answers_for_2_points=answers_needed(
                          strata(samples["rank"].to_numpy(), samples["p_mislabeled"].to_numpy())))
     result = ScanResult(Path(out) if out is not None else None, samples, noise, run, ds.errors, transition,
                         trajectories=trajectories, classes=ds.classes)

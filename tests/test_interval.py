@@ -2,6 +2,8 @@
 needs for ±2 points (noise/sampling.py), on hand-computed arrays."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from scipy.stats import beta, norm
@@ -58,3 +60,22 @@ def test_answers_needed_for_two_points_by_hand():
     assert answers_needed(d, half_width=0.2) < answers_needed(d)
     small = Design(np.zeros(50, dtype=int), np.array([50]), np.array([0.5]))
     assert answers_needed(small) == 50  # never more than the audit holds
+
+
+def test_an_undecided_component_is_settled_by_the_disagreement_within_the_model_range():
+    from labelaudit.noise.interval import settle_undecided
+
+    rng = np.random.default_rng(0)
+    p = rng.uniform(0.0, 1.0, 2000) ** 3  # mean 0.25
+    given = np.zeros(2000, dtype=int)
+    predicted = given.copy()
+    predicted[:200] = 1  # the proxy disagrees with 10%
+    fit = NoiseFit(p, float(p.mean()), "undecided", interval=(0.24, 0.26), model_range=(0.05, 0.25))
+    out, info = settle_undecided(fit, predicted, given)
+    assert out.noise_rate == pytest.approx(0.10, abs=1e-6) and out.p_mislabeled.mean() == pytest.approx(0.10, abs=1e-6)
+    assert (np.diff(out.p_mislabeled[np.argsort(p)]) >= 0).all()  # the order stays
+    assert info["rate_before"] == pytest.approx(p.mean()) and "disagreement" in out.method
+    held = settle_undecided(dataclasses.replace(fit, model_range=(0.15, 0.25)), predicted, given)[0]
+    assert held.noise_rate == pytest.approx(0.15, abs=1e-6)  # 10% lies outside the range: its end
+    decided = dataclasses.replace(fit, model_range=None)
+    assert settle_undecided(decided, predicted, given) == (decided, None)

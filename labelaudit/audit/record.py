@@ -182,6 +182,7 @@ def run_record(*, config, workers: int, cache_dir: Path | None, device, timings:
                listing_fingerprint: str, fit: NoiseFit, calibration: Calibration | None, runs: dict | None,
                scorers: tuple[str, ...], limit, t_source: str, trusted_info: dict | None, samples: pd.DataFrame,
                t_matrix: np.ndarray, stated: dict | None = None, outliers: dict | None = None,
+               settled: dict | None = None,
                answers_for_2_points: int | None = None) -> RunRecord:
     """run.json of a scan: its settings as run (defaults resolved), versions, device, timings, data
     fingerprint, how the noise model and the scores were made, and the summary."""
@@ -205,6 +206,7 @@ def run_record(*, config, workers: int, cache_dir: Path | None, device, timings:
                  "n_classes": len(ds.classes), "classes": ds.classes,
                  "fingerprint": listing_fingerprint, **ds.stats},
         "noise_model": {"method": fit.method, **fit.details, **({"outlier_test": outliers} if outliers else {}),
+                        **({"undecided": settled} if settled else {}),
                         "interval": interval_info(calibration, runs, stated)},
         "scores": {"ran": list(scorers), "fusion": config.fusion if len(scorers) > 1 else None,
                    "score": (f"{config.fusion} of {', '.join(scorers)}" if len(scorers) > 1 else

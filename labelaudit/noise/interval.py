@@ -73,3 +73,31 @@ def stated_interval(fit: NoiseFit, predicted: np.ndarray, given: np.ndarray) -> 
              "disagreement": {"rate": d, "interval": [d_low, d_high]},
              "ambiguity": a}
     return dataclasses.replace(fit, interval=(low, high)), parts
+
+
+def settle_undecided(fit: NoiseFit, predicted: np.ndarray, given: np.ndarray) -> tuple[NoiseFit, dict | None]:
+    """Where a mixture component is undecided (a model range), the rate the range leaves open is set
+    by the second estimate: the proxy's disagreement with the given labels, held within the model
+    range; every p(mislabeled) is moved by one shift of its log-odds so that their mean is that rate
+    (the ranking and the order of the p's are kept). Without a model range the fit is returned as it
+    is. On the development cases with a model range (CIFAR-10 10k uniform 5%, CIFAR-10N random_label1,
+    2 and 3) the mean absolute error went from 0.089 to 0.021 (docs/scores.md); on the others nothing
+    changes. Returns (fit, run.json's account or None)."""
+    from scipy.optimize import brentq
+    from scipy.special import expit, logit
+
+    if fit.model_range is None:
+        return fit, None
+    d = disagreement(predicted, given)[0]
+    low, high = (float(v) for v in fit.model_range)
+    target = float(np.clip(d, low, high))
+    ell = logit(np.clip(np.asarray(fit.p_mislabeled, dtype=np.float64), 1e-6, 1.0 - 1e-6))
+    goal = float(np.clip(target, 1e-6, 1.0 - 1e-6))
+    shift = float(brentq(lambda a: float(expit(ell + a).mean()) - goal, -60.0, 60.0))
+    p = expit(ell + shift)
+    info = {"method": "the proxy's disagreement with the given labels, held within the model range; p(mislabeled) "
+                      "shifted on the log-odds scale to that mean", "disagreement": d, "model_range": [low, high],
+            "rate_before": float(fit.noise_rate), "shift": shift}
+    method = (f"{fit.method}; a component is undecided (the rate could be {low:.1%}–{high:.1%}): the rate is set "
+              f"by the proxy's disagreement with the given labels, {target:.1%}")
+    return dataclasses.replace(fit, p_mislabeled=p, noise_rate=float(p.mean()), method=method), info
