@@ -180,7 +180,8 @@ def sureness_note(summary: Summary) -> str | None:
     verify = f"verify about {n:,} samples with `labelaudit review` to know it within ±2 points" if n else \
         "verify a few hundred samples with `labelaudit review` to know it within ±2 points"
     if hi - lo <= SURE_WIDTH:
-        return f"The scan is sure of the rate within ±{(hi - lo) / 2:.1%} (95%); to check it, {verify}."
+        check = f"about {n:,} answers to `labelaudit review` verify it" if n else "`labelaudit review` verifies it"
+        return f"The scan is sure of the rate within ±{50 * (hi - lo):.1f} points (95%); {check}."
     return (f"The scan alone cannot pin the rate down: it lies between {lo:.1%} and {hi:.1%} (95%); "
             f"{verify}.")
 

@@ -79,3 +79,16 @@ def test_an_undecided_component_is_settled_by_the_disagreement_within_the_model_
     assert held.noise_rate == pytest.approx(0.15, abs=1e-6)  # 10% lies outside the range: its end
     decided = dataclasses.replace(fit, model_range=None)
     assert settle_undecided(decided, predicted, given) == (decided, None)
+
+
+def test_the_summary_says_how_sure_it_is_and_what_would_make_it_sure():
+    from labelaudit.audit.record import Summary
+    from labelaudit.report import sureness_note
+
+    wide = Summary(noise_rate=0.157, noise_rate_interval=[0.0, 0.355], extra={"answers_for_2_points": 412})
+    assert sureness_note(wide) == ("The scan alone cannot pin the rate down: it lies between 0.0% and 35.5% (95%); "
+                                   "verify about 412 samples with `labelaudit review` to know it within ±2 points.")
+    narrow = Summary(noise_rate=0.10, noise_rate_interval=[0.085, 0.113], extra={"answers_for_2_points": 189})
+    assert sureness_note(narrow).startswith("The scan is sure of the rate within ±1.4 points (95%); about 189")
+    verified = Summary(noise_rate=0.1, noise_rate_interval=[0.08, 0.12], extra={"verified": {"answers": 200}})
+    assert sureness_note(verified) is None
