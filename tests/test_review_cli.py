@@ -95,6 +95,7 @@ def test_check_gates_on_the_verified_estimate(reviewed, tmp_path):
 
 def test_answers_rewrite_the_audit_in_place_and_reach_export(reviewed, tmp_path):
     audit, images, truth = reviewed
+    assert "labelaudit review" in (audit / "report.html").read_text()  # the scan says what would make it sure
     before = pd.read_parquet(audit / "samples.parquet")
     scan_run = json.loads((audit / "run.json").read_text())
     sheet = tmp_path / "all.csv"
@@ -125,7 +126,9 @@ def test_answers_rewrite_the_audit_in_place_and_reach_export(reviewed, tmp_path)
     assert run["summary"]["n_label_issues"] == int((wrong | none_row).sum())
     noise = pd.read_parquet(audit / "noise.parquet")
     assert noise["noise_rate"].iloc[0] == pytest.approx((wrong | none_row).mean())
-    assert "verified by 72 answers" in (audit / "report.html").read_text()
+    report = (audit / "report.html").read_text()
+    assert "verified by 72 answers" in report and "verified noise rate" in report
+    assert "labelaudit review</code>" not in report and "to know it within" not in report
     t = pd.read_parquet(audit / "transition.parquet")
     assert {"p", "p_audit", "p_verified"} <= set(t.columns)
     # export: the verified labels, the no-class image left out, in every mode
