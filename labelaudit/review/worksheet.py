@@ -93,13 +93,13 @@ def check_answers(audit: Audit, table: pd.DataFrame, where: str) -> pd.DataFrame
     answered = table[table["label"].str.strip() != ""]
     ids = pd.to_numeric(answered["sample_id"], errors="coerce")
     s = audit.samples
-    where = pd.Series(np.arange(len(s)), index=s["sample_id"].to_numpy())
-    known = ids.isin(where.index)
+    row_of = pd.Series(np.arange(len(s)), index=s["sample_id"].to_numpy())
+    known = ids.isin(row_of.index)
     if not known.all():
         first = answered.index[~known.to_numpy()][0]
         raise UsageError(f"{where}: row {first + 2} names sample_id {answered['sample_id'].loc[first]!r}, "
                          "which this audit does not have; answer the worksheet of this audit")
-    rows = where.loc[ids.to_numpy()].to_numpy()
+    rows = row_of.loc[ids.to_numpy()].to_numpy()
     if "path" in answered.columns:
         files = audit.files().to_numpy()[rows]
         moved = answered["path"].to_numpy() != files
