@@ -64,10 +64,19 @@ class Applied:
 
 def class_index(audit: Audit) -> tuple[list[str], np.ndarray]:
     """(the audit's classes in order, each sample's given class as an index into them)."""
-    given = audit.samples["given_label"].astype(str).to_numpy()
+    given = audit.samples["given_label"].astype(str)
     classes = [str(c) for c in (audit.run.data.classes or sorted(set(given)))]
-    index = {c: k for k, c in enumerate(classes)}
-    return classes, np.array([index[g] for g in given], dtype=np.int64)
+    return classes, pd.Index(classes).get_indexer(given).astype(np.int64)
+
+
+def outcomes(audit: Audit, answers: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """(wrong, none) for each answer (``row``, ``label``): whether the given label is wrong, and whether
+    the image shows no class at all (which is wrong too; a class named "none" is a class)."""
+    classes = audit.run.data.classes or audit.samples["given_label"].astype(str).unique().tolist()
+    label = answers["label"].astype(str).to_numpy()
+    given = audit.samples["given_label"].astype(str).to_numpy()[answers["row"].to_numpy(dtype=np.int64)]
+    none = (label == NONE) & (NONE not in classes)
+    return none | (label != given), none
 
 
 def design_weights(design: Design, rows: np.ndarray) -> np.ndarray:
@@ -106,8 +115,7 @@ def apply_review(audit: Audit, design: Design, answers: pd.DataFrame, estimates:
     classes, given = class_index(base)
     rows = answers["row"].to_numpy(dtype=np.int64)
     label = answers["label"].astype(str).to_numpy()
-    none = (label == NONE) & (NONE not in classes)
-    wrong = none | (label != s["given_label"].astype(str).to_numpy()[rows])
+    wrong, none = outcomes(base, answers)
     weights = design_weights(design, rows)
 
     p, recal = recalibrate(s["p_mislabeled"].to_numpy(dtype=np.float64), s["rank"].to_numpy(), rows, wrong,
@@ -125,15 +133,15 @@ def apply_review(audit: Audit, design: Design, answers: pd.DataFrame, estimates:
     flags = samples["is_label_issue"].to_numpy(dtype=bool)
 
     # T: the verified pairs (a class answer) combined with the scan's T
-    index = {c: k for k, c in enumerate(classes)}
+    index = pd.Index(classes)
     t_audit = transition_matrix(base.transition)[0] if base.transition is not None else np.eye(len(classes))
-    pairs = np.array([index[c] for c in label[is_class]], dtype=np.int64)
+    pairs = index.get_indexer(label[is_class]).astype(np.int64)
     t, t_pairs, n_eff, alpha = verified_transition(t_audit, pairs, given[rows[is_class]], weights[is_class])
     transition = transition_frame(t, classes)
     transition["p_audit"] = t_audit.reshape(-1)
     transition["p_verified"] = t_pairs.reshape(-1)
 
-    predicted = np.array([index.get(c, -1) for c in samples["predicted_label"].astype(str)], dtype=np.int64)
+    predicted = index.get_indexer(samples["predicted_label"].astype(str)).astype(np.int64)
     noise = noise_table(p, given, classes)
     noise["transition_rate"] = transition_rates(t, count_joint(p, given, _one_hot(predicted, given, len(classes))),
                                                 given)

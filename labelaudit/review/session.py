@@ -22,14 +22,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
-import numpy as np
 import pandas as pd
 
 from ..atomic import write_text_atomic
 from ..audit.read import Audit
 from ..errors import DataError, UsageError
-from .apply import NONE, Applied, scan_audit
-from .worksheet import COLUMNS, apply_answers, audit_design, check_answers, review_estimates, worksheet_rows
+from ..noise.stratified import domain_rate
+from .apply import NONE, Applied, class_index, outcomes, scan_audit
+from .worksheet import COLUMNS, apply_answers, audit_design, check_answers, worksheet_rows
 
 REVIEW_CSV = "review.csv"
 EXAMPLES = 4  # images shown of each candidate class: its least suspicious samples
@@ -50,7 +50,7 @@ class ReviewSession:
         self.audit = audit
         self.path = Path(audit.path) / REVIEW_CSV
         self.base = scan_audit(audit)
-        self.classes = [str(c) for c in (self.base.run.data.classes or sorted(set(self.base.samples["given_label"])))]
+        self.classes = class_index(self.base)[0]
         self._lock = threading.Lock()
         if self.path.exists():
             try:
@@ -69,6 +69,9 @@ class ReviewSession:
             self.resumed = False
         self.table = table.reset_index(drop=True)
         self._rows = {sid: i for i, sid in enumerate(self.table["sample_id"])}
+        self._row_of = pd.Index(self.base.samples["sample_id"].astype(str))  # sample id → row in the audit, once
+        self._audit_rows = self._row_of.get_indexer(self.table["sample_id"])  # each drawn sample's audit row
+        self._examples = self._least_suspicious()
         self._design = audit_design(audit)
         self.applied_answers = -1
         if not self.resumed:
@@ -93,10 +96,8 @@ class ReviewSession:
 
     def answers(self) -> pd.DataFrame:
         """The answered rows as ``row`` (in the audit), ``label``."""
-        done = self.table[self.table["label"] != ""]
-        s = self.base.samples
-        where = pd.Series(np.arange(len(s)), index=s["sample_id"].astype(str).to_numpy())
-        return pd.DataFrame({"row": where.loc[done["sample_id"].to_numpy()].to_numpy(), "label": done["label"].to_numpy()})
+        done = (self.table["label"] != "").to_numpy()
+        return pd.DataFrame({"row": self._audit_rows[done], "label": self.table["label"].to_numpy()[done]})
 
     @property
     def n_answered(self) -> int:
@@ -107,7 +108,8 @@ class ReviewSession:
         given = self.answers()
         if given.empty:
             return None
-        e = review_estimates(self.base, self._design, given).rate
+        wrong, _ = outcomes(self.base, given)
+        e = domain_rate(self._design, given["row"].to_numpy(), wrong)  # the dataset's rate alone: every key press
         return {"value": e.value, "low": e.low, "high": e.high, "n": int(len(given))}
 
     def apply(self) -> Applied:
@@ -125,15 +127,14 @@ class ReviewSession:
         out = {"answered": self.n_answered, "total": int(len(self.table)), "estimate": self.estimate(),
                "unsupervised": self.base.summary.noise_rate}
         if items:
-            s = self.base.samples
-            rows = s.set_index(s["sample_id"].astype(str)).loc[self.table["sample_id"]]
-            out.update(classes=self.classes, keys=class_keys(self.classes), examples=self.examples(),
+            rows = self.base.samples.iloc[self._audit_rows]
+            out.update(classes=self.classes, keys=class_keys(self.classes), examples=self._examples,
                        items=[{"sample_id": sid, "given": g, "suggested": p, "label": a}
                               for sid, g, p, a in zip(self.table["sample_id"], rows["given_label"].astype(str),
                                                       rows["predicted_label"].astype(str), self.table["label"])])
         return out
 
-    def examples(self) -> dict[str, list[str]]:
+    def _least_suspicious(self) -> dict[str, list[str]]:
         """For each class, the sample ids of its least suspicious samples (the bottom of the ranking)."""
         s = self.base.samples.sort_values("rank", ascending=False, kind="stable")
         return {c: s.loc[s["given_label"].astype(str) == c, "sample_id"].astype(str).head(EXAMPLES).tolist()
@@ -143,11 +144,10 @@ class ReviewSession:
         """The sample's image as PNG, at most MAX_SIDE on its longer side."""
         from PIL import Image
 
-        s = self.base.samples
-        hit = s.index[s["sample_id"].astype(str) == str(sample_id)]
-        if len(hit) == 0:
+        row = self._row_of.get_indexer([str(sample_id)])[0]
+        if row < 0:
             raise KeyError(sample_id)
-        with Image.open(self.base.file_of(str(s.loc[hit[0], "path"]))) as im:
+        with Image.open(self.base.file_of(str(self.base.samples["path"].iloc[row]))) as im:
             im = im.convert("RGB")
             im.thumbnail((MAX_SIDE, MAX_SIDE))
             buf = io.BytesIO()

@@ -21,7 +21,7 @@ import pandas as pd
 from ..atomic import write_text_atomic
 from ..audit.read import Audit
 from ..errors import DataError, UsageError
-from .apply import NONE, Applied, apply_review, scan_audit
+from .apply import NONE, Applied, apply_review, class_index, outcomes, scan_audit
 from ..noise.sampling import STRATUM_EDGES, Design, draw, strata
 from ..noise.stratified import LEVEL, ReviewEstimates, estimate
 
@@ -127,16 +127,10 @@ def check_answers(audit: Audit, table: pd.DataFrame, where: str) -> pd.DataFrame
 def review_estimates(audit: Audit, design: Design, answers: pd.DataFrame, *, seed: int = 0) -> ReviewEstimates:
     """The stratified estimates of the answers (noise/stratified.py) for the audit's dataset, classes and flags;
     ``design``: :func:`audit_design` of the audit."""
-    s = audit.samples
-    rows = answers["row"].to_numpy()
-    given = s["given_label"].astype(str).to_numpy()
-    label = answers["label"].astype(str).to_numpy()
-    classes = sorted(set(given))
-    index = {c: k for k, c in enumerate(classes)}
-    none = (label == NONE) & (NONE not in index)  # a class named "none" is a class
-    return estimate(design, rows, label != given[rows], none=none,
-                    given=np.array([index[g] for g in given]), classes=classes,
-                    flags=s["is_label_issue"].to_numpy(dtype=bool), seed=seed)
+    classes, given = class_index(audit)
+    wrong, none = outcomes(audit, answers)
+    return estimate(design, answers["row"].to_numpy(), wrong, none=none, given=given, classes=classes,
+                    flags=audit.samples["is_label_issue"].to_numpy(dtype=bool), seed=seed)
 
 
 def review_payload(audit: Audit, design: Design, answers: pd.DataFrame, result: ReviewEstimates,
