@@ -22,8 +22,7 @@ import numpy as np
 from _cases import NOISE_RATE_CASES, WORK, build, chosen_cases, read_truth, run_and_save
 from labelaudit import scan
 from labelaudit.audit.read import is_audit_dir, load_audit
-from labelaudit.noise.calibration import recalibrate
-from labelaudit.review.apply import design_weights
+from labelaudit.review.apply import recalibrated
 from labelaudit.noise.sampling import Design, draw, strata
 from labelaudit.noise.stratified import domain_rate, estimate
 
@@ -63,8 +62,7 @@ def run_case(name: str) -> dict:
             picked = draw(design, n, seed=seed)["row"].to_numpy()
             e = estimate(design, picked, wrong[picked], none=none[picked], flags=flags, seed=seed)
             err.append(abs(e.rate.value - rate))
-            p_new, _ = recalibrate(s["p_mislabeled"].to_numpy(), s["rank"].to_numpy(), picked, wrong[picked],
-                                   design_weights(design, picked), target=e.rate.value, groups=design.stratum)
+            p_new, _ = recalibrated(s, design, picked, wrong[picked], e.rate.value)
             new_flags = p_new > threshold
             n_flagged.append(int(new_flags.sum()))
             if new_flags.any():
@@ -89,6 +87,10 @@ def run_case(name: str) -> dict:
             "true_precision": true_precision, "by_n": rows}
 
 
+def _num(x: float | None) -> str:
+    return "–" if x is None else f"{x:.3f}"
+
+
 def markdown(rows: list[dict]) -> str:
     lines = [f"Simulated reviewer, {DRAWS} draws per N. MAE: mean absolute error of the dataset rate; coverage: "
              "share of draws whose 95% interval holds the truth; SRS: a simple random sample of the same size.", "",
@@ -99,13 +101,10 @@ def markdown(rows: list[dict]) -> str:
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         for b in r["by_n"]:
-            tp = "–" if r["true_precision"] is None else f"{r['true_precision']:.3f}"
-            pm = "–" if b["precision_mae"] is None else f"{b['precision_mae']:.3f}"
-            sp = "–" if b["stated_precision_mae"] is None else f"{b['stated_precision_mae']:.3f}"
-            sr = "–" if b["stated_recall_mae"] is None else f"{b['stated_recall_mae']:.3f}"
             lines.append(f"| {r['case']} | {r['true_rate']:.4f} | {r['audit_rate']:.4f} | {b['n']} | {b['mae']:.4f} | "
-                         f"{b['coverage']:.0%} | {b['srs_mae']:.4f} | {b['srs_coverage']:.0%} | {tp} | {pm} | "
-                         f"{b['recalibrated_flagged']:.0f} | {sp} | {sr} |")
+                         f"{b['coverage']:.0%} | {b['srs_mae']:.4f} | {b['srs_coverage']:.0%} | "
+                         f"{_num(r['true_precision'])} | {_num(b['precision_mae'])} | {b['recalibrated_flagged']:.0f} | "
+                         f"{_num(b['stated_precision_mae'])} | {_num(b['stated_recall_mae'])} |")
     return "\n".join(lines) + "\n"
 
 

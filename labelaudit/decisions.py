@@ -26,22 +26,23 @@ def decide(p_mislabeled: np.ndarray, threshold: float) -> tuple[np.ndarray, np.n
     return p, p > threshold
 
 
+def set_p(samples: pd.DataFrame, p_mislabeled: np.ndarray, threshold: float) -> pd.DataFrame:
+    """``samples`` with p_mislabeled and what follows from it: is_label_issue (:func:`decide`),
+    label_score and weight = 1 − p (the clean probability, AUL Sec. 4.2 as its text means it)."""
+    p, flags = decide(p_mislabeled, threshold)
+    return samples.assign(p_mislabeled=p, is_label_issue=flags, label_score=1.0 - p, weight=1.0 - p)
+
+
 def build_samples(ds: Dataset, *, aul_s: np.ndarray, aum_s: np.ndarray, score: np.ndarray,
                   fit: NoiseFit, mean_probs: np.ndarray, threshold: float,
                   limit_s: np.ndarray | None = None) -> pd.DataFrame:
     """samples.parquet: the contract's columns (CONTRACT.md), in its order, then extras
     (``limit_distance`` when LIMIT ran)."""
-    p, flags = decide(fit.p_mislabeled, threshold)
     pred = mean_probs.argmax(axis=1)
-    df = ds.samples.copy()
-    df["score"] = score
-    df["p_mislabeled"] = p
-    df["is_label_issue"] = flags
-    df["label_score"] = 1.0 - p
+    df = set_p(ds.samples.assign(score=score), fit.p_mislabeled, threshold)
     df["rank"] = rank_descending(score)
     df["predicted_label"] = np.asarray(ds.classes, dtype=object)[pred]
     df["predicted_confidence"] = mean_probs[np.arange(len(pred)), pred].astype(np.float64)
-    df["weight"] = 1.0 - p  # the clean probability (AUL Sec. 4.2, as its text means it)
     df["aul"] = aul_s
     df["aum"] = aum_s
     df["given_confidence"] = mean_probs[np.arange(len(pred)), ds.labels].astype(np.float64)

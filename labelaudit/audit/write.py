@@ -90,17 +90,23 @@ def write_audit(out: Path, *, samples: pd.DataFrame, noise: pd.DataFrame, trajec
     stays).
     """
     with replace_folder(out, replaces=AUDIT_FILES, drop=(*drop, REVIEW_JSON, UNVERIFIED)) as stage:
-        write_parquet(samples, stage / "samples.parquet")
-        write_parquet(suspects_of(samples), stage / "suspects.parquet")
-        write_parquet(samples[["path", "given_label", "weight"]], stage / "weights.parquet")
-        write_parquet(noise, stage / "noise.parquet")
-        if transition is not None:
-            write_parquet(transition, stage / "transition.parquet")
+        write_tables(stage, samples, noise, transition)
         write_parquet(trajectories, stage / "trajectories.parquet")
         write_parquet(errors, stage / "errors.parquet")
         if report_html is not None:
             write_text_atomic(stage / "report.html", report_html)
         write_json(run.to_json() if isinstance(run, RunRecord) else run, stage / "run.json")  # last: its presence marks a complete audit
+
+
+def write_tables(stage: Path, samples: pd.DataFrame, noise: pd.DataFrame, transition: pd.DataFrame | None) -> None:
+    """samples, suspects, weights, noise and (when given) transition.parquet into ``stage``: the tables
+    a scan writes and a review rewrites."""
+    write_parquet(samples, stage / "samples.parquet")
+    write_parquet(suspects_of(samples), stage / "suspects.parquet")
+    write_parquet(samples[["path", "given_label", "weight"]], stage / "weights.parquet")
+    write_parquet(noise, stage / "noise.parquet")
+    if transition is not None:
+        write_parquet(transition, stage / "transition.parquet")
 
 
 def trajectories_frame(loss: np.ndarray, margin: np.ndarray, limit: np.ndarray | None = None) -> pd.DataFrame:

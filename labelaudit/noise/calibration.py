@@ -32,20 +32,28 @@ P_CLIP = 1e-6  # posteriors are clipped to [1e-6, 1 − 1e-6] before the logit (
 Z95 = 1.959963984540054
 
 
-def pair_transition(verified: np.ndarray, given: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+def pair_transition(verified: np.ndarray, given: np.ndarray, k: int,
+                    weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """T from (verified, given) label pairs: ``T[i, j] = #(verified = i, given = j) / #(verified = i)``.
 
     Patrini Sec. 5.3 (Clothing1M: T from the images with both labels). Pairs with ``given < 0`` (a
     trusted image that is not in the main data) carry no information on the noise and are left out.
+    With ``weights`` (a review's inverse inclusion probabilities) the counts are weighted sums, and a
+    class's pair count is its Kish effective size ``(Σw)² / Σw²``, so pairs of very unequal weight
+    count for what they are worth; without, every pair weighs 1 and that is the plain count.
     Returns (T (K, K), with NaN rows where a class has no pair; pairs per class (K,)).
     """
     verified, given = np.asarray(verified, dtype=np.int64), np.asarray(given, dtype=np.int64)
+    w = np.ones(len(verified)) if weights is None else np.asarray(weights, dtype=np.float64)
     ok = given >= 0
+    verified, given, w = verified[ok], given[ok], w[ok]
     counts = np.zeros((k, k), dtype=np.float64)
-    np.add.at(counts, (verified[ok], given[ok]), 1.0)
-    n = counts.sum(axis=1)
+    np.add.at(counts, (verified, given), w)
+    mass = counts.sum(axis=1)
+    squares = np.bincount(verified, weights=w ** 2, minlength=k)
+    n = np.where(squares > 0, mass ** 2 / np.where(squares > 0, squares, 1.0), 0.0)
     t = np.full((k, k), np.nan)
-    t[n > 0] = counts[n > 0] / n[n > 0, None]
+    t[mass > 0] = counts[mass > 0] / mass[mass > 0, None]
     return t, n
 
 
@@ -124,17 +132,31 @@ class Calibration:
                 "interval": list(self.interval)}
 
 
-def _clipped_logit(p: np.ndarray) -> np.ndarray:
+def clipped_logit(p: np.ndarray) -> np.ndarray:
     from scipy.special import logit
 
     return logit(np.clip(np.asarray(p, dtype=np.float64), P_CLIP, 1.0 - P_CLIP))
+
+
+def offset_for_sum(eta: np.ndarray, total: float) -> float | None:
+    """The shift c with ``Σ σ(eta + c) = total``, by Brent's method on [−60, 60] (the sum rises with
+    c); None when no c in that range reaches it."""
+    from scipy.optimize import brentq
+    from scipy.special import expit
+
+    def excess(c: float) -> float:
+        return float(expit(eta + c).sum()) - total
+
+    if len(eta) == 0 or not excess(-60.0) < 0 < excess(60.0):
+        return None
+    return float(brentq(excess, -60.0, 60.0))
 
 
 def shift_posteriors(p: np.ndarray, shift: float) -> np.ndarray:
     """``σ(logit p + shift)``: the posteriors of the same mixture with its prior odds times e^shift."""
     from scipy.special import expit
 
-    return expit(_clipped_logit(p) + shift)
+    return expit(clipped_logit(p) + shift)
 
 
 def calibrate(p: np.ndarray, trusted_rows: np.ndarray, wrong: np.ndarray) -> tuple[np.ndarray, Calibration]:
@@ -154,7 +176,7 @@ def calibrate(p: np.ndarray, trusted_rows: np.ndarray, wrong: np.ndarray) -> tup
     y = np.asarray(wrong, dtype=np.float64)
     if len(rows) == 0:
         raise ValueError("calibrate needs at least one trusted sample in the data")
-    ell_all = _clipped_logit(p)  # once: the shift, the posteriors and both interval ends all start from it
+    ell_all = clipped_logit(p)  # once: the shift, the posteriors and both interval ends all start from it
     ell = ell_all[rows]
     bound = 40.0  # |a| ≤ 40 covers every clipped logit (|logit 1e-6| ≈ 13.8) several times over
 
@@ -299,7 +321,6 @@ def recalibrate(p: np.ndarray, rank: np.ndarray, rows: np.ndarray, wrong: np.nda
     The verified samples themselves get what was verified (1 wrong, 0 right). The recalibrated p' is
     monotone in the score within equal p whenever c ≥ 0. Returns (p' (N,), Recalibration).
     """
-    from scipy.optimize import brentq
     from scipy.special import expit
 
     rows = np.asarray(rows, dtype=np.int64)
@@ -312,7 +333,7 @@ def recalibrate(p: np.ndarray, rank: np.ndarray, rows: np.ndarray, wrong: np.nda
     if len(w) != len(rows) or not np.all(np.isfinite(w)) or np.any(w <= 0):
         raise ValueError("weights: expected one positive, finite weight per verified sample")
     w = w * len(w) / w.sum()
-    columns = [np.ones(len(p)), _clipped_logit(p), rank_logit(rank)]
+    columns = [np.ones(len(p)), clipped_logit(p), rank_logit(rank)]
     mean, sd = list(RECAL_PRIOR_MEAN), list(RECAL_PRIOR_SD)
     if groups is not None:
         groups = np.asarray(groups, dtype=np.int64)
@@ -352,12 +373,7 @@ def recalibrate(p: np.ndarray, rank: np.ndarray, rows: np.ndarray, wrong: np.nda
         open_[rows] = False
         known = float(y.sum())
         goal = float(np.clip(target * len(p) - known, 1e-9, max(open_.sum() - 1e-9, 1e-9)))
-
-        def excess(c: float) -> float:
-            return float(expit(eta_all[open_] + c).sum()) - goal
-
-        if open_.any() and excess(-60.0) < 0 < excess(60.0):
-            offset = float(brentq(excess, -60.0, 60.0))
+        offset = offset_for_sum(eta_all[open_], goal) or 0.0
     p_new = expit(eta_all + offset)
     p_new[rows] = y
     return p_new, Recalibration(tuple(float(b) for b in beta[:3]), offset, int(len(rows)), int(y.sum()), target,

@@ -27,6 +27,7 @@ import dataclasses
 
 import numpy as np
 
+from .calibration import clipped_logit, offset_for_sum, shift_posteriors
 from .mixture import NoiseFit
 
 LEVEL = 0.95
@@ -83,18 +84,14 @@ def settle_undecided(fit: NoiseFit, predicted: np.ndarray, given: np.ndarray) ->
     is. On the development cases with a model range (CIFAR-10 10k uniform 5%, CIFAR-10N random_label1,
     2 and 3) the mean absolute error went from 0.089 to 0.021 (docs/scores.md); on the others nothing
     changes. Returns (fit, run.json's account or None)."""
-    from scipy.optimize import brentq
-    from scipy.special import expit, logit
-
     if fit.model_range is None:
         return fit, None
     d = disagreement(predicted, given)[0]
     low, high = (float(v) for v in fit.model_range)
     target = float(np.clip(d, low, high))
-    ell = logit(np.clip(np.asarray(fit.p_mislabeled, dtype=np.float64), 1e-6, 1.0 - 1e-6))
-    goal = float(np.clip(target, 1e-6, 1.0 - 1e-6))
-    shift = float(brentq(lambda a: float(expit(ell + a).mean()) - goal, -60.0, 60.0))
-    p = expit(ell + shift)
+    p = np.asarray(fit.p_mislabeled, dtype=np.float64)
+    shift = offset_for_sum(clipped_logit(p), float(np.clip(target, 1e-6, 1.0 - 1e-6)) * len(p)) or 0.0
+    p = shift_posteriors(p, shift)
     info = {"method": "the proxy's disagreement with the given labels, held within the model range; p(mislabeled) "
                       "shifted on the log-odds scale to that mean", "disagreement": d, "model_range": [low, high],
             "rate_before": float(fit.noise_rate), "shift": shift}

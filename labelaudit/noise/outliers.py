@@ -24,17 +24,12 @@ MAD_SCALE = 1.4826  # MAD × this = the standard deviation of a normal
 
 
 def q_values(p_values: np.ndarray) -> np.ndarray:
-    """Benjamini–Hochberg q-values: ``q_(i) = min_{j ≥ i} p_(j) · N / j`` over the sorted p-values."""
+    """Benjamini–Hochberg q-values, ``q_(i) = min_{j ≥ i} p_(j) · N / j`` over the sorted p-values
+    (scipy's ``false_discovery_control``)."""
+    from scipy.stats import false_discovery_control
+
     p = np.asarray(p_values, dtype=np.float64)
-    n = len(p)
-    if n == 0:
-        return p.copy()
-    order = np.argsort(p, kind="stable")
-    scaled = p[order] * n / np.arange(1, n + 1)
-    q = np.minimum.accumulate(scaled[::-1])[::-1]
-    out = np.empty(n)
-    out[order] = np.minimum(q, 1.0)
-    return out
+    return p.copy() if len(p) == 0 else false_discovery_control(p, method="bh")
 
 
 def outlier_q_values(score: np.ndarray) -> tuple[np.ndarray, dict]:

@@ -26,9 +26,9 @@ import pandas as pd
 from ..atomic import link_or_copy, replace_folder, write_text_atomic
 from ..audit.read import Audit, load_audit
 from ..audit.record import RunRecord
-from ..audit.write import REVIEW_JSON, UNVERIFIED, suspects_of, write_json, write_parquet
-from ..decisions import apply_verified
-from ..noise.calibration import Recalibration, combine_transition, recalibrate
+from ..audit.write import REVIEW_JSON, UNVERIFIED, write_json, write_tables
+from ..decisions import apply_verified, set_p
+from ..noise.calibration import Recalibration, combine_transition, pair_transition, recalibrate
 from ..noise.mixture import noise_table
 from ..noise.transition import count_joint, top_flows, transition_frame, transition_matrix, transition_rates
 from ..report import render_report
@@ -87,22 +87,12 @@ def design_weights(design: Design, rows: np.ndarray) -> np.ndarray:
     return design.sizes[h] / n_h[h]
 
 
-def verified_transition(t_audit: np.ndarray, verified: np.ndarray, given: np.ndarray, weights: np.ndarray
-                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
-    """T from weighted (verified, given) pairs combined with the audit's (calibration.py
-    ``combine_transition``). A row's pair count is its Kish effective size ``(Σw)² / Σw²``, so pairs of
-    very unequal weight count for what they are worth. Returns (T, T of the pairs, effective pairs per
-    class, the prior concentration α)."""
-    k = t_audit.shape[0]
-    counts = np.zeros((k, k))
-    np.add.at(counts, (verified, given), weights)
-    squares = np.bincount(verified, weights=weights ** 2, minlength=k)
-    mass = counts.sum(axis=1)
-    n_eff = np.where(squares > 0, mass ** 2 / np.where(squares > 0, squares, 1.0), 0.0)
-    t_pairs = np.full((k, k), np.nan)
-    t_pairs[mass > 0] = counts[mass > 0] / mass[mass > 0, None]
-    t, alpha = combine_transition(t_audit, t_pairs, n_eff)
-    return t, t_pairs, n_eff, alpha
+def recalibrated(samples: pd.DataFrame, design: Design, rows: np.ndarray, wrong: np.ndarray,
+                 target: float) -> tuple[np.ndarray, Recalibration]:
+    """Every sample's p(mislabeled) recalibrated on the answered ``rows`` (noise/calibration.py
+    ``recalibrate``): the scan's p and rank, the design's strata and weights, the mean made ``target``."""
+    return recalibrate(samples["p_mislabeled"].to_numpy(dtype=np.float64), samples["rank"].to_numpy(), rows, wrong,
+                       design_weights(design, rows), target=target, groups=design.stratum)
 
 
 def apply_review(audit: Audit, design: Design, answers: pd.DataFrame, estimates: ReviewEstimates,
@@ -117,16 +107,9 @@ def apply_review(audit: Audit, design: Design, answers: pd.DataFrame, estimates:
     label = answers["label"].astype(str).to_numpy()
     wrong, none = outcomes(base, answers)
     weights = design_weights(design, rows)
-
-    p, recal = recalibrate(s["p_mislabeled"].to_numpy(dtype=np.float64), s["rank"].to_numpy(), rows, wrong,
-                           weights, target=estimates.rate.value, groups=design.stratum)
+    p, recal = recalibrated(s, design, rows, wrong, estimates.rate.value)
     threshold = float(base.run.config.get("threshold", 0.5))
-    samples = s.copy()
-    samples["p_mislabeled"] = p
-    samples["is_label_issue"] = p > threshold
-    samples["label_score"] = 1.0 - p
-    samples["weight"] = 1.0 - p
-    samples = apply_verified(samples, rows, np.where(none, None, label).astype(object))
+    samples = apply_verified(set_p(s, p, threshold), rows, np.where(none, None, label).astype(object))
     if "verified_no_class" not in samples:
         samples["verified_no_class"] = False
     is_class = ~none
@@ -136,7 +119,8 @@ def apply_review(audit: Audit, design: Design, answers: pd.DataFrame, estimates:
     index = pd.Index(classes)
     t_audit = transition_matrix(base.transition)[0] if base.transition is not None else np.eye(len(classes))
     pairs = index.get_indexer(label[is_class]).astype(np.int64)
-    t, t_pairs, n_eff, alpha = verified_transition(t_audit, pairs, given[rows[is_class]], weights[is_class])
+    t_pairs, n_eff = pair_transition(pairs, given[rows[is_class]], len(classes), weights[is_class])
+    t, alpha = combine_transition(t_audit, t_pairs, n_eff)  # as scan --trusted combines its pairs
     transition = transition_frame(t, classes)
     transition["p_audit"] = t_audit.reshape(-1)
     transition["p_verified"] = t_pairs.reshape(-1)
@@ -204,11 +188,7 @@ def _write(folder: Path, base: Audit, new: Audit, payload: dict) -> None:
         for name in KEPT:
             if (source / name).is_file():
                 link_or_copy(source / name, stage / UNVERIFIED / name)
-        write_parquet(new.samples, stage / "samples.parquet")
-        write_parquet(suspects_of(new.samples), stage / "suspects.parquet")
-        write_parquet(new.samples[["path", "given_label", "weight"]], stage / "weights.parquet")
-        write_parquet(new.noise, stage / "noise.parquet")
-        write_parquet(new.transition, stage / "transition.parquet")
+        write_tables(stage, new.samples, new.noise, new.transition)
         if report is not None:
             write_text_atomic(stage / "report.html", report)
         write_json(payload, stage / REVIEW_JSON)
