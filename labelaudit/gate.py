@@ -26,7 +26,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
-import pandas as pd
 
 from .audit.read import Audit
 from .config import find_config as find_settings_file, read_toml, section_of
@@ -150,15 +149,15 @@ def check_audit(audit: Audit, thresholds: Thresholds, baseline: Audit | None = N
     """Compare an audit with thresholds (and, optionally, with a baseline audit)."""
     thresholds.require(with_baseline=baseline is not None)
     samples = audit.samples
+    verified = audit.summary.extra.get("verified")
     if baseline is None:
         scope, n = "all samples", len(samples)
-        noise_rate = float(audit.summary.noise_rate)
+        noise_rate = float(audit.summary.noise_rate)  # after labelaudit review: the verified rate and interval
         interval = audit.summary.noise_rate_interval
         classes = audit.class_rates.set_index("label")["noise_rate"]
-        if audit.review:  # verified answers (labelaudit review): their estimates are the ones to gate on
-            noise_rate, interval = audit.review["noise_rate"]["value"], audit.review["noise_rate"]["interval"]
-            classes = pd.Series({c: e["value"] for c, e in audit.review["classes"].items()}, dtype=float)
-            scope = f"all samples, verified by {audit.review['answers']['n']:,} answers"
+        if verified:  # the classes' stratified estimates, not the recalibrated p's means
+            classes = audit.class_rates.set_index("label")["verified_rate"].dropna()
+            scope = f"all samples, verified by {verified['answers']:,} answers"
         issues = int(samples["is_label_issue"].sum())
         new_suspects: list[str] = []
     else:
@@ -177,7 +176,7 @@ def check_audit(audit: Audit, thresholds: Thresholds, baseline: Audit | None = N
         issues = len(new_suspects)
     verdicts, notes = [], []
     if thresholds.max_noise_rate is not None:
-        what = "verified dataset noise rate" if audit.review and baseline is None else "dataset noise rate"
+        what = "verified dataset noise rate" if verified and baseline is None else "dataset noise rate"
         value = noise_rate
         bound = thresholds.rate_bound or "estimate"
         if bound != "estimate":
