@@ -8,8 +8,9 @@ centred on the median with the scale of the median absolute deviation (× 1.4826
 when a few percent of the samples are errors), one-sided: ``p_i = 1 − Φ((s_i − median) / scale)``.
 Benjamini–Hochberg (1995) turns the p-values into q-values, the least FDR at which each sample would
 be flagged; the samples with ``q ≤ fdr`` are flagged with ``p(mislabeled) = 1 − q`` (the expected
-precision of the flags down to that sample), every other sample keeps the mixture's p. On scikit-learn
-digits with no noise this flags nothing; with 5% uniform noise, 103 samples of which 99 errors.
+precision of the flags down to that sample), every other sample keeps the mixture's p. In
+``benchmarks/noise_rate.py`` it flags nothing on clean digits or clean CIFAR-10, and 5 samples of
+the MNIST test set, 3 of them among its 15 validated errors (docs/scores.md).
 """
 from __future__ import annotations
 
