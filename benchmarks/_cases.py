@@ -61,13 +61,15 @@ class Chosen:
     names: list  # case names, the held-out ones last
     tag: str
     merge: bool  # keep the saved rows of the cases not run again
+    options: dict = field(default_factory=dict)  # the benchmark's own options, by dest
 
 
-def chosen_cases(doc: str, cases: dict, tag: str, extra: dict | None = None) -> Chosen:
+def chosen_cases(doc: str, cases: dict, tag: str, extra: dict | None = None, options: dict | None = None) -> Chosen:
     """The command line shared by the benchmarks that run a table of cases: ``--cases`` (default: all
     of ``cases``; the ``extra`` ones run only when named), ``--no-held-out`` (skip the held-out
-    real-noise set), ``--tag`` and ``--merge``. The held-out cases come last, so a rule is fixed on
-    the development cases before a held-out one is seen."""
+    real-noise set), ``--tag`` and ``--merge``, and the benchmark's own ``options`` ({flag: argparse
+    keywords}). The held-out cases come last, so a rule is fixed on the development cases before a
+    held-out one is seen."""
     import argparse
 
     every = {**cases, **(extra or {})}
@@ -77,9 +79,11 @@ def chosen_cases(doc: str, cases: dict, tag: str, extra: dict | None = None) -> 
     ap.add_argument("--tag", default=tag)
     ap.add_argument("--merge", action="store_true",
                     help="replace only the named cases' rows in the saved results; keep the others")
+    own = [ap.add_argument(flag, **kw).dest for flag, kw in (options or {}).items()]
     args = ap.parse_args()
     names = [n for n in args.cases if not (args.no_held_out and every[n].held_out)]
-    return Chosen(sorted(names, key=lambda n: every[n].held_out), args.tag, args.merge)
+    return Chosen(sorted(names, key=lambda n: every[n].held_out), args.tag, args.merge,
+                  {dest: getattr(args, dest) for dest in own})
 
 
 def case_label(row: dict) -> str:

@@ -3,6 +3,7 @@
 
     python benchmarks/review.py                                    # the development cases
     python benchmarks/review.py --cases digits_uniform_0.05 cifar10n_random1_10k
+    python benchmarks/review.py --sizes 200 --draws 100 --tag review_200x100  # the 200-answer numbers, 5× the draws
 
 Each case is scanned with default settings (the audit benchmarks/noise_rate.py leaves in
 benchmarks/work/<case>.noise-audit is reused), then for N = 50, 100, 200, 400 answers and 20 draws
@@ -32,6 +33,8 @@ DEV = {n: NOISE_RATE_CASES[n] for n in ("digits_uniform_0.05", "digits_uniform_0
                                         "cifar10n_random1_10k", "cifar10n_random2_10k", "cifar10n_random3_10k")}
 SIZES = (50, 100, 200, 400)
 DRAWS = 20
+OPTIONS = {"--sizes": dict(type=int, nargs="+", default=list(SIZES), help="numbers of answers"),
+           "--draws": dict(type=int, default=DRAWS, help="draws per number of answers")}
 
 
 def _audit(name: str):
@@ -43,22 +46,22 @@ def _audit(name: str):
     return load_audit(out), read_truth(folder)
 
 
-def run_case(name: str) -> dict:
+def run_case(name: str, sizes=SIZES, draws: int = DRAWS) -> dict:
     audit, truth = _audit(name)
     s = audit.samples
     t = truth.loc[s["path"]]
     wrong = t["is_noisy"].to_numpy()
     none = (t["clean_label"] == "").to_numpy()
     flags = s["is_label_issue"].to_numpy(dtype=bool)
-    design = strata(s["rank"].to_numpy(), s["p_mislabeled"].to_numpy())
+    design = strata(s["rank"].to_numpy(), s["p_mislabeled"].to_numpy(), flags)
     one_stratum = Design(np.zeros(len(s), dtype=np.int64), np.array([len(s)]), np.array([wrong.mean()]))
     rate = float(wrong.mean())
     threshold = float(audit.run.config.get("threshold", 0.5))
     true_precision = float(wrong[flags].mean()) if flags.any() else None
     rows = []
-    for n in SIZES:
+    for n in sizes:
         err, cover, p_err, srs_err, srs_cover, stated_err, recall_err, n_flagged = [], 0, [], [], 0, [], [], []
-        for seed in range(DRAWS):
+        for seed in range(draws):
             picked = draw(design, n, seed=seed)["row"].to_numpy()
             e = estimate(design, picked, wrong[picked], none=none[picked], flags=flags, seed=seed)
             err.append(abs(e.rate.value - rate))
@@ -76,13 +79,13 @@ def run_case(name: str) -> dict:
             plain = domain_rate(one_stratum, srs, wrong[srs], seed=seed)  # the same estimator, one stratum
             srs_err.append(abs(plain.value - rate))
             srs_cover += plain.low <= rate <= plain.high
-        rows.append({"n": n, "mae": float(np.mean(err)), "coverage": cover / DRAWS,
+        rows.append({"n": n, "mae": float(np.mean(err)), "coverage": cover / draws,
                      "precision_mae": float(np.mean(p_err)) if p_err else None,
-                     "srs_mae": float(np.mean(srs_err)), "srs_coverage": srs_cover / DRAWS,
+                     "srs_mae": float(np.mean(srs_err)), "srs_coverage": srs_cover / draws,
                      "recalibrated_flagged": float(np.mean(n_flagged)),
                      "stated_precision_mae": float(np.mean(stated_err)) if stated_err else None,
                      "stated_recall_mae": float(np.mean(recall_err)) if recall_err else None})
-    return {"case": name, "held_out": False, "n_samples": int(len(s)), "true_rate": rate,
+    return {"case": name, "held_out": False, "draws": draws, "n_samples": int(len(s)), "true_rate": rate,
             "audit_rate": float(audit.summary.noise_rate), "flagged": int(flags.sum()),
             "true_precision": true_precision, "by_n": rows}
 
@@ -92,7 +95,8 @@ def _num(x: float | None) -> str:
 
 
 def markdown(rows: list[dict]) -> str:
-    lines = [f"Simulated reviewer, {DRAWS} draws per N. MAE: mean absolute error of the dataset rate; coverage: "
+    draws = sorted({r.get("draws", DRAWS) for r in rows})
+    lines = [f"Simulated reviewer, {' / '.join(map(str, draws))} draws per N. MAE: mean absolute error of the dataset rate; coverage: "
              "share of draws whose 95% interval holds the truth; SRS: a simple random sample of the same size.", "",
              "Flags after the answers: samples flagged by the recalibrated p(mislabeled) (mean over the draws), "
              "and the mean absolute error of their stated precision and recall.", "",
@@ -109,7 +113,8 @@ def markdown(rows: list[dict]) -> str:
 
 
 def main() -> None:
-    run_and_save(chosen_cases(__doc__, DEV, "review"), run_case, markdown)
+    chosen = chosen_cases(__doc__, DEV, "review", options=OPTIONS)
+    run_and_save(chosen, lambda name: run_case(name, chosen.options["sizes"], chosen.options["draws"]), markdown)
 
 
 if __name__ == "__main__":

@@ -145,7 +145,8 @@ def scan(data: str | Path | None = None, *, out: str | Path | None = "labelaudit
                      fit=fit, calibration=calibration, runs=runs, scorers=proxy.scorers, limit=proxy.limit,
                      t_source=t_source, trusted_info=trusted_info, samples=samples, t_matrix=t_matrix,
                      stated=stated, outliers=outliers, settled=settled, answers_for_2_points=answers_needed(
-                         strata(samples["rank"].to_numpy(), samples["p_mislabeled"].to_numpy())))
+                         strata(samples["rank"].to_numpy(), samples["p_mislabeled"].to_numpy(),
+                                samples["is_label_issue"].to_numpy(dtype=bool))))
     result = ScanResult(Path(out) if out is not None else None, samples, noise, run, ds.errors, transition,
                         trajectories=trajectories, classes=ds.classes)
     if result.out is not None:

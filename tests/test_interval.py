@@ -55,8 +55,16 @@ def test_the_interval_holds_every_part_and_stays_narrow_on_separated_data():
 
 def test_answers_needed_for_two_points_by_hand():
     d = Design(np.repeat([0, 1], [100, 900]), np.array([100, 900]), np.array([0.5, 0.0]))
-    spread = 0.1 * 0.5 + 0.9 * np.sqrt(0.02 * 0.98)  # the audit's 0 in the second stratum floored at 2%
-    assert answers_needed(d) == int(np.ceil((norm.ppf(0.975) * spread / 0.02) ** 2))
+    # the allocation's shares: N_h·σ_h with p kept within [0.05, 0.8]: 100·0.5 and 900·sqrt(0.05·0.95)
+    a = np.array([50.0, 900 * np.sqrt(0.05 * 0.95)])
+    a /= a.sum()
+    # the variance Σ W_h² σ_h² / a_h with the audit's p floored at 2% (the second stratum's 0)
+    variance = 0.1 ** 2 * 0.25 / a[0] + 0.9 ** 2 * 0.02 * 0.98 / a[1]
+    assert answers_needed(d) == int(np.ceil(norm.ppf(0.975) ** 2 * variance / 0.02 ** 2))
+    # under Neyman allocation on the same σ the variance is (Σ W_h σ_h)² / n (Cochran 5.5)
+    same = Design(d.stratum, d.sizes, np.array([0.5, 0.05]))
+    spread = 0.1 * 0.5 + 0.9 * np.sqrt(0.05 * 0.95)
+    assert answers_needed(same, floor=0.05) == int(np.ceil((norm.ppf(0.975) * spread / 0.02) ** 2))
     assert answers_needed(d, half_width=0.2) < answers_needed(d)
     small = Design(np.zeros(50, dtype=int), np.array([50]), np.array([0.5]))
     assert answers_needed(small) == 50  # never more than the audit holds

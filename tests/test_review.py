@@ -1,11 +1,13 @@
-"""The review's design and estimator (labelaudit/review): strata by rank, Neyman allocation, a seeded
+"""The review's design and estimator (labelaudit/review): strata by rank, the compromise allocation, a seeded
 draw in random order, and stratified estimates whose intervals hold the truth."""
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 import pytest
 
-from labelaudit.noise.sampling import MIN_PER_STRATUM, Design, allocate, draw, strata
+from labelaudit.noise.sampling import FLAG_SHARE, MIN_PER_STRATUM, Design, allocate, draw, strata
 from labelaudit.noise.stratified import domain_rate, estimate
 
 
@@ -42,6 +44,21 @@ def test_allocation_favours_likely_errors_and_samples_every_stratum():
         allocate(d, 0)
 
 
+def test_allocation_is_a_compromise_between_the_rate_and_the_flags_precision():
+    # 100 flagged samples, all in the first stratum; p = 0.99 there is taken as 0.8 (σ = 0.4)
+    d = Design(np.repeat(np.arange(3), [100, 100, 800]), np.array([100, 100, 800]), np.array([0.99, 0.1, 0.0]),
+               flagged=np.array([100, 0, 0]))
+    sigma = np.array([0.4, 0.3, np.sqrt(0.05 * 0.95)])
+    rate = d.sizes * sigma / (d.sizes * sigma).sum()
+    share = (1 - FLAG_SHARE) * rate + FLAG_SHARE * np.array([1.0, 0.0, 0.0])
+    n = allocate(d, 100)
+    assert n.sum() == 100 and np.abs(n - (2 + 94 * share)).max() <= 1.0
+    assert n[0] > allocate(dataclasses.replace(d, flagged=None), 100)[0] + 30  # the flags get their answers
+    with pytest.raises(ValueError, match="flags"):
+        strata(np.arange(1, 11), np.zeros(10), np.zeros(9, dtype=bool))
+    assert strata(np.arange(1, 101), np.zeros(100), np.arange(100) < 5).flagged.tolist() == [1, 2, 2, 0, 0, 0]
+
+
 def test_the_draw_is_seeded_in_random_order_with_its_inclusion_probabilities():
     truth, rank, p = _population()
     d = strata(rank, p)
@@ -75,6 +92,25 @@ def test_answers_that_all_agree_never_give_an_interval_of_zero_width():
     census = domain_rate(Design(np.zeros(5, int), np.array([5]), np.array([0.1])), np.arange(5),
                          np.array([1, 0, 0, 0, 0], dtype=bool))
     assert census.value == census.low == census.high == pytest.approx(0.2)  # every sample answered: exact
+
+
+def test_the_interval_is_modified_jeffreys_at_zero_and_all_errors():
+    """A stratum of 100 answered 10 of 10 wrong and one of 900 answered 0 of 50: the lower limit
+    takes the clean stratum at 0 (its Jeffreys posterior has mean 1/101, which summed over 900 samples
+    would lift the low end by 0.9 points), the upper takes the all-wrong stratum at 1; with a single
+    stratum the limits are the Jeffreys interval (Brown, Cai & DasGupta 2001)."""
+    from scipy.stats import beta
+
+    d = Design(np.repeat([0, 1], [100, 900]), np.array([100, 900]), np.array([0.9, 0.01]))
+    rows = np.r_[0:10, 100:150]
+    wrong = np.r_[np.ones(10, dtype=bool), np.zeros(50, dtype=bool)]
+    e = domain_rate(d, rows, wrong)
+    assert e.value == pytest.approx(0.1) and e.low == pytest.approx(0.1 * beta.ppf(0.025, 10.5, 0.5), rel=0.02)
+    assert e.high == pytest.approx(0.1 + 0.9 * beta.ppf(0.975, 0.5, 50.5), rel=0.02)
+    one = Design(np.zeros(1000, dtype=int), np.array([1000]), np.array([0.1]))
+    e = domain_rate(one, np.arange(40), np.arange(40) < 3)
+    assert e.low == pytest.approx(beta.ppf(0.025, 3.5, 37.5), abs=0.002)  # 20,000 draws
+    assert e.high == pytest.approx(beta.ppf(0.975, 3.5, 37.5), abs=0.002)
 
 
 @pytest.mark.parametrize("rate", [0.05, 0.09, 0.17])
@@ -127,7 +163,7 @@ def test_recalibration_on_a_synthetic_score_with_known_truth(audit_p):
         true_p = np.empty(len(truth))
         true_p[order] = np.clip(share, 1e-3, 1 - 1e-3)
         p = 4 * true_p / (1 + 3 * true_p)
-    d = strata(rank, p)
+    d = strata(rank, p, p > 0.5)  # the audit's flags, as a review's design carries them
     band_errors, flag_errors = [], []
     for seed in range(5):
         rows = draw(d, 300, seed=seed)["row"].to_numpy()

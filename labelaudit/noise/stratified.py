@@ -8,7 +8,10 @@ domain (Cochran, Sampling Techniques, Sec. 5A.14): design-unbiased whatever the 
 wrong. A stratum with no answer in the domain borrows the stratum's rate over all domains.
 
 The interval: each cell's rate gets a Jeffreys posterior, Beta(errors + ½, correct + ½), the
-weighted sum is drawn many times and its percentiles are the interval. Unlike the normal
+weighted sum is drawn many times and its percentiles are the interval, with Brown, Cai & DasGupta's
+modification (2001, Sec. 4.1.2): for the lower limit a cell without errors counts at 0, for the
+upper a cell of errors only at 1 (the Jeffreys posterior of 0 errors in 50 has mean 1%, and large,
+clean strata summed at that would lift the lower limit above a truth of 0 errors there). Unlike the normal
 approximation it never collapses to [0, 0] when every answer in a stratum agrees with the given
 label, and a stratum nobody answered stays as uncertain as it is (Beta(½, ½)). A stratum answered in
 full is known exactly. An answer ``none`` (an image of no class) counts as an error and is also
@@ -77,9 +80,11 @@ def domain_rate(design: Design, rows: np.ndarray, y: np.ndarray, domain: np.ndar
     rng = np.random.default_rng(seed)
     theta = rng.beta(s_cell + 0.5, n_cell - s_cell + 0.5, size=(draws, n_strata))
     theta[:, census] = mean[census]
-    sums = theta @ weights
     alpha = (1.0 - level) / 2.0
-    low, high = np.quantile(sums, [alpha, 1.0 - alpha])
+    # modified Jeffreys (Brown, Cai & DasGupta 2001, Sec. 4.1.2): a cell with no error has lower limit
+    # 0 and a cell of errors only has upper limit 1, so those cells sit at their bound on that side
+    low = float(np.quantile(np.where(s_cell == 0, 0.0, theta) @ weights, alpha))
+    high = float(np.quantile(np.where(s_cell == n_cell, 1.0, theta) @ weights, 1.0 - alpha))
     return Estimate(value, float(min(low, value)), float(max(high, value)), int(in_d.sum()))
 
 

@@ -32,7 +32,7 @@ def audit_design(audit: Audit) -> Design:
     """The design of an audit: strata by its scan's rank, allocation on the scan's p(mislabeled)
     (before any answers were applied, apply.py ``scan_audit``)."""
     s = scan_audit(audit).samples
-    return strata(s["rank"].to_numpy(), s["p_mislabeled"].to_numpy())
+    return strata(s["rank"].to_numpy(), s["p_mislabeled"].to_numpy(), s["is_label_issue"].to_numpy(dtype=bool))
 
 
 def design_key(design: Design) -> str:
@@ -143,8 +143,9 @@ def review_payload(audit: Audit, design: Design, answers: pd.DataFrame, result: 
                    "answers_per_stratum": np.bincount(design.stratum[answers["row"].to_numpy()],
                                                       minlength=len(design.sizes)).tolist(),
                    "draw": design_key(design),
-                   "method": "strata by rank, Neyman allocation on the audit's p(mislabeled); stratified "
-                             "(Horvitz-Thompson) estimates post-stratified by domain; Jeffreys-posterior intervals",
+                   "method": "strata by rank; a compromise of the Neyman allocations for the dataset's rate and "
+                             "the flags' precision, on the audit's p(mislabeled); stratified (Horvitz-Thompson) "
+                             "estimates post-stratified by domain; modified-Jeffreys posterior intervals",
                    "level": LEVEL},
         "noise_rate": result.rate.as_dict(),
         "no_class_rate": result.no_class.as_dict(),
