@@ -43,6 +43,7 @@ from .report import render_report
 from .scores import aul, aum, fuse
 from .training.checkpoint import Checkpointer, checkpoint_files, checkpoint_key, run_checkpoint_file
 from .training.device import resolve_device
+from .training.distributed import World, barrier, join, local_device
 from .training.loop import device_images, device_labels
 
 
@@ -77,7 +78,8 @@ def scan(data: str | Path | None = None, *, out: str | Path | None = "labelaudit
     when training diverges.
     """
     config = ScanConfig.build(config, **options)
-    device = resolve_device(config.device)
+    world = join(config.device)  # several processes under torchrun: one process group (distributed.py)
+    device = local_device(resolve_device(config.device), world)
     if out is None and config.resume:
         raise UsageError("--resume needs an output folder: the checkpoint lives there")
     workers = config.workers or default_workers()
@@ -89,7 +91,7 @@ def scan(data: str | Path | None = None, *, out: str | Path | None = "labelaudit
         listing = list_data(data, manifest, root, path_column=config.path_column, label_column=config.label_column,
                             dedupe=config.dedupe, allow_outside_root=config.allow_outside_root)
     with clock("load_s"):
-        ds = _load(listing, config, workers, cache_dir, out, progress)
+        ds = _load(listing, config, workers, cache_dir, out, progress, world)
         trust = None if config.trusted is None else load_trusted(
             config.trusted, classes=ds.classes, data_files=ds.files, data_labels=ds.labels,
             image_size=config.image_size, workers=workers, cache_dir=cache_dir,
@@ -97,7 +99,7 @@ def scan(data: str | Path | None = None, *, out: str | Path | None = "labelaudit
 
     # --- 3. proxy training, recording every sample's loss and margin every epoch
     with clock("train_s"):
-        proxy = _train_proxy(ds, config, device, out, progress)
+        proxy = _train_proxy(ds, config, device, out, progress, world)
     dyn = proxy.dyn
 
     with clock("score_s"):
@@ -144,12 +146,12 @@ def scan(data: str | Path | None = None, *, out: str | Path | None = "labelaudit
                      timings=dict(clock.timings), dyn=dyn, listing=listing, ds=ds, listing_fingerprint=proxy.fingerprint,
                      fit=fit, calibration=calibration, runs=runs, scorers=proxy.scorers, limit=proxy.limit,
                      t_source=t_source, trusted_info=trusted_info, samples=samples, t_matrix=t_matrix,
-                     stated=stated, outliers=outliers, settled=settled, answers_for_2_points=answers_needed(
+                     stated=stated, outliers=outliers, settled=settled, world=world.as_dict(), answers_for_2_points=answers_needed(
                          strata(samples["rank"].to_numpy(), samples["p_mislabeled"].to_numpy(),
                                 samples["is_label_issue"].to_numpy(dtype=bool))))
     result = ScanResult(Path(out) if out is not None else None, samples, noise, run, ds.errors, transition,
                         trajectories=trajectories, classes=ds.classes)
-    if result.out is not None:
+    if result.out is not None and world.main:  # every rank holds the same audit; rank 0 writes it
         report = None
         if config.report:
             with clock("report_s"):
@@ -157,6 +159,7 @@ def scan(data: str | Path | None = None, *, out: str | Path | None = "labelaudit
             result.run = run = dataclasses.replace(run, timings=dict(clock.timings))
         write_audit(result.out, samples=samples, noise=noise, trajectories=trajectories, errors=ds.errors, run=run,
                     transition=transition, report_html=report, drop=checkpoint_files(result.out))
+    barrier(world)  # the audit folder is complete when scan returns on any rank
     return result
 
 
@@ -178,18 +181,28 @@ class _Clock:
             self._nested[inside] = self._nested.get(inside, 0.0) + took
 
 
-def _load(listing, config: ScanConfig, workers: int, cache_dir, out, progress: Progress | None) -> Dataset:
+def _load(listing, config: ScanConfig, workers: int, cache_dir, out, progress: Progress | None,
+          world: World = World()) -> Dataset:
     """Decode the listing through the cache; on too many unreadable files, errors.parquet is written
-    to ``out`` (never over an older audit) before the DataError goes up."""
+    to ``out`` (never over an older audit) before the DataError goes up. Under torchrun with a cache,
+    rank 0 decodes into it while the other ranks wait, then they read it (the ranks of one machine
+    share the cache folder; on several machines each needs the cache folder shared, or decodes its
+    own copy); without a cache every rank decodes for itself."""
+    first = world.size > 1 and cache_dir is not None
+    if first and not world.main:
+        barrier(world)  # rank 0 decodes first
     try:
         ds = load_dataset(listing, image_size=config.image_size, workers=workers, cache_dir=cache_dir,
                           progress=progress)
         check_max_errors(config.max_errors, ds.errors, ds.stats["n_listed"])
     except DataError as exc:
-        if out is not None and exc.errors is not None and not (Path(out) / "run.json").exists():
+        if (world.main and out is not None and exc.errors is not None
+                and not (Path(out) / "run.json").exists()):
             Path(out).mkdir(parents=True, exist_ok=True)  # reasons for the user, never over an older audit
             write_parquet(exc.errors, Path(out) / "errors.parquet")
         raise
+    if first and world.main:
+        barrier(world)  # the cache is written: the others read it
     return ds
 
 
@@ -207,7 +220,8 @@ class _Proxy:
     checkpoint_of: Callable[..., Checkpointer | None]
 
 
-def _train_proxy(ds: Dataset, config: ScanConfig, device, out, progress: Progress | None) -> _Proxy:
+def _train_proxy(ds: Dataset, config: ScanConfig, device, out, progress: Progress | None,
+                 world: World = World()) -> _Proxy:
     """Stage 3: the proxy, with LIMIT's pair when its score runs, checkpointed every epoch into ``out``."""
     images = device_images(ds.images, device)  # (N, 3, S, S) uint8
     labels = device_labels(ds.labels, device)
@@ -218,7 +232,7 @@ def _train_proxy(ds: Dataset, config: ScanConfig, device, out, progress: Progres
     scorers = parse_scores(config.scores)
     limit = config.limit_settings() if "limit" in scorers else None
     listed = fingerprint(ds.samples)
-    data_key = dict(device=device.type, image_size=config.image_size, classes=ds.classes,
+    data_key = dict(device=device.type, world_size=world.size, image_size=config.image_size, classes=ds.classes,
                     listing=listed, pixels=array_digest(ds.images))
 
     def checkpoint_of(run: int, run_settings: ProxySettings, run_limit: LimitSettings | None = None

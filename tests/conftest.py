@@ -99,10 +99,32 @@ def clean_eval(tmp_path_factory):
     return root
 
 
+def _descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (children, their children, ...), from /proc."""
+    import os
+
+    parents = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    parents[int(entry)] = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    found, frontier = [], [pid]
+    while frontier:
+        children = [p for p, parent in parents.items() if parent in frontier]
+        found += children
+        frontier = children
+    return found
+
+
 def kill_at_first_checkpoint(command: list[str], out: Path, epochs: int) -> int:
-    """Run ``command --out out`` in a subprocess and SIGKILL it (no handler, no cleanup: like a power
-    cut or the OOM killer) as soon as its first per-epoch checkpoint exists. Checks that nothing but
-    the checkpoint was left and returns the epochs it holds (at least 1, fewer than ``epochs``)."""
+    """Run ``command --out out`` in a subprocess and SIGKILL it with every process it started (no
+    handler, no cleanup: like a power cut or the OOM killer; under torchrun the launcher and its
+    ranks, which it starts in sessions of their own) as soon as its first per-epoch checkpoint exists. Checks that nothing but the checkpoint
+    was left and returns the epochs it holds (at least 1, fewer than ``epochs``)."""
+    import contextlib
     import os
     import signal
     import subprocess
@@ -117,7 +139,9 @@ def kill_at_first_checkpoint(command: list[str], out: Path, epochs: int) -> int:
     deadline = time.monotonic() + 300
     while not checkpoint.exists() and killed.poll() is None and time.monotonic() < deadline:
         time.sleep(0.002)
-    killed.send_signal(signal.SIGKILL)
+    for pid in [killed.pid, *_descendants(killed.pid)]:  # torchrun starts its ranks in sessions of their own
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
     killed.wait()
     assert killed.returncode == -signal.SIGKILL
     assert sorted(os.listdir(out)) == [CHECKPOINT_FILE]  # no partial output

@@ -68,19 +68,24 @@ def test_rank_descending_is_a_stable_permutation():
 
 
 def test_recorder_keys_by_sample_id():
+    from labelaudit.errors import TrainingError
+
     rec = Recorder(n_samples=4, n_classes=2, epochs=2, device=torch.device("cpu"))
     logits = torch.tensor([[2.0, 0.0], [0.0, 1.0]])
     labels = torch.tensor([0, 0])
     loss = torch.tensor([0.1, 1.3])
     rec.record(0, torch.tensor([3, 1]), logits, labels, loss)
+    with pytest.raises(TrainingError, match="epoch 1: sample 0 was recorded 0 times"):
+        rec.end_epoch(0, 0.7)  # every sample is recorded exactly once an epoch
+    rec.record(0, torch.tensor([0, 2]), logits, labels, loss)
     rec.end_epoch(0, 0.7)
     dyn = rec.dynamics()
     assert dyn.loss.shape == (1, 4) and dyn.mean_probs.shape == (4, 2)
-    np.testing.assert_allclose(dyn.loss[0, [3, 1]], [0.1, 1.3], rtol=1e-6)
+    np.testing.assert_allclose(dyn.loss[0, [3, 1, 0, 2]], [0.1, 1.3, 0.1, 1.3], rtol=1e-6)
     np.testing.assert_allclose(dyn.margin[0, [3, 1]], [2.0, -1.0])
     p = np.exp(2.0) / (np.exp(2.0) + 1.0)
     np.testing.assert_allclose(dyn.mean_probs[3], [p, 1 - p], rtol=1e-6)
-    assert np.isnan(dyn.loss[0, 0])  # never seen: not silently 0
+    assert np.isnan(rec.loss[1]).all()  # an epoch not run stays NaN, not silently 0
 
 
 def test_proxy_agreement_is_cohens_kappa_by_hand():

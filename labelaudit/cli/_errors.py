@@ -7,12 +7,24 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import time
 
 import typer
 
 from ..errors import LabelauditError
 
 EXIT_INTERRUPTED = 130
+PEER_GRACE_S = 5.0  # under torchrun: how long a process that lost a peer waits for torchrun to end it
+
+
+def _peer_lost(exc: Exception) -> bool:
+    """Whether ``exc`` is a collective failing because another process of a torchrun run ended."""
+    from ..training.distributed import launched
+
+    if not launched():
+        return False
+    names = {t.__name__ for t in type(exc).__mro__}
+    return bool(names & {"DistError", "DistBackendError", "DistNetworkError"}) or "gloo" in str(exc).lower()
 
 
 def debug() -> bool:
@@ -48,6 +60,12 @@ def handle_errors(exit_code: int | None = None, *, resumable: bool = False):
     except Exception as exc:  # the last line of defence: never show a traceback by default
         if debug():
             raise
+        if _peer_lost(exc):  # another rank failed and printed why; torchrun is about to end this one
+            time.sleep(PEER_GRACE_S)
+            from ..training.distributed import env_rank
+
+            raise fail(f"process {env_rank()} stopped: another process of this torchrun run ended first "
+                       "(its own message says why)", exit_code or 1) from None
         if type(exc).__name__ == "OutOfMemoryError":  # torch's, outside the training loop (which types it)
             raise fail("the GPU ran out of memory; lower --batch-size or --image-size, or use --device cpu",
                        exit_code or 1) from None

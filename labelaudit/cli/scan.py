@@ -10,6 +10,7 @@ from rich.console import Console
 
 from ..config import ScanConfig
 from ..pipeline import scan
+from ..training.distributed import env_rank, leave
 from ._errors import handle_errors
 from ._options import CONFIG, TRUSTED
 from ._settings import merged
@@ -54,13 +55,19 @@ def scan_cli(
 
     Advanced settings (augmentation, scores, LIMIT, the noise model, proxy runs, caching, ...) come from --config, from \[tool.labelaudit.scan] in pyproject.toml, or as --<setting> VALUE; `labelaudit settings scan` lists them."""
     err = Console(stderr=True)
+    main = env_rank() == 0  # under torchrun only rank 0 shows progress and the summary
     with handle_errors(resumable=True):
         settings = merged(ctx, ScanConfig, config, dict(
             path_column=path_column, label_column=label_column, device=device, model=model, image_size=image_size,
             epochs=epochs, batch_size=batch_size, seed=seed, threshold=threshold,
             trusted=str(trusted) if trusted else None, resume=resume or None), section="scan")
-        with RichProgress(err, enabled=not quiet and not as_json) as progress:
-            result = scan(data, out=out, manifest=manifest, root=root, config=settings, progress=progress)
+        try:
+            with RichProgress(err, enabled=main and not quiet and not as_json) as progress:
+                result = scan(data, out=out, manifest=manifest, root=root, config=settings, progress=progress)
+        finally:
+            leave()
+    if not main:
+        return
     if as_json:
         typer.echo(json.dumps({**result.summary.to_json(), "out": str(out), "noise_model": result.run.noise_model.method}))
     elif not quiet:

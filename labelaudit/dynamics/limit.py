@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
+from ..training.distributed import World, parallel
 from ..training.loop import Normalise, batched_logits, device_model
 
 LIMIT_DISTS = ("gaussian", "laplace")  # LIMIT_G (MSE, default) | LIMIT_L (MAE)
@@ -119,44 +120,55 @@ class LimitPair:
     """
 
     def __init__(self, model: str, num_classes: int, limit: LimitSettings, *, device: torch.device,
-                 steps_per_epoch: int):
+                 steps_per_epoch: int, fp16: bool = False, world: World = World()):
         self.limit = limit
         self.f = device_model(model, num_classes, device)
         self.q = device_model(model, num_classes, device)
+        self.f_train, self.q_train = parallel(self.f, world), parallel(self.q, world)  # DDP under torchrun
         # Adam, as the paper trains LIMIT (Sec. 4): with β > 0, q settles near (onehot + β·softmax(f)) / (1 + β),
         # so µ ≈ g / (1 + β) — SGD would shrink f's step by 1 + β; Adam's update does not depend on that scale
         self.opt = torch.optim.Adam([*self.f.parameters(), *self.q.parameters()], lr=limit.lr)
+        self.scaler = torch.amp.GradScaler(device.type) if fp16 else None  # fp16 gradients underflow without one
         # the q that scores: BatchNorm's running statistics are averaged with the weights they belong to
         self.q_average = AveragedModel(self.q, multi_avg_fn=get_ema_multi_avg_fn(limit.average_decay(steps_per_epoch)),
                                        use_buffers=True)
 
     def state_dict(self) -> dict:
-        """f's, q's, q's average's and the optimiser's state, for a checkpoint (checkpoint.py)."""
+        """f's, q's, q's average's, the optimiser's (and the fp16 scaler's) state, for a checkpoint."""
         return {"f": self.f.state_dict(), "q": self.q.state_dict(), "q_average": self.q_average.state_dict(),
-                "opt": self.opt.state_dict()}
+                "opt": self.opt.state_dict(), "scaler": None if self.scaler is None else self.scaler.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
         self.f.load_state_dict(state["f"])
         self.q.load_state_dict(state["q"])
         self.q_average.load_state_dict(state["q_average"])
         self.opt.load_state_dict(state["opt"])
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
 
-    def step(self, x: torch.Tensor, y: torch.Tensor, autocast: torch.autocast) -> torch.Tensor:
-        """One optimiser step of f and q on the proxy's batch x (B, 3, S, S) float, labels y (B,).
-
-        Returns the training-pass limit distance (B,), detached.
+    def step(self, x: torch.Tensor, y: torch.Tensor, autocast: torch.autocast, weight: float = 1.0) -> torch.Tensor:
+        """One optimiser step of f and q on the proxy's batch x (B, 3, S, S) float, labels y (B,);
+        ``weight`` scales the loss as the training loop scales the proxy's (this rank's share of the
+        global batch under torchrun). Returns the training-pass limit distance (B,), detached.
         """
         with autocast:
-            f_logits = self.f(x)  # (B, K)
-            q_logits = self.q(x)  # (B, K): the image only, never the label
+            f_logits = self.f_train(x)  # (B, K)
+            q_logits = self.q_train(x)  # (B, K): the image only, never the label
         f_probs = torch.softmax(f_logits.float(), dim=1)
         mu = predicted_gradient(f_logits, q_logits).detach()  # (B, K): what f learns from
         # f and q have disjoint parameters and disjoint losses, so one backward serves both
         loss = inject_gradient(f_logits, mu) + q_loss(q_logits, f_probs, y, dist=self.limit.dist,
                                                       beta=self.limit.beta)
+        if weight != 1.0:
+            loss = loss * weight
         self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        self.opt.step()
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.opt)
+            self.scaler.update()
+        else:
+            loss.backward()
+            self.opt.step()
         self.q_average.update_parameters(self.q)
         return limit_distance(q_logits.detach(), y, dist=self.limit.dist)
 

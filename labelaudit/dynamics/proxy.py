@@ -28,6 +28,7 @@ import torch.nn.functional as F
 
 from ..progress import Progress
 from ..training.checkpoint import Checkpointer
+from ..training.distributed import current, from_main, parallel
 from ..training.loop import (Batches, Hook, Normalise, StepOutput, compiled, device_model, precision_for,
                              seeded_generators, steps_per_epoch, train_epochs)
 from .limit import LimitPair, LimitSettings
@@ -75,16 +76,19 @@ def train_proxy(images: torch.Tensor, labels: torch.Tensor, num_classes: int, se
         raise ValueError(f"stop_from={settings.stop_from} needs a stop_rule (labelaudit.noise.stopping."
                          "memorisation_check), or stop_from=None for exactly settings.epochs epochs")
     torch.manual_seed(settings.seed)
+    world = current()
+    precision = precision_for(device)
     model = device_model(settings.model, num_classes, device)
     pair = None if limit is None else LimitPair(limit.model, num_classes, limit, device=device,
-                                                steps_per_epoch=steps_per_epoch(n, settings.batch_size))
+                                                steps_per_epoch=steps_per_epoch(n, settings.batch_size),
+                                                fp16=precision.scaler is not None, world=world)
     opt = torch.optim.SGD(model.parameters(), lr=settings.lr, momentum=settings.momentum,
                           nesterov=True, weight_decay=settings.weight_decay)
     normalise = Normalise.of(images)
     gen, order_gen = seeded_generators(settings.seed, device)
-    rec = Recorder(n, num_classes, settings.epochs, device, limit=pair is not None)
-    precision = precision_for(device)
-    net = compiled(model, settings.compile)  # the training forward; `model` holds the parameters
+    rec = Recorder(n, num_classes, settings.epochs, device, limit=pair is not None, world=world)
+    # the training forward (DDP under torchrun, compiled with --compile); `model` holds the parameters
+    net = compiled(parallel(model, world), settings.compile)
 
     def step(x: torch.Tensor, ids: torch.Tensor, raw: torch.Tensor) -> StepOutput:
         with precision.autocast:
@@ -100,14 +104,17 @@ def train_proxy(images: torch.Tensor, labels: torch.Tensor, num_classes: int, se
                        checkpoint=checkpoint, progress=progress, stage="train",
                        diverged=f"the learning rate is probably too high: lower --lr (now {settings.lr:g}) and "
                                 "scan again")
+    # what is computed after training comes from rank 0 (the ranks' BatchNorm statistics differ a little)
     if pair is not None:  # LIMIT's score: q in eval mode on un-augmented images (Sec. 4.1)
-        rec.limit_final = pair.distance(images, labels, normalise, settings.batch_size, precision.autocast)
+        rec.limit_final = from_main(pair.distance(images, labels, normalise, settings.batch_size, precision.autocast),
+                                    world)
     dyn = rec.dynamics()
     dyn.resumed_from_epoch = run["start"]
     dyn.stopped = run["stopped"]
     if pseudo_k:
-        dyn.pseudo_probs = augmented_pseudo_labels(model, images, normalise, settings.augment, pseudo_k, gen,
-                                                   settings.batch_size, precision.autocast).cpu().numpy()
+        dyn.pseudo_probs = from_main(augmented_pseudo_labels(model, images, normalise, settings.augment, pseudo_k, gen,
+                                                             settings.batch_size, precision.autocast),
+                                     world).cpu().numpy()
     return dyn
 
 
@@ -118,7 +125,7 @@ class _LimitHook(Hook):
         self.pair, self.rec, self.autocast = pair, rec, autocast
 
     def after_step(self, epoch, ids, x, y, out) -> None:
-        self.rec.record_limit(epoch, ids, self.pair.step(x, y, self.autocast))
+        self.rec.record_limit(epoch, ids, self.pair.step(x, y, self.autocast, out.weight))
 
     def state(self) -> dict:
         return self.pair.state_dict()

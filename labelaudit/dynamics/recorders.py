@@ -1,7 +1,10 @@
 """Stage 3c — recorders: per-sample training dynamics, keyed by sample id, kept on the device.
 
 Filled from the training forward pass itself (no extra pass). Memory is O(N·E) for the loss and
-margin trajectories plus O(N·K) for the running probability sum — never O(N·E·K).
+margin trajectories plus O(N·K) for the running probability sum — never O(N·E·K). Under torchrun
+each rank records the samples of its share of every batch; after every epoch the epoch's records are
+summed over the ranks by sample id (one collective per epoch), and every sample must have been
+recorded exactly once in the epoch.
 """
 from __future__ import annotations
 
@@ -10,7 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..errors import DataError
+from ..errors import DataError, TrainingError
+from ..training.distributed import World, all_sum
 from ..training.loop import Hook, StepOutput
 
 
@@ -43,12 +47,15 @@ class Recorder(Hook):
     training loop (training/loop.py) that reads every step's own forward pass."""
 
     def __init__(self, n_samples: int, n_classes: int, epochs: int, device: torch.device, *,
-                 limit: bool = False):
+                 limit: bool = False, world: World = World()):
         self.loss = torch.full((epochs, n_samples), float("nan"), device=device)
         self.limit = torch.full((epochs, n_samples), float("nan"), device=device) if limit else None
         self.limit_final: torch.Tensor | None = None
         self.margin = torch.full((epochs, n_samples), float("nan"), device=device)
         self.prob_sum = torch.zeros((n_samples, n_classes), device=device)
+        self.world = world
+        # several ranks: this epoch's probabilities apart, summed over the ranks at the epoch's end
+        self._probs = torch.zeros_like(self.prob_sum) if world.size > 1 else self.prob_sum
         self.epochs_seen = 0
 
     @torch.no_grad()
@@ -59,7 +66,7 @@ class Recorder(Hook):
         self.loss[epoch, ids] = loss.float()
         self.margin[epoch, ids] = logit_margin(logits, labels)
         probs = torch.softmax(logits, dim=1)
-        self.prob_sum.index_add_(0, ids, probs)
+        self._probs.index_add_(0, ids, probs)
 
     @torch.no_grad()
     def record_limit(self, epoch: int, ids: torch.Tensor, distance: torch.Tensor) -> None:
@@ -71,6 +78,23 @@ class Recorder(Hook):
         self.record(epoch, ids, out.logits.detach(), y, out.loss_i.detach())
 
     def end_epoch(self, epoch: int, mean_loss: float) -> None:
+        rows = [t for t in (self.loss, self.margin, self.limit) if t is not None]
+        seen = ~torch.isnan(self.loss[epoch])
+        if self.world.size > 1:  # each rank holds its own samples' records: sum them by sample id
+            stacked = torch.stack([torch.nan_to_num(t[epoch], nan=0.0) for t in rows] + [seen.float()])
+            all_sum(stacked, self.world)
+            for t, row in zip(rows, stacked[:-1]):
+                t[epoch] = row
+            counts = stacked[-1]
+            all_sum(self._probs, self.world)
+            self.prob_sum += self._probs
+            self._probs.zero_()
+        else:
+            counts = seen.float()
+        if not bool((counts == 1).all()):  # one host sync per epoch
+            bad = int(torch.nonzero(counts != 1)[0, 0])
+            raise TrainingError(f"epoch {epoch + 1}: sample {bad} was recorded {int(counts[bad])} times, not once; "
+                                "this is a bug in labelaudit (rerun with LABELAUDIT_DEBUG=1 and report it)")
         self.epochs_seen += 1
 
     _TENSORS = ("loss", "margin", "prob_sum", "limit")

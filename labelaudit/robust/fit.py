@@ -32,6 +32,7 @@ from ..audit.write import write_json, write_parquet
 from ..errors import UsageError
 from ..progress import Progress
 from ..training.checkpoint import CHECKPOINT_FILE, Checkpointer
+from ..training.distributed import launched
 from ..training.loop import (Batches, StepOutput, device_model, precision_for, seeded_generators, steps_per_epoch,
                              train_epochs)
 from ..config import with_options
@@ -78,6 +79,9 @@ def train(data: str | Path | None = None, *, audit: str | Path | None = None, ou
     DeviceMemoryError when the device runs out of memory.
     """
     config = with_options(TrainConfig, config, options, "train")
+    if launched():
+        raise UsageError("labelaudit train runs in one process: start it without torchrun "
+                         "(labelaudit scan runs under torchrun)")
     if config.resume and out is None:
         raise UsageError("--resume needs an output folder: the checkpoint lives there")
     t = time.perf_counter()

@@ -15,6 +15,9 @@ random generators, every hook's state) goes to the run's checkpoint, so both com
 - Networks live on the device in channels_last. Precision (:func:`precision_for`): bf16 autocast on
   CUDA where supported, fp16 with a GradScaler on older GPUs, float32 on the CPU.
 - Evaluation runs the network in eval mode over un-augmented images in large batches.
+- Under torchrun (distributed.py) each global batch is augmented whole on every rank and split
+  across the ranks, each rank's loss weighted by its share, DDP averaging the gradients; only rank 0
+  checkpoints.
 """
 from __future__ import annotations
 
@@ -31,6 +34,7 @@ from ..errors import DeviceMemoryError, TrainingError
 from ..progress import Progress
 from .augment import augment_batch
 from .checkpoint import Checkpointer
+from .distributed import all_sum, current
 from .models import build_model
 
 
@@ -151,11 +155,14 @@ def batched_logits(model: nn.Module, images: torch.Tensor, normalise: Normalise,
 @dataclass
 class StepOutput:
     """What a step function returns: the scalar ``loss`` to minimise, and for the recorders the
-    training forward pass's ``logits`` (B, K) and per-sample ``loss_i`` (B,), when it has them."""
+    training forward pass's ``logits`` (B, K) and per-sample ``loss_i`` (B,), when it has them. The
+    loop sets ``weight``: this rank's share of the global batch times the number of ranks (1 in one
+    process), by which a hook that trains a network of its own scales that loss too."""
 
     loss: torch.Tensor
     logits: torch.Tensor | None = None
     loss_i: torch.Tensor | None = None
+    weight: float = 1.0
 
 
 class Hook:
@@ -217,6 +224,11 @@ def train_epochs(model: nn.Module, opt: torch.optim.Optimizer, batches: Batches,
     finite (``diverged`` says what to do), DeviceMemoryError when the device runs out of memory.
     """
     n, per_epoch = batches.n, steps_per_epoch(batches.n, batches.batch_size)
+    world = current()
+    if world.size > 1 and n // per_epoch < 2 * world.size:
+        raise TrainingError(f"batches of {n // per_epoch} samples cannot be split over {world.size} processes "
+                            f"(BatchNorm needs two samples on each); raise --batch-size to at least {2 * world.size} "
+                            "or start fewer processes")
     start = 0
     saved = checkpoint.load() if checkpoint is not None else None
     if saved is not None:
@@ -235,18 +247,27 @@ def train_epochs(model: nn.Module, opt: torch.optim.Optimizer, batches: Batches,
                 progress(stage, done, done, {"epoch": epoch, "epochs": epoch})
             break
         loss_sum = torch.zeros((), device=batches.images.device)
-        for ids in epoch_batches(n, batches.batch_size, batches.order_gen, batches.images.device):
-            raw = batches.images[ids]  # (B, 3, S, S) uint8
-            x = batches.normalise(augment_batch(raw, batches.augment, batches.gen))  # (B, 3, S, S) float
+        for batch in epoch_batches(n, batches.batch_size, batches.order_gen, batches.images.device):
+            # the whole global batch is augmented on every rank (the random numbers of one process),
+            # then each rank takes its share
+            ids, raw = batch, batches.images[batch]  # (B, 3, S, S) uint8
+            augmented = augment_batch(raw, batches.augment, batches.gen)
+            if world.size > 1:
+                part = torch.arange(len(batch), device=batch.device).tensor_split(world.size)[world.rank]
+                ids, raw, augmented = batch[part], raw[part], augmented[part]
+            x = batches.normalise(augmented)  # (b, 3, S, S) float
+            weight = len(ids) * world.size / len(batch)
             try:
                 out = step(x, ids, raw)
+                out.weight = weight
+                loss = out.loss * weight if world.size > 1 else out.loss
                 opt.zero_grad(set_to_none=True)
                 if precision.scaler is not None:
-                    precision.scaler.scale(out.loss).backward()
+                    precision.scaler.scale(loss).backward()
                     precision.scaler.step(opt)
                     precision.scaler.update()
                 else:
-                    out.loss.backward()
+                    loss.backward()
                     opt.step()
             except _oom_types():
                 raise DeviceMemoryError(
@@ -260,13 +281,14 @@ def train_epochs(model: nn.Module, opt: torch.optim.Optimizer, batches: Batches,
             done += 1
             if progress is not None:
                 progress(stage, done, total, {"epoch": epoch + 1, "epochs": epochs})
+        all_sum(loss_sum, world)
         mean_loss = float(loss_sum) / n  # one host sync per epoch
         if not math.isfinite(mean_loss):
             raise TrainingError(f"training loss became {mean_loss} in epoch {epoch + 1}; {diverged}")
         info = {"epoch": epoch + 1, "epochs": epochs, "loss": mean_loss}
         for h in hooks:
             info.update(h.end_epoch(epoch, mean_loss) or {})
-        if checkpoint is not None:
+        if checkpoint is not None and world.main:  # every rank holds the same state; one writes it
             checkpoint.save(_state(epoch + 1, model, opt, batches, precision, hooks))
         if progress is not None:
             info["images_per_s"] = (epoch + 1 - start) * n / max(time.perf_counter() - t0, 1e-9)
