@@ -19,7 +19,7 @@ import torch
 
 from .audit.read import Audit
 from .audit.record import run_record
-from .audit.write import trajectories_frame, write_audit, write_parquet
+from .audit.write import Trajectories, write_audit, write_parquet
 from .config import ScanConfig, parse_epochs, parse_scores
 from .data.cache import array_digest, cache_dir_for
 from .data.dataset import Dataset, check_max_errors, fingerprint, load_dataset
@@ -52,8 +52,14 @@ class ScanResult(Audit):
     """A scan's audit (the tables of its folder, run.json as a dict), plus the per-epoch trajectories
     it holds in memory. ``path`` (also ``out``) is the folder, None when nothing was written."""
 
-    trajectories: pd.DataFrame | None = None
+    records: Trajectories | None = None  # the per-epoch records, as the recorders held them
     classes: list[str] = field(default_factory=list)
+
+    @property
+    def trajectories(self) -> pd.DataFrame | None:
+        """trajectories.parquet's long table (sample_id, epoch, loss, margin[, limit_distance]),
+        built when asked."""
+        return None if self.records is None else self.records.frame()
 
     @property
     def out(self) -> Path | None:
@@ -139,7 +145,7 @@ def scan(data: str | Path | None = None, *, out: str | Path | None = "labelaudit
         if trusted_info is not None:
             trusted_info["calibration"] = calibration.as_dict() if calibration else {"skipped": not_calibrated}
         noise["transition_rate"] = transition_rates(t_matrix, joint, ds.labels)
-        trajectories = trajectories_frame(dyn.loss, dyn.margin, dyn.limit_epochs)
+        trajectories = Trajectories(dyn.loss, dyn.margin, dyn.limit_epochs)
 
     # --- 7. the audit: run.json, the tables, report.html, written atomically
     run = run_record(config=config, workers=workers, cache_dir=cache_dir, device=device,
@@ -150,7 +156,7 @@ def scan(data: str | Path | None = None, *, out: str | Path | None = "labelaudit
                          strata(samples["rank"].to_numpy(), samples["p_mislabeled"].to_numpy(),
                                 samples["is_label_issue"].to_numpy(dtype=bool))))
     result = ScanResult(Path(out) if out is not None else None, samples, noise, run, ds.errors, transition,
-                        trajectories=trajectories, classes=ds.classes)
+                        records=trajectories, classes=ds.classes)
     if result.out is not None and world.main:  # every rank holds the same audit; rank 0 writes it
         report = None
         if config.report:

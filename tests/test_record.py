@@ -36,3 +36,29 @@ def test_an_older_file_reads_with_none_and_unknown_keys_are_kept():
     out = record.to_json()
     assert out["something_new"] == {"k": 2} and out["summary"]["from_the_future"] == 1
     assert {**s}["noise_rate"] == 0.1  # a mapping of the file's keys: {**result.summary} in scripts
+
+
+def test_trajectories_are_written_one_epoch_per_row_group(tmp_path):
+    """trajectories.parquet from the (E, N) records, epoch by epoch: the long table's rows and dtypes,
+    one row group per epoch, the schema version attached; the frame is the same table in memory."""
+    import json
+
+    import numpy as np
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    from labelaudit.audit.write import Trajectories
+
+    loss = np.arange(12, dtype=np.float32).reshape(3, 4)
+    records = Trajectories(loss, -loss, limit=loss / 10)
+    records.write(tmp_path / "t.parquet")
+    file = pq.ParquetFile(tmp_path / "t.parquet")
+    assert file.metadata.num_row_groups == 3 and file.metadata.num_rows == 12
+    assert b"labelaudit_schema" in file.schema_arrow.metadata
+    assert "limit_distance" in json.loads(file.schema_arrow.metadata[b"labelaudit_directions"])
+    table = pd.read_parquet(tmp_path / "t.parquet")
+    assert table["sample_id"].tolist() == [0, 1, 2, 3] * 3 and table["epoch"].tolist() == [1] * 4 + [2] * 4 + [3] * 4
+    assert table["loss"].tolist() == list(range(12)) and (table["margin"] == -table["loss"]).all()
+    assert str(table["loss"].dtype) == "float32" and str(table["sample_id"].dtype) == "int64"
+    np.testing.assert_allclose(table["limit_distance"], np.arange(12) / 10, rtol=1e-6)
+    pd.testing.assert_frame_equal(table, records.frame())

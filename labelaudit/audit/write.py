@@ -7,6 +7,7 @@ rename, so a crash never leaves a half-written file nor a mix of two audits.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -54,15 +55,20 @@ class AuditTables:
         return self.run.summary
 
 
-def write_parquet(df: pd.DataFrame, path: Path) -> None:
-    """Write ``df`` to ``path`` atomically, with the schema version and score directions attached."""
-    table = pa.Table.from_pandas(df, preserve_index=False)
-    directions = {c: d for c, d in DIRECTIONS.items() if c in df.columns}
-    meta = dict(table.schema.metadata or {})
+def _with_metadata(schema: pa.Schema, columns) -> pa.Schema:
+    """``schema`` with the schema version and the score directions of ``columns`` attached."""
+    directions = {c: d for c, d in DIRECTIONS.items() if c in columns}
+    meta = dict(schema.metadata or {})
     meta[b"labelaudit_schema"] = SCHEMA_VERSION.encode()
     if directions:
         meta[b"labelaudit_directions"] = json.dumps(directions).encode()
-    table = table.replace_schema_metadata(meta)
+    return schema.with_metadata(meta)
+
+
+def write_parquet(df: pd.DataFrame, path: Path) -> None:
+    """Write ``df`` to ``path`` atomically, with the schema version and score directions attached."""
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    table = table.replace_schema_metadata(_with_metadata(table.schema, df.columns).metadata)
     write_atomic(path, lambda tmp: pq.write_table(table, tmp))
 
 
@@ -77,7 +83,8 @@ AUDIT_FILES = ("samples.parquet", "suspects.parquet", "weights.parquet", "noise.
                "trajectories.parquet", "errors.parquet", "report.html", "run.json")  # run.json last: the marker
 
 
-def write_audit(out: Path, *, samples: pd.DataFrame, noise: pd.DataFrame, trajectories: pd.DataFrame,
+def write_audit(out: Path, *, samples: pd.DataFrame, noise: pd.DataFrame,
+                trajectories: "pd.DataFrame | Trajectories",
                 errors: pd.DataFrame, run: RunRecord | dict, transition: pd.DataFrame | None = None,
                 report_html: str | None = None, drop: tuple[str, ...] = ()) -> None:
     """Write the audit folder: samples, suspects, weights, noise, transition, trajectories, errors,
@@ -91,7 +98,10 @@ def write_audit(out: Path, *, samples: pd.DataFrame, noise: pd.DataFrame, trajec
     """
     with replace_folder(out, replaces=AUDIT_FILES, drop=(*drop, REVIEW_JSON, UNVERIFIED)) as stage:
         write_tables(stage, samples, noise, transition)
-        write_parquet(trajectories, stage / "trajectories.parquet")
+        if isinstance(trajectories, Trajectories):
+            trajectories.write(stage / "trajectories.parquet")
+        else:
+            write_parquet(trajectories, stage / "trajectories.parquet")
         write_parquet(errors, stage / "errors.parquet")
         if report_html is not None:
             write_text_atomic(stage / "report.html", report_html)
@@ -109,16 +119,38 @@ def write_tables(stage: Path, samples: pd.DataFrame, noise: pd.DataFrame, transi
         write_parquet(transition, stage / "transition.parquet")
 
 
-def trajectories_frame(loss: np.ndarray, margin: np.ndarray, limit: np.ndarray | None = None) -> pd.DataFrame:
-    """Long form (sample_id, epoch, loss, margin[, limit_distance]); epochs count from 1. The per-epoch
-    LIMIT distance is the training pass's (augmented, train mode), recorded at no extra cost."""
-    e, n = loss.shape
-    columns = {
-        "sample_id": np.tile(np.arange(n, dtype=np.int64), e),
-        "epoch": np.repeat(np.arange(1, e + 1, dtype=np.int64), n),
-        "loss": loss.reshape(-1).astype(np.float32),
-        "margin": margin.reshape(-1).astype(np.float32),
-    }
-    if limit is not None:
-        columns["limit_distance"] = limit.reshape(-1).astype(np.float32)
-    return pd.DataFrame(columns)
+@dataclass(frozen=True)
+class Trajectories:
+    """Every sample's loss and margin (and LIMIT distance) in every epoch, as the (E, N) arrays the
+    recorders hold. trajectories.parquet is written from them one epoch at a time (a row group each),
+    so the long table of N·E rows is never built to be written; :meth:`frame` builds it when asked."""
+
+    loss: np.ndarray
+    margin: np.ndarray
+    limit: np.ndarray | None = None
+
+    def epoch(self, e: int) -> pd.DataFrame:
+        """Epoch ``e`` (0-based) in long form: sample_id, epoch (from 1), loss, margin[, limit_distance]."""
+        n = self.loss.shape[1]
+        columns = {"sample_id": np.arange(n, dtype=np.int64), "epoch": np.full(n, e + 1, dtype=np.int64),
+                   "loss": self.loss[e].astype(np.float32), "margin": self.margin[e].astype(np.float32)}
+        if self.limit is not None:
+            columns["limit_distance"] = self.limit[e].astype(np.float32)
+        return pd.DataFrame(columns)
+
+    def frame(self) -> pd.DataFrame:
+        """All epochs, epoch after epoch."""
+        return pd.concat([self.epoch(e) for e in range(self.loss.shape[0])], ignore_index=True)
+
+    def write(self, path: Path) -> None:
+        """trajectories.parquet at ``path``, atomically, one row group per epoch."""
+        def write(tmp: Path) -> None:
+            first = pa.Table.from_pandas(self.epoch(0), preserve_index=False)
+            schema = _with_metadata(first.schema, first.column_names)
+            with pq.ParquetWriter(tmp, schema) as writer:
+                writer.write_table(first.replace_schema_metadata(schema.metadata))
+                for e in range(1, self.loss.shape[0]):
+                    table = pa.Table.from_pandas(self.epoch(e), preserve_index=False)
+                    writer.write_table(table.replace_schema_metadata(schema.metadata))
+
+        write_atomic(path, write)

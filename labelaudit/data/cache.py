@@ -84,7 +84,7 @@ class ImageCache:
         """The pack's array if it matches its metadata, else None (and the pack is deleted)."""
         try:
             meta = json.loads(npy.with_suffix(".json").read_text())
-            arr = np.load(npy, allow_pickle=False)
+            arr = np.load(npy, allow_pickle=False, mmap_mode="r")  # read from the page cache, never copied whole
             ok = (arr.dtype == np.uint8 and list(arr.shape) == meta["shape"]
                   and arr.shape[1:] == (self.size, self.size, 3) and array_digest(arr) == meta["checksum"])
         except (OSError, ValueError, KeyError, TypeError):

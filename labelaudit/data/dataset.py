@@ -167,7 +167,7 @@ def load_dataset(listing: Listing, *, image_size: int, workers: int, cache_dir: 
     index = {c: k for k, c in enumerate(classes)}
     labels = samples["given_label"].map(index).to_numpy(dtype=np.int64)
     stats = {"n_listed": n + len(listing.errors), **decoded.stats}
-    return Dataset(samples, images[good], labels, classes, all_errors, stats,
+    return Dataset(samples, images if good.all() else images[good], labels, classes, all_errors, stats,
                    files=listing.samples.loc[good, "file"].astype(str).tolist())
 
 

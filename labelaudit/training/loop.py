@@ -39,8 +39,15 @@ from .models import build_model
 
 
 def device_images(images: np.ndarray, device: torch.device) -> torch.Tensor:
-    """(N, S, S, 3) uint8 array → (N, 3, S, S) uint8 tensor on ``device``."""
-    return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous().to(device)
+    """(N, S, S, 3) uint8 array → (N, 3, S, S) uint8 tensor on ``device``, in channels_last (which is
+    the array's own layout): on the CPU it shares the array's memory, so the dataset is never held
+    twice; a GPU gets one copy. A read-only array (a memory-mapped cache) is shared too: training
+    only reads the images."""
+    import warnings
+
+    with warnings.catch_warnings():  # from_numpy warns on read-only arrays; nothing here writes to them
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.from_numpy(images).permute(0, 3, 1, 2).to(device)
 
 
 def device_labels(labels, device: torch.device) -> torch.Tensor:
