@@ -113,6 +113,43 @@ def test_precision_policy_on_cuda():
         assert cuda.name == "float16" and cuda.scaler is not None
 
 
+def test_the_decoded_array_is_the_cpu_training_tensor():
+    """On the CPU the (N, 3, S, S) training tensor is the decoded (N, S, S, 3) array itself, in
+    channels_last: the dataset is held once. A read-only (memory-mapped) array works the same."""
+    import numpy as np
+
+    from labelaudit.training.loop import device_images
+
+    array = np.random.default_rng(0).integers(0, 256, (5, 4, 4, 3), dtype=np.uint8)
+    tensor = device_images(array, torch.device("cpu"))
+    assert tensor.shape == (5, 3, 4, 4) and tensor.is_contiguous(memory_format=torch.channels_last)
+    assert tensor.data_ptr() == array.__array_interface__["data"][0]  # no copy
+    assert torch.equal(tensor[2, 1], torch.from_numpy(array[2, :, :, 1].copy()))
+    array.setflags(write=False)
+    assert torch.equal(device_images(array, torch.device("cpu")), tensor)
+
+
+@pytest.mark.gpu
+def test_a_dataset_larger_than_the_gpu_share_trains_from_host_memory_like_one_on_the_gpu():
+    """A dataset that does not fit (``max_bytes``) stays in host memory and its batches go to the GPU as
+    they are drawn: the same dynamics as with the dataset on the GPU."""
+    import numpy as np
+
+    from labelaudit.dynamics.proxy import ProxySettings, train_proxy
+    from labelaudit.training.loop import device_images, device_labels
+
+    cuda = torch.device("cuda")
+    rng = np.random.default_rng(0)
+    array = rng.integers(0, 256, (64, 16, 16, 3), dtype=np.uint8)
+    labels = device_labels(rng.integers(0, 2, 64), cuda)
+    settings = ProxySettings(model="tiny", epochs=2, stop_from=None, batch_size=16)
+    host = device_images(array, cuda, max_bytes=1)
+    assert host.device.type == "cpu"
+    a = train_proxy(host, labels, 2, settings, device=cuda)
+    b = train_proxy(device_images(array, cuda), labels, 2, settings, device=cuda)
+    np.testing.assert_allclose(a.loss, b.loss, rtol=1e-5)
+
+
 class _StopAfterEpoch:
     def __init__(self, epoch):
         self.epoch = epoch

@@ -84,7 +84,7 @@ def train_proxy(images: torch.Tensor, labels: torch.Tensor, num_classes: int, se
                                                 fp16=precision.scaler is not None, world=world)
     opt = torch.optim.SGD(model.parameters(), lr=settings.lr, momentum=settings.momentum,
                           nesterov=True, weight_decay=settings.weight_decay)
-    normalise = Normalise.of(images)
+    normalise = Normalise.of(images, device)
     gen, order_gen = seeded_generators(settings.seed, device)
     rec = Recorder(n, num_classes, settings.epochs, device, limit=pair is not None, world=world)
     # the training forward (DDP under torchrun, compiled with --compile); `model` holds the parameters
@@ -99,7 +99,8 @@ def train_proxy(images: torch.Tensor, labels: torch.Tensor, num_classes: int, se
     own = [rec] + ([_LimitHook(pair, rec, precision.autocast)] if pair is not None else [])
     if settings.stop_from is not None and stop_rule is not None:
         own.append(_StopHook(settings.stop_from, rec, labels.cpu().numpy(), stop_rule))
-    run = train_epochs(model, opt, Batches(images, settings.batch_size, settings.augment, normalise, gen, order_gen),
+    run = train_epochs(model, opt, Batches(images, settings.batch_size, settings.augment, normalise, gen, order_gen,
+                                           device),
                        step, epochs=settings.epochs, labels=labels, hooks=[*own, *hooks], precision=precision,
                        checkpoint=checkpoint, progress=progress, stage="train",
                        diverged=f"the learning rate is probably too high: lower --lr (now {settings.lr:g}) and "

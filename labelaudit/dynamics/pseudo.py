@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..training.loop import model_device, to_device
+
 TAU = 0.5  # IEG's sharpening temperature (Sec. 4.1)
 
 
@@ -51,7 +53,7 @@ def augmented_pseudo_labels(model, images, normalise, augment: str, k: int, gene
     was_training = model.training
     model.eval()
     try:
-        return torch.cat([pseudo_label(model, images[ids], normalise, augment, k, generator, autocast=autocast,
+        return torch.cat([pseudo_label(model, to_device(images[ids], model_device(model)), normalise, augment, k, generator, autocast=autocast,
                                        tau=tau)
                           for ids in torch.arange(images.shape[0], device=images.device).split(batch_size)])
     finally:

@@ -115,7 +115,7 @@ def _fit(inputs: TrainInputs, config: TrainConfig, checkpoint: Checkpointer | No
                                                 total_steps=config.epochs * steps_per_epoch(n, config.batch_size))
     gen, order_gen = seeded_generators(config.seed, device)
     precision = precision_for(device)
-    batches = Batches(inputs.images, config.batch_size, inputs.augment, inputs.normalise, gen, order_gen)
+    batches = Batches(inputs.images, config.batch_size, inputs.augment, inputs.normalise, gen, order_gen, device)
     meta_log = MetaLog(n, device=device) if config.needs_trusted else None
     average = WeightAverage(n, config.meta_average, device=device) if config.meta_average else None
     targets = LabelCorrection(inputs, config, kept, precision.autocast)

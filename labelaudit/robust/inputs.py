@@ -107,7 +107,7 @@ def prepare(data, config: TrainConfig, *, audit=None, manifest=None, root=None, 
     inputs = TrainInputs(ds, keep, train_labels, changes, t_info, eval_ds, trust,
                          str(Path(audit).resolve()) if audit is not None else None, image_size, augment, device,
                          images, device_labels(train_labels, device), torch.from_numpy(train_weights).to(device),
-                         Normalise.of(images), None if t_matrix is None else torch.from_numpy(t_matrix).to(device))
+                         Normalise.of(images, device), None if t_matrix is None else torch.from_numpy(t_matrix).to(device))
     if eval_ds is not None:
         inputs.eval_images = device_images(eval_ds.images, device)
         inputs.eval_labels = device_labels(

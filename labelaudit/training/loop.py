@@ -38,16 +38,36 @@ from .distributed import all_sum, current
 from .models import build_model
 
 
-def device_images(images: np.ndarray, device: torch.device) -> torch.Tensor:
-    """(N, S, S, 3) uint8 array → (N, 3, S, S) uint8 tensor on ``device``, in channels_last (which is
-    the array's own layout): on the CPU it shares the array's memory, so the dataset is never held
-    twice; a GPU gets one copy. A read-only array (a memory-mapped cache) is shared too: training
-    only reads the images."""
+DATA_SHARE = 0.5  # a GPU holds the decoded dataset when it takes at most this share of its free memory
+
+
+def device_images(images: np.ndarray, device: torch.device, max_bytes: int | None = None) -> torch.Tensor:
+    """(N, S, S, 3) uint8 array → (N, 3, S, S) uint8 tensor in channels_last (the array's own layout).
+
+    On the CPU the tensor shares the array's memory, so the dataset is never held twice (a read-only,
+    memory-mapped array too: training only reads the images). On a GPU the dataset is copied there
+    once when it takes at most DATA_SHARE of the free memory (or ``max_bytes``); a larger one stays in
+    host memory and every batch goes to the GPU as it is drawn (:func:`to_device`)."""
     import warnings
 
     with warnings.catch_warnings():  # from_numpy warns on read-only arrays; nothing here writes to them
         warnings.simplefilter("ignore", UserWarning)
-        return torch.from_numpy(images).permute(0, 3, 1, 2).to(device)
+        tensor = torch.from_numpy(images).permute(0, 3, 1, 2)
+    if device.type == "cuda":
+        room = DATA_SHARE * torch.cuda.mem_get_info(device)[0] if max_bytes is None else max_bytes
+        if images.nbytes > room:
+            return tensor  # host memory: batches are copied to the device as they are drawn
+    return tensor.to(device)
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """Where ``model``'s parameters live."""
+    return next(model.parameters()).device
+
+
+def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``tensor`` on ``device`` (itself when it is there already): a batch of a dataset kept in host memory."""
+    return tensor if tensor.device == device else tensor.to(device, non_blocking=True)
 
 
 def device_labels(labels, device: torch.device) -> torch.Tensor:
@@ -86,10 +106,11 @@ class Normalise:
         self.mean, self.std = mean, std
 
     @classmethod
-    def of(cls, images: torch.Tensor) -> "Normalise":
-        """With the channel statistics of ``images`` (on their device)."""
+    def of(cls, images: torch.Tensor, device: torch.device | None = None) -> "Normalise":
+        """With the channel statistics of ``images``, on ``device`` (None: the images' device)."""
         mean, std = channel_stats(images)
-        return cls(mean.to(images.device), std.to(images.device))
+        device = images.device if device is None else device
+        return cls(mean.to(device), std.to(device))
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
         return ((batch.float() - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
@@ -149,10 +170,11 @@ def batched_logits(model: nn.Module, images: torch.Tensor, normalise: Normalise,
     (the model's mode is restored afterwards)."""
     was_training = model.training
     model.eval()
+    device = model_device(model)
     out = []
     for ids in torch.arange(images.shape[0], device=images.device).split(max(batch_size, 256)):
         with autocast:
-            out.append(model(normalise(images[ids])).float())
+            out.append(model(normalise(to_device(images[ids], device))).float())
     model.train(was_training)
     return torch.cat(out)
 
@@ -197,8 +219,9 @@ class Hook:
 
 @dataclass
 class Batches:
-    """How a run draws its batches: the uint8 images (N, 3, S, S) on the device, their batch size and
-    augmentation, the normaliser, and the augmentation (device) and order (CPU) generators."""
+    """How a run draws its batches: the uint8 images (N, 3, S, S) on the device (or in host memory, with
+    ``compute`` the device), their batch size and augmentation, the normaliser, and the augmentation
+    (device) and order (CPU) generators."""
 
     images: torch.Tensor
     batch_size: int
@@ -206,10 +229,15 @@ class Batches:
     normalise: Normalise
     gen: torch.Generator
     order_gen: torch.Generator
+    compute: torch.device | None = None  # where training runs, when the images stay in host memory
 
     @property
     def n(self) -> int:
         return int(self.images.shape[0])
+
+    @property
+    def device(self) -> torch.device:
+        return self.images.device if self.compute is None else self.compute
 
 
 def _oom_types() -> tuple[type, ...]:
@@ -253,11 +281,13 @@ def train_epochs(model: nn.Module, opt: torch.optim.Optimizer, batches: Batches,
             if progress is not None:  # the bar ends full: the run is complete, just shorter
                 progress(stage, done, done, {"epoch": epoch, "epochs": epoch})
             break
-        loss_sum = torch.zeros((), device=batches.images.device)
+        loss_sum = torch.zeros((), device=batches.device)
         for batch in epoch_batches(n, batches.batch_size, batches.order_gen, batches.images.device):
             # the whole global batch is augmented on every rank (the random numbers of one process),
             # then each rank takes its share
-            ids, raw = batch, batches.images[batch]  # (B, 3, S, S) uint8
+            raw = to_device(batches.images[batch], batches.device)  # (B, 3, S, S) uint8
+            batch = to_device(batch, batches.device)
+            ids = batch
             augmented = augment_batch(raw, batches.augment, batches.gen)
             if world.size > 1:
                 part = torch.arange(len(batch), device=batch.device).tensor_split(world.size)[world.rank]
@@ -278,7 +308,7 @@ def train_epochs(model: nn.Module, opt: torch.optim.Optimizer, batches: Batches,
                     opt.step()
             except _oom_types():
                 raise DeviceMemoryError(
-                    f"the {batches.images.device.type.upper()} device ran out of memory in epoch {epoch + 1} at "
+                    f"the {batches.device.type.upper()} device ran out of memory in epoch {epoch + 1} at "
                     f"batch size {batches.batch_size}; lower --batch-size (now {batches.batch_size}) or "
                     f"--image-size (now {batches.images.shape[-1]}) and run again") from None
             y = None if labels is None else labels[ids]
