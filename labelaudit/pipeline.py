@@ -43,7 +43,7 @@ from .report import render_report
 from .scores import aul, aum, fuse
 from .training.checkpoint import Checkpointer, checkpoint_files, checkpoint_key, run_checkpoint_file
 from .training.device import resolve_device
-from .training.distributed import World, barrier, join, local_device
+from .training.distributed import World, barrier, join, local_device, main_first
 from .training.loop import device_images, device_labels
 
 
@@ -194,21 +194,17 @@ def _load(listing, config: ScanConfig, workers: int, cache_dir, out, progress: P
     rank 0 decodes into it while the other ranks wait, then they read it (the ranks of one machine
     share the cache folder; on several machines each needs the cache folder shared, or decodes its
     own copy); without a cache every rank decodes for itself."""
-    first = world.size > 1 and cache_dir is not None
-    if first and not world.main:
-        barrier(world)  # rank 0 decodes first
-    try:
-        ds = load_dataset(listing, image_size=config.image_size, workers=workers, cache_dir=cache_dir,
-                          progress=progress)
-        check_max_errors(config.max_errors, ds.errors, ds.stats["n_listed"])
-    except DataError as exc:
-        if (world.main and out is not None and exc.errors is not None
-                and not (Path(out) / "run.json").exists()):
-            Path(out).mkdir(parents=True, exist_ok=True)  # reasons for the user, never over an older audit
-            write_parquet(exc.errors, Path(out) / "errors.parquet")
-        raise
-    if first and world.main:
-        barrier(world)  # the cache is written: the others read it
+    with main_first(world, enabled=cache_dir is not None):  # rank 0 fills the cache, the others read it
+        try:
+            ds = load_dataset(listing, image_size=config.image_size, workers=workers, cache_dir=cache_dir,
+                              progress=progress)
+            check_max_errors(config.max_errors, ds.errors, ds.stats["n_listed"])
+        except DataError as exc:
+            if (world.main and out is not None and exc.errors is not None
+                    and not (Path(out) / "run.json").exists()):
+                Path(out).mkdir(parents=True, exist_ok=True)  # reasons for the user, never over an older audit
+                write_parquet(exc.errors, Path(out) / "errors.parquet")
+            raise
     return ds
 
 

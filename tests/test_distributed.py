@@ -198,3 +198,30 @@ def test_a_process_that_lost_its_peer_says_so_in_one_line(monkeypatch, capsys):
         with _errors.handle_errors():
             raise RuntimeError("[gloo] Connection closed by peer")
     assert "this is a bug" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_train_under_two_ranks_writes_one_model_that_learns_as_one_process(tmp_path):
+    root = tmp_path / "images"
+    make_color_folder(root)
+    options = ["--epochs", "6", "--batch-size", "16", "--config", "image_size = 16", "--config", "workers = 1",
+               "--config", "augment = 'none'", "--device", "cpu", "--eval", str(root), "-q"]
+    one = subprocess.run([sys.executable, "-m", "labelaudit", "train", str(root), "--out", str(tmp_path / "one"),
+                          *options], capture_output=True, text=True, timeout=600)
+    assert one.returncode == 0, one.stderr[-2000:]
+    two = _torchrun(["-m", "labelaudit", "train", str(root), "--out", str(tmp_path / "two"), *options], tmp_path)
+    assert two.returncode == 0, two.stderr[-3000:]
+    a = json.loads((tmp_path / "one" / "metrics.json").read_text())
+    b = json.loads((tmp_path / "two" / "metrics.json").read_text())
+    assert a["distributed"]["world_size"] == 1 and b["distributed"] == {"world_size": 2, "backend": "gloo"}
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == ["metrics.json", "model.json", "model.pt"]
+    assert len(b["epochs"]) == 6 and b["final"]["eval_accuracy"] >= a["final"]["eval_accuracy"] - 0.1
+
+
+def test_the_meta_step_refuses_torchrun_with_one_line(monkeypatch, tmp_path):
+    from labelaudit.errors import UsageError
+    from labelaudit.robust import train
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(UsageError, match="run in one process: start them without torchrun"):
+        train(tmp_path, trusted=tmp_path / "t.csv", meta_reweight=True, out=None)

@@ -32,7 +32,7 @@ from ..audit.write import write_json, write_parquet
 from ..errors import UsageError
 from ..progress import Progress
 from ..training.checkpoint import CHECKPOINT_FILE, Checkpointer
-from ..training.distributed import launched
+from ..training.distributed import barrier, current, join, launched, parallel
 from ..training.loop import (Batches, StepOutput, device_model, precision_for, seeded_generators, steps_per_epoch,
                              train_epochs)
 from ..config import with_options
@@ -79,9 +79,10 @@ def train(data: str | Path | None = None, *, audit: str | Path | None = None, ou
     DeviceMemoryError when the device runs out of memory.
     """
     config = with_options(TrainConfig, config, options, "train")
-    if launched():
-        raise UsageError("labelaudit train runs in one process: start it without torchrun "
-                         "(labelaudit scan runs under torchrun)")
+    if launched() and config.needs_trusted:
+        raise UsageError("--meta-reweight/--meta-relabel run in one process: start them without torchrun "
+                         "(the other methods run under torchrun)")
+    world = join(config.device)  # several processes under torchrun: one process group (training/distributed.py)
     if config.resume and out is None:
         raise UsageError("--resume needs an output folder: the checkpoint lives there")
     t = time.perf_counter()
@@ -95,8 +96,10 @@ def train(data: str | Path | None = None, *, audit: str | Path | None = None, ou
     kept, history, meta_log, resumed = _fit(inputs, config, checkpoint, progress)
     timings["train_s"] = time.perf_counter() - t
     result = _result(inputs, config, kept, history, meta_log, timings, resumed)
-    if out is not None:
+    result.metrics["distributed"] = world.as_dict()
+    if out is not None and world.main:  # every rank holds the same model; rank 0 writes it
         _write(Path(out), kept, result)
+    barrier(world)
     return result
 
 
@@ -119,6 +122,7 @@ def _fit(inputs: TrainInputs, config: TrainConfig, checkpoint: Checkpointer | No
     meta_log = MetaLog(n, device=device) if config.needs_trusted else None
     average = WeightAverage(n, config.meta_average, device=device) if config.meta_average else None
     targets = LabelCorrection(inputs, config, kept, precision.autocast)
+    net = parallel(model, current())  # the training forward: DDP under torchrun
 
     def step(x: torch.Tensor, ids: torch.Tensor, raw: torch.Tensor) -> StepOutput:
         target = targets.now[ids]  # (B, K)
@@ -132,7 +136,7 @@ def _fit(inputs: TrainInputs, config: TrainConfig, checkpoint: Checkpointer | No
             meta_log(ids, coef)
             return StepOutput(loss)
         with precision.autocast:
-            logits = model(x)  # (B, K)
+            logits = net(x)  # (B, K)
         return StepOutput(weighted_mean(soft_ce(logits, target, config.correction, inputs.matrix),
                                         inputs.weights[ids]))
 

@@ -18,6 +18,7 @@ from ..errors import UsageError
 from ..progress import Progress
 from ..training.checkpoint import checkpoint_key
 from ..training.device import resolve_device
+from ..training.distributed import current, local_device
 from ..training.loop import Normalise, device_images, device_labels
 from .config import TrainConfig
 from .data import correction_matrix, load_data, training_set
@@ -64,7 +65,7 @@ class TrainInputs:
             h.update(b"-" if array is None else np.ascontiguousarray(array).tobytes())
         settings = {k: v for k, v in dataclasses.asdict(config).items() if k not in _NOT_IN_KEY}
         return checkpoint_key(settings=settings, image_size=self.image_size, augment=self.augment,
-                              device=self.device.type, classes=self.ds.classes, listing=fingerprint(self.ds.samples),
+                              device=self.device.type, world_size=current().size, classes=self.ds.classes, listing=fingerprint(self.ds.samples),
                               pixels=array_digest(self.ds.images), arrays=h.hexdigest(),
                               eval=None if self.eval_ds is None else fingerprint(self.eval_ds.samples))
 
@@ -82,7 +83,7 @@ def prepare(data, config: TrainConfig, *, audit=None, manifest=None, root=None, 
     scan_config = aud.run.config if aud is not None else {}
     image_size = config.image_size or int(scan_config.get("image_size", 32))
     augment = config.augment or scan_config.get("augment", "crop+flip")
-    device = resolve_device(config.device)
+    device = local_device(resolve_device(config.device), current())
 
     ds = load_data(data, manifest, root, config, image_size, progress)
     keep, train_labels, train_weights, changes = training_set(ds, aud, config)

@@ -25,6 +25,7 @@ How a run on N ranks stays the run of one process (training/loop.py):
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 from dataclasses import dataclass
@@ -142,3 +143,15 @@ def parallel(model: nn.Module, world: World) -> nn.Module:
 
     device = next(model.parameters()).device
     return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+
+@contextlib.contextmanager
+def main_first(world: World, enabled: bool = True):
+    """Rank 0 runs the block first, the other ranks after it (``enabled``: whether there is something
+    to share, e.g. a decode cache that rank 0 fills and the others read)."""
+    wait = enabled and world.size > 1
+    if wait and not world.main:
+        barrier(world)
+    yield
+    if wait and world.main:
+        barrier(world)
