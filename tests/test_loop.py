@@ -104,6 +104,21 @@ def test_precision_policy():
     assert cpu.name == "float32" and cpu.scaler is None and not cpu.autocast._enabled
 
 
+@pytest.mark.parametrize("bf16", [True, False])
+def test_precision_policy_per_gpu_dtype(monkeypatch, bf16):
+    """On a CUDA device: bf16 autocast where the GPU supports it, with no scaler; fp16 otherwise, and
+    then always with a GradScaler (the policy, decided without a GPU: torch's support check is faked)."""
+    import warnings
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16)
+    with warnings.catch_warnings():  # without a GPU torch warns that it disables CUDA autocast and the scaler
+        warnings.simplefilter("ignore")
+        policy = precision_for(torch.device("cuda"))
+    assert policy.autocast.fast_dtype == (torch.bfloat16 if bf16 else torch.float16)
+    assert policy.name == ("bfloat16" if bf16 else "float16")
+    assert (policy.scaler is None) == bf16
+
+
 @pytest.mark.gpu
 def test_precision_policy_on_cuda():
     cuda = precision_for(torch.device("cuda"))
