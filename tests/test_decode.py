@@ -118,6 +118,13 @@ def test_decode_files_in_workers_matches_in_process(tmp_path):
     two, err2 = decode_files(files, S, workers=2)
     np.testing.assert_array_equal(one, two)
     assert err1 == err2 and err1[7] is not None and sum(e is not None for e in err1) == 1
+    # into the caller's array, file i into row rows[i]; the failed file's row stays zeros
+    rows = np.arange(len(files))[::-1] * 2
+    into = np.zeros((2 * len(files), S, S, 3), dtype=np.uint8)
+    got, err3 = decode_files(files, S, workers=2, out=into, rows=rows)
+    assert got is into and err3 == err1
+    np.testing.assert_array_equal(into[rows], one)
+    assert not into[1::2].any() and not into[rows[7]].any()
 
 
 def test_one_pixel_image_is_scaled_up_like_any_other(tmp_path):

@@ -128,10 +128,10 @@ def decode_cached(files: list[str], *, image_size: int, workers: int, cache_dir:
     t1 = time.perf_counter()
     if len(todo):
         keep = _Keep(progress, len(todo), cache, [keys[i] for i in todo], n_cached=int(hit.sum()))
-        decoded, dec_errors = decode_files([files[i] for i in todo], image_size, workers=workers, on_done=keep)
+        # decoded straight into their rows of `images` (a failed file's row stays zeros)
+        _, dec_errors = decode_files([files[i] for i in todo], image_size, workers=workers, on_done=keep,
+                                     out=images, rows=todo)
         keep.store()
-        ok = np.array([e is None for e in dec_errors], dtype=bool)
-        images[todo[ok]] = decoded[ok]
         for i, err in zip(todo, dec_errors):
             if err is not None:
                 errors[i] = err

@@ -180,16 +180,22 @@ def _chunks(n: int, size: int) -> Iterable[tuple[int, int]]:
 
 
 def decode_files(files: Sequence[str], size: int, *, workers: int,
-                 on_done: Callable[[int, int, np.ndarray, list], None] | None = None
+                 on_done: Callable[[int, int, np.ndarray, list], None] | None = None,
+                 out: np.ndarray | None = None, rows: np.ndarray | None = None
                  ) -> tuple[np.ndarray, list[str | None]]:
     """Decode many files in ``workers`` processes (0 or 1: in this process).
 
-    Returns (n, S, S, 3) uint8 and one error string (or None) per file, in input order.
+    Returns (n, S, S, 3) uint8 and one error string (or None) per file, in input order; with ``out``
+    (an (M, S, S, 3) uint8 array, zeros where nothing is decoded) file i goes to ``out[rows[i]]``
+    and ``out`` is returned: the caller's array is filled in place, never held twice.
     ``on_done(a, b, images, errors)`` is called as each chunk ``files[a:b]`` is done (in order),
     so a caller can keep finished work (the cache does) before an interruption.
     """
     n = len(files)
-    out = np.zeros((n, size, size, 3), dtype=np.uint8)
+    if out is None:
+        out, rows = np.zeros((n, size, size, 3), dtype=np.uint8), None
+    elif rows is None:
+        rows = np.arange(n)
     errors: list[str | None] = [None] * n
     # Small chunks keep every worker busy to the end; 64 JPEGs is a few ms of work each.
     chunk = max(8, min(256, n // max(1, workers * 8) or 8))
@@ -201,7 +207,10 @@ def decode_files(files: Sequence[str], size: int, *, workers: int,
         else:
             results = pool.map(_decode_chunk, [files[a:b] for a, b in spans], [size] * len(spans))
         for (a, b), (arr, errs) in zip(spans, results):
-            out[a:b] = arr
+            if rows is None:
+                out[a:b] = arr
+            else:
+                out[rows[a:b]] = arr
             errors[a:b] = errs
             if on_done is not None:
                 on_done(a, b, arr, errs)
