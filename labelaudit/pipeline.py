@@ -22,7 +22,7 @@ from .audit.record import run_record
 from .audit.write import Trajectories, write_audit, write_parquet
 from .config import ScanConfig, parse_epochs, parse_scores
 from .data.cache import array_digest, cache_dir_for
-from .data.dataset import Dataset, check_max_errors, fingerprint, load_dataset
+from .data.dataset import Dataset, check_max_errors, fingerprint
 from .data.decode import default_workers
 from .data.sources import list_data
 from .data.trusted import TrustedSet, load_trusted
@@ -43,7 +43,7 @@ from .report import render_report
 from .scores import aul, aum, fuse
 from .training.checkpoint import Checkpointer, checkpoint_files, checkpoint_key, run_checkpoint_file
 from .training.device import resolve_device
-from .training.distributed import World, barrier, join, local_device, main_first
+from .training.distributed import World, barrier, decode_shared, join, local_device
 from .training.loop import device_images, device_labels
 
 
@@ -190,21 +190,19 @@ class _Clock:
 def _load(listing, config: ScanConfig, workers: int, cache_dir, out, progress: Progress | None,
           world: World = World()) -> Dataset:
     """Decode the listing through the cache; on too many unreadable files, errors.parquet is written
-    to ``out`` (never over an older audit) before the DataError goes up. Under torchrun with a cache,
-    rank 0 decodes into it while the other ranks wait, then they read it (the ranks of one machine
-    share the cache folder; on several machines each needs the cache folder shared, or decodes its
-    own copy); without a cache every rank decodes for itself."""
-    with main_first(world, enabled=cache_dir is not None):  # rank 0 fills the cache, the others read it
-        try:
-            ds = load_dataset(listing, image_size=config.image_size, workers=workers, cache_dir=cache_dir,
-                              progress=progress)
-            check_max_errors(config.max_errors, ds.errors, ds.stats["n_listed"])
-        except DataError as exc:
-            if (world.main and out is not None and exc.errors is not None
-                    and not (Path(out) / "run.json").exists()):
-                Path(out).mkdir(parents=True, exist_ok=True)  # reasons for the user, never over an older audit
-                write_parquet(exc.errors, Path(out) / "errors.parquet")
-            raise
+    to ``out`` (never over an older audit) before the DataError goes up. Under torchrun with a cache
+    the ranks split the decoding (distributed.decode_shared); without a cache every rank decodes for
+    itself."""
+    try:  # under torchrun every rank decodes its share into the cache first (distributed.decode_shared)
+        ds = decode_shared(listing, image_size=config.image_size, workers=workers, cache_dir=cache_dir,
+                           progress=progress, world=world)
+        check_max_errors(config.max_errors, ds.errors, ds.stats["n_listed"])
+    except DataError as exc:
+        if (world.main and out is not None and exc.errors is not None
+                and not (Path(out) / "run.json").exists()):
+            Path(out).mkdir(parents=True, exist_ok=True)  # reasons for the user, never over an older audit
+            write_parquet(exc.errors, Path(out) / "errors.parquet")
+        raise
     return ds
 
 

@@ -62,7 +62,7 @@ def test_two_ranks_record_every_sample_once_agree_and_write_what_one_process_wri
 
     root = tmp_path / "images"
     truth = make_color_folder(root)
-    one = scan(root, out=tmp_path / "one", cache_dir=str(tmp_path / "cache"), **FAST)
+    one = scan(root, out=tmp_path / "one", cache_dir=str(tmp_path / "cache-one"), **FAST)
     script = tmp_path / "agree.py"
     script.write_text(AGREE)
     (tmp_path / "ranks").mkdir()
@@ -70,6 +70,10 @@ def test_two_ranks_record_every_sample_once_agree_and_write_what_one_process_wri
                     tmp_path)
     assert run.returncode == 0, run.stderr[-3000:]
     ranks = [json.loads((tmp_path / "ranks" / f"rank{r}.json").read_text()) for r in (0, 1)]
+    # the decoding was split: each rank wrote the pack of its half of the images into the shared cache
+    packs = [json.loads(p.read_text())["keys"] for p in (tmp_path / "cache").rglob("*.json")]
+    assert sorted(len(keys) for keys in packs) == [len(truth) // 2] * 2
+    assert len({k for keys in packs for k in keys}) == len(truth)
     assert [r["size"] for r in ranks] == [2, 2]
     assert ranks[0]["digest"] == ranks[1]["digest"]  # the ranks decided the same, sample for sample
     # rank 0 alone wrote the audit: the same files and schemas as one process

@@ -142,6 +142,15 @@ def decode_cached(files: list[str], *, image_size: int, workers: int, cache_dir:
     return Decoded(images, errors, stats)
 
 
+def prefill_cache(listing: Listing, *, image_size: int, workers: int, cache_dir: Path, part: int, parts: int,
+                  progress: Progress | None = None) -> None:
+    """Decode share ``part`` of ``parts`` of the listed files (every parts-th, from the part-th) into
+    the cache: under torchrun every rank decodes its share, and after a barrier each reads the whole
+    dataset from the cache (:func:`load_dataset`). Failures are left for load_dataset to report."""
+    files = listing.samples["file"].tolist()[part::parts]
+    decode_cached(files, image_size=image_size, workers=workers, cache_dir=cache_dir, progress=progress)
+
+
 def load_dataset(listing: Listing, *, image_size: int, workers: int, cache_dir: Path | None,
                  progress: Progress | None = None) -> Dataset:
     """Decode (or fetch from the cache) every listed file at ``image_size``; raise DataError when

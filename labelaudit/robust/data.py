@@ -6,12 +6,11 @@ import numpy as np
 import pandas as pd
 
 from ..data.cache import cache_dir_for
-from ..data.dataset import load_dataset
 from ..data.sources import list_data
 from ..errors import UsageError
 from ..noise.transition import transition_matrix
 from ..progress import Progress
-from ..training.distributed import current, main_first
+from ..training.distributed import current, decode_shared
 from .config import TrainConfig
 from .losses import condition_transition
 
@@ -20,10 +19,8 @@ def load_data(data, manifest, root, config: TrainConfig, image_size: int, progre
     """Listing + decode through the scan's stages (same cache, same errors)."""
     listing = list_data(data, manifest, root, path_column=config.path_column, label_column=config.label_column,
                         allow_outside_root=config.allow_outside_root)
-    cache_dir = cache_dir_for(config.cache, config.cache_dir)
-    with main_first(current(), enabled=cache_dir is not None):  # under torchrun rank 0 decodes into the cache first
-        return load_dataset(listing, image_size=image_size, workers=config.decode_workers, cache_dir=cache_dir,
-                            progress=progress)
+    return decode_shared(listing, image_size=image_size, workers=config.decode_workers,  # ranks split the decoding
+                         cache_dir=cache_dir_for(config.cache, config.cache_dir), progress=progress, world=current())
 
 
 def _align(audit, ds) -> np.ndarray:

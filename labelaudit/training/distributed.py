@@ -25,7 +25,6 @@ How a run on N ranks stays the run of one process (training/loop.py):
 """
 from __future__ import annotations
 
-import contextlib
 import datetime
 import os
 from dataclasses import dataclass
@@ -145,13 +144,16 @@ def parallel(model: nn.Module, world: World) -> nn.Module:
     return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
 
-@contextlib.contextmanager
-def main_first(world: World, enabled: bool = True):
-    """Rank 0 runs the block first, the other ranks after it (``enabled``: whether there is something
-    to share, e.g. a decode cache that rank 0 fills and the others read)."""
-    wait = enabled and world.size > 1
-    if wait and not world.main:
+def decode_shared(listing, *, image_size: int, workers: int, cache_dir, progress=None, world: World):
+    """The decoded dataset (data/dataset.py ``load_dataset``); under torchrun with a cache, every rank
+    first decodes its share of the files into the cache (``prefill_cache``) and, after a barrier, reads
+    the whole dataset from it. Ranks of one machine share its cache folder; on several machines a
+    shared cache folder lets every rank read what the others decoded, and without one each machine's
+    ranks decode what they miss themselves."""
+    from ..data.dataset import load_dataset, prefill_cache
+
+    if world.size > 1 and cache_dir is not None:
+        prefill_cache(listing, image_size=image_size, workers=workers, cache_dir=cache_dir, part=world.rank,
+                      parts=world.size, progress=progress)
         barrier(world)
-    yield
-    if wait and world.main:
-        barrier(world)
+    return load_dataset(listing, image_size=image_size, workers=workers, cache_dir=cache_dir, progress=progress)
