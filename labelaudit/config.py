@@ -20,7 +20,8 @@ from .noise.mixture import NOISE_MODELS
 from .noise.transition import TRANSITIONS
 from .scores import FUSIONS, SCORES
 from .training.augment import AUGMENTS
-from .training.models import MIN_IMAGE_SIZE, MODELS
+from .training.backbones import known_model
+from .training.models import DEFAULT_IMAGE_SIZE, MIN_IMAGE_SIZE, MODELS  # noqa: F401  (DEFAULT_IMAGE_SIZE: re-exported)
 
 
 @dataclass(frozen=True)
@@ -28,12 +29,13 @@ class ScanConfig:
     """Every setting of a scan, with its default. The CLI's options map one to one onto these."""
 
     # --- decode + cache
-    image_size: int = 32  # px; images are resized to image_size² for the proxy
+    image_size: int | None = None  # px; images are resized to image_size² for the proxy; None: 32, or the weights' own
     workers: int = 0  # decode processes; 0 = one per core, at most 8
     cache: bool = True  # keep decoded images on disk so a re-scan does not decode again
     cache_dir: str | None = None  # decoded-image cache; None = $LABELAUDIT_CACHE or ~/.cache/labelaudit
     # --- proxy training
-    model: str = ProxySettings.model  # proxy network: small | medium | resnet18
+    model: str = ProxySettings.model  # proxy network: tiny | small | medium | resnet18, or a torchvision model's name
+    weights: str | None = None  # start the proxy from weights: a torchvision weights name (DEFAULT, ...) or a file
     epochs: int | str = "auto"  # auto: 15 to 30, stopping when the proxy starts to memorise; N: exactly N
     batch_size: int = ProxySettings.batch_size  # samples per step; lower it when the GPU runs out of memory
     lr: float = ProxySettings.lr  # constant SGD learning rate: AUL is read before any learning-rate drop
@@ -84,7 +86,7 @@ class ScanConfig:
     def validate(self) -> "ScanConfig":
         """The config with ``epochs`` in its one spelling ("auto" or an int), or UsageError."""
         checks = [
-            (MIN_IMAGE_SIZE <= self.image_size <= 1024, "--image-size", self.image_size,
+            (self.image_size is None or MIN_IMAGE_SIZE <= self.image_size <= 1024, "--image-size", self.image_size,
              f"a side length from {MIN_IMAGE_SIZE} to 1024 px"),
             (self.workers >= 0, "--workers", self.workers, "0 (auto) or a positive number"),
             (self.batch_size >= 2, "--batch-size", self.batch_size, "at least 2"),
@@ -115,8 +117,10 @@ class ScanConfig:
         for ok, option, value, expected in checks:
             if not ok:
                 raise UsageError(f"{option} {value!r}: expected {expected}")
-        for option, what, value, names in (("--model", "model", self.model, MODELS),
-                                           ("--augment", "augmentation", self.augment, AUGMENTS),
+        if not known_model(self.model):
+            raise UsageError(f"--model {self.model!r}: unknown model; choose one of {', '.join(MODELS)} or a "
+                             "torchvision classification model (torchvision.models.list_models())")
+        for option, what, value, names in (("--augment", "augmentation", self.augment, AUGMENTS),
                                            ("--fusion", "fusion rule", self.fusion, FUSIONS),
                                            ("--noise-model", "noise model", self.noise_model, NOISE_MODELS),
                                            ("--transition", "transition estimator", self.transition, TRANSITIONS)):

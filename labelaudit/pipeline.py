@@ -42,7 +42,9 @@ from .progress import Progress
 from .report import render_report
 from .scores import aul, aum, fuse
 from .training.checkpoint import Checkpointer, checkpoint_files, checkpoint_key, run_checkpoint_file
+from .training.backbones import Pretrained, resolve_weights
 from .training.device import resolve_device
+from .training.models import DEFAULT_IMAGE_SIZE
 from .training.distributed import World, barrier, decode_shared, join, local_device
 from .training.loop import device_images, device_labels
 
@@ -84,6 +86,10 @@ def scan(data: str | Path | None = None, *, out: str | Path | None = "labelaudit
     when training diverges.
     """
     config = ScanConfig.build(config, **options)
+    pretrained = resolve_weights(config.model, config.weights)  # a bad file or name stops the scan at once
+    if config.image_size is None:  # the weights' own input size, else the default
+        config = dataclasses.replace(config, image_size=pretrained.image_size if pretrained is not None and
+                                     pretrained.image_size else DEFAULT_IMAGE_SIZE)
     world = join(config.device)  # several processes under torchrun: one process group (distributed.py)
     device = local_device(resolve_device(config.device), world)
     if out is None and config.resume:
@@ -105,7 +111,7 @@ def scan(data: str | Path | None = None, *, out: str | Path | None = "labelaudit
 
     # --- 3. proxy training, recording every sample's loss and margin every epoch
     with clock("train_s"):
-        proxy = _train_proxy(ds, config, device, out, progress, world)
+        proxy = _train_proxy(ds, config, device, out, progress, world, pretrained)
     dyn = proxy.dyn
 
     with clock("score_s"):
@@ -218,15 +224,16 @@ class _Proxy:
     labels: torch.Tensor  # (N,) int64 on the device
     fingerprint: str
     checkpoint_of: Callable[..., Checkpointer | None]
+    pretrained: Pretrained | None = None
 
 
 def _train_proxy(ds: Dataset, config: ScanConfig, device, out, progress: Progress | None,
-                 world: World = World()) -> _Proxy:
+                 world: World = World(), pretrained: Pretrained | None = None) -> _Proxy:
     """Stage 3: the proxy, with LIMIT's pair when its score runs, checkpointed every epoch into ``out``."""
     images = device_images(ds.images, device)  # (N, 3, S, S) uint8
     labels = device_labels(ds.labels, device)
     max_epochs, stop_from = parse_epochs(config.epochs)
-    settings = ProxySettings(model=config.model, epochs=max_epochs, stop_from=stop_from,
+    settings = ProxySettings(model=config.model, weights=config.weights, epochs=max_epochs, stop_from=stop_from,
                              batch_size=config.batch_size, lr=config.lr, augment=config.augment,
                              seed=config.seed, compile=config.compile)
     scorers = parse_scores(config.scores)
@@ -247,8 +254,8 @@ def _train_proxy(ds: Dataset, config: ScanConfig, device, out, progress: Progres
 
     dyn = train_proxy(images, labels, len(ds.classes), settings, device=device, progress=progress, limit=limit,
                       checkpoint=checkpoint_of(1, settings, limit), stop_rule=memorisation_check,
-                      pseudo_k=config.pseudo_k if config.pseudo_labels == "augment" else 0)
-    return _Proxy(dyn, settings, scorers, limit, images, labels, listed, checkpoint_of)
+                      pseudo_k=config.pseudo_k if config.pseudo_labels == "augment" else 0, pretrained=pretrained)
+    return _Proxy(dyn, settings, scorers, limit, images, labels, listed, checkpoint_of, pretrained)
 
 
 def _more_proxy_runs(fit: NoiseFit, proxy: _Proxy, config: ScanConfig, ds: Dataset,
@@ -271,6 +278,7 @@ def _more_proxy_runs(fit: NoiseFit, proxy: _Proxy, config: ScanConfig, ds: Datas
         run_settings = dataclasses.replace(settings, seed=settings.seed + r)
         more = train_proxy(proxy.images, proxy.labels, len(ds.classes), run_settings, device=proxy.images.device,
                            checkpoint=proxy.checkpoint_of(r + 1, run_settings), stop_rule=memorisation_check,
+                           pretrained=proxy.pretrained,
                            progress=None if progress is None else
                            (lambda _stage, done, total, info, _s=stage: progress(_s, done, total, info)))
         resumed.append(more.resumed_from_epoch)

@@ -46,7 +46,7 @@ def check_cli(
     out: Path = typer.Option(Path("labelaudit-out"), "--out", "-o", help="Where to write the audit when "
                                                                           "TARGET is data to scan."),
     epochs: str = typer.Option(_D.epochs, help="Scan option, when TARGET is data: auto or a number."),
-    image_size: int = typer.Option(_D.image_size, help="Scan option, when TARGET is data."),
+    image_size: Optional[int] = typer.Option(_D.image_size, help="Scan option, when TARGET is data."),
     augment: str = typer.Option(_D.augment, help="Scan option, when TARGET is data."),
     device: str = typer.Option(_D.device, help="Scan option, when TARGET is data."),
     seed: int = typer.Option(_D.seed, help="Scan option, when TARGET is data."),

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from ..progress import Progress
+from ..training.backbones import Pretrained, resolve_weights
 from ..training.checkpoint import Checkpointer
 from ..training.distributed import current, from_main, parallel
 from ..training.loop import (Batches, Hook, Normalise, StepOutput, compiled, device_model, precision_for,
@@ -42,7 +43,8 @@ AUTO_EPOCHS = (15, 30)  # --epochs auto: the fewest and the most epochs (benchma
 
 @dataclass(frozen=True)
 class ProxySettings:
-    model: str = "small"  # network name, see models.MODELS
+    model: str = "small"  # network name: models.MODELS or a torchvision model (training/backbones.py)
+    weights: str | None = None  # what the network starts from (backbones.resolve_weights); None: from scratch
     epochs: int = AUTO_EPOCHS[1]  # passes over the data (the most, with stop_from); AUL integrates the loss over them
     stop_from: int | None = AUTO_EPOCHS[0]  # from this epoch on, stop at the onset of memorisation; None = all epochs
     batch_size: int = 128  # samples per step
@@ -57,7 +59,7 @@ class ProxySettings:
 def train_proxy(images: torch.Tensor, labels: torch.Tensor, num_classes: int, settings: ProxySettings,
                 *, device: torch.device, progress: Progress | None = None, limit: LimitSettings | None = None,
                 checkpoint: Checkpointer | None = None, pseudo_k: int = 0, stop_rule: StopRule | None = None,
-                hooks: Sequence[Hook] = ()) -> Dynamics:
+                hooks: Sequence[Hook] = (), pretrained: Pretrained | None = None) -> Dynamics:
     """Train the proxy on ``images`` (N, 3, S, S) uint8 and ``labels`` (N,) int64, both on ``device``,
     through the one training loop (training/loop.py), recording every sample's loss and margin.
 
@@ -68,7 +70,8 @@ def train_proxy(images: torch.Tensor, labels: torch.Tensor, num_classes: int, se
     (e, N), given labels (N,))`` is asked before every epoch from then on and ends training when its
     answer's ``"memorising"`` is true (noise/stopping.py's ``memorisation_check``; ``Dynamics.stopped``
     holds the answer). ``hooks``: more of the loop's hooks, after the recorders (benchmarks read the
-    run through them). Returns the recorded dynamics. Raises TrainingError when the loss stops being
+    run through them). ``pretrained``: ``settings.weights`` as read (backbones.resolve_weights; read
+    here when None), whose mean and std, when it has them, normalise the images. Returns the recorded dynamics. Raises TrainingError when the loss stops being
     finite, DeviceMemoryError when the device runs out of memory.
     """
     n = images.shape[0]
@@ -78,13 +81,16 @@ def train_proxy(images: torch.Tensor, labels: torch.Tensor, num_classes: int, se
     torch.manual_seed(settings.seed)
     world = current()
     precision = precision_for(device)
-    model = device_model(settings.model, num_classes, device)
+    if pretrained is None:
+        pretrained = resolve_weights(settings.model, settings.weights)
+    model = device_model(settings.model, num_classes, device, pretrained)
     pair = None if limit is None else LimitPair(limit.model, num_classes, limit, device=device,
                                                 steps_per_epoch=steps_per_epoch(n, settings.batch_size),
                                                 fp16=precision.scaler is not None, world=world)
     opt = torch.optim.SGD(model.parameters(), lr=settings.lr, momentum=settings.momentum,
                           nesterov=True, weight_decay=settings.weight_decay)
-    normalise = Normalise.of(images, device)
+    normalise = Normalise.of(images, device) if pretrained is None or pretrained.mean is None else \
+        Normalise.given(pretrained.mean, pretrained.std, device)  # the input the weights were trained on
     gen, order_gen = seeded_generators(settings.seed, device)
     rec = Recorder(n, num_classes, settings.epochs, device, limit=pair is not None, world=world)
     # the training forward (DDP under torchrun, compiled with --compile); `model` holds the parameters

@@ -35,7 +35,7 @@ from ..progress import Progress
 from .augment import augment_batch
 from .checkpoint import Checkpointer
 from .distributed import all_sum, current
-from .models import build_model
+from .backbones import build_network
 
 
 DATA_SHARE = 0.5  # a GPU holds the decoded dataset when it takes at most this share of its free memory
@@ -75,9 +75,10 @@ def device_labels(labels, device: torch.device) -> torch.Tensor:
     return torch.tensor(np.asarray(labels, dtype=np.int64), device=device)  # a copy: the array may be read-only
 
 
-def device_model(name: str, num_classes: int, device: torch.device) -> nn.Module:
-    """A freshly initialised network (models.MODELS) on ``device``, channels_last."""
-    return build_model(name, num_classes).to(device).to(memory_format=torch.channels_last)
+def device_model(name: str, num_classes: int, device: torch.device, pretrained=None) -> nn.Module:
+    """The network ``name`` (models.MODELS or torchvision's, backbones.py) on ``device``, channels_last:
+    freshly initialised, or started from ``pretrained`` (a backbones.Pretrained)."""
+    return build_network(name, num_classes, pretrained).to(device).to(memory_format=torch.channels_last)
 
 
 def compiled(model: nn.Module, enabled: bool):
@@ -111,6 +112,13 @@ class Normalise:
         mean, std = channel_stats(images)
         device = images.device if device is None else device
         return cls(mean.to(device), std.to(device))
+
+    @classmethod
+    def given(cls, mean, std, device: torch.device) -> "Normalise":
+        """With a given per-channel ``mean`` and ``std`` in 0..1 units (a pretrained network's own)."""
+        def channels(values) -> torch.Tensor:
+            return torch.tensor([255.0 * float(v) for v in values], device=device).reshape(1, 3, 1, 1)
+        return cls(channels(mean), channels(std))
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
         return ((batch.float() - self.mean) / self.std).contiguous(memory_format=torch.channels_last)

@@ -58,6 +58,7 @@ def _resnet18(num_classes: int) -> nn.Module:
 
 
 MIN_IMAGE_SIZE = 16  # the CNNs halve the resolution four times before their global pool
+DEFAULT_IMAGE_SIZE = 32  # the side the scan decodes at, unless the weights or --image-size say otherwise
 
 MODELS = {
     "tiny": lambda k: SmallCNN(k, widths=(16, 32, 64, 128)),

@@ -1,0 +1,123 @@
+"""Networks with weights (training/backbones.py), offline: torchvision models by name, a state dict
+saved by the test, torchvision's own weights file placed in a temporary TORCH_HOME, and one line for
+a file that does not fit, a file that is not there and weights that cannot be fetched."""
+from __future__ import annotations
+
+import urllib.error
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from labelaudit import scan
+from labelaudit.cli import app
+from labelaudit.errors import UsageError
+from labelaudit.training.backbones import build_network, head_of, resolve_weights
+from labelaudit.training.models import build_model
+
+from .conftest import FAST
+
+RESNET18_FILE = "resnet18-f37072fd.pth"  # torchvision's own file name for ResNet18_Weights.IMAGENET1K_V1
+
+
+@pytest.fixture
+def offline(monkeypatch, tmp_path):
+    """A TORCH_HOME of the test's own, and no network: a download attempt fails as offline."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+
+    def no_network(url, *args, **kwargs):
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", no_network)
+    return tmp_path / "torch" / "hub" / "checkpoints"
+
+
+def test_a_state_dict_saved_by_the_test_is_what_the_network_starts_from(tmp_path):
+    torch.manual_seed(1)
+    saved = build_model("small", 3).state_dict()
+    torch.save(saved, tmp_path / "small.pt")
+    torch.save({"epoch": 3, "state_dict": {f"module.{k}": v for k, v in saved.items()}}, tmp_path / "ckpt.pt")
+    for file in ("small.pt", "ckpt.pt"):  # a plain state dict, or a DDP checkpoint's under state_dict
+        torch.manual_seed(2)
+        net = build_network("small", 3, resolve_weights("small", str(tmp_path / file)))
+        assert all(torch.equal(v, saved[k]) for k, v in net.state_dict().items())
+    torch.manual_seed(2)
+    five = build_network("small", 5, resolve_weights("small", str(tmp_path / "small.pt")))  # 5 classes: a fresh head
+    head = head_of(five)
+    assert head == "head" and five.head.weight.shape == (5, 192)
+    assert all(torch.equal(v, saved[k]) for k, v in five.state_dict().items() if not k.startswith(head))
+
+
+def test_a_file_that_does_not_fit_or_is_not_there_is_one_line(tmp_path):
+    torch.save(build_model("tiny", 3).state_dict(), tmp_path / "tiny.pt")
+    with pytest.raises(UsageError, match=r"does not fit --model small: shapes differ: stem\.0\.weight"):
+        build_network("small", 3, resolve_weights("small", str(tmp_path / "tiny.pt")))
+    with pytest.raises(UsageError, match="no such file"):
+        resolve_weights("small", str(tmp_path / "missing.pt"))
+    (tmp_path / "junk.pt").write_bytes(b"not a torch file")
+    with pytest.raises(UsageError, match="not a readable state dict"):
+        resolve_weights("small", str(tmp_path / "junk.pt"))
+    torch.save({"a": 1}, tmp_path / "numbers.pt")
+    with pytest.raises(UsageError, match="no state dict of tensors"):
+        resolve_weights("small", str(tmp_path / "numbers.pt"))
+
+
+def test_torchvision_weights_come_from_torch_home_under_torchvision_s_own_name(offline):
+    from torchvision.models import resnet18
+
+    torch.manual_seed(3)
+    imagenet = resnet18(weights=None).state_dict()  # stands in for the ImageNet file: same keys and shapes
+    offline.mkdir(parents=True)
+    torch.save(imagenet, offline / RESNET18_FILE)
+    pre = resolve_weights("resnet18", "DEFAULT")  # no download: load_state_dict_from_url would fail
+    assert pre.torchvision and pre.image_size == 224
+    assert pre.mean == pytest.approx((0.485, 0.456, 0.406)) and pre.std == pytest.approx((0.229, 0.224, 0.225))
+    net = build_network("resnet18", 4, pre)
+    assert net.conv1.kernel_size == (7, 7) and net.fc.out_features == 4  # torchvision's architecture, a 4-class head
+    assert all(torch.equal(v, imagenet[k]) for k, v in net.state_dict().items() if not k.startswith("fc."))
+    assert resolve_weights("resnet18", "IMAGENET1K_V1").source == pre.source
+
+
+def test_weights_neither_cached_nor_downloadable_say_where_to_put_the_file(offline):
+    with pytest.raises(UsageError) as err:
+        resolve_weights("resnet18", "DEFAULT")
+    message = str(err.value)
+    assert "could not be downloaded" in message and str(offline / RESNET18_FILE) in message
+    assert "\n" not in message
+    with pytest.raises(UsageError, match="not a weights name of resnet18"):
+        resolve_weights("resnet18", "IMAGENET9K")
+
+
+@pytest.mark.slow
+def test_scan_with_a_torchvision_model_and_its_weights(color_folder, offline, tmp_path):
+    """--model resnet18 --weights DEFAULT from the cache: the weights' 224 px unless --image-size says
+    otherwise, their normalisation, and run.json saying so."""
+    from torchvision.models import resnet18
+
+    offline.mkdir(parents=True)
+    torch.save(resnet18(weights=None).state_dict(), offline / RESNET18_FILE)
+    root, _ = color_folder
+    options = {**FAST, "epochs": 1, "batch_size": 36}
+    small = scan(root, out=tmp_path / "a", model="resnet18", weights="DEFAULT", **options)  # FAST: 16 px
+    assert small.run["config"]["image_size"] == 16 and small.run["config"]["weights"] == "DEFAULT"
+    native = scan(root, out=None, model="resnet18", weights="DEFAULT", **{**options, "image_size": None})
+    assert native.run["config"]["image_size"] == 224
+    assert len(native.samples) == len(small.samples) and native.samples["score"].notna().all()
+
+
+def test_any_torchvision_classification_model_by_name(color_folder):
+    root, _ = color_folder
+    result = scan(root, out=None, model="mobilenet_v3_small", **{**FAST, "epochs": 2, "image_size": 32})
+    assert result.run["config"]["model"] == "mobilenet_v3_small" and result.samples["score"].notna().all()
+    with pytest.raises(UsageError, match="--model 'resnet19': unknown model"):
+        scan(root, out=None, model="resnet19")
+
+
+def test_the_cli_names_a_missing_weights_file_in_one_line(color_folder, tmp_path):
+    root, _ = color_folder
+    out = CliRunner().invoke(app, ["scan", str(root), "--out", str(tmp_path / "a"), "--weights",
+                                   str(tmp_path / "nope.pt")])
+    assert out.exit_code == 2
+    lines = [line for line in out.output.splitlines() if line.strip()]
+    assert lines == [f"labelaudit: error: --weights {tmp_path / 'nope.pt'}: no such file"]
+    assert not (tmp_path / "a").exists()
