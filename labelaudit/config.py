@@ -36,6 +36,7 @@ class ScanConfig:
     # --- proxy training
     model: str = ProxySettings.model  # proxy network: tiny | small | medium | resnet18, or a torchvision model's name
     weights: str | None = None  # start the proxy from weights: a torchvision weights name (DEFAULT, ...) or a file
+    freeze: bool = False  # train a linear head on the weights' frozen embeddings (computed once, cached)
     epochs: int | str = "auto"  # auto: 15 to 30, stopping when the proxy starts to memorise; N: exactly N
     batch_size: int = ProxySettings.batch_size  # samples per step; lower it when the GPU runs out of memory
     lr: float = ProxySettings.lr  # constant SGD learning rate: AUL is read before any learning-rate drop
@@ -45,7 +46,7 @@ class ScanConfig:
     seed: int = 0  # same seed + same device + same data → same outputs
     proxy_runs: int = 1  # K > 1: K − 1 more proxies (seeds seed+1, ...) widen the rate's interval, not the outputs
     # --- scores and decisions
-    scores: str = "aum"  # scores fused into `score`: a comma list of aul, aum, limit (limit trains two more networks)
+    scores: str = "aum"  # scores fused into `score`: a comma list of aul, aum, limit (two more networks), knn (--freeze)
     fusion: str = "z-mean"  # how several scores are fused: z-mean | rank-mean | posterior-mean
     limit_dist: str = LimitSettings.dist  # LIMIT's gradient predictor: gaussian (MSE) | laplace (MAE)
     limit_beta: float = LimitSettings.beta  # LIMIT's penalty β on the predicted gradient's norm
@@ -109,7 +110,16 @@ class ScanConfig:
                              "labels, not from the proxy; leave out --proxy-runs (or add --no-trusted-calibration)")
         if self.max_errors is not None:
             parse_max_errors(self.max_errors)
-        parse_scores(self.scores)
+        scorers = parse_scores(self.scores)
+        if self.freeze and not self.weights:
+            raise UsageError("--freeze: a frozen network needs its weights; add --weights (a torchvision weights "
+                             "name such as DEFAULT, or a file)")
+        if self.freeze and "limit" in scorers:
+            raise UsageError("--scores limit with --freeze: LIMIT trains two image networks of its own; with frozen "
+                             "embeddings use aum, aul or knn")
+        if "knn" in scorers and not self.freeze:
+            raise UsageError("--scores knn: the neighbourhood score reads a backbone's embeddings; add --freeze "
+                             "(with --weights)")
         if self.pseudo_labels not in PSEUDO_LABELS:
             raise UsageError(f"--pseudo-labels {self.pseudo_labels!r}: choose one of {', '.join(PSEUDO_LABELS)}")
         if self.pseudo_k < 1:

@@ -35,9 +35,9 @@ def set_p(samples: pd.DataFrame, p_mislabeled: np.ndarray, threshold: float) -> 
 
 def build_samples(ds: Dataset, *, aul_s: np.ndarray, aum_s: np.ndarray, score: np.ndarray,
                   fit: NoiseFit, mean_probs: np.ndarray, threshold: float,
-                  limit_s: np.ndarray | None = None) -> pd.DataFrame:
+                  limit_s: np.ndarray | None = None, knn_s: np.ndarray | None = None) -> pd.DataFrame:
     """samples.parquet: the contract's columns (CONTRACT.md), in its order, then extras
-    (``limit_distance`` when LIMIT ran)."""
+    (``limit_distance`` when LIMIT ran, ``knn`` with --freeze's embeddings)."""
     pred = mean_probs.argmax(axis=1)
     df = set_p(ds.samples.assign(score=score), fit.p_mislabeled, threshold)
     df["rank"] = rank_descending(score)
@@ -50,6 +50,9 @@ def build_samples(ds: Dataset, *, aul_s: np.ndarray, aum_s: np.ndarray, score: n
     if limit_s is not None:
         df["limit_distance"] = np.asarray(limit_s, dtype=np.float64)
         extras.append("limit_distance")
+    if knn_s is not None:
+        df["knn"] = np.asarray(knn_s, dtype=np.float64)
+        extras.append("knn")
     return df[SAMPLE_COLUMNS + extras]
 
 

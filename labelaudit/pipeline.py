@@ -40,13 +40,14 @@ from .noise.stopping import memorisation_check
 from .noise.transition import count_joint, estimate_transition, transition_frame, transition_rates
 from .progress import Progress
 from .report import render_report
-from .scores import aul, aum, fuse
+from .scores import aul, aum, fuse, knn_disagreement
 from .training.checkpoint import Checkpointer, checkpoint_files, checkpoint_key, run_checkpoint_file
-from .training.backbones import Pretrained, resolve_weights
+from .training.backbones import Pretrained, build_network, resolve_weights
 from .training.device import resolve_device
 from .training.models import DEFAULT_IMAGE_SIZE
 from .training.distributed import World, barrier, decode_shared, join, local_device
-from .training.loop import device_images, device_labels
+from .training.embeddings import Standardise, cached_embeddings, embed, embedding_key, linear_head, without_head
+from .training.loop import Normalise, autocast_for, device_images, device_labels
 
 
 @dataclass
@@ -111,14 +112,15 @@ def scan(data: str | Path | None = None, *, out: str | Path | None = "labelaudit
 
     # --- 3. proxy training, recording every sample's loss and margin every epoch
     with clock("train_s"):
-        proxy = _train_proxy(ds, config, device, out, progress, world, pretrained)
+        proxy = _train_proxy(ds, config, device, out, progress, world, pretrained, cache_dir, clock)
     dyn = proxy.dyn
 
     with clock("score_s"):
         # --- 4. scores (higher `score` = more likely mislabeled)
         aul_s, aum_s = aul(dyn.loss), aum(dyn.margin)
         limit_s = None if dyn.limit_distance is None else dyn.limit_distance.astype(np.float64)
-        raw = {"aul": aul_s, "aum": aum_s, "limit": limit_s}
+        knn_s = None if proxy.embeddings is None else knn_disagreement(proxy.embeddings, ds.labels)
+        raw = {"aul": aul_s, "aum": aum_s, "limit": limit_s, "knn": knn_s}
         score = fuse(config.fusion, {name: raw[name] for name in proxy.scorers})
 
         # --- 5. noise model: p(mislabeled), the rate and its interval (more proxy runs widen it)
@@ -138,7 +140,7 @@ def scan(data: str | Path | None = None, *, out: str | Path | None = "labelaudit
         # --- 6. decisions: flags, ranks, weights, suggested labels
         samples = build_samples(ds, aul_s=aul_s, aum_s=aum_s, score=score, fit=fit,
                                 mean_probs=dyn.mean_probs if dyn.pseudo_probs is None else dyn.pseudo_probs,
-                                threshold=config.threshold, limit_s=limit_s)
+                                threshold=config.threshold, limit_s=limit_s, knn_s=knn_s)
         if trust is not None:
             rows, verified, _ = trust.verified_rows()
             samples = apply_verified(samples, rows, np.asarray(ds.classes, dtype=object)[verified])
@@ -158,7 +160,7 @@ def scan(data: str | Path | None = None, *, out: str | Path | None = "labelaudit
                      timings=dict(clock.timings), dyn=dyn, listing=listing, ds=ds, listing_fingerprint=proxy.fingerprint,
                      fit=fit, calibration=calibration, runs=runs, scorers=proxy.scorers, limit=proxy.limit,
                      t_source=t_source, trusted_info=trusted_info, samples=samples, t_matrix=t_matrix,
-                     stated=stated, outliers=outliers, settled=settled, world=world.as_dict(), answers_for_2_points=answers_needed(
+                     stated=stated, outliers=outliers, settled=settled, world=world.as_dict(), backbone=proxy.backbone, answers_for_2_points=answers_needed(
                          strata(samples["rank"].to_numpy(), samples["p_mislabeled"].to_numpy(),
                                 samples["is_label_issue"].to_numpy(dtype=bool))))
     result = ScanResult(Path(out) if out is not None else None, samples, noise, run, ds.errors, transition,
@@ -225,17 +227,29 @@ class _Proxy:
     fingerprint: str
     checkpoint_of: Callable[..., Checkpointer | None]
     pretrained: Pretrained | None = None
+    embeddings: np.ndarray | None = None  # --freeze: the backbone's (N, D) embeddings, the head's input
+    head: Callable[[], torch.nn.Module] | None = None  # --freeze: a fresh head (under the global seed)
+    normalise: Callable | None = None  # --freeze: the embeddings' standardisation
+    backbone: dict | None = None  # run.json's backbone block
 
 
 def _train_proxy(ds: Dataset, config: ScanConfig, device, out, progress: Progress | None,
-                 world: World = World(), pretrained: Pretrained | None = None) -> _Proxy:
-    """Stage 3: the proxy, with LIMIT's pair when its score runs, checkpointed every epoch into ``out``."""
+                 world: World = World(), pretrained: Pretrained | None = None, cache_dir=None,
+                 clock: "_Clock | None" = None) -> _Proxy:
+    """Stage 3: the proxy, with LIMIT's pair when its score runs, checkpointed every epoch into ``out``;
+    with ``--freeze`` a linear head on the backbone's cached embeddings (training/embeddings.py)."""
     images = device_images(ds.images, device)  # (N, 3, S, S) uint8
     labels = device_labels(ds.labels, device)
     max_epochs, stop_from = parse_epochs(config.epochs)
     settings = ProxySettings(model=config.model, weights=config.weights, epochs=max_epochs, stop_from=stop_from,
-                             batch_size=config.batch_size, lr=config.lr, augment=config.augment,
-                             seed=config.seed, compile=config.compile)
+                             batch_size=config.batch_size, lr=config.lr,
+                             augment="none" if config.freeze else config.augment, seed=config.seed,
+                             compile=config.compile, frozen=config.freeze)
+    frozen = None
+    if config.freeze:
+        with (clock("embed_s", inside="train_s") if clock is not None else contextlib.nullcontext()):
+            frozen = _embeddings(ds, config, device, pretrained, images, cache_dir, progress)
+        images = torch.from_numpy(frozen["embeddings"]).to(device)  # the head's input: (N, D) float32
     scorers = parse_scores(config.scores)
     limit = config.limit_settings() if "limit" in scorers else None
     listed = fingerprint(ds.samples)
@@ -252,10 +266,42 @@ def _train_proxy(ds: Dataset, config: ScanConfig, device, out, progress: Progres
                              limit=run_limit and dataclasses.asdict(run_limit), **data_key)
         return Checkpointer(Path(out) / run_checkpoint_file(run), key, resume=config.resume)
 
+    head = normalise = None
+    if frozen is not None:
+        dim, k = images.shape[1], len(ds.classes)
+        head, normalise = (lambda: linear_head(dim, k, device)), Standardise(images)
     dyn = train_proxy(images, labels, len(ds.classes), settings, device=device, progress=progress, limit=limit,
                       checkpoint=checkpoint_of(1, settings, limit), stop_rule=memorisation_check,
-                      pseudo_k=config.pseudo_k if config.pseudo_labels == "augment" else 0, pretrained=pretrained)
-    return _Proxy(dyn, settings, scorers, limit, images, labels, listed, checkpoint_of, pretrained)
+                      pseudo_k=config.pseudo_k if config.pseudo_labels == "augment" else 0, pretrained=pretrained,
+                      network=None if head is None else _seeded(head, settings.seed), normalise=normalise)
+    backbone = frozen["info"] if frozen is not None else None if pretrained is None else {
+        "model": config.model, "weights": pretrained.source, "frozen": False}
+    return _Proxy(dyn, settings, scorers, limit, images, labels, listed, checkpoint_of, pretrained,
+                  None if frozen is None else frozen["embeddings"], head, normalise, backbone)
+
+
+def _seeded(make, seed: int):
+    """``make()`` under torch's global seed ``seed``: the same head for the same seed."""
+    torch.manual_seed(seed)
+    return make()
+
+
+def _embeddings(ds: Dataset, config: ScanConfig, device, pretrained: Pretrained, images: torch.Tensor, cache_dir,
+                progress: Progress | None) -> dict:
+    """--freeze: the backbone's embeddings of every image, from the cache or computed once (and cached),
+    and run.json's ``backbone`` block."""
+    body = without_head(build_network(config.model, len(ds.classes), pretrained)).to(device)
+    body = body.to(memory_format=torch.channels_last)
+    normalise = Normalise.of(images, device) if pretrained.mean is None else \
+        Normalise.given(pretrained.mean, pretrained.std, device)
+    key = embedding_key(array_digest(ds.images), config.model, pretrained, normalise.mean.cpu(), normalise.std.cpu())
+    t = time.perf_counter()
+    embeddings, computed = cached_embeddings(key, cache_dir, lambda: embed(
+        body, images, normalise, max(config.batch_size, 256), autocast_for(device), progress).cpu().numpy())
+    info = {"model": config.model, "weights": pretrained.source, "frozen": True, "head": "linear",
+            "embedding_dim": int(embeddings.shape[1]), "embeddings": "computed" if computed else "cached",
+            "embeddings_key": key, "embed_s": time.perf_counter() - t}
+    return {"embeddings": embeddings, "info": info}
 
 
 def _more_proxy_runs(fit: NoiseFit, proxy: _Proxy, config: ScanConfig, ds: Dataset,
@@ -276,7 +322,9 @@ def _more_proxy_runs(fit: NoiseFit, proxy: _Proxy, config: ScanConfig, ds: Datas
     for r in range(1, config.proxy_runs):
         stage = f"train run {r + 1}/{config.proxy_runs}"
         run_settings = dataclasses.replace(settings, seed=settings.seed + r)
-        more = train_proxy(proxy.images, proxy.labels, len(ds.classes), run_settings, device=proxy.images.device,
+        more = train_proxy(proxy.images, proxy.labels, len(ds.classes), run_settings, device=proxy.labels.device,
+                           network=None if proxy.head is None else _seeded(proxy.head, run_settings.seed),
+                           normalise=proxy.normalise,
                            checkpoint=proxy.checkpoint_of(r + 1, run_settings), stop_rule=memorisation_check,
                            pretrained=proxy.pretrained,
                            progress=None if progress is None else

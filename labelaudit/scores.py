@@ -17,13 +17,37 @@ DIRECTIONS = {
     "aul": "higher = more likely mislabeled",
     "aum": "lower = more likely mislabeled",
     "limit_distance": "higher = more likely mislabeled",
+    "knn": "higher = more likely mislabeled",
     "score": "higher = more likely mislabeled",
     "p_mislabeled": "higher = more likely mislabeled",
     "label_score": "lower = more likely mislabeled",
 }
 
-SCORES = ("aul", "aum", "limit")  # the scorers --scores can run
-_SIGN = {"aul": 1.0, "aum": -1.0, "limit": 1.0}  # orientation: sign that makes higher = more suspicious
+SCORES = ("aul", "aum", "limit", "knn")  # the scorers --scores can run (knn: with --freeze's embeddings)
+_SIGN = {"aul": 1.0, "aum": -1.0, "limit": 1.0, "knn": 1.0}  # orientation: sign that makes higher = more suspicious
+KNN_K = 10  # neighbours the neighbourhood score asks
+
+
+def knn_disagreement(embeddings: np.ndarray, labels: np.ndarray, k: int = KNN_K, chunk: int = 2048) -> np.ndarray:
+    """The neighbourhood score: the share of a sample's ``k`` nearest neighbours (cosine similarity of
+    the embeddings, the sample itself left out) whose given label differs from its own, (N,) in [0, 1];
+    higher = more likely mislabeled. Deep k-NN for noisy labels (Bahri et al., ICML 2020) filters on
+    this vote, and SimiFeat (Zhu et al., ICML 2022) builds on the same neighbourhood. Computed in
+    chunks of rows, so memory is O(chunk · N), never N × N."""
+    import torch
+
+    x = torch.nn.functional.normalize(torch.tensor(np.asarray(embeddings, dtype=np.float32)), dim=1)
+    y = torch.tensor(np.asarray(labels, dtype=np.int64))
+    n = x.shape[0]
+    k = max(1, min(k, n - 1))
+    out = np.empty(n, dtype=np.float64)
+    for start in range(0, n, chunk):
+        sims = x[start:start + chunk] @ x.T  # (c, N)
+        rows = torch.arange(start, min(start + chunk, n))
+        sims[torch.arange(len(rows)), rows] = -float("inf")  # not its own neighbour
+        nearest = sims.topk(k, dim=1).indices  # (c, k)
+        out[start:start + chunk] = (y[nearest] != y[rows, None]).double().mean(dim=1).numpy()
+    return out
 
 
 def aul(loss: np.ndarray) -> np.ndarray:

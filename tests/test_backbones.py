@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import urllib.error
 
+import pandas as pd
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -121,3 +122,54 @@ def test_the_cli_names_a_missing_weights_file_in_one_line(color_folder, tmp_path
     lines = [line for line in out.output.splitlines() if line.strip()]
     assert lines == [f"labelaudit: error: --weights {tmp_path / 'nope.pt'}: no such file"]
     assert not (tmp_path / "a").exists()
+
+
+def test_the_neighbourhood_score_ranks_swapped_labels_first():
+    """Two clusters of 20 in embedding space, three labels swapped to the other cluster's: their
+    neighbours disagree with them (score 1), everyone else's mostly agree."""
+    import numpy as np
+
+    from labelaudit.scores import knn_disagreement
+
+    rng = np.random.default_rng(0)
+    x = np.r_[rng.normal([5, 0, 0], 0.5, (20, 3)), rng.normal([0, 5, 0], 0.5, (20, 3))]
+    labels = np.repeat([0, 1], 20)
+    swapped = [3, 11, 27]
+    labels[swapped] = 1 - labels[swapped]
+    score = knn_disagreement(x, labels, k=5, chunk=7)  # chunks smaller than N: the same answer
+    assert set(np.argsort(-score)[:3]) == set(swapped) and (score[swapped] == 1.0).all()
+    assert np.delete(score, swapped).max() <= 0.4
+
+
+def test_freeze_trains_a_head_on_cached_embeddings_and_a_rescan_computes_none(color_folder, tmp_path, monkeypatch):
+    import labelaudit.pipeline as pipeline
+
+    torch.manual_seed(1)
+    torch.save(build_model("small", 3).state_dict(), tmp_path / "small.pt")
+    root, truth = color_folder
+    options = {**FAST, "model": "small", "weights": str(tmp_path / "small.pt"), "freeze": True, "scores": "aum,knn",
+               "cache_dir": str(tmp_path / "cache")}
+    first = scan(root, out=tmp_path / "a", **options)
+    info = first.run["backbone"]
+    assert info["frozen"] and info["embeddings"] == "computed" and info["embedding_dim"] == 192
+    assert first.run["config"]["freeze"] and "knn" in first.samples.columns
+    flipped = {p for p, c in truth.items() if not p.startswith(c)}
+    assert set(first.samples.loc[first.samples["is_label_issue"], "path"]) == flipped
+
+    def no_embedding(*args, **kwargs):
+        raise AssertionError("a re-scan with the same backbone computed embeddings")
+
+    monkeypatch.setattr(pipeline, "embed", no_embedding)
+    again = scan(root, out=tmp_path / "b", **options)
+    assert again.run["backbone"]["embeddings"] == "cached"
+    pd.testing.assert_frame_equal(first.samples, again.samples)
+
+
+def test_freeze_settings_that_cannot_work_are_one_line(color_folder):
+    root, _ = color_folder
+    with pytest.raises(UsageError, match="--freeze: a frozen network needs its weights"):
+        scan(root, out=None, freeze=True)
+    with pytest.raises(UsageError, match="--scores knn: the neighbourhood score reads a backbone's embeddings"):
+        scan(root, out=None, scores="aum,knn")
+    with pytest.raises(UsageError, match="--scores limit with --freeze"):
+        scan(root, out=None, freeze=True, weights="x.pt", scores="aum,limit")

@@ -183,7 +183,8 @@ def run_record(*, config, workers: int, cache_dir: Path | None, device, timings:
                scorers: tuple[str, ...], limit, t_source: str, trusted_info: dict | None, samples: pd.DataFrame,
                t_matrix: np.ndarray, stated: dict | None = None, outliers: dict | None = None,
                settled: dict | None = None,
-               answers_for_2_points: int | None = None, world: dict | None = None) -> RunRecord:
+               answers_for_2_points: int | None = None, world: dict | None = None,
+               backbone: dict | None = None) -> RunRecord:
     """run.json of a scan: its settings as run (defaults resolved), versions, device, timings, data
     fingerprint, how the noise model and the scores were made, and the summary."""
     import torch
@@ -196,6 +197,7 @@ def run_record(*, config, workers: int, cache_dir: Path | None, device, timings:
                      "python": platform.python_version()},
         "device": str(device),
         "distributed": world or {"world_size": 1, "backend": None},
+        **({"backbone": backbone} if backbone is not None else {}),
         "seed": config.seed,
         "timings": timings,
         "resumed_from_epoch": dyn.resumed_from_epoch,

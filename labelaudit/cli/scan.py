@@ -35,9 +35,6 @@ def scan_cli(
     device: Optional[str] = typer.Option(None, help="auto, cpu, cuda or cuda:N \\[default: auto]."),
     model: Optional[str] = typer.Option(None, help="Proxy network: tiny, small, medium or resnet18, or any "
                                                    "torchvision classification model by name \\[default: small]."),
-    weights: Optional[str] = typer.Option(None, help="Start the proxy from weights: a torchvision weights name "
-                                                     "of --model (DEFAULT, IMAGENET1K_V1, ...; read from torch's "
-                                                     "cache) or a state-dict file."),
     image_size: Optional[int] = typer.Option(None, help="Side in px of the square images the proxy sees "
                                                         "\\[default: 32, or the weights' own size]."),
     epochs: Optional[str] = typer.Option(None, help="auto (15 to 30, stopping when the proxy starts to memorise "
@@ -62,7 +59,7 @@ def scan_cli(
     main = env_rank() == 0  # under torchrun only rank 0 shows progress and the summary
     with handle_errors(resumable=True):
         settings = merged(ctx, ScanConfig, config, dict(
-            path_column=path_column, label_column=label_column, device=device, model=model, weights=weights,
+            path_column=path_column, label_column=label_column, device=device, model=model,
             image_size=image_size,
             epochs=epochs, batch_size=batch_size, seed=seed, threshold=threshold,
             trusted=str(trusted) if trusted else None, resume=resume or None), section="scan")

@@ -54,12 +54,14 @@ class ProxySettings:
     augment: str = "crop+flip"  # crop+flip | crop | none (augment.py)
     seed: int = 0  # model init, data order and augmentation
     compile: bool = False  # torch.compile the network for the training loop (loop.compiled)
+    frozen: bool = False  # --freeze: a linear head on the frozen backbone's embeddings (training/embeddings.py)
 
 
 def train_proxy(images: torch.Tensor, labels: torch.Tensor, num_classes: int, settings: ProxySettings,
                 *, device: torch.device, progress: Progress | None = None, limit: LimitSettings | None = None,
                 checkpoint: Checkpointer | None = None, pseudo_k: int = 0, stop_rule: StopRule | None = None,
-                hooks: Sequence[Hook] = (), pretrained: Pretrained | None = None) -> Dynamics:
+                hooks: Sequence[Hook] = (), pretrained: Pretrained | None = None,
+                network: torch.nn.Module | None = None, normalise: Callable | None = None) -> Dynamics:
     """Train the proxy on ``images`` (N, 3, S, S) uint8 and ``labels`` (N,) int64, both on ``device``,
     through the one training loop (training/loop.py), recording every sample's loss and margin.
 
@@ -71,7 +73,10 @@ def train_proxy(images: torch.Tensor, labels: torch.Tensor, num_classes: int, se
     answer's ``"memorising"`` is true (noise/stopping.py's ``memorisation_check``; ``Dynamics.stopped``
     holds the answer). ``hooks``: more of the loop's hooks, after the recorders (benchmarks read the
     run through them). ``pretrained``: ``settings.weights`` as read (backbones.resolve_weights; read
-    here when None), whose mean and std, when it has them, normalise the images. Returns the recorded dynamics. Raises TrainingError when the loss stops being
+    here when None), whose mean and std, when it has them, normalise the images. ``network`` and
+    ``normalise`` replace the network built from the settings and the images' normalisation: with
+    ``--freeze`` the "images" are a backbone's embeddings (N, D) and the network a head on them
+    (training/embeddings.py). Returns the recorded dynamics. Raises TrainingError when the loss stops being
     finite, DeviceMemoryError when the device runs out of memory.
     """
     n = images.shape[0]
@@ -81,16 +86,20 @@ def train_proxy(images: torch.Tensor, labels: torch.Tensor, num_classes: int, se
     torch.manual_seed(settings.seed)
     world = current()
     precision = precision_for(device)
-    if pretrained is None:
-        pretrained = resolve_weights(settings.model, settings.weights)
-    model = device_model(settings.model, num_classes, device, pretrained)
+    if network is not None:
+        model = network
+    else:
+        if pretrained is None:
+            pretrained = resolve_weights(settings.model, settings.weights)
+        model = device_model(settings.model, num_classes, device, pretrained)
     pair = None if limit is None else LimitPair(limit.model, num_classes, limit, device=device,
                                                 steps_per_epoch=steps_per_epoch(n, settings.batch_size),
                                                 fp16=precision.scaler is not None, world=world)
     opt = torch.optim.SGD(model.parameters(), lr=settings.lr, momentum=settings.momentum,
                           nesterov=True, weight_decay=settings.weight_decay)
-    normalise = Normalise.of(images, device) if pretrained is None or pretrained.mean is None else \
-        Normalise.given(pretrained.mean, pretrained.std, device)  # the input the weights were trained on
+    if normalise is None:
+        normalise = Normalise.of(images, device) if pretrained is None or pretrained.mean is None else \
+            Normalise.given(pretrained.mean, pretrained.std, device)  # the input the weights were trained on
     gen, order_gen = seeded_generators(settings.seed, device)
     rec = Recorder(n, num_classes, settings.epochs, device, limit=pair is not None, world=world)
     # the training forward (DDP under torchrun, compiled with --compile); `model` holds the parameters
