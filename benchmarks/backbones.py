@@ -1,0 +1,142 @@
+#!/usr/bin/env python3
+"""Pretrained backbones against the proxy trained from scratch, without downloading any weights.
+
+    python benchmarks/backbones.py                                  # CIFAR and digits (about 40 min on 2 cores)
+    python benchmarks/backbones.py --cases cifar10n_random1_10k     # one case
+
+No ImageNet weights can be fetched here, so the benchmark pretrains its own backbones, on data
+disjoint from what it audits, with labelaudit's own ``train`` (plain cross-entropy, one-cycle
+schedule) and saves their state dicts:
+
+- CIFAR: the ``small`` network trained on the CIFAR-10 training images that are not among the 10,000
+  audited (about 40,000, told apart by their JPEG bytes), with their clean labels: the "model from an
+  earlier, curated release" case. It audits the 10,000 with CIFAR-10N worst labels and with
+  random_label1 labels.
+- digits: the ``small`` network trained on MNIST's 60,000 training images (../shared/data/mnist), a
+  transfer across datasets, auditing the scikit-learn digits noise cases.
+
+Per case, four rows: from scratch (the default scan, benchmarks/noise_rate.py's audit reused), fine-tuned
+(``--weights FILE``), frozen (``--weights FILE --freeze``) and frozen with the neighbourhood score
+fused (``--scores aum,knn``): AUROC of the ranking, the noise-rate estimate and its error, the wall
+time of the scan, and for the frozen rows the backbone pass (``embed_s``) and the head's training
+(``train_s``) apart. Writes benchmarks/results/<tag>.json and .md.
+"""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+from sklearn.metrics import roc_auc_score
+
+from _cases import NOISE_RATE_CASES, LARGE_CASES, WORK, build, chosen_cases, read_truth, run_and_save
+from labelaudit import scan
+from labelaudit.audit.read import is_audit_dir, load_audit
+from labelaudit.robust import train
+
+CIFAR_CASES = ("cifar10n_worst_10k", "cifar10n_random1_10k")
+DIGITS_CASES = ("digits_uniform_0.2", "digits_asym_0.2", "digits_pair_0.1", "digits_uniform_0.05")
+ALL_CASES = {n: NOISE_RATE_CASES[n] for n in CIFAR_CASES + DIGITS_CASES}
+PRETRAIN_EPOCHS = {"cifar": 15, "digits": 4}
+MODES = ("scratch", "fine-tuned", "frozen", "frozen + knn")
+
+
+def _digest(path: Path) -> str:
+    return hashlib.blake2b(path.read_bytes(), digest_size=16).hexdigest()
+
+
+def cifar_backbone() -> Path:
+    """``small`` trained on the CIFAR-10 training images outside the audited 10,000, clean labels."""
+    out = WORK / "backbones" / "cifar_small"
+    if (out / "model.pt").exists():
+        return out / "model.pt"
+    full = build(LARGE_CASES["cifar10n_worst_50k"])  # all 50,000 images; truth.csv has the clean labels
+    audited = build(NOISE_RATE_CASES["cifar10n_worst_10k"])
+    held = {_digest(audited / "images" / p) for p in read_truth(audited).index}
+    truth = read_truth(full).reset_index()
+    keep = [p for p in truth["path"] if _digest(full / "images" / p) not in held]
+    rows = truth.set_index("path").loc[keep]
+    manifest = WORK / "backbones" / "cifar_pretrain.csv"
+    manifest.parent.mkdir(parents=True, exist_ok=True)
+    rows.reset_index().assign(label=rows["clean_label"].to_numpy())[["path", "label"]].to_csv(manifest, index=False)
+    train(manifest=manifest, root=full / "images", out=out, model="small", epochs=PRETRAIN_EPOCHS["cifar"],
+          image_size=32, cache_dir=str(WORK / "cache"))
+    return out / "model.pt"
+
+
+def mnist_backbone() -> Path:
+    """``small`` trained on MNIST's 60,000 training images (written as PNGs by make_noisy.py once)."""
+    import subprocess
+    import sys
+
+    from _cases import SHARED
+
+    out = WORK / "backbones" / "mnist_small"
+    if (out / "model.pt").exists():
+        return out / "model.pt"
+    data = WORK / "backbones" / "mnist_train"
+    if not (data / "manifest.csv").exists():
+        subprocess.run([sys.executable, str(SHARED / "bench" / "make_noisy.py"), str(data), "--source",
+                        str(SHARED / "data" / "mnist" / "mnist_train.npz"), "--noise", "none"], check=True,
+                       stdout=subprocess.DEVNULL)
+    train(data / "images", out=out, model="small", epochs=PRETRAIN_EPOCHS["digits"], image_size=32,
+          augment="crop", cache_dir=str(WORK / "cache"))
+    return out / "model.pt"
+
+
+def _row(mode: str, result, truth) -> dict:
+    s = result.samples.set_index("path")
+    wrong = truth.loc[s.index, "is_noisy"].to_numpy()
+    est = float(result.summary.noise_rate)
+    run = result.run
+    timings = dict(run.timings)
+    backbone = run.extra.get("backbone") or {}
+    return {"mode": mode, "auroc": float(roc_auc_score(wrong, s["score"])), "noise_rate": est,
+            "true_rate": float(wrong.mean()), "abs_error": abs(est - float(wrong.mean())),
+            "scan_s": float(sum(timings.values())), "embed_s": timings.get("embed_s"), "train_s": timings.get("train_s"),
+            "embeddings": backbone.get("embeddings"), "epochs": run.epochs_run}
+
+
+def run_case(name: str) -> dict:
+    case = ALL_CASES[name]
+    folder = build(case)
+    truth = read_truth(folder)
+    weights = cifar_backbone() if name.startswith("cifar") else mnist_backbone()
+    rows = []
+    scratch = WORK / f"{name}.noise-audit"
+    if not is_audit_dir(scratch):
+        scan(folder / "images", out=scratch, cache_dir=str(WORK / "cache"), **case.scan_options)
+    rows.append(_row("scratch", load_audit(scratch), truth))
+    base = {**case.scan_options, "model": "small", "weights": str(weights), "image_size": 32,
+            "cache_dir": str(WORK / "cache")}
+    for mode, extra in (("fine-tuned", {}), ("frozen", {"freeze": True}),
+                        ("frozen + knn", {"freeze": True, "scores": "aum,knn"})):
+        out = WORK / "backbones" / f"{name}.{mode.replace(' + ', '-')}.audit"
+        rows.append(_row(mode, scan(folder / "images", out=out, **base, **extra), truth))
+    return {"case": name, "held_out": False, "backbone": str(weights), "rows": rows}
+
+
+def _num(x, fmt="{:.1f}") -> str:
+    return "–" if x is None else fmt.format(x)
+
+
+def markdown(results: list[dict]) -> str:
+    lines = ["Backbones pretrained here on data disjoint from the audit (benchmarks/backbones.py): CIFAR — `small` "
+             "on the ~40,000 other CIFAR-10 training images, clean labels; digits — `small` on MNIST train.", "",
+             "| case | proxy | AUROC | noise rate (true) | abs. error | scan s | backbone pass s | head / proxy "
+             "training s | epochs |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        for row in r["rows"]:
+            lines.append(f"| {r['case']} | {row['mode']} | {row['auroc']:.4f} | {row['noise_rate']:.4f} "
+                         f"({row['true_rate']:.4f}) | {row['abs_error']:.4f} | {row['scan_s']:.0f} | "
+                         f"{_num(row['embed_s'])} | {_num(row['train_s'])} | {row['epochs']} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    np.seterr(all="ignore")
+    run_and_save(chosen_cases(__doc__, ALL_CASES, "backbones"), run_case, markdown)
+
+
+if __name__ == "__main__":
+    main()
