@@ -85,7 +85,7 @@ def test_recorder_keys_by_sample_id():
     np.testing.assert_allclose(dyn.margin[0, [3, 1]], [2.0, -1.0])
     p = np.exp(2.0) / (np.exp(2.0) + 1.0)
     np.testing.assert_allclose(dyn.mean_probs[3], [p, 1 - p], rtol=1e-6)
-    assert np.isnan(rec.loss[1]).all()  # an epoch not run stays NaN, not silently 0
+    assert torch.isnan(rec.loss[1]).all()  # an epoch not run stays NaN, not silently 0
 
 
 def test_proxy_agreement_is_cohens_kappa_by_hand():
