@@ -21,7 +21,7 @@ from .noise.transition import TRANSITIONS
 from .scores import FUSIONS, SCORES
 from .training.augment import AUGMENTS
 from .training.backbones import known_model
-from .training.models import DEFAULT_IMAGE_SIZE, MIN_IMAGE_SIZE, MODELS  # noqa: F401  (DEFAULT_IMAGE_SIZE: re-exported)
+from .training.models import MIN_IMAGE_SIZE, MODELS
 
 
 @dataclass(frozen=True)

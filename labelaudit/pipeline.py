@@ -42,12 +42,12 @@ from .progress import Progress
 from .report import render_report
 from .scores import aul, aum, fuse, knn_disagreement
 from .training.checkpoint import Checkpointer, checkpoint_files, checkpoint_key, run_checkpoint_file
-from .training.backbones import Pretrained, build_network, resolve_weights
+from .training.backbones import Pretrained, resolve_weights
 from .training.device import resolve_device
 from .training.models import DEFAULT_IMAGE_SIZE
-from .training.distributed import World, barrier, decode_shared, join, local_device
+from .training.distributed import World, barrier, decode_shared, join
 from .training.embeddings import Standardise, cached_embeddings, embed, embedding_key, linear_head, without_head
-from .training.loop import Normalise, autocast_for, device_images, device_labels
+from .training.loop import Normalise, autocast_for, device_images, device_labels, device_model
 
 
 @dataclass
@@ -92,7 +92,7 @@ def scan(data: str | Path | None = None, *, out: str | Path | None = "labelaudit
         config = dataclasses.replace(config, image_size=pretrained.image_size if pretrained is not None and
                                      pretrained.image_size else DEFAULT_IMAGE_SIZE)
     world = join(config.device)  # several processes under torchrun: one process group (distributed.py)
-    device = local_device(resolve_device(config.device), world)
+    device = resolve_device(config.device)  # under torchrun: this process's own GPU
     if out is None and config.resume:
         raise UsageError("--resume needs an output folder: the checkpoint lives there")
     workers = config.workers or default_workers()
@@ -119,7 +119,8 @@ def scan(data: str | Path | None = None, *, out: str | Path | None = "labelaudit
         # --- 4. scores (higher `score` = more likely mislabeled)
         aul_s, aum_s = aul(dyn.loss), aum(dyn.margin)
         limit_s = None if dyn.limit_distance is None else dyn.limit_distance.astype(np.float64)
-        knn_s = None if proxy.embeddings is None else knn_disagreement(proxy.embeddings, ds.labels)
+        # --freeze: the head's input is the backbone's embeddings, which the neighbourhood score reads
+        knn_s = knn_disagreement(proxy.images.cpu().numpy(), ds.labels) if proxy.settings.frozen else None
         raw = {"aul": aul_s, "aum": aum_s, "limit": limit_s, "knn": knn_s}
         score = fuse(config.fusion, {name: raw[name] for name in proxy.scorers})
 
@@ -222,13 +223,12 @@ class _Proxy:
     settings: ProxySettings
     scorers: tuple[str, ...]
     limit: LimitSettings | None
-    images: torch.Tensor  # (N, 3, S, S) uint8 on the device
+    images: torch.Tensor  # the proxy's input on the device: (N, 3, S, S) uint8, or --freeze's (N, D) embeddings
     labels: torch.Tensor  # (N,) int64 on the device
     fingerprint: str
     checkpoint_of: Callable[..., Checkpointer | None]
     pretrained: Pretrained | None = None
-    embeddings: np.ndarray | None = None  # --freeze: the backbone's (N, D) embeddings, the head's input
-    head: Callable[[], torch.nn.Module] | None = None  # --freeze: a fresh head (under the global seed)
+    head: Callable[[], torch.nn.Module] | None = None  # --freeze: builds a fresh head
     normalise: Callable | None = None  # --freeze: the embeddings' standardisation
     backbone: dict | None = None  # run.json's backbone block
 
@@ -245,16 +245,17 @@ def _train_proxy(ds: Dataset, config: ScanConfig, device, out, progress: Progres
                              batch_size=config.batch_size, lr=config.lr,
                              augment="none" if config.freeze else config.augment, seed=config.seed,
                              compile=config.compile, frozen=config.freeze)
+    pixels = array_digest(ds.images)
     frozen = None
     if config.freeze:
         with (clock("embed_s", inside="train_s") if clock is not None else contextlib.nullcontext()):
-            frozen = _embeddings(ds, config, device, pretrained, images, cache_dir, progress)
+            frozen = _embeddings(ds, config, device, pretrained, images, pixels, cache_dir, progress)
         images = torch.from_numpy(frozen["embeddings"]).to(device)  # the head's input: (N, D) float32
     scorers = parse_scores(config.scores)
     limit = config.limit_settings() if "limit" in scorers else None
     listed = fingerprint(ds.samples)
     data_key = dict(device=device.type, world_size=world.size, image_size=config.image_size, classes=ds.classes,
-                    listing=listed, pixels=array_digest(ds.images))
+                    listing=listed, pixels=pixels)
 
     def checkpoint_of(run: int, run_settings: ProxySettings, run_limit: LimitSettings | None = None
                       ) -> Checkpointer | None:
@@ -273,28 +274,20 @@ def _train_proxy(ds: Dataset, config: ScanConfig, device, out, progress: Progres
     dyn = train_proxy(images, labels, len(ds.classes), settings, device=device, progress=progress, limit=limit,
                       checkpoint=checkpoint_of(1, settings, limit), stop_rule=memorisation_check,
                       pseudo_k=config.pseudo_k if config.pseudo_labels == "augment" else 0, pretrained=pretrained,
-                      network=None if head is None else _seeded(head, settings.seed), normalise=normalise)
+                      network=head, normalise=normalise)
     backbone = frozen["info"] if frozen is not None else None if pretrained is None else {
         "model": config.model, "weights": pretrained.source, "frozen": False}
-    return _Proxy(dyn, settings, scorers, limit, images, labels, listed, checkpoint_of, pretrained,
-                  None if frozen is None else frozen["embeddings"], head, normalise, backbone)
+    return _Proxy(dyn, settings, scorers, limit, images, labels, listed, checkpoint_of, pretrained, head, normalise,
+                  backbone)
 
 
-def _seeded(make, seed: int):
-    """``make()`` under torch's global seed ``seed``: the same head for the same seed."""
-    torch.manual_seed(seed)
-    return make()
-
-
-def _embeddings(ds: Dataset, config: ScanConfig, device, pretrained: Pretrained, images: torch.Tensor, cache_dir,
-                progress: Progress | None) -> dict:
+def _embeddings(ds: Dataset, config: ScanConfig, device, pretrained: Pretrained, images: torch.Tensor, pixels: str,
+                cache_dir, progress: Progress | None) -> dict:
     """--freeze: the backbone's embeddings of every image, from the cache or computed once (and cached),
-    and run.json's ``backbone`` block."""
-    body = without_head(build_network(config.model, len(ds.classes), pretrained)).to(device)
-    body = body.to(memory_format=torch.channels_last)
-    normalise = Normalise.of(images, device) if pretrained.mean is None else \
-        Normalise.given(pretrained.mean, pretrained.std, device)
-    key = embedding_key(array_digest(ds.images), config.model, pretrained, normalise.mean.cpu(), normalise.std.cpu())
+    and run.json's ``backbone`` block. ``pixels``: the decoded images' digest, part of the cache key."""
+    body = without_head(device_model(config.model, len(ds.classes), device, pretrained))
+    normalise = Normalise.for_network(images, pretrained, device)
+    key = embedding_key(pixels, config.model, pretrained, normalise.mean.cpu(), normalise.std.cpu())
     t = time.perf_counter()
     embeddings, computed = cached_embeddings(key, cache_dir, lambda: embed(
         body, images, normalise, max(config.batch_size, 256), autocast_for(device), progress).cpu().numpy())
@@ -323,8 +316,7 @@ def _more_proxy_runs(fit: NoiseFit, proxy: _Proxy, config: ScanConfig, ds: Datas
         stage = f"train run {r + 1}/{config.proxy_runs}"
         run_settings = dataclasses.replace(settings, seed=settings.seed + r)
         more = train_proxy(proxy.images, proxy.labels, len(ds.classes), run_settings, device=proxy.labels.device,
-                           network=None if proxy.head is None else _seeded(proxy.head, run_settings.seed),
-                           normalise=proxy.normalise,
+                           network=proxy.head, normalise=proxy.normalise,
                            checkpoint=proxy.checkpoint_of(r + 1, run_settings), stop_rule=memorisation_check,
                            pretrained=proxy.pretrained,
                            progress=None if progress is None else

@@ -1,11 +1,27 @@
 """Rich progress bars for the library's ``progress(stage, completed, total, info)`` callback."""
 from __future__ import annotations
 
+import contextlib
+
 from rich.console import Console
 from rich.table import Column
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 
-_TITLES = {"hash": "Reading files", "decode": "Decoding images", "train": "Training proxy", "fit": "Training model"}
+from ..training.distributed import env_rank, leave
+
+_TITLES = {"hash": "Reading files", "decode": "Decoding images", "embed": "Embedding images", "train": "Training proxy",
+           "fit": "Training model"}
+
+
+@contextlib.contextmanager
+def command_progress(console: Console, enabled: bool = True):
+    """The progress bars of a command that may run under torchrun: shown by rank 0 only (``enabled``
+    and rank 0), and the process group, if the command joined one, left when it ends."""
+    try:
+        with RichProgress(console, enabled=enabled and env_rank() == 0) as progress:
+            yield progress
+    finally:
+        leave()
 
 
 class RichProgress:

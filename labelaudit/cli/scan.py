@@ -10,11 +10,11 @@ from rich.console import Console
 
 from ..config import ScanConfig
 from ..pipeline import scan
-from ..training.distributed import env_rank, leave
+from ..training.distributed import env_rank
 from ._errors import handle_errors
 from ._options import CONFIG, TRUSTED
 from ._settings import merged
-from .progress import RichProgress
+from .progress import command_progress
 from .summary import render_scan_summary
 
 ALIASES = {"score": "scores"}  # unlisted flags spelled as in earlier releases
@@ -56,19 +56,14 @@ def scan_cli(
 
     Advanced settings (augmentation, scores, LIMIT, the noise model, proxy runs, caching, ...) come from --config, from \[tool.labelaudit.scan] in pyproject.toml, or as --<setting> VALUE; `labelaudit settings scan` lists them."""
     err = Console(stderr=True)
-    main = env_rank() == 0  # under torchrun only rank 0 shows progress and the summary
     with handle_errors(resumable=True):
         settings = merged(ctx, ScanConfig, config, dict(
-            path_column=path_column, label_column=label_column, device=device, model=model,
-            image_size=image_size,
+            path_column=path_column, label_column=label_column, device=device, model=model, image_size=image_size,
             epochs=epochs, batch_size=batch_size, seed=seed, threshold=threshold,
             trusted=str(trusted) if trusted else None, resume=resume or None), section="scan")
-        try:
-            with RichProgress(err, enabled=main and not quiet and not as_json) as progress:
-                result = scan(data, out=out, manifest=manifest, root=root, config=settings, progress=progress)
-        finally:
-            leave()
-    if not main:
+        with command_progress(err, enabled=not quiet and not as_json) as progress:
+            result = scan(data, out=out, manifest=manifest, root=root, config=settings, progress=progress)
+    if env_rank() != 0:  # under torchrun only rank 0 prints the summary
         return
     if as_json:
         typer.echo(json.dumps({**result.summary.to_json(), "out": str(out), "noise_model": result.run.noise_model.method}))

@@ -10,11 +10,11 @@ from rich.console import Console
 
 from ..errors import UsageError
 from ..robust import METRICS_JSON, TrainConfig, train
-from ..training.distributed import env_rank, leave
+from ..training.distributed import env_rank
 from ._errors import handle_errors
 from ._options import CONFIG, TRUSTED
 from ._settings import merged
-from .progress import RichProgress
+from .progress import command_progress
 
 def train_cli(
     ctx: typer.Context,
@@ -59,14 +59,10 @@ def train_cli(
             model=model, epochs=epochs, batch_size=batch_size, device=device, seed=seed, resume=resume or None),
             section="train")
         base = _baseline_accuracy(baseline) if baseline is not None else None
-        main = env_rank() == 0  # under torchrun only rank 0 shows progress and the summary
-        try:
-            with RichProgress(err, enabled=main and not quiet) as progress:
-                result = train(data, audit=audit, out=out, eval_data=eval_data, manifest=manifest, root=root,
-                               trusted=trusted, config=settings, progress=progress)
-        finally:
-            leave()
-    if quiet or not main:
+        with command_progress(err, enabled=not quiet) as progress:
+            result = train(data, audit=audit, out=out, eval_data=eval_data, manifest=manifest, root=root,
+                           trusted=trusted, config=settings, progress=progress)
+    if quiet or env_rank() != 0:  # under torchrun only rank 0 prints the summary
         return
     console = Console()
     m = result.metrics

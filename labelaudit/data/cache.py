@@ -46,7 +46,8 @@ def array_digest(arr: np.ndarray) -> str:
     return hashlib.blake2b(np.ascontiguousarray(arr).data, digest_size=16).hexdigest()
 
 
-def _save_npy(path: Path, arr: np.ndarray) -> None:
+def save_npy(path: Path, arr: np.ndarray) -> None:
+    """``arr`` as a .npy file at exactly ``path``."""
     with open(path, "wb") as f:  # a file object: np.save would append ".npy" to a path
         np.save(f, arr, allow_pickle=False)
 
@@ -121,6 +122,6 @@ class ImageCache:
         self.dir.mkdir(parents=True, exist_ok=True)
         stem = self.dir / uuid.uuid4().hex
         images = np.ascontiguousarray(images)
-        write_atomic(stem.with_suffix(".npy"), lambda tmp: _save_npy(tmp, images))
+        write_atomic(stem.with_suffix(".npy"), lambda tmp: save_npy(tmp, images))
         meta = {"keys": list(keys), "shape": list(images.shape), "checksum": array_digest(images)}
         write_text_atomic(stem.with_suffix(".json"), json.dumps(meta))

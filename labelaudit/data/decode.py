@@ -193,8 +193,8 @@ def decode_files(files: Sequence[str], size: int, *, workers: int,
     """
     n = len(files)
     if out is None:
-        out, rows = np.zeros((n, size, size, 3), dtype=np.uint8), None
-    elif rows is None:
+        out = np.zeros((n, size, size, 3), dtype=np.uint8)
+    if rows is None:
         rows = np.arange(n)
     errors: list[str | None] = [None] * n
     # Small chunks keep every worker busy to the end; 64 JPEGs is a few ms of work each.
@@ -207,10 +207,7 @@ def decode_files(files: Sequence[str], size: int, *, workers: int,
         else:
             results = pool.map(_decode_chunk, [files[a:b] for a, b in spans], [size] * len(spans))
         for (a, b), (arr, errs) in zip(spans, results):
-            if rows is None:
-                out[a:b] = arr
-            else:
-                out[rows[a:b]] = arr
+            out[rows[a:b]] = arr
             errors[a:b] = errs
             if on_done is not None:
                 on_done(a, b, arr, errs)

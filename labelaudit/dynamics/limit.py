@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from ..training.distributed import World, parallel
-from ..training.loop import Normalise, batched_logits, device_model
+from ..training.loop import Normalise, batched_logits, device_model, optimiser_step
 
 LIMIT_DISTS = ("gaussian", "laplace")  # LIMIT_G (MSE, default) | LIMIT_L (MAE)
 BETA_GRID = (0.0, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)  # the paper's grid (supplement, Sec. B)
@@ -159,16 +159,7 @@ class LimitPair:
         # f and q have disjoint parameters and disjoint losses, so one backward serves both
         loss = inject_gradient(f_logits, mu) + q_loss(q_logits, f_probs, y, dist=self.limit.dist,
                                                       beta=self.limit.beta)
-        if weight != 1.0:
-            loss = loss * weight
-        self.opt.zero_grad(set_to_none=True)
-        if self.scaler is not None:
-            self.scaler.scale(loss).backward()
-            self.scaler.step(self.opt)
-            self.scaler.update()
-        else:
-            loss.backward()
-            self.opt.step()
+        optimiser_step(loss * weight if weight != 1.0 else loss, self.opt, self.scaler)
         self.q_average.update_parameters(self.q)
         return limit_distance(q_logits.detach(), y, dist=self.limit.dist)
 

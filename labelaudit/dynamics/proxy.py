@@ -61,7 +61,7 @@ def train_proxy(images: torch.Tensor, labels: torch.Tensor, num_classes: int, se
                 *, device: torch.device, progress: Progress | None = None, limit: LimitSettings | None = None,
                 checkpoint: Checkpointer | None = None, pseudo_k: int = 0, stop_rule: StopRule | None = None,
                 hooks: Sequence[Hook] = (), pretrained: Pretrained | None = None,
-                network: torch.nn.Module | None = None, normalise: Callable | None = None) -> Dynamics:
+                network: Callable[[], torch.nn.Module] | None = None, normalise: Callable | None = None) -> Dynamics:
     """Train the proxy on ``images`` (N, 3, S, S) uint8 and ``labels`` (N,) int64, both on ``device``,
     through the one training loop (training/loop.py), recording every sample's loss and margin.
 
@@ -73,10 +73,10 @@ def train_proxy(images: torch.Tensor, labels: torch.Tensor, num_classes: int, se
     answer's ``"memorising"`` is true (noise/stopping.py's ``memorisation_check``; ``Dynamics.stopped``
     holds the answer). ``hooks``: more of the loop's hooks, after the recorders (benchmarks read the
     run through them). ``pretrained``: ``settings.weights`` as read (backbones.resolve_weights; read
-    here when None), whose mean and std, when it has them, normalise the images. ``network`` and
-    ``normalise`` replace the network built from the settings and the images' normalisation: with
-    ``--freeze`` the "images" are a backbone's embeddings (N, D) and the network a head on them
-    (training/embeddings.py). Returns the recorded dynamics. Raises TrainingError when the loss stops being
+    here when None), whose mean and std, when it has them, normalise the images. ``network`` (a
+    function that builds the network, called under the run's seed) and ``normalise`` replace the
+    network built from the settings and the images' normalisation: with ``--freeze`` the "images" are
+    a backbone's embeddings (N, D) and the network a head on them (training/embeddings.py). Returns the recorded dynamics. Raises TrainingError when the loss stops being
     finite, DeviceMemoryError when the device runs out of memory.
     """
     n = images.shape[0]
@@ -87,7 +87,7 @@ def train_proxy(images: torch.Tensor, labels: torch.Tensor, num_classes: int, se
     world = current()
     precision = precision_for(device)
     if network is not None:
-        model = network
+        model = network()
     else:
         if pretrained is None:
             pretrained = resolve_weights(settings.model, settings.weights)
@@ -98,8 +98,7 @@ def train_proxy(images: torch.Tensor, labels: torch.Tensor, num_classes: int, se
     opt = torch.optim.SGD(model.parameters(), lr=settings.lr, momentum=settings.momentum,
                           nesterov=True, weight_decay=settings.weight_decay)
     if normalise is None:
-        normalise = Normalise.of(images, device) if pretrained is None or pretrained.mean is None else \
-            Normalise.given(pretrained.mean, pretrained.std, device)  # the input the weights were trained on
+        normalise = Normalise.for_network(images, pretrained, device)
     gen, order_gen = seeded_generators(settings.seed, device)
     rec = Recorder(n, num_classes, settings.epochs, device, limit=pair is not None, world=world)
     # the training forward (DDP under torchrun, compiled with --compile); `model` holds the parameters

@@ -53,8 +53,9 @@ def augmented_pseudo_labels(model, images, normalise, augment: str, k: int, gene
     was_training = model.training
     model.eval()
     try:
-        return torch.cat([pseudo_label(model, to_device(images[ids], model_device(model)), normalise, augment, k, generator, autocast=autocast,
-                                       tau=tau)
+        device = model_device(model)
+        return torch.cat([pseudo_label(model, to_device(images[ids], device), normalise, augment, k, generator,
+                                       autocast=autocast, tau=tau)
                           for ids in torch.arange(images.shape[0], device=images.device).split(batch_size)])
     finally:
         model.train(was_training)

@@ -18,8 +18,9 @@ from ..errors import UsageError
 from ..progress import Progress
 from ..training.checkpoint import checkpoint_key
 from ..training.device import resolve_device
-from ..training.distributed import current, local_device
+from ..training.distributed import current
 from ..training.loop import Normalise, device_images, device_labels
+from ..training.models import DEFAULT_IMAGE_SIZE
 from .config import TrainConfig
 from .data import correction_matrix, load_data, training_set
 
@@ -81,9 +82,9 @@ def prepare(data, config: TrainConfig, *, audit=None, manifest=None, root=None, 
                          "`labelaudit scan` on this data)")
     aud = load_audit(audit) if audit is not None else None
     scan_config = aud.run.config if aud is not None else {}
-    image_size = config.image_size or int(scan_config.get("image_size", 32))
+    image_size = config.image_size or int(scan_config.get("image_size") or DEFAULT_IMAGE_SIZE)
     augment = config.augment or scan_config.get("augment", "crop+flip")
-    device = local_device(resolve_device(config.device), current())
+    device = resolve_device(config.device)  # under torchrun: this process's own GPU
 
     ds = load_data(data, manifest, root, config, image_size, progress)
     keep, train_labels, train_weights, changes = training_set(ds, aud, config)

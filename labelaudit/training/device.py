@@ -1,14 +1,24 @@
-"""Device choice at run time: ``auto`` takes CUDA when present, else the CPU. Nothing else in the
-package names a device."""
+"""Device choice at run time: ``auto`` takes CUDA when present, else the CPU; under torchrun each
+process takes its own GPU, ``cuda:LOCAL_RANK``. Nothing else in the package names a device."""
 from __future__ import annotations
 
 import torch
 
 from ..errors import UsageError
+from .distributed import current
 
 
 def resolve_device(spec: str = "auto") -> torch.device:
-    """``auto`` | ``cpu`` | ``cuda`` | ``cuda:N`` → a usable torch.device, or UsageError saying why not."""
+    """``auto`` | ``cpu`` | ``cuda`` | ``cuda:N`` → a usable torch.device, or UsageError saying why not.
+    Under torchrun (several processes, distributed.py) a CUDA device is this process's own."""
+    device = _resolve(spec)
+    world = current()
+    if world.size > 1 and device.type == "cuda":
+        return torch.device("cuda", world.local_rank)
+    return device
+
+
+def _resolve(spec: str) -> torch.device:
     spec = (spec or "auto").strip().lower()
     if spec == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")

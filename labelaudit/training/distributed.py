@@ -56,23 +56,27 @@ class World:
         return {"world_size": self.size, "backend": self.backend}
 
 
+def _env(name: str, default: int) -> int:
+    """An integer the launcher set in the environment (torchrun: WORLD_SIZE, RANK, LOCAL_RANK)."""
+    return int(os.environ.get(name, "") or default)
+
+
 def launched() -> bool:
     """Whether torchrun (or another launcher that sets WORLD_SIZE) started more than one process."""
-    return int(os.environ.get("WORLD_SIZE", "1") or 1) > 1
+    return _env("WORLD_SIZE", 1) > 1
 
 
 def env_rank() -> int:
     """This process's rank from the launcher's environment (0 without one): the CLI asks it before
     any process group exists, to print on rank 0 only."""
-    return int(os.environ.get("RANK", "0") or 0)
+    return _env("RANK", 0)
 
 
 def current() -> World:
     """The world of this process: the initialised process group's, else a world of one."""
     if not (dist.is_available() and dist.is_initialized()):
         return World()
-    return World(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0") or 0),
-                 dist.get_backend())
+    return World(dist.get_rank(), dist.get_world_size(), _env("LOCAL_RANK", 0), dist.get_backend())
 
 
 def join(device_spec: str = "auto") -> World:
@@ -85,7 +89,7 @@ def join(device_spec: str = "auto") -> World:
     spec = (device_spec or "auto").strip().lower()
     cuda = torch.cuda.is_available() and spec != "cpu"
     backend = "nccl" if cuda and dist.is_nccl_available() else "gloo"
-    local_rank = int(os.environ.get("LOCAL_RANK", "0") or 0)
+    local_rank = _env("LOCAL_RANK", 0)
     if cuda:
         if local_rank >= torch.cuda.device_count():
             raise UsageError(f"LOCAL_RANK {local_rank}: only {torch.cuda.device_count()} CUDA device(s) on this "
@@ -99,13 +103,6 @@ def leave() -> None:
     """Destroy the process group, if one was initialised (the CLI, after its command)."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
-
-
-def local_device(device: torch.device, world: World) -> torch.device:
-    """Under several processes a CUDA device is this process's own, ``cuda:LOCAL_RANK``."""
-    if world.size > 1 and device.type == "cuda":
-        return torch.device("cuda", world.local_rank)
-    return device
 
 
 def shard(ids: torch.Tensor, world: World) -> torch.Tensor:

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from ..atomic import write_atomic, write_text_atomic
+from ..data.cache import array_digest, save_npy
 from ..progress import Progress
 from .backbones import Pretrained, head_of
 from .loop import model_device, to_device
@@ -32,14 +33,7 @@ def without_head(net: nn.Module) -> nn.Module:
     """A copy of ``net`` whose classification head (its last linear layer) is the identity: its
     output is the embedding the head would have read."""
     body = copy.deepcopy(net)
-    path = head_of(body).split(".")
-    parent = body
-    for part in path[:-1]:
-        parent = getattr(parent, part) if not part.isdigit() else parent[int(part)]
-    if path[-1].isdigit():
-        parent[int(path[-1])] = nn.Identity()
-    else:
-        setattr(parent, path[-1], nn.Identity())
+    body.set_submodule(head_of(body), nn.Identity())
     return body
 
 
@@ -49,7 +43,7 @@ def weights_digest(pretrained: Pretrained) -> str:
     for key in sorted(pretrained.state_dict):
         t = pretrained.state_dict[key].detach().cpu().contiguous()
         h.update(f"{key}{tuple(t.shape)}{t.dtype}".encode())
-        h.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.float().numpy().tobytes())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())  # any dtype, bfloat16 too
     return h.hexdigest()
 
 
@@ -82,23 +76,19 @@ def cached_embeddings(key: str, cache_dir: Path | None, compute) -> tuple[np.nda
     folder = None if cache_dir is None else Path(cache_dir) / "embeddings"
     path = None if folder is None else folder / f"{key}.npy"
     if path is not None and path.is_file() and path.with_suffix(".json").is_file():
-        try:
+        try:  # checked as the image cache checks its packs: a damaged file is computed again, never trusted
             arr = np.load(path, allow_pickle=False)
             meta = json.loads(path.with_suffix(".json").read_text())
-            if list(arr.shape) == meta["shape"] and arr.dtype == np.float32:
+            if arr.dtype == np.float32 and list(arr.shape) == meta["shape"] and array_digest(arr) == meta["checksum"]:
                 return arr, False
         except (OSError, ValueError, KeyError):
-            pass  # unreadable: computed again and rewritten
+            pass
     arr = np.ascontiguousarray(compute(), dtype=np.float32)
     if path is not None:
         folder.mkdir(parents=True, exist_ok=True)
-
-        def save(tmp: Path) -> None:
-            with open(tmp, "wb") as f:
-                np.save(f, arr, allow_pickle=False)
-
-        write_atomic(path, save)
-        write_text_atomic(path.with_suffix(".json"), json.dumps({"shape": list(arr.shape), "key": key}))
+        write_atomic(path, lambda tmp: save_npy(tmp, arr))
+        write_text_atomic(path.with_suffix(".json"), json.dumps({"shape": list(arr.shape), "key": key,
+                                                                 "checksum": array_digest(arr)}))
     return arr, True
 
 

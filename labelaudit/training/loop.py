@@ -34,7 +34,7 @@ from ..errors import DeviceMemoryError, TrainingError
 from ..progress import Progress
 from .augment import augment_batch
 from .checkpoint import Checkpointer
-from .distributed import all_sum, current
+from .distributed import all_sum, current, shard
 from .backbones import build_network
 
 
@@ -120,6 +120,14 @@ class Normalise:
             return torch.tensor([255.0 * float(v) for v in values], device=device).reshape(1, 3, 1, 1)
         return cls(channels(mean), channels(std))
 
+    @classmethod
+    def for_network(cls, images: torch.Tensor, pretrained, device: torch.device) -> "Normalise":
+        """The input a network expects: the mean and std its weights were trained with (a
+        backbones.Pretrained that has them), else the channel statistics of ``images``."""
+        if pretrained is not None and pretrained.mean is not None:
+            return cls.given(pretrained.mean, pretrained.std, device)
+        return cls.of(images, device)
+
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
         return ((batch.float() - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
 
@@ -159,6 +167,18 @@ def autocast_for(device: torch.device) -> torch.autocast:
     cuda = device.type == "cuda"
     dtype = torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float16
     return torch.autocast(device.type, dtype=dtype, enabled=cuda)
+
+
+def optimiser_step(loss: torch.Tensor, opt: torch.optim.Optimizer, scaler: "torch.amp.GradScaler | None") -> None:
+    """Backpropagate ``loss`` and step ``opt``, through ``scaler`` when there is one (fp16)."""
+    opt.zero_grad(set_to_none=True)
+    if scaler is None:
+        loss.backward()
+        opt.step()
+        return
+    scaler.scale(loss).backward()
+    scaler.step(opt)
+    scaler.update()
 
 
 def precision_for(device: torch.device) -> Precision:
@@ -294,26 +314,17 @@ def train_epochs(model: nn.Module, opt: torch.optim.Optimizer, batches: Batches,
             # the whole global batch is augmented on every rank (the random numbers of one process),
             # then each rank takes its share
             raw = to_device(batches.images[batch], batches.device)  # (B, 3, S, S) uint8
-            batch = to_device(batch, batches.device)
-            ids = batch
+            ids = to_device(batch, batches.device)
             augmented = augment_batch(raw, batches.augment, batches.gen)
             if world.size > 1:
-                part = torch.arange(len(batch), device=batch.device).tensor_split(world.size)[world.rank]
-                ids, raw, augmented = batch[part], raw[part], augmented[part]
+                part = shard(torch.arange(len(batch), device=ids.device), world)
+                ids, raw, augmented = ids[part], raw[part], augmented[part]
             x = batches.normalise(augmented)  # (b, 3, S, S) float
             weight = len(ids) * world.size / len(batch)
             try:
                 out = step(x, ids, raw)
                 out.weight = weight
-                loss = out.loss * weight if world.size > 1 else out.loss
-                opt.zero_grad(set_to_none=True)
-                if precision.scaler is not None:
-                    precision.scaler.scale(loss).backward()
-                    precision.scaler.step(opt)
-                    precision.scaler.update()
-                else:
-                    loss.backward()
-                    opt.step()
+                optimiser_step(out.loss * weight if world.size > 1 else out.loss, opt, precision.scaler)
             except _oom_types():
                 raise DeviceMemoryError(
                     f"the {batches.device.type.upper()} device ran out of memory in epoch {epoch + 1} at "
