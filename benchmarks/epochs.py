@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from labelaudit.noise.mixture import fit_margin_mixture
+from labelaudit.noise.mixture import early_agreement, fit_margin_mixture
 from labelaudit.dynamics.proxy import AUTO_EPOCHS, ProxySettings
 from labelaudit.noise.stopping import memorisation_check
 from _cases import (CASES, NOISE_RATE_CASES, WORK, cached_arrays, case_label, chosen_cases, load_case, run_and_save,
@@ -46,7 +46,7 @@ def at(margin: np.ndarray, is_noisy: np.ndarray, epochs: int, given: np.ndarray 
     samples (Σ_clean p / N) less the share of mislabeled samples it leaves out (Σ_noisy (1 − p) / N);
     with the shares of clean samples below zero AUM and of mislabeled ones above it."""
     aum = margin[:epochs].mean(axis=0)
-    fit = fit_margin_mixture(aum, given=given, interval=False)
+    fit = fit_margin_mixture(aum, given=given, early=early_agreement(margin[:epochs]), interval=False)
     noisy = np.asarray(is_noisy).astype(bool)
     p, n = fit.p_mislabeled, len(aum)
     auroc = float(roc_auc_score(noisy, -aum)) if 0 < noisy.sum() < n else None

@@ -72,7 +72,7 @@ def one_run_interval(audit) -> list[float]:
     index = {c: i for i, c in enumerate(run["data"]["classes"])}
     return list(fit_noise(run["config"]["noise_model"], aul_scores=samples["aul"].to_numpy(),
                           aum_scores=samples["aum"].to_numpy(), random_state=run["seed"],
-                          given=samples["given_label"].map(index).to_numpy()).interval)
+                          given=samples["given_label"].map(index).to_numpy(), early=audit.early_agreement()).interval)
 
 
 def with_interval(audit, interval):

@@ -39,7 +39,7 @@ def run_case(name: str, runs: int = RUNS) -> dict:
     seed = result.run["seed"]
     one = fit_noise(result.run["config"]["noise_model"], aul_scores=result.samples["aul"].to_numpy(),
                     aum_scores=result.samples["aum"].to_numpy(), random_state=seed,
-                    given=result.samples["given_label"].map(index).to_numpy()).interval
+                    given=result.samples["given_label"].map(index).to_numpy(), early=result.early_agreement()).interval
     pooled = result.summary["noise_rate_interval"]
     rates = result.summary["noise_rate_runs"]
     info = result.run["noise_model"]["interval"]["runs"]

@@ -46,7 +46,7 @@ class ScanConfig:
     seed: int = 0  # same seed + same device + same data → same outputs
     proxy_runs: int = 1  # K > 1: K − 1 more proxies (seeds seed+1, ...) widen the rate's interval, not the outputs
     # --- scores and decisions
-    scores: str = "aum"  # scores fused into `score`: a comma list of aul, aum, limit (two more networks), knn (--freeze)
+    scores: str | None = None  # scores fused into `score`: a comma list of aul, aum, limit (two more networks), knn (--freeze); None = aum, and aum,knn with --freeze
     fusion: str = "z-mean"  # how several scores are fused: z-mean | rank-mean | posterior-mean
     limit_dist: str = LimitSettings.dist  # LIMIT's gradient predictor: gaussian (MSE) | laplace (MAE)
     limit_beta: float = LimitSettings.beta  # LIMIT's penalty β on the predicted gradient's norm
@@ -73,6 +73,13 @@ class ScanConfig:
     pseudo_k: int = 8  # pseudo_labels augment: views averaged (the image and K − 1 augmentations)
     # --- interruption
     resume: bool = False  # continue from the checkpoint the last finished epoch left in the output folder
+
+    @property
+    def scorers(self) -> tuple[str, ...]:
+        """The scores fused into ``score``: ``scores``, else AUM, with the neighbourhood score beside it when
+        the embeddings exist (``--freeze``: fused, it ranked better on every case of
+        ``python benchmarks/backbones.py``)."""
+        return parse_scores(self.scores or ("aum,knn" if self.freeze else "aum"))
 
     def limit_settings(self) -> LimitSettings:
         """The LIMIT pair's settings from the --limit-* options (unvalidated)."""
@@ -110,7 +117,7 @@ class ScanConfig:
                              "labels, not from the proxy; leave out --proxy-runs (or add --no-trusted-calibration)")
         if self.max_errors is not None:
             parse_max_errors(self.max_errors)
-        scorers = parse_scores(self.scores)
+        scorers = self.scorers
         if self.freeze and not self.weights:
             raise UsageError("--freeze: a frozen network needs its weights; add --weights (a torchvision weights "
                              "name such as DEFAULT, or a file)")

@@ -20,7 +20,7 @@ import torch
 from .audit.read import Audit
 from .audit.record import run_record
 from .audit.write import Trajectories, write_audit, write_parquet
-from .config import ScanConfig, parse_epochs, parse_scores
+from .config import ScanConfig, parse_epochs
 from .data.cache import array_digest, cache_dir_for
 from .data.dataset import Dataset, check_max_errors, fingerprint
 from .data.decode import default_workers
@@ -35,7 +35,7 @@ from .noise.calibration import calibrated, with_trusted
 from .noise.interval import settle_undecided, stated_interval
 from .noise.outliers import with_outliers
 from .noise.sampling import answers_needed, strata
-from .noise.mixture import BOOTSTRAP_LEVEL, NoiseFit, fit_noise, noise_table, percentile_interval
+from .noise.mixture import BOOTSTRAP_LEVEL, NoiseFit, early_agreement, fit_noise, noise_table, percentile_interval
 from .noise.stopping import memorisation_check
 from .noise.transition import count_joint, estimate_transition, transition_frame, transition_rates
 from .progress import Progress
@@ -46,8 +46,8 @@ from .training.backbones import Pretrained, resolve_weights
 from .training.device import resolve_device
 from .training.models import DEFAULT_IMAGE_SIZE
 from .training.distributed import World, barrier, decode_shared, join
-from .training.embeddings import Standardise, cached_embeddings, embed, embedding_key, linear_head, without_head
-from .training.loop import Normalise, autocast_for, device_images, device_labels, device_model
+from .training.embeddings import Standardise, frozen_embeddings, linear_head
+from .training.loop import device_images, device_labels
 
 
 @dataclass
@@ -67,6 +67,12 @@ class ScanResult(Audit):
     @property
     def out(self) -> Path | None:
         return self.path
+
+    def early_agreement(self) -> np.ndarray | None:
+        """(N,) each sample's early agreement, from the records in memory (the folder's otherwise)."""
+        if self.records is None:
+            return None if self.path is None else super().early_agreement()
+        return early_agreement(self.records.margin)
 
 
 def scan(data: str | Path | None = None, *, out: str | Path | None = "labelaudit-out",
@@ -126,7 +132,7 @@ def scan(data: str | Path | None = None, *, out: str | Path | None = "labelaudit
 
         # --- 5. noise model: p(mislabeled), the rate and its interval (more proxy runs widen it)
         fit = fit_noise(config.noise_model, aul_scores=aul_s, aum_scores=aum_s, random_state=config.seed,
-                        given=np.asarray(ds.labels))
+                        given=np.asarray(ds.labels), early=early_agreement(dyn.margin))
         runs = None
         if config.proxy_runs > 1:
             with clock("more_runs_s", inside="score_s"):
@@ -249,9 +255,11 @@ def _train_proxy(ds: Dataset, config: ScanConfig, device, out, progress: Progres
     frozen = None
     if config.freeze:
         with (clock("embed_s", inside="train_s") if clock is not None else contextlib.nullcontext()):
-            frozen = _embeddings(ds, config, device, pretrained, images, pixels, cache_dir, progress)
-        images = torch.from_numpy(frozen["embeddings"]).to(device)  # the head's input: (N, D) float32
-    scorers = parse_scores(config.scores)
+            embeddings, info, _ = frozen_embeddings(config.model, len(ds.classes), pretrained, images, pixels, device,
+                                                    cache_dir, config.batch_size, progress)
+            frozen = {"embeddings": embeddings, "info": info}
+        images = torch.from_numpy(embeddings).to(device)  # the head's input: (N, D) float32
+    scorers = config.scorers
     limit = config.limit_settings() if "limit" in scorers else None
     listed = fingerprint(ds.samples)
     data_key = dict(device=device.type, world_size=world.size, image_size=config.image_size, classes=ds.classes,
@@ -281,22 +289,6 @@ def _train_proxy(ds: Dataset, config: ScanConfig, device, out, progress: Progres
                   backbone)
 
 
-def _embeddings(ds: Dataset, config: ScanConfig, device, pretrained: Pretrained, images: torch.Tensor, pixels: str,
-                cache_dir, progress: Progress | None) -> dict:
-    """--freeze: the backbone's embeddings of every image, from the cache or computed once (and cached),
-    and run.json's ``backbone`` block. ``pixels``: the decoded images' digest, part of the cache key."""
-    body = without_head(device_model(config.model, len(ds.classes), device, pretrained))
-    normalise = Normalise.for_network(images, pretrained, device)
-    key = embedding_key(pixels, config.model, pretrained, normalise.mean.cpu(), normalise.std.cpu())
-    t = time.perf_counter()
-    embeddings, computed = cached_embeddings(key, cache_dir, lambda: embed(
-        body, images, normalise, max(config.batch_size, 256), autocast_for(device), progress).cpu().numpy())
-    info = {"model": config.model, "weights": pretrained.source, "frozen": True, "head": "linear",
-            "embedding_dim": int(embeddings.shape[1]), "embeddings": "computed" if computed else "cached",
-            "embeddings_key": key, "embed_s": time.perf_counter() - t}
-    return {"embeddings": embeddings, "info": info}
-
-
 def _more_proxy_runs(fit: NoiseFit, proxy: _Proxy, config: ScanConfig, ds: Dataset,
                      progress: Progress | None) -> tuple[NoiseFit, dict]:
     """``--proxy-runs K``: train K − 1 more proxies with seeds seed+1 … seed+K−1 on the same data and
@@ -323,7 +315,8 @@ def _more_proxy_runs(fit: NoiseFit, proxy: _Proxy, config: ScanConfig, ds: Datas
                            (lambda _stage, done, total, info, _s=stage: progress(_s, done, total, info)))
         resumed.append(more.resumed_from_epoch)
         other = fit_noise(config.noise_model, aul_scores=aul(more.loss), aum_scores=aum(more.margin),
-                          random_state=settings.seed + r, given=given)  # = what scan --seed seed+r estimates
+                          random_state=settings.seed + r, given=given,
+                          early=early_agreement(more.margin))  # = what scan --seed seed+r estimates
         seeds.append(settings.seed + r)
         epochs.append(int(more.loss.shape[0]))
         rates.append(other.noise_rate)

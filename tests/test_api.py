@@ -144,7 +144,8 @@ def test_proxy_runs_pool_each_seeds_bootstrap_and_leave_the_outputs_alone(color_
     assert both.run["noise_model"]["interval"]["runs"]["seeds"] == [3, 4]
     index = {c: i for i, c in enumerate(first.classes)}
     draws = [fit_noise("margin", aul_scores=r.samples["aul"].to_numpy(), aum_scores=r.samples["aum"].to_numpy(),
-                       random_state=seed, given=r.samples["given_label"].map(index).to_numpy()).draws
+                       random_state=seed, given=r.samples["given_label"].map(index).to_numpy(),
+                       early=r.early_agreement()).draws
              for r, seed in ((first, 3), (second, 4))]
     pooled = list(percentile_interval(np.concatenate(draws)))
     assert both.run["noise_model"]["interval"]["bootstrap"] == pytest.approx(pooled)

@@ -3,6 +3,7 @@ saved by the test, torchvision's own weights file placed in a temporary TORCH_HO
 a file that does not fit, a file that is not there and weights that cannot be fetched."""
 from __future__ import annotations
 
+import json
 import urllib.error
 
 import pandas as pd
@@ -14,6 +15,7 @@ from labelaudit import scan
 from labelaudit.cli import app
 from labelaudit.errors import UsageError
 from labelaudit.training.backbones import build_network, head_of, resolve_weights
+from labelaudit.training.embeddings import Standardise, with_frozen_head, without_head
 from labelaudit.training.models import build_model
 
 from .conftest import FAST
@@ -129,7 +131,7 @@ def test_the_neighbourhood_score_ranks_swapped_labels_first():
     neighbours disagree with them (score 1), everyone else's mostly agree."""
     import numpy as np
 
-    from labelaudit.scores import knn_disagreement
+    from labelaudit.scores import knn_disagreement, knn_neighbours
 
     rng = np.random.default_rng(0)
     x = np.r_[rng.normal([5, 0, 0], 0.5, (20, 3)), rng.normal([0, 5, 0], 0.5, (20, 3))]
@@ -139,27 +141,31 @@ def test_the_neighbourhood_score_ranks_swapped_labels_first():
     score = knn_disagreement(x, labels, k=5, chunk=7)  # chunks smaller than N: the same answer
     assert set(np.argsort(-score)[:3]) == set(swapped) and (score[swapped] == 1.0).all()
     assert np.delete(score, swapped).max() <= 0.4
+    assert [knn_neighbours(n) for n in (40, 1797, 2500, 10_000, 10**6)] == [10, 42, 50, 100, 100]  # √N in [10, 100]
+    by_default = knn_disagreement(x, labels)  # 40 samples: k = 10, so a swapped sample's 9 cluster mates and one more
+    assert set(np.argsort(-by_default)[:3]) == set(swapped) and by_default[swapped].min() >= 0.9
 
 
 def test_freeze_trains_a_head_on_cached_embeddings_and_a_rescan_computes_none(color_folder, tmp_path, monkeypatch):
-    import labelaudit.pipeline as pipeline
+    import labelaudit.training.embeddings as embeddings
 
     torch.manual_seed(1)
     torch.save(build_model("small", 3).state_dict(), tmp_path / "small.pt")
     root, truth = color_folder
-    options = {**FAST, "model": "small", "weights": str(tmp_path / "small.pt"), "freeze": True, "scores": "aum,knn",
+    options = {**FAST, "model": "small", "weights": str(tmp_path / "small.pt"), "freeze": True,
                "cache_dir": str(tmp_path / "cache")}
     first = scan(root, out=tmp_path / "a", **options)
     info = first.run["backbone"]
     assert info["frozen"] and info["embeddings"] == "computed" and info["embedding_dim"] == 192
     assert first.run["config"]["freeze"] and "knn" in first.samples.columns
+    assert first.run["scores"]["ran"] == ["aum", "knn"]  # with --freeze the neighbourhood score is fused by default
     flipped = {p for p, c in truth.items() if not p.startswith(c)}
     assert set(first.samples.loc[first.samples["is_label_issue"], "path"]) == flipped
 
     def no_embedding(*args, **kwargs):
         raise AssertionError("a re-scan with the same backbone computed embeddings")
 
-    monkeypatch.setattr(pipeline, "embed", no_embedding)
+    monkeypatch.setattr(embeddings, "embed", no_embedding)
     again = scan(root, out=tmp_path / "b", **options)
     assert again.run["backbone"]["embeddings"] == "cached"
     pd.testing.assert_frame_equal(first.samples, again.samples)
@@ -173,3 +179,75 @@ def test_freeze_settings_that_cannot_work_are_one_line(color_folder):
         scan(root, out=None, scores="aum,knn")
     with pytest.raises(UsageError, match="--scores limit with --freeze"):
         scan(root, out=None, freeze=True, weights="x.pt", scores="aum,limit")
+
+
+def test_a_head_trained_on_standardised_embeddings_folds_into_the_network():
+    """with_frozen_head: the saved network alone gives the head's logits on the standardised embedding,
+    also where the network's own head has no bias (small's)."""
+    torch.manual_seed(0)
+    net = build_model("small", 4).eval()
+    x = torch.rand(6, 3, 16, 16) * 255
+    feats = without_head(net)(x)
+    standardise = Standardise(feats * 3.0 + 1.0)  # statistics of another set than the one checked
+    head = torch.nn.Linear(feats.shape[1], 4)
+    folded = with_frozen_head(net, head, standardise).eval()
+    with torch.no_grad():
+        assert torch.allclose(folded(x), head(standardise(feats)), atol=1e-4)
+    assert folded.head.bias is not None and net.head.bias is None  # the original is untouched
+
+
+@pytest.mark.slow
+def test_train_freeze_and_fine_tune_from_weights_then_predict(color_folder, offline, tmp_path):
+    """train --pretrained FILE --freeze: a head on cached embeddings, saved as one network that predict
+    loads and that scores the held-out set as the run's own evaluation did; train --model resnet18
+    --pretrained DEFAULT (from TORCH_HOME): torchvision's architecture, which predict rebuilds."""
+    from torchvision.models import resnet18
+
+    from labelaudit.robust import train
+    from labelaudit.robust.predict import load_model, predict
+
+    from .conftest import make_color_folder
+
+    root, _ = color_folder
+    held_out = tmp_path / "held_out"
+    make_color_folder(held_out, n_per_class=8, flips_per_class=0, seed=7)
+    torch.manual_seed(1)
+    torch.save(build_model("small", 3).state_dict(), tmp_path / "small.pt")
+    fast = dict(epochs=12, batch_size=16, workers=1, lr=0.05, image_size=16, cache_dir=str(tmp_path / "cache"))
+    frozen = train(root, out=tmp_path / "frozen", eval_data=held_out, model="small", pretrained=str(tmp_path / "small.pt"),
+                   freeze=True, **fast)
+    b = frozen.metrics["backbone"]
+    assert b["frozen"] and b["embedding_dim"] == 192 and b["embeddings"] == "computed"
+    assert frozen.metrics["config"]["augment"] == "none"
+    info = json.loads((tmp_path / "frozen" / "model.json").read_text())
+    assert info["frozen"] and info["architecture"] == "labelaudit" and info["pretrained"] == b["weights"]
+    preds = predict(tmp_path / "frozen", held_out, workers=1)
+    accuracy = float((preds["predicted_label"] == preds["given_label"]).mean())
+    assert accuracy == pytest.approx(frozen.final_accuracy) and accuracy >= 0.9
+    again = train(root, out=None, eval_data=held_out, model="small", pretrained=str(tmp_path / "small.pt"), freeze=True,
+                  **fast)
+    assert again.metrics["backbone"]["embeddings"] == "cached" and again.metrics["epochs"] == frozen.metrics["epochs"]
+
+    offline.mkdir(parents=True)
+    torch.save(resnet18(weights=None).state_dict(), offline / RESNET18_FILE)
+    tuned = train(root, out=tmp_path / "tuned", model="resnet18", pretrained="DEFAULT", **{**fast, "epochs": 1})
+    assert tuned.metrics["backbone"]["frozen"] is False
+    net, info = load_model(tmp_path / "tuned")
+    assert info["architecture"] == "torchvision" and net.conv1.weight.shape == (64, 3, 7, 7)
+    assert info["mean"] == pytest.approx([255 * v for v in (0.485, 0.456, 0.406)])
+
+
+def test_train_backbone_settings_that_cannot_work_are_one_line(color_folder, tmp_path):
+    from labelaudit.robust import TrainConfig
+
+    root, _ = color_folder
+    with pytest.raises(UsageError, match="--freeze: a frozen network needs its weights; add --pretrained"):
+        TrainConfig(freeze=True).validate()
+    with pytest.raises(UsageError, match="--freeze with --meta-reweight"):
+        TrainConfig(freeze=True, pretrained="x.pt", meta_reweight=True).validate()
+    with pytest.raises(UsageError, match="--model 'resnet999': unknown"):
+        TrainConfig(model="resnet999").validate()
+    out = CliRunner().invoke(app, ["train", str(root), "--out", str(tmp_path / "m"), "--pretrained",
+                                   str(tmp_path / "nope.pt")])
+    assert out.exit_code == 2 and "Traceback" not in out.output
+    assert out.output.strip().splitlines() == [f"labelaudit: error: --pretrained {tmp_path / 'nope.pt'}: no such file"]

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from labelaudit.noise.mixture import fit_aul_gmm, fit_margin_mixture, fit_noise, noise_table
+from labelaudit.noise.mixture import early_agreement, fit_aul_gmm, fit_margin_mixture, fit_noise, noise_table
 
 
 def _clean_margins(rng, n):
@@ -70,6 +70,28 @@ def test_images_of_no_class_count_as_mislabeled():
     assert fit.p_mislabeled[-270:].mean() > 0.95 and fit.p_mislabeled[:1800].mean() < 0.01
     assert fit.details["no_class_components"] == 1 and "no class" in fit.method
     assert fit_noise("margin", aul_scores=-aum, aum_scores=aum, given=given).noise_rate == fit.noise_rate
+
+
+def test_hard_clean_images_agreed_with_early_are_not_no_class():
+    """The same low group, labels spread over every class. Junk is agreed with in the first two epochs at
+    about chance (1/10 here; limit 0.1 + 0.1 · 0.9 = 0.19): counted. Hard clean images, agreed with
+    early a third of the time (0.25–0.33 on CIFAR-10 at 50k), are not; without the early agreement
+    the labels-only rule counts both."""
+    rng = np.random.default_rng(4)
+    aum, given = _low_group(rng, lambda r, n: r.integers(0, 10, n))
+    bulk_early = rng.binomial(2, 0.8, 1800) / 2
+
+    def fit(p_early):
+        early = np.concatenate([bulk_early, rng.binomial(2, p_early, 270) / 2])
+        return fit_margin_mixture(aum, given=given, early=early, interval=False)
+
+    junk, hard = fit(0.12), fit(0.30)
+    assert junk.noise_rate == pytest.approx(270 / 2070, abs=0.01) and junk.details["no_class_components"] == 1
+    assert "early" in junk.method
+    assert hard.noise_rate == 0.0 and hard.details["no_class_components"] == 0
+    assert fit_margin_mixture(aum, given=given, interval=False).details["no_class_components"] == 1
+    margins = np.where(rng.random((5, 6)) < 0.5, -1.0, 1.0)
+    assert early_agreement(margins) == pytest.approx((margins[:2] > 0).mean(axis=0))  # epochs 1–2 only
 
 
 @pytest.mark.parametrize("n_classes", [10, 2])

@@ -10,10 +10,12 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
 from ..errors import DataError, UsageError
+from ..noise.mixture import EARLY_EPOCHS, early_agreement
 from .record import RunRecord
 from .write import REVIEW_JSON, SCHEMA_VERSION, AuditTables
 
@@ -34,6 +36,17 @@ class Audit(AuditTables):
     def class_rates(self) -> pd.DataFrame:
         """noise.parquet's class rows: label, n_samples, noise_rate, n_mislabeled (given-label view)."""
         return self.noise[self.noise["scope"] == "class"].reset_index(drop=True)
+
+    def early_agreement(self) -> np.ndarray | None:
+        """(N,) each sample's early agreement (noise.mixture.early_agreement: positive margins in the first
+        epochs), in samples.parquet's order, from trajectories.parquet: what the scan's noise model read,
+        so a refit of it gives the scan's fit. None when the folder has no trajectories."""
+        path = self.path / "trajectories.parquet"
+        if not path.is_file():
+            return None
+        t = pd.read_parquet(path, columns=["sample_id", "epoch", "margin"], filters=[("epoch", "<=", EARLY_EPOCHS)])
+        margin = t.pivot(index="epoch", columns="sample_id", values="margin").sort_index()
+        return early_agreement(margin.reindex(columns=self.samples["sample_id"]).to_numpy())
 
     def file_of(self, path: str) -> Path:
         """Where a sample's image is on disk: its path as listed, resolved against the scan's root."""

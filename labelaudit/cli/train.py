@@ -37,7 +37,12 @@ def train_cli(
     relabel: bool = typer.Option(False, "--relabel", help="Train flagged samples on the audit's predicted label."),
     correction: Optional[str] = typer.Option(None, help="Loss correction with the audit's T: none, forward or "
                                                         "backward \\[default: none]."),
-    model: Optional[str] = typer.Option(None, help="Network: tiny, small, medium or resnet18 \\[default: small]."),
+    model: Optional[str] = typer.Option(None, help="Network: tiny, small, medium, resnet18 or any torchvision "
+                                                   "classification model \\[default: small]."),
+    pretrained: Optional[str] = typer.Option(None, help="Start from weights: a torchvision weights name of --model "
+                                                        "(DEFAULT, IMAGENET1K_V1, ...) or a state-dict file."),
+    freeze: bool = typer.Option(False, "--freeze", help="Train only a linear head on the --pretrained backbone's "
+                                                        "embeddings (computed once, cached)."),
     epochs: Optional[int] = typer.Option(None, help="Training epochs \\[default: 40]."),
     batch_size: Optional[int] = typer.Option(None, help="Batch size; lower it when the GPU runs out of memory "
                                                         "\\[default: 128]."),
@@ -56,7 +61,7 @@ def train_cli(
     with handle_errors(resumable=True):
         settings = merged(ctx, TrainConfig, config, dict(
             weights=weights or None, drop_issues=drop_issues or None, relabel=relabel or None, correction=correction,
-            model=model, epochs=epochs, batch_size=batch_size, device=device, seed=seed, resume=resume or None),
+            model=model, pretrained=pretrained, freeze=freeze or None, epochs=epochs, batch_size=batch_size, device=device, seed=seed, resume=resume or None),
             section="train")
         base = _baseline_accuracy(baseline) if baseline is not None else None
         with command_progress(err, enabled=not quiet) as progress:
@@ -68,6 +73,11 @@ def train_cli(
     m = result.metrics
     console.print(f"[bold]Methods:[/bold] {', '.join(m['methods'])}   trained on {m['data']['n_trained']:,} "
                   f"of {m['data']['n_samples']:,} samples")
+    if m.get("backbone"):
+        b = m["backbone"]
+        console.print(f"[bold]Backbone:[/bold] {b['model']} from {b['weights']}, "
+                      + (f"frozen (a linear head on its {b['embedding_dim']}-d embeddings, {b['embeddings']})"
+                         if b.get("frozen") else "fine-tuned"))
     if (m.get("transition") or {}).get("note"):
         console.print(f"[yellow]{m['transition']['note']}[/yellow]")
     if result.final_accuracy is not None:

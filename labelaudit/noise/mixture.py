@@ -25,10 +25,13 @@ waits while a component is undecided (proxy.memorisation_check).
 Images of *no* class (junk, blanks, things outside the label set) break the sign rule: no other class
 claims them, so the network memorises them into whatever label they carry and their margin ends
 positive. Given the labels, the fit also counts a component as mislabeled when it sits far below the
-heaviest one (Ashman's D ≥ NO_CLASS_SEPARATION) and its samples' given labels spread over the classes
-as the whole set's do (:func:`no_class_components`): a hard class is one label, junk labelled at
-random is all of them. A group of hard but correctly labelled images spread over every class (a
-second camera, blurred shots) looks the same and is counted too (docs/scores.md, "Images of no class").
+heaviest one (Ashman's D ≥ NO_CLASS_SEPARATION), its samples' given labels spread over the classes
+as the whole set's do, and, given each sample's early agreement (:func:`early_agreement`), the
+network agreed with those labels in its first epochs hardly more often than chance
+(:func:`no_class_components`). A hard class is one label, junk labelled at random is all of them;
+and a hard but correctly labelled image is agreed with early more often than a label chosen without
+regard to the image. Images so degraded that no class can be read from them are counted too
+(docs/scores.md, "The noise model").
 
 ``aul-gmm`` — the AUL paper's recipe: a 2-component mixture on AUL, p(mislabeled) = posterior of
 the high-mean component, kept only when BIC prefers two components to one. It overestimates on
@@ -93,23 +96,45 @@ REG_COVAR = 1e-6  # added to every variance, so a component on a few identical m
 # absolute TV limit of 0.3–0.5 (docs/scores.md).
 NO_CLASS_SEPARATION = 3.0
 NO_CLASS_SPREAD = 1.0 / 3.0
+# Early agreement: the share of a sample's first EARLY_EPOCHS epochs whose margin is positive (the
+# network predicted the given label). Before a network memorises, it agrees with a label chosen without
+# regard to the image about as often as chance, c = Σ_k prior_k² (two independent draws from the class
+# prior; 1/K when balanced). A group of no class must be agreed with early less often than
+# c + NO_CLASS_EARLY · (1 − c): 0.19 for 10 balanced classes. Measured in epochs 1–2
+# (`python benchmarks/no_class_components.py`): the junk and chimera digits 0.135 and 0.075; the hard
+# clean CIFAR-10 images the labels-only rule took for junk at 50k, 0.246 and 0.332 (5% and 10% noise).
+EARLY_EPOCHS = 2
+NO_CLASS_EARLY = 0.1
+
+
+def early_agreement(margin: np.ndarray) -> np.ndarray:
+    """(N,) share of the first EARLY_EPOCHS epochs in which a sample's margin was positive (its given
+    label predicted), from ``margin`` (E, N), the per-epoch margins (all of them when E is smaller)."""
+    margin = np.asarray(margin)
+    return (margin[:EARLY_EPOCHS] > 0).mean(axis=0)
 
 
 def no_class_components(means: np.ndarray, stds: np.ndarray, weights: np.ndarray, post: np.ndarray,
-                        given: np.ndarray) -> np.ndarray:
+                        given: np.ndarray, early: np.ndarray | None = None) -> np.ndarray:
     """(k,) bool: components of images that belong to no class. Such images, memorised into whatever
     label they carry, end with a positive margin, so the sign rule counts them clean; but the proxy
     fits them far less surely than the real images (a group well below the bulk), and their labels
     are whatever the labeller picked, so they spread over the classes as the whole set does — unlike a
     hard class, whose samples share one label. Spread: the total variation between the group's given
     labels (each sample to its most probable component) and the class prior, below NO_CLASS_SPREAD
-    times the least a group of one label can have, 1 − the largest prior. ``post`` (N, k) posteriors;
-    ``given`` (N,) class indices."""
+    times the least a group of one label can have, 1 − the largest prior. With ``early`` (N,), each
+    sample's early agreement (:func:`early_agreement`), the group's mean must also be below
+    c + NO_CLASS_EARLY · (1 − c), c = Σ_k prior_k² the agreement with labels drawn at random: images of
+    no class are memorised late, hard images of a class are learned in part from the start (the
+    labels-only rule took a fifth of CIFAR-10's clean images for junk at 50k). ``post`` (N, k)
+    posteriors; ``given`` (N,) class indices."""
     top = int(np.argmax(weights))
     member = post.argmax(axis=1)
     k_classes = int(given.max()) + 1 if len(given) else 0
     prior = np.bincount(given, minlength=k_classes) / max(len(given), 1)
     limit = NO_CLASS_SPREAD * (1.0 - prior.max()) if k_classes else 0.0
+    chance = float((prior ** 2).sum())
+    early_limit = chance + NO_CLASS_EARLY * (1.0 - chance)
     out = np.zeros(len(means), dtype=bool)
     for c in range(len(means)):
         mine = given[member == c]
@@ -117,7 +142,8 @@ def no_class_components(means: np.ndarray, stds: np.ndarray, weights: np.ndarray
             continue
         separation = (means[top] - means[c]) * np.sqrt(2.0 / (stds[c] ** 2 + stds[top] ** 2))
         spread = 0.5 * np.abs(np.bincount(mine, minlength=k_classes) / len(mine) - prior).sum()
-        out[c] = separation >= NO_CLASS_SEPARATION and spread < limit
+        late = early is None or float(np.mean(early[member == c])) < early_limit
+        out[c] = separation >= NO_CLASS_SEPARATION and spread < limit and late
     return out
 
 
@@ -228,10 +254,11 @@ def _fit_best(x: np.ndarray, max_components: int, random_state: int) -> tuple[Ga
 
 
 def fit_margin_mixture(aum_scores: np.ndarray, *, given: np.ndarray | None = None,
-                       max_components: int = MAX_COMPONENTS, random_state: int = 0,
-                       interval: bool = True) -> NoiseFit:
+                       early: np.ndarray | None = None, max_components: int = MAX_COMPONENTS,
+                       random_state: int = 0, interval: bool = True) -> NoiseFit:
     """p(mislabeled) = posterior mass of the mixture components with a negative mean AUM, and, with the
-    given labels ``given`` (N,), of the components of images of no class (:func:`no_class_components`).
+    given labels ``given`` (N,), of the components of images of no class (:func:`no_class_components`;
+    ``early`` (N,), each sample's :func:`early_agreement`, keeps hard clean images out of them).
 
     aum_scores: (N,) mean logit margins (lower = more suspicious). The number of components
     (1..max_components, at most one per two samples) is chosen by BIC. ``interval=False`` skips the
@@ -247,7 +274,8 @@ def fit_margin_mixture(aum_scores: np.ndarray, *, given: np.ndarray | None = Non
     means, stds = gmm.means_.ravel(), np.sqrt(gmm.covariances_.ravel())
     undecided = np.abs(means) < UNDECIDED_Z * stds
     post = gmm.predict_proba(x)
-    no_class = (no_class_components(means, stds, gmm.weights_, post, np.asarray(given, dtype=np.int64))
+    early = None if early is None or len(early) != n else np.asarray(early, dtype=np.float64)
+    no_class = (no_class_components(means, stds, gmm.weights_, post, np.asarray(given, dtype=np.int64), early)
                 if given is not None and len(given) == n else np.zeros(len(means), dtype=bool))
     noisy = (means < 0) | no_class
     p = post[:, noisy].sum(axis=1)
@@ -262,7 +290,7 @@ def fit_margin_mixture(aum_scores: np.ndarray, *, given: np.ndarray | None = Non
               f"p(mislabeled) = posterior of the {int((means < 0).sum())} component(s) with negative mean margin")
     if no_class.any():
         method += (f" and of the {int(no_class.sum())} component(s) of images of no class (a group far below the rest, its "
-                   f"labels spread over the classes)")
+                   f"labels spread over the classes{', agreed with early hardly more than chance' if early is not None else ''})")
     model_range = None
     if undecided.any():
         model_range = (float(post[:, noisy & ~undecided].sum(axis=1).mean()),
@@ -297,17 +325,19 @@ def fit_aul_gmm(aul_scores: np.ndarray, *, random_state: int = 0) -> NoiseFit:
 
 
 NOISE_MODELS = {
-    "margin": lambda aul_s, aum_s, seed, given: fit_margin_mixture(aum_s, given=given, random_state=seed),
-    "aul-gmm": lambda aul_s, aum_s, seed, given: fit_aul_gmm(aul_s, random_state=seed),
+    "margin": lambda aul_s, aum_s, seed, given, early: fit_margin_mixture(aum_s, given=given, early=early,
+                                                                         random_state=seed),
+    "aul-gmm": lambda aul_s, aum_s, seed, given, early: fit_aul_gmm(aul_s, random_state=seed),
 }
 
 
 def fit_noise(name: str, *, aul_scores: np.ndarray, aum_scores: np.ndarray, random_state: int = 0,
-              given: np.ndarray | None = None) -> NoiseFit:
-    """Dispatch to a noise model by name (``margin`` | ``aul-gmm``); ``given`` (N,) the given labels."""
+              given: np.ndarray | None = None, early: np.ndarray | None = None) -> NoiseFit:
+    """Dispatch to a noise model by name (``margin`` | ``aul-gmm``); ``given`` (N,) the given labels,
+    ``early`` (N,) each sample's :func:`early_agreement` (the scan passes both)."""
     if name not in NOISE_MODELS:
         raise ValueError(f"name={name!r}: unknown noise model; choose one of {', '.join(NOISE_MODELS)}")
-    return NOISE_MODELS[name](aul_scores, aum_scores, random_state, given)
+    return NOISE_MODELS[name](aul_scores, aum_scores, random_state, given, early)
 
 
 def noise_table(p_mislabeled: np.ndarray, given: np.ndarray, classes: list[str]) -> pd.DataFrame:

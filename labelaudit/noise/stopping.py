@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .mixture import fit_margin_mixture
+from .mixture import early_agreement, fit_margin_mixture
 
 CHECK_SAMPLES = 50_000  # the check fits its mixture on at most this many samples (a fixed draw)
 
@@ -33,11 +33,11 @@ def memorisation_check(margin: np.ndarray, given: np.ndarray | None = None) -> d
     than a GPU epoch).
     """
     agreement = float((margin[-1] > 0).mean())
-    aum_so_far = margin.mean(axis=0)
+    aum_so_far, early = margin.mean(axis=0), early_agreement(margin)
     if len(aum_so_far) > CHECK_SAMPLES:
         draw = np.random.default_rng(0).choice(len(aum_so_far), CHECK_SAMPLES, replace=False)
-        aum_so_far, given = aum_so_far[draw], (None if given is None else given[draw])
-    fit = fit_margin_mixture(aum_so_far, given=given, interval=False)
+        aum_so_far, early, given = aum_so_far[draw], early[draw], (None if given is None else given[draw])
+    fit = fit_margin_mixture(aum_so_far, given=given, early=early, interval=False)
     undecided = int(fit.details.get("undecided_components", 0))
     return {"epoch": int(margin.shape[0]), "agreement": agreement, "noise_rate": fit.noise_rate,
             "undecided": undecided, "memorising": undecided == 0 and agreement >= 1.0 - fit.noise_rate}

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from ..errors import UsageError
 from ..export import DEFAULT_MIN_CONFIDENCE
 from ..training.augment import AUGMENTS
+from ..training.backbones import known_model
 from ..training.models import MIN_IMAGE_SIZE, MODELS
 from .losses import CORRECTIONS, LC_WEIGHTINGS
 
@@ -24,7 +25,9 @@ class TrainConfig:
     label_column: str = "label"  # manifest column holding labels
     allow_outside_root: bool = False  # manifest: accept paths outside its root
     # --- model and schedule
-    model: str = "small"  # network: tiny | small | medium | resnet18
+    model: str = "small"  # network: tiny | small | medium | resnet18, or any torchvision classification model
+    pretrained: str | None = None  # start from these weights: a torchvision weights name (DEFAULT, ...) or a state-dict file
+    freeze: bool = False  # train a linear head on the pretrained backbone's frozen embeddings (computed once, cached)
     epochs: int = 40  # longer than the proxy's 15: this model is the one you keep
     batch_size: int = 128  # samples per step; lower it when the GPU runs out of memory
     lr: float = 0.1  # peak SGD learning rate of the one-cycle schedule (warm-up, then cosine to ~0)
@@ -80,8 +83,16 @@ class TrainConfig:
         for ok, option, value, expected in checks:
             if not ok:
                 raise UsageError(f"{option} {value!r}: expected {expected}")
-        for option, what, value, names in (("--model", "model", self.model, MODELS),
-                                           ("--correction", "correction", self.correction, CORRECTIONS),
+        if not known_model(self.model):
+            raise UsageError(f"--model {self.model!r}: unknown; choose one of {', '.join(MODELS)} or a torchvision "
+                             "classification model (torchvision.models.list_models())")
+        if self.freeze and not self.pretrained:
+            raise UsageError("--freeze: a frozen network needs its weights; add --pretrained (a torchvision weights "
+                             "name such as DEFAULT, or a state-dict file)")
+        if self.freeze and self.needs_trusted:
+            raise UsageError("--freeze with --meta-reweight/--meta-relabel: the meta step trains on augmented images, "
+                             "not on frozen embeddings; fine-tune instead (leave out --freeze)")
+        for option, what, value, names in (("--correction", "correction", self.correction, CORRECTIONS),
                                            ("--lc-weighting", "weighting", self.lc_weighting, LC_WEIGHTINGS)):
             if value not in names:
                 raise UsageError(f"{option} {value!r}: unknown {what}; choose one of {', '.join(names)}")

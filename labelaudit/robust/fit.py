@@ -31,7 +31,9 @@ from ..atomic import replace_folder, write_atomic
 from ..audit.write import write_json, write_parquet
 from ..errors import UsageError
 from ..progress import Progress
+from ..training.backbones import torchvision_architecture
 from ..training.checkpoint import CHECKPOINT_FILE, Checkpointer
+from ..training.embeddings import linear_head, with_frozen_head
 from ..training.distributed import barrier, current, join, launched, parallel
 from ..training.loop import (Batches, StepOutput, device_model, precision_for, seeded_generators, steps_per_epoch,
                              train_epochs)
@@ -97,6 +99,8 @@ def train(data: str | Path | None = None, *, audit: str | Path | None = None, ou
     timings["train_s"] = time.perf_counter() - t
     result = _result(inputs, config, kept, history, meta_log, timings, resumed)
     result.metrics["distributed"] = world.as_dict()
+    if inputs.frozen_net is not None:  # the whole network: the backbone with the trained head folded in
+        kept = with_frozen_head(inputs.frozen_net, kept, inputs.normalise)
     if out is not None and world.main:  # every rank holds the same model; rank 0 writes it
         _write(Path(out), kept, result)
     barrier(world)
@@ -109,7 +113,10 @@ def _fit(inputs: TrainInputs, config: TrainConfig, checkpoint: Checkpointer | No
     resumed from)."""
     device, n, k = inputs.device, inputs.n, len(inputs.ds.classes)
     torch.manual_seed(config.seed)
-    model = device_model(config.model, k, device)
+    if inputs.frozen_net is not None:  # --freeze: a linear head on the backbone's embeddings
+        model = linear_head(inputs.images.shape[1], k, device)
+    else:
+        model = device_model(config.model, k, device, inputs.pretrained)
     ema = copy.deepcopy(model) if config.ema else None
     kept = ema if ema is not None else model  # the model evaluated, reported and saved
     opt = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum, nesterov=True,
@@ -185,12 +192,18 @@ def _result(inputs: TrainInputs, config: TrainConfig, kept, history: list[dict],
         metrics["meta"] = {"file": META_WEIGHTS, "last_epoch_ess": last["meta_ess"],
                            "last_epoch_zero_share": last["meta_zero_share"],
                            "never_kept": float((meta_table["meta_weight"] == 0).mean())}
+    if inputs.backbone is not None:
+        metrics["backbone"] = inputs.backbone
     model_info = {
         "labelaudit_version": __version__, "format": "state_dict", "file": MODEL_FILE,
         "model": config.model, "classes": ds.classes, "image_size": inputs.image_size,
-        "mean": inputs.normalise.mean.flatten().tolist(), "std": inputs.normalise.std.flatten().tolist(),
+        "architecture": "torchvision" if torchvision_architecture(config.model, inputs.pretrained) else "labelaudit",
+        "mean": inputs.pixels.mean.flatten().tolist(), "std": inputs.pixels.std.flatten().tolist(),
         "preprocessing": "RGB, resized to image_size² (as scan decodes), (x − mean) / std per channel in 0..255 units",
     }
+    if inputs.backbone is not None:
+        model_info["pretrained"] = inputs.backbone["weights"]
+        model_info["frozen"] = bool(config.freeze)
     return TrainResult(metrics, model_info, meta_weights=meta_table)
 
 

@@ -19,6 +19,8 @@ from ..progress import Progress
 from ..training.checkpoint import checkpoint_key
 from ..training.device import resolve_device
 from ..training.distributed import current
+from ..training.backbones import Pretrained, build_network, resolve_weights
+from ..training.embeddings import Standardise, frozen_embeddings
 from ..training.loop import Normalise, device_images, device_labels
 from ..training.models import DEFAULT_IMAGE_SIZE
 from .config import TrainConfig
@@ -45,12 +47,18 @@ class TrainInputs:
     images: torch.Tensor  # (n, 3, S, S) uint8
     labels: torch.Tensor  # (n,) int64
     weights: torch.Tensor  # (n,) float32, the audit's with --weights, else ones
-    normalise: Normalise
+    normalise: Normalise | Standardise  # what a batch of ``images`` goes through before the network
     matrix: torch.Tensor | None = None  # T (forward) or its conditioned inverse (backward), (K, K)
     eval_images: torch.Tensor | None = None
     eval_labels: torch.Tensor | None = None
     probe_images: torch.Tensor | None = None  # the trusted set's images, for the meta step
     probe_labels: torch.Tensor | None = None
+    pretrained: Pretrained | None = None  # --pretrained: the weights the network starts from
+    pixels: Normalise | None = None  # the pixel normalisation of the whole network (model.json's mean and std)
+    backbone: dict | None = None  # metrics.json's backbone block
+    # --freeze: ``images``/``eval_images`` are the backbone's (n, D) embeddings, ``normalise`` standardises
+    # them, and the head trained on them is folded into ``frozen_net`` for the model saved
+    frozen_net: torch.nn.Module | None = None
 
     @property
     def n(self) -> int:
@@ -81,9 +89,11 @@ def prepare(data, config: TrainConfig, *, audit=None, manifest=None, root=None, 
         raise UsageError(f"{', '.join(config.methods())} need(s) an audit: pass --audit AUDIT_DIR (the --out of "
                          "`labelaudit scan` on this data)")
     aud = load_audit(audit) if audit is not None else None
+    pretrained = resolve_weights(config.model, config.pretrained, "--pretrained")  # a bad file or name stops at once
     scan_config = aud.run.config if aud is not None else {}
-    image_size = config.image_size or int(scan_config.get("image_size") or DEFAULT_IMAGE_SIZE)
-    augment = config.augment or scan_config.get("augment", "crop+flip")
+    image_size = (config.image_size or (pretrained.image_size if pretrained is not None else None)
+                  or int(scan_config.get("image_size") or DEFAULT_IMAGE_SIZE))
+    augment = "none" if config.freeze else config.augment or scan_config.get("augment", "crop+flip")
     device = resolve_device(config.device)  # under torchrun: this process's own GPU
 
     ds = load_data(data, manifest, root, config, image_size, progress)
@@ -106,10 +116,14 @@ def prepare(data, config: TrainConfig, *, audit=None, manifest=None, root=None, 
             trust.require_every_class(ds.classes, "--meta-reweight" if not config.meta_relabel else "--meta-relabel")
 
     images = device_images(ds.images[keep], device)  # (n, 3, S, S) uint8, augmented and normalised per batch
+    pixels = Normalise.for_network(images, pretrained, device)
     inputs = TrainInputs(ds, keep, train_labels, changes, t_info, eval_ds, trust,
                          str(Path(audit).resolve()) if audit is not None else None, image_size, augment, device,
                          images, device_labels(train_labels, device), torch.from_numpy(train_weights).to(device),
-                         Normalise.of(images, device), None if t_matrix is None else torch.from_numpy(t_matrix).to(device))
+                         pixels, None if t_matrix is None else torch.from_numpy(t_matrix).to(device),
+                         pretrained=pretrained, pixels=pixels)
+    if pretrained is not None:
+        inputs.backbone = {"model": config.model, "weights": pretrained.source, "frozen": config.freeze}
     if eval_ds is not None:
         inputs.eval_images = device_images(eval_ds.images, device)
         inputs.eval_labels = device_labels(
@@ -117,4 +131,26 @@ def prepare(data, config: TrainConfig, *, audit=None, manifest=None, root=None, 
     if trust is not None:
         inputs.probe_images = device_images(trust.images, device)  # (M, 3, S, S) uint8
         inputs.probe_labels = device_labels(trust.labels, device)
+    if config.freeze:
+        _to_embeddings(inputs, config, progress)
     return inputs
+
+
+def _to_embeddings(inputs: TrainInputs, config: TrainConfig, progress: Progress | None) -> None:
+    """--freeze: the training and held-out images replaced by the backbone's embeddings (cached as
+    scan caches them, training/embeddings.py), standardised with the training set's statistics."""
+    k, device = len(inputs.ds.classes), inputs.device
+    cache_dir = cache_dir_for(config.cache, config.cache_dir)
+
+    def embeddings_of(images: torch.Tensor, decoded: np.ndarray, stage_progress) -> tuple[torch.Tensor, dict]:
+        arr, info, _ = frozen_embeddings(config.model, k, inputs.pretrained, images, array_digest(decoded), device,
+                                         cache_dir, config.batch_size, stage_progress)
+        return torch.from_numpy(arr).to(device), info
+
+    inputs.images, info = embeddings_of(inputs.images, inputs.ds.images[inputs.keep], progress)
+    if inputs.eval_images is not None:
+        inputs.eval_images, _ = embeddings_of(inputs.eval_images, inputs.eval_ds.images, None)
+    inputs.backbone = {**inputs.backbone, **info}
+    inputs.normalise = Standardise(inputs.images)
+    torch.manual_seed(config.seed)
+    inputs.frozen_net = build_network(config.model, k, inputs.pretrained)  # the backbone the head is folded into

@@ -10,7 +10,7 @@ import pandas as pd
 from ..audit.write import write_parquet
 from ..errors import UsageError
 from ..progress import Progress
-from ..training.models import build_model
+from ..training.backbones import build_network, head_of
 from .config import TrainConfig
 from .data import load_data
 from .fit import MODEL_FILE, MODEL_JSON
@@ -29,7 +29,10 @@ def load_model(model_dir: str | Path, device=None):
     try:
         info = json.loads(info_path.read_text())
         state = torch.load(model_dir / MODEL_FILE, map_location="cpu", weights_only=True)
-        model = build_model(info["model"], len(info["classes"]))
+        model = build_network(info["model"], len(info["classes"]), torchvision=info.get("architecture") == "torchvision")
+        head = head_of(model)
+        if f"{head}.bias" in state and model.get_submodule(head).bias is None:  # a head trained on frozen embeddings
+            model.set_submodule(head, torch.nn.Linear(*reversed(state[f"{head}.weight"].shape)))
         model.load_state_dict(state)
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         raise UsageError(f"{model_dir}: cannot load the model ({str(exc).splitlines()[0]}); train it again") from None

@@ -42,6 +42,7 @@ class Pretrained:
     mean: tuple[float, float, float] | None = None
     std: tuple[float, float, float] | None = None
     torchvision: bool = False  # a torchvision weights name: the model is torchvision's own architecture
+    option: str = "--weights"  # the option that named them, for messages (train's is --pretrained)
 
 
 def torchvision_models() -> list[str]:
@@ -59,35 +60,35 @@ def _hub_file(url: str) -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name
 
 
-def _torchvision_weights(model: str, name: str) -> Pretrained:
+def _torchvision_weights(model: str, name: str, option: str) -> Pretrained:
     from torchvision.models import get_model_weights
 
     try:
         enum = get_model_weights(model)
     except (ValueError, KeyError):
-        raise UsageError(f"--weights {name}: torchvision has no weights for --model {model}; pass a local file "
+        raise UsageError(f"{option} {name}: torchvision has no weights for --model {model}; pass a local file "
                          "instead") from None
     try:
         weights = enum[name.split(".")[-1]]
     except KeyError:
         names = ["DEFAULT", *enum.__members__]
-        raise UsageError(f"--weights {name!r}: not a weights name of {model} ({', '.join(dict.fromkeys(names))}) "
+        raise UsageError(f"{option} {name!r}: not a weights name of {model} ({', '.join(dict.fromkeys(names))}) "
                          "and not a file") from None
     path = _hub_file(weights.url)
     if path.is_file():
-        state = _read(path, f"--weights {name}")
+        state = _read(path, f"{option} {name}")
     else:
         try:
             state = torch.hub.load_state_dict_from_url(weights.url, progress=False, check_hash=True,
                                                        map_location="cpu", weights_only=True)
         except Exception as exc:  # offline (URLError, socket errors), a refused or truncated download
             reason = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
-            raise UsageError(f"--weights {name}: {path.name} is not in torch's cache and could not be downloaded "
+            raise UsageError(f"{option} {name}: {path.name} is not in torch's cache and could not be downloaded "
                              f"({reason}); put the file from {weights.url} at {path}, or pass a local file") from None
     t = weights.transforms()
     return Pretrained(state, f"torchvision {type(weights).__name__}.{weights.name} ({path})",
                       int(t.crop_size[0]), tuple(float(v) for v in t.mean), tuple(float(v) for v in t.std),
-                      torchvision=True)
+                      torchvision=True, option=option)
 
 
 def _read(path: Path, what: str) -> dict:
@@ -106,18 +107,18 @@ def _read(path: Path, what: str) -> dict:
     return {k.removeprefix("module."): v for k, v in state.items()}  # DataParallel/DDP saves prefix module.
 
 
-def resolve_weights(model: str, spec: str | None) -> Pretrained | None:
+def resolve_weights(model: str, spec: str | None, option: str = "--weights") -> Pretrained | None:
     """``spec`` (a file, or a torchvision weights name of ``model``) read into a :class:`Pretrained`;
     None without weights. UsageError for a file that is missing or unreadable, an unknown name, or
-    weights that are neither cached nor downloadable."""
+    weights that are neither cached nor downloadable; messages name ``option``."""
     if spec is None or spec == "":
         return None
     path = Path(spec).expanduser()
     if path.is_file():
-        return Pretrained(_read(path, f"--weights {spec}"), str(path.resolve()))
+        return Pretrained(_read(path, f"{option} {spec}"), str(path.resolve()), option=option)
     if model in torchvision_models() and "/" not in spec and not path.suffix:
-        return _torchvision_weights(model, spec)
-    raise UsageError(f"--weights {spec}: no such file" + (f", and not a torchvision weights name of {model}"
+        return _torchvision_weights(model, spec, option)
+    raise UsageError(f"{option} {spec}: no such file" + (f", and not a torchvision weights name of {model}"
                                                            if model in torchvision_models() else ""))
 
 
@@ -129,10 +130,18 @@ def head_of(net: nn.Module) -> str:
     return names[-1]
 
 
-def build_network(name: str, num_classes: int, pretrained: Pretrained | None = None) -> nn.Module:
+def torchvision_architecture(name: str, pretrained: Pretrained | None = None) -> bool:
+    """Whether ``name`` is built as torchvision's own architecture: a model labelaudit has none of, or
+    one started from torchvision's weights (``resnet18`` is otherwise labelaudit's 32-px variant)."""
+    return bool(pretrained is not None and pretrained.torchvision) or name not in MODELS
+
+
+def build_network(name: str, num_classes: int, pretrained: Pretrained | None = None, *,
+                  torchvision: bool = False) -> nn.Module:
     """The network ``name`` for ``num_classes`` classes, started from ``pretrained`` when given (see the
-    module docstring); initialisation follows torch's global seed."""
-    if pretrained is not None and pretrained.torchvision or name not in MODELS:
+    module docstring); ``torchvision=True`` asks for torchvision's architecture of a name both have (a
+    saved model of one, ``predict``). Initialisation follows torch's global seed."""
+    if torchvision or torchvision_architecture(name, pretrained):
         from torchvision.models import get_model
 
         if name not in torchvision_models():
@@ -160,5 +169,5 @@ def load_weights(net: nn.Module, pretrained: Pretrained, name: str) -> None:
         parts = [f"{label} {', '.join(items[:4])}" + (f" (+{len(items) - 4} more)" if len(items) > 4 else "")
                  for label, items in (("missing", missing), ("unexpected", unexpected), ("shapes differ:", shapes))
                  if items]
-        raise UsageError(f"--weights {pretrained.source}: does not fit --model {name}: {'; '.join(parts)}")
+        raise UsageError(f"{pretrained.option} {pretrained.source}: does not fit --model {name}: {'; '.join(parts)}")
     net.load_state_dict(state, strict=False)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +25,7 @@ from ..atomic import write_atomic, write_text_atomic
 from ..data.cache import array_digest, save_npy
 from ..progress import Progress
 from .backbones import Pretrained, head_of
-from .loop import model_device, to_device
+from .loop import Normalise, autocast_for, device_model, model_device, to_device
 
 EMBED_VERSION = 1  # bump when the way embeddings are computed changes
 
@@ -90,6 +91,41 @@ def cached_embeddings(key: str, cache_dir: Path | None, compute) -> tuple[np.nda
         write_text_atomic(path.with_suffix(".json"), json.dumps({"shape": list(arr.shape), "key": key,
                                                                  "checksum": array_digest(arr)}))
     return arr, True
+
+
+def frozen_embeddings(model: str, num_classes: int, pretrained: Pretrained, images: torch.Tensor, pixels: str,
+                      device: torch.device, cache_dir: Path | None, batch_size: int,
+                      progress: Progress | None = None) -> tuple[np.ndarray, dict, Normalise]:
+    """The backbone's embeddings of every image (``images`` (N, 3, S, S) uint8, ``pixels`` their digest),
+    from the cache or computed once and cached. Returns (embeddings (N, D) float32, what run.json and
+    metrics.json say of the backbone, the pixel normalisation the backbone was run with)."""
+    body = without_head(device_model(model, num_classes, device, pretrained))
+    normalise = Normalise.for_network(images, pretrained, device)
+    key = embedding_key(pixels, model, pretrained, normalise.mean.cpu(), normalise.std.cpu())
+    t = time.perf_counter()
+    embeddings, computed = cached_embeddings(key, cache_dir, lambda: embed(
+        body, images, normalise, max(batch_size, 256), autocast_for(device), progress).cpu().numpy())
+    info = {"model": model, "weights": pretrained.source, "frozen": True, "head": "linear",
+            "embedding_dim": int(embeddings.shape[1]), "embeddings": "computed" if computed else "cached",
+            "embeddings_key": key, "embed_s": time.perf_counter() - t}
+    return embeddings, info, normalise
+
+
+def with_frozen_head(net: nn.Module, head: nn.Linear, standardise: "Standardise") -> nn.Module:
+    """``net`` (the backbone, on any device) with ``head`` — trained on standardised embeddings — as its
+    classification head: one linear layer on the raw embedding, ``W / σ`` and ``b − (W / σ) · μ``, so
+    that the network alone maps an image to the head's logits (what ``predict`` loads). The new head
+    always has a bias, also where the network's own head had none."""
+    w = head.weight.detach().float() / standardise.std.to(head.weight.device)  # (K, D)
+    b = (head.bias.detach().float() if head.bias is not None else torch.zeros(w.shape[0], device=w.device)) \
+        - w @ standardise.mean.to(w.device).reshape(-1)
+    out = copy.deepcopy(net)
+    folded = nn.Linear(w.shape[1], w.shape[0], bias=True)
+    with torch.no_grad():
+        folded.weight.copy_(w.cpu())
+        folded.bias.copy_(b.cpu())
+    out.set_submodule(head_of(out), folded.to(next(net.parameters()).device))
+    return out
 
 
 class Standardise:
