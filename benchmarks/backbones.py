@@ -15,11 +15,12 @@ schedule) and saves their state dicts:
 - digits: the ``small`` network trained on MNIST's 60,000 training images (../shared/data/mnist), a
   transfer across datasets, auditing the scikit-learn digits noise cases.
 
-Per case, four rows: from scratch (the default scan, benchmarks/noise_rate.py's audit reused), fine-tuned
-(``--weights FILE``), frozen (``--weights FILE --freeze``) and frozen with the neighbourhood score
-fused (``--scores aum,knn``): AUROC of the ranking, the noise-rate estimate and its error, the wall
-time of the scan, and for the frozen rows the backbone pass (``embed_s``) and the head's training
-(``train_s``) apart. Writes benchmarks/results/<tag>.json and .md.
+Per case, five rows: from scratch (the default scan, benchmarks/noise_rate.py's audit reused), fine-tuned
+(``--weights FILE``, at its default learning rate, a tenth of the from-scratch 0.05), fine-tuned at
+the from-scratch 0.05, frozen with AUM alone (``--weights FILE --freeze --scores aum``) and frozen as
+by default, the neighbourhood score fused with AUM: AUROC of the ranking, the noise-rate estimate and
+its error, the wall time of the scan, and for the frozen rows the backbone pass (``embed_s``) and the
+head's training (``train_s``) apart. Writes benchmarks/results/<tag>.json and .md.
 """
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ CIFAR_CASES = ("cifar10n_worst_10k", "cifar10n_random1_10k")
 DIGITS_CASES = ("digits_uniform_0.2", "digits_asym_0.2", "digits_pair_0.1", "digits_uniform_0.05")
 ALL_CASES = {n: NOISE_RATE_CASES[n] for n in CIFAR_CASES + DIGITS_CASES}
 PRETRAIN_EPOCHS = {"cifar": 15, "digits": 4}
-MODES = ("scratch", "fine-tuned", "frozen", "frozen + knn")
+MODES = ("scratch", "fine-tuned", "fine-tuned, lr 0.05", "frozen, aum", "frozen + knn")
 
 
 def _digest(path: Path) -> str:
@@ -109,9 +110,9 @@ def run_case(name: str) -> dict:
     rows.append(_row("scratch", load_audit(scratch), truth))
     base = {**case.scan_options, "model": "small", "weights": str(weights), "image_size": 32,
             "cache_dir": str(WORK / "cache")}
-    for mode, extra in (("fine-tuned", {}), ("frozen", {"freeze": True}),
-                        ("frozen + knn", {"freeze": True, "scores": "aum,knn"})):
-        out = WORK / "backbones" / f"{name}.{mode.replace(' + ', '-')}.audit"
+    for mode, extra in (("fine-tuned", {}), ("fine-tuned, lr 0.05", {"lr": 0.05}),
+                        ("frozen, aum", {"freeze": True, "scores": "aum"}), ("frozen + knn", {"freeze": True})):
+        out = WORK / "backbones" / f"{name}.{mode.replace(' + ', '-').replace(', ', '-').replace(' ', '')}.audit"
         rows.append(_row(mode, scan(folder / "images", out=out, **base, **extra), truth))
     return {"case": name, "held_out": False, "backbone": str(weights), "rows": rows}
 

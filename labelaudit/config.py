@@ -24,6 +24,12 @@ from .training.backbones import known_model
 from .training.models import MIN_IMAGE_SIZE, MODELS
 
 
+# Fine-tuning pretrained weights at the from-scratch rate memorises the noisy labels within a few epochs
+# (their margins turn positive and the estimate collapses), so the whole network trains at a tenth of it,
+# the usual ratio (`python benchmarks/backbones.py`: its fine-tuned rows at 0.05 and at this default).
+FINE_TUNE_LR_FACTOR = 0.1
+
+
 @dataclass(frozen=True)
 class ScanConfig:
     """Every setting of a scan, with its default. The CLI's options map one to one onto these."""
@@ -39,7 +45,7 @@ class ScanConfig:
     freeze: bool = False  # train a linear head on the weights' frozen embeddings (computed once, cached)
     epochs: int | str = "auto"  # auto: 15 to 30, stopping when the proxy starts to memorise; N: exactly N
     batch_size: int = ProxySettings.batch_size  # samples per step; lower it when the GPU runs out of memory
-    lr: float = ProxySettings.lr  # constant SGD learning rate: AUL is read before any learning-rate drop
+    lr: float | None = None  # constant SGD learning rate (AUL is read before any drop); None = 0.05, a tenth of it fine-tuning --weights
     augment: str = ProxySettings.augment  # crop+flip | crop | none; crop for digits, text and symbols
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     compile: bool = False  # torch.compile the proxy; pays off on long GPU runs
@@ -75,6 +81,14 @@ class ScanConfig:
     resume: bool = False  # continue from the checkpoint the last finished epoch left in the output folder
 
     @property
+    def learning_rate(self) -> float:
+        """``lr``, else the proxy's 0.05 from scratch or on frozen embeddings, and FINE_TUNE_LR_FACTOR of it
+        when the whole network fine-tunes from ``weights``."""
+        if self.lr is not None:
+            return self.lr
+        return ProxySettings.lr * (FINE_TUNE_LR_FACTOR if self.weights and not self.freeze else 1.0)
+
+    @property
     def scorers(self) -> tuple[str, ...]:
         """The scores fused into ``score``: ``scores``, else AUM, with the neighbourhood score beside it when
         the embeddings exist (``--freeze``: fused, it ranked better on every case of
@@ -98,7 +112,7 @@ class ScanConfig:
              f"a side length from {MIN_IMAGE_SIZE} to 1024 px"),
             (self.workers >= 0, "--workers", self.workers, "0 (auto) or a positive number"),
             (self.batch_size >= 2, "--batch-size", self.batch_size, "at least 2"),
-            (self.lr > 0 and np.isfinite(self.lr), "--lr", self.lr, "a positive number"),
+            (self.lr is None or self.lr > 0 and np.isfinite(self.lr), "--lr", self.lr, "a positive number"),
             (0.0 < self.threshold < 1.0, "--threshold", self.threshold, "a probability strictly between 0 and 1"),
             (0.0 <= self.fdr < 1.0, "--fdr", self.fdr, "a rate from 0 (off) to below 1"),
             (0.0 < self.anchor_quantile <= 1.0, "--anchor-quantile", self.anchor_quantile, "a number in (0, 1]"),

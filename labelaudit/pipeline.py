@@ -248,7 +248,7 @@ def _train_proxy(ds: Dataset, config: ScanConfig, device, out, progress: Progres
     labels = device_labels(ds.labels, device)
     max_epochs, stop_from = parse_epochs(config.epochs)
     settings = ProxySettings(model=config.model, weights=config.weights, epochs=max_epochs, stop_from=stop_from,
-                             batch_size=config.batch_size, lr=config.lr,
+                             batch_size=config.batch_size, lr=config.learning_rate,
                              augment="none" if config.freeze else config.augment, seed=config.seed,
                              compile=config.compile, frozen=config.freeze)
     pixels = array_digest(ds.images)

@@ -251,3 +251,14 @@ def test_train_backbone_settings_that_cannot_work_are_one_line(color_folder, tmp
                                    str(tmp_path / "nope.pt")])
     assert out.exit_code == 2 and "Traceback" not in out.output
     assert out.output.strip().splitlines() == [f"labelaudit: error: --pretrained {tmp_path / 'nope.pt'}: no such file"]
+
+
+def test_fine_tuning_trains_at_a_tenth_of_the_from_scratch_rate():
+    from labelaudit.config import ScanConfig
+
+    assert ScanConfig().learning_rate == 0.05
+    assert ScanConfig(weights="w.pt").learning_rate == pytest.approx(0.005)  # the whole network fine-tunes
+    assert ScanConfig(weights="w.pt", freeze=True).learning_rate == 0.05  # a fresh head on frozen embeddings
+    assert ScanConfig(weights="w.pt", lr=0.02).learning_rate == 0.02  # an explicit --lr wins
+    with pytest.raises(UsageError, match="--lr"):
+        ScanConfig(lr=-1.0).validate()
