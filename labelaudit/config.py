@@ -20,7 +20,7 @@ from .noise.mixture import NOISE_MODELS
 from .noise.transition import TRANSITIONS
 from .scores import FUSIONS, SCORES
 from .training.augment import AUGMENTS
-from .training.backbones import known_model
+from .training.backbones import check_model
 from .training.models import MIN_IMAGE_SIZE, MODELS
 
 
@@ -148,9 +148,7 @@ class ScanConfig:
         for ok, option, value, expected in checks:
             if not ok:
                 raise UsageError(f"{option} {value!r}: expected {expected}")
-        if not known_model(self.model):
-            raise UsageError(f"--model {self.model!r}: unknown model; choose one of {', '.join(MODELS)} or a "
-                             "torchvision classification model (torchvision.models.list_models())")
+        check_model(self.model)
         for option, what, value, names in (("--augment", "augmentation", self.augment, AUGMENTS),
                                            ("--fusion", "fusion rule", self.fusion, FUSIONS),
                                            ("--noise-model", "noise model", self.noise_model, NOISE_MODELS),

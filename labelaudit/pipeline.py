@@ -47,7 +47,7 @@ from .training.device import resolve_device
 from .training.models import DEFAULT_IMAGE_SIZE
 from .training.distributed import World, barrier, decode_shared, join
 from .training.embeddings import Standardise, frozen_embeddings, linear_head
-from .training.loop import device_images, device_labels
+from .training.loop import Normalise, device_images, device_labels, device_model
 
 
 @dataclass
@@ -255,8 +255,10 @@ def _train_proxy(ds: Dataset, config: ScanConfig, device, out, progress: Progres
     frozen = None
     if config.freeze:
         with (clock("embed_s", inside="train_s") if clock is not None else contextlib.nullcontext()):
-            embeddings, info, _ = frozen_embeddings(config.model, len(ds.classes), pretrained, images, pixels, device,
-                                                    cache_dir, config.batch_size, progress)
+            net = device_model(config.model, len(ds.classes), device, pretrained)
+            embeddings, info = frozen_embeddings(net, config.model, pretrained, images, pixels,
+                                                 Normalise.for_network(images, pretrained, device), cache_dir,
+                                                 config.batch_size, progress)
             frozen = {"embeddings": embeddings, "info": info}
         images = torch.from_numpy(embeddings).to(device)  # the head's input: (N, D) float32
     scorers = config.scorers

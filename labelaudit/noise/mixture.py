@@ -137,12 +137,13 @@ def no_class_components(means: np.ndarray, stds: np.ndarray, weights: np.ndarray
     early_limit = chance + NO_CLASS_EARLY * (1.0 - chance)
     out = np.zeros(len(means), dtype=bool)
     for c in range(len(means)):
-        mine = given[member == c]
+        in_c = member == c
+        mine = given[in_c]
         if c == top or not len(mine) or not 0 <= means[c] < means[top]:
             continue
         separation = (means[top] - means[c]) * np.sqrt(2.0 / (stds[c] ** 2 + stds[top] ** 2))
         spread = 0.5 * np.abs(np.bincount(mine, minlength=k_classes) / len(mine) - prior).sum()
-        late = early is None or float(np.mean(early[member == c])) < early_limit
+        late = early is None or float(np.mean(early[in_c])) < early_limit
         out[c] = separation >= NO_CLASS_SEPARATION and spread < limit and late
     return out
 

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from ..errors import UsageError
 from ..export import DEFAULT_MIN_CONFIDENCE
 from ..training.augment import AUGMENTS
-from ..training.backbones import known_model
-from ..training.models import MIN_IMAGE_SIZE, MODELS
+from ..training.backbones import check_model
+from ..training.models import MIN_IMAGE_SIZE
 from .losses import CORRECTIONS, LC_WEIGHTINGS
 
 
@@ -83,9 +83,7 @@ class TrainConfig:
         for ok, option, value, expected in checks:
             if not ok:
                 raise UsageError(f"{option} {value!r}: expected {expected}")
-        if not known_model(self.model):
-            raise UsageError(f"--model {self.model!r}: unknown; choose one of {', '.join(MODELS)} or a torchvision "
-                             "classification model (torchvision.models.list_models())")
+        check_model(self.model)
         if self.freeze and not self.pretrained:
             raise UsageError("--freeze: a frozen network needs its weights; add --pretrained (a torchvision weights "
                              "name such as DEFAULT, or a state-dict file)")

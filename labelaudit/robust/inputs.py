@@ -19,9 +19,9 @@ from ..progress import Progress
 from ..training.checkpoint import checkpoint_key
 from ..training.device import resolve_device
 from ..training.distributed import current
-from ..training.backbones import Pretrained, build_network, resolve_weights
+from ..training.backbones import Pretrained, resolve_weights
 from ..training.embeddings import Standardise, frozen_embeddings
-from ..training.loop import Normalise, device_images, device_labels
+from ..training.loop import Normalise, device_images, device_labels, device_model
 from ..training.models import DEFAULT_IMAGE_SIZE
 from .config import TrainConfig
 from .data import correction_matrix, load_data, training_set
@@ -115,7 +115,8 @@ def prepare(data, config: TrainConfig, *, audit=None, manifest=None, root=None, 
         if config.needs_trusted:
             trust.require_every_class(ds.classes, "--meta-reweight" if not config.meta_relabel else "--meta-relabel")
 
-    images = device_images(ds.images[keep], device)  # (n, 3, S, S) uint8, augmented and normalised per batch
+    decoded = ds.images[keep]
+    images = device_images(decoded, device)  # (n, 3, S, S) uint8, augmented and normalised per batch
     pixels = Normalise.for_network(images, pretrained, device)
     inputs = TrainInputs(ds, keep, train_labels, changes, t_info, eval_ds, trust,
                          str(Path(audit).resolve()) if audit is not None else None, image_size, augment, device,
@@ -132,25 +133,26 @@ def prepare(data, config: TrainConfig, *, audit=None, manifest=None, root=None, 
         inputs.probe_images = device_images(trust.images, device)  # (M, 3, S, S) uint8
         inputs.probe_labels = device_labels(trust.labels, device)
     if config.freeze:
-        _to_embeddings(inputs, config, progress)
+        _to_embeddings(inputs, config, decoded, progress)
     return inputs
 
 
-def _to_embeddings(inputs: TrainInputs, config: TrainConfig, progress: Progress | None) -> None:
-    """--freeze: the training and held-out images replaced by the backbone's embeddings (cached as
-    scan caches them, training/embeddings.py), standardised with the training set's statistics."""
-    k, device = len(inputs.ds.classes), inputs.device
+def _to_embeddings(inputs: TrainInputs, config: TrainConfig, decoded: np.ndarray, progress: Progress | None) -> None:
+    """--freeze: the training and held-out images (``decoded``: the training rows as decoded) replaced
+    by the backbone's embeddings (cached as scan caches them, training/embeddings.py), standardised
+    with the training set's statistics; the backbone, built once, is kept to fold the head into."""
     cache_dir = cache_dir_for(config.cache, config.cache_dir)
+    torch.manual_seed(config.seed)
+    net = device_model(config.model, len(inputs.ds.classes), inputs.device, inputs.pretrained)
 
-    def embeddings_of(images: torch.Tensor, decoded: np.ndarray, stage_progress) -> tuple[torch.Tensor, dict]:
-        arr, info, _ = frozen_embeddings(config.model, k, inputs.pretrained, images, array_digest(decoded), device,
-                                         cache_dir, config.batch_size, stage_progress)
-        return torch.from_numpy(arr).to(device), info
+    def embeddings_of(images: torch.Tensor, pixels: np.ndarray, stage_progress) -> tuple[torch.Tensor, dict]:
+        arr, info = frozen_embeddings(net, config.model, inputs.pretrained, images, array_digest(pixels),
+                                      inputs.pixels, cache_dir, config.batch_size, stage_progress)
+        return torch.from_numpy(arr).to(inputs.device), info
 
-    inputs.images, info = embeddings_of(inputs.images, inputs.ds.images[inputs.keep], progress)
+    inputs.images, info = embeddings_of(inputs.images, decoded, progress)
     if inputs.eval_images is not None:
         inputs.eval_images, _ = embeddings_of(inputs.eval_images, inputs.eval_ds.images, None)
     inputs.backbone = {**inputs.backbone, **info}
     inputs.normalise = Standardise(inputs.images)
-    torch.manual_seed(config.seed)
-    inputs.frozen_net = build_network(config.model, k, inputs.pretrained)  # the backbone the head is folded into
+    inputs.frozen_net = net

@@ -52,8 +52,11 @@ def torchvision_models() -> list[str]:
     return list(torchvision.models.list_models(module=torchvision.models))
 
 
-def known_model(name: str) -> bool:
-    return name in MODELS or name in torchvision_models()
+def check_model(name: str) -> None:
+    """UsageError unless ``name`` is one of labelaudit's networks or torchvision's classification models."""
+    if name not in MODELS and name not in torchvision_models():
+        raise UsageError(f"--model {name!r}: unknown model; choose one of {', '.join(MODELS)} or a torchvision "
+                         "classification model (torchvision.models.list_models())")
 
 
 def _hub_file(url: str) -> Path:
@@ -144,9 +147,7 @@ def build_network(name: str, num_classes: int, pretrained: Pretrained | None = N
     if torchvision or torchvision_architecture(name, pretrained):
         from torchvision.models import get_model
 
-        if name not in torchvision_models():
-            raise UsageError(f"--model {name!r}: unknown; choose one of {', '.join(MODELS)} or a torchvision "
-                             "classification model (torchvision.models.list_models())")
+        check_model(name)
         net = get_model(name, weights=None, num_classes=num_classes)  # never downloads: weights=None
     else:
         net = build_model(name, num_classes)

@@ -25,7 +25,7 @@ from ..atomic import write_atomic, write_text_atomic
 from ..data.cache import array_digest, save_npy
 from ..progress import Progress
 from .backbones import Pretrained, head_of
-from .loop import Normalise, autocast_for, device_model, model_device, to_device
+from .loop import Normalise, autocast_for, model_device, to_device
 
 EMBED_VERSION = 1  # bump when the way embeddings are computed changes
 
@@ -93,22 +93,22 @@ def cached_embeddings(key: str, cache_dir: Path | None, compute) -> tuple[np.nda
     return arr, True
 
 
-def frozen_embeddings(model: str, num_classes: int, pretrained: Pretrained, images: torch.Tensor, pixels: str,
-                      device: torch.device, cache_dir: Path | None, batch_size: int,
-                      progress: Progress | None = None) -> tuple[np.ndarray, dict, Normalise]:
-    """The backbone's embeddings of every image (``images`` (N, 3, S, S) uint8, ``pixels`` their digest),
-    from the cache or computed once and cached. Returns (embeddings (N, D) float32, what run.json and
-    metrics.json say of the backbone, the pixel normalisation the backbone was run with)."""
-    body = without_head(device_model(model, num_classes, device, pretrained))
-    normalise = Normalise.for_network(images, pretrained, device)
+def frozen_embeddings(net: nn.Module, model: str, pretrained: Pretrained, images: torch.Tensor, pixels: str,
+                      normalise: Normalise, cache_dir: Path | None, batch_size: int,
+                      progress: Progress | None = None) -> tuple[np.ndarray, dict]:
+    """The embeddings of every image (``images`` (N, 3, S, S) uint8, ``pixels`` their digest) by ``net``
+    without its head (``model`` started from ``pretrained``, inputs through ``normalise``), from the
+    cache or computed once and cached. Returns (embeddings (N, D) float32, what run.json and
+    metrics.json say of the backbone)."""
     key = embedding_key(pixels, model, pretrained, normalise.mean.cpu(), normalise.std.cpu())
     t = time.perf_counter()
     embeddings, computed = cached_embeddings(key, cache_dir, lambda: embed(
-        body, images, normalise, max(batch_size, 256), autocast_for(device), progress).cpu().numpy())
+        without_head(net), images, normalise, max(batch_size, 256), autocast_for(model_device(net)),
+        progress).cpu().numpy())
     info = {"model": model, "weights": pretrained.source, "frozen": True, "head": "linear",
             "embedding_dim": int(embeddings.shape[1]), "embeddings": "computed" if computed else "cached",
             "embeddings_key": key, "embed_s": time.perf_counter() - t}
-    return embeddings, info, normalise
+    return embeddings, info
 
 
 def with_frozen_head(net: nn.Module, head: nn.Linear, standardise: "Standardise") -> nn.Module:
