@@ -15,12 +15,14 @@ schedule) and saves their state dicts:
 - digits: the ``small`` network trained on MNIST's 60,000 training images (../shared/data/mnist), a
   transfer across datasets, auditing the scikit-learn digits noise cases.
 
-Per case, five rows: from scratch (the default scan, benchmarks/noise_rate.py's audit reused), fine-tuned
+Per case, four rows: from scratch (the default scan, benchmarks/noise_rate.py's audit reused), fine-tuned
 (``--weights FILE``, at its default learning rate, a tenth of the from-scratch 0.05), fine-tuned at
-the from-scratch 0.05, frozen with AUM alone (``--weights FILE --freeze --scores aum``) and frozen as
-by default, the neighbourhood score fused with AUM: AUROC of the ranking, the noise-rate estimate and
-its error, the wall time of the scan, and for the frozen rows the backbone pass (``embed_s``) and the
-head's training (``train_s``) apart. Writes benchmarks/results/<tag>.json and .md.
+the from-scratch 0.05, and frozen (``--weights FILE --freeze``). Each row gives the AUROC of the
+default ranking (with ``--weights`` the neighbourhood score on the backbone's embeddings, computed
+before any fine-tuning, fused with AUM) and of AUM alone (the ``aum`` column of the same audit: the
+fusion changes the ranking, not the training), the noise-rate estimate and its error, the wall time of
+the scan, and the backbone pass (``embed_s``) and the training (``train_s``) apart. Writes
+benchmarks/results/<tag>.json and .md.
 """
 from __future__ import annotations
 
@@ -39,7 +41,7 @@ CIFAR_CASES = ("cifar10n_worst_10k", "cifar10n_random1_10k")
 DIGITS_CASES = ("digits_uniform_0.2", "digits_asym_0.2", "digits_pair_0.1", "digits_uniform_0.05")
 ALL_CASES = {n: NOISE_RATE_CASES[n] for n in CIFAR_CASES + DIGITS_CASES}
 PRETRAIN_EPOCHS = {"cifar": 15, "digits": 4}
-MODES = ("scratch", "fine-tuned", "fine-tuned, lr 0.05", "frozen, aum", "frozen + knn")
+MODES = ("scratch", "fine-tuned", "fine-tuned, lr 0.05", "frozen")
 
 
 def _digest(path: Path) -> str:
@@ -92,7 +94,8 @@ def _row(mode: str, result, truth) -> dict:
     run = result.run
     timings = dict(run.timings)
     backbone = run.extra.get("backbone") or {}
-    return {"mode": mode, "auroc": float(roc_auc_score(wrong, s["score"])), "noise_rate": est,
+    return {"mode": mode, "auroc": float(roc_auc_score(wrong, s["score"])),
+            "auroc_aum": float(roc_auc_score(wrong, -s["aum"])), "scorers": list(run["scores"]["ran"]), "noise_rate": est,
             "true_rate": float(wrong.mean()), "abs_error": abs(est - float(wrong.mean())),
             "scan_s": float(sum(timings.values())), "embed_s": timings.get("embed_s"), "train_s": timings.get("train_s"),
             "embeddings": backbone.get("embeddings"), "epochs": run.epochs_run}
@@ -110,9 +113,8 @@ def run_case(name: str) -> dict:
     rows.append(_row("scratch", load_audit(scratch), truth))
     base = {**case.scan_options, "model": "small", "weights": str(weights), "image_size": 32,
             "cache_dir": str(WORK / "cache")}
-    for mode, extra in (("fine-tuned", {}), ("fine-tuned, lr 0.05", {"lr": 0.05}),
-                        ("frozen, aum", {"freeze": True, "scores": "aum"}), ("frozen + knn", {"freeze": True})):
-        out = WORK / "backbones" / f"{name}.{mode.replace(' + ', '-').replace(', ', '-').replace(' ', '')}.audit"
+    for mode, extra in (("fine-tuned", {}), ("fine-tuned, lr 0.05", {"lr": 0.05}), ("frozen", {"freeze": True})):
+        out = WORK / "backbones" / f"{name}.{mode.replace(', ', '-').replace(' ', '')}.audit"
         rows.append(_row(mode, scan(folder / "images", out=out, **base, **extra), truth))
     return {"case": name, "held_out": False, "backbone": str(weights), "rows": rows}
 
@@ -124,11 +126,12 @@ def _num(x, fmt="{:.1f}") -> str:
 def markdown(results: list[dict]) -> str:
     lines = ["Backbones pretrained here on data disjoint from the audit (benchmarks/backbones.py): CIFAR — `small` "
              "on the ~40,000 other CIFAR-10 training images, clean labels; digits — `small` on MNIST train.", "",
-             "| case | proxy | AUROC | noise rate (true) | abs. error | scan s | backbone pass s | head / proxy "
-             "training s | epochs |", "|---|---|---|---|---|---|---|---|---|"]
+             "| case | proxy | scores | AUROC | AUROC, AUM alone | noise rate (true) | abs. error | scan s | "
+             "backbone pass s | head / proxy training s | epochs |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         for row in r["rows"]:
-            lines.append(f"| {r['case']} | {row['mode']} | {row['auroc']:.4f} | {row['noise_rate']:.4f} "
+            lines.append(f"| {r['case']} | {row['mode']} | {'+'.join(row['scorers'])} | {row['auroc']:.4f} | "
+                         f"{row['auroc_aum']:.4f} | {row['noise_rate']:.4f} "
                          f"({row['true_rate']:.4f}) | {row['abs_error']:.4f} | {row['scan_s']:.0f} | "
                          f"{_num(row['embed_s'])} | {_num(row['train_s'])} | {row['epochs']} |")
     return "\n".join(lines) + "\n"

@@ -52,7 +52,7 @@ class ScanConfig:
     seed: int = 0  # same seed + same device + same data → same outputs
     proxy_runs: int = 1  # K > 1: K − 1 more proxies (seeds seed+1, ...) widen the rate's interval, not the outputs
     # --- scores and decisions
-    scores: str | None = None  # scores fused into `score`: a comma list of aul, aum, limit (two more networks), knn (--freeze); None = aum, and aum,knn with --freeze
+    scores: str | None = None  # scores fused into `score`: a comma list of aul, aum, limit (two more networks), knn (--weights); None = aum, and aum,knn with --weights
     fusion: str = "z-mean"  # how several scores are fused: z-mean | rank-mean | posterior-mean
     limit_dist: str = LimitSettings.dist  # LIMIT's gradient predictor: gaussian (MSE) | laplace (MAE)
     limit_beta: float = LimitSettings.beta  # LIMIT's penalty β on the predicted gradient's norm
@@ -91,9 +91,9 @@ class ScanConfig:
     @property
     def scorers(self) -> tuple[str, ...]:
         """The scores fused into ``score``: ``scores``, else AUM, with the neighbourhood score beside it when
-        the embeddings exist (``--freeze``: fused, it ranked better on every case of
-        ``python benchmarks/backbones.py``)."""
-        return parse_scores(self.scores or ("aum,knn" if self.freeze else "aum"))
+        a pretrained backbone gives embeddings (``--weights``, frozen or fine-tuned: fused, it ranked better
+        on the CIFAR cases of ``python benchmarks/backbones.py``)."""
+        return parse_scores(self.scores or ("aum,knn" if self.weights else "aum"))
 
     def limit_settings(self) -> LimitSettings:
         """The LIMIT pair's settings from the --limit-* options (unvalidated)."""
@@ -138,9 +138,9 @@ class ScanConfig:
         if self.freeze and "limit" in scorers:
             raise UsageError("--scores limit with --freeze: LIMIT trains two image networks of its own; with frozen "
                              "embeddings use aum, aul or knn")
-        if "knn" in scorers and not self.freeze:
-            raise UsageError("--scores knn: the neighbourhood score reads a backbone's embeddings; add --freeze "
-                             "(with --weights)")
+        if "knn" in scorers and not self.weights:
+            raise UsageError("--scores knn: the neighbourhood score reads a pretrained backbone's embeddings; add "
+                             "--weights (a torchvision weights name such as DEFAULT, or a file)")
         if self.pseudo_labels not in PSEUDO_LABELS:
             raise UsageError(f"--pseudo-labels {self.pseudo_labels!r}: choose one of {', '.join(PSEUDO_LABELS)}")
         if self.pseudo_k < 1:

@@ -37,7 +37,7 @@ def build_samples(ds: Dataset, *, aul_s: np.ndarray, aum_s: np.ndarray, score: n
                   fit: NoiseFit, mean_probs: np.ndarray, threshold: float,
                   limit_s: np.ndarray | None = None, knn_s: np.ndarray | None = None) -> pd.DataFrame:
     """samples.parquet: the contract's columns (CONTRACT.md), in its order, then extras
-    (``limit_distance`` when LIMIT ran, ``knn`` with --freeze's embeddings)."""
+    (``limit_distance`` when LIMIT ran, ``knn`` when a pretrained backbone's embeddings exist)."""
     pred = mean_probs.argmax(axis=1)
     df = set_p(ds.samples.assign(score=score), fit.p_mislabeled, threshold)
     df["rank"] = rank_descending(score)

@@ -125,8 +125,8 @@ def scan(data: str | Path | None = None, *, out: str | Path | None = "labelaudit
         # --- 4. scores (higher `score` = more likely mislabeled)
         aul_s, aum_s = aul(dyn.loss), aum(dyn.margin)
         limit_s = None if dyn.limit_distance is None else dyn.limit_distance.astype(np.float64)
-        # --freeze: the head's input is the backbone's embeddings, which the neighbourhood score reads
-        knn_s = knn_disagreement(proxy.images.cpu().numpy(), ds.labels) if proxy.settings.frozen else None
+        # the pretrained backbone's embeddings (--weights, frozen or not) give the neighbourhood score
+        knn_s = None if proxy.embeddings is None else knn_disagreement(proxy.embeddings, ds.labels)
         raw = {"aul": aul_s, "aum": aum_s, "limit": limit_s, "knn": knn_s}
         score = fuse(config.fusion, {name: raw[name] for name in proxy.scorers})
 
@@ -237,6 +237,7 @@ class _Proxy:
     head: Callable[[], torch.nn.Module] | None = None  # --freeze: builds a fresh head
     normalise: Callable | None = None  # --freeze: the embeddings' standardisation
     backbone: dict | None = None  # run.json's backbone block
+    embeddings: np.ndarray | None = None  # (N, D) the pretrained backbone's: with --freeze, or knn among the scores
 
 
 def _train_proxy(ds: Dataset, config: ScanConfig, device, out, progress: Progress | None,
@@ -252,16 +253,19 @@ def _train_proxy(ds: Dataset, config: ScanConfig, device, out, progress: Progres
                              augment="none" if config.freeze else config.augment, seed=config.seed,
                              compile=config.compile, frozen=config.freeze)
     pixels = array_digest(ds.images)
-    frozen = None
-    if config.freeze:
+    scorers = config.scorers
+    embeddings = info = None
+    if config.freeze or (pretrained is not None and "knn" in scorers):
+        # the backbone as its weights left it: the frozen head's input, and the neighbourhood score's space
+        # (before fine-tuning, so the noisy labels have not shaped it)
         with (clock("embed_s", inside="train_s") if clock is not None else contextlib.nullcontext()):
             net = device_model(config.model, len(ds.classes), device, pretrained)
             embeddings, info = frozen_embeddings(net, config.model, pretrained, images, pixels,
                                                  Normalise.for_network(images, pretrained, device), cache_dir,
                                                  config.batch_size, progress)
-            frozen = {"embeddings": embeddings, "info": info}
+            del net  # the training builds its own; a large backbone would hold device memory all along
+    if config.freeze:
         images = torch.from_numpy(embeddings).to(device)  # the head's input: (N, D) float32
-    scorers = config.scorers
     limit = config.limit_settings() if "limit" in scorers else None
     listed = fingerprint(ds.samples)
     data_key = dict(device=device.type, world_size=world.size, image_size=config.image_size, classes=ds.classes,
@@ -278,17 +282,18 @@ def _train_proxy(ds: Dataset, config: ScanConfig, device, out, progress: Progres
         return Checkpointer(Path(out) / run_checkpoint_file(run), key, resume=config.resume)
 
     head = normalise = None
-    if frozen is not None:
+    if config.freeze:
         dim, k = images.shape[1], len(ds.classes)
         head, normalise = (lambda: linear_head(dim, k, device)), Standardise(images)
     dyn = train_proxy(images, labels, len(ds.classes), settings, device=device, progress=progress, limit=limit,
                       checkpoint=checkpoint_of(1, settings, limit), stop_rule=memorisation_check,
                       pseudo_k=config.pseudo_k if config.pseudo_labels == "augment" else 0, pretrained=pretrained,
                       network=head, normalise=normalise)
-    backbone = frozen["info"] if frozen is not None else None if pretrained is None else {
-        "model": config.model, "weights": pretrained.source, "frozen": False}
+    backbone = None if pretrained is None else {"model": config.model, "weights": pretrained.source, "frozen": False}
+    if info is not None:
+        backbone = info if config.freeze else {**backbone, **{k: v for k, v in info.items() if k.startswith("embed")}}
     return _Proxy(dyn, settings, scorers, limit, images, labels, listed, checkpoint_of, pretrained, head, normalise,
-                  backbone)
+                  backbone, embeddings)
 
 
 def _more_proxy_runs(fit: NoiseFit, proxy: _Proxy, config: ScanConfig, ds: Dataset,

@@ -23,7 +23,7 @@ DIRECTIONS = {
     "label_score": "lower = more likely mislabeled",
 }
 
-SCORES = ("aul", "aum", "limit", "knn")  # the scorers --scores can run (knn: with --freeze's embeddings)
+SCORES = ("aul", "aum", "limit", "knn")  # the scorers --scores can run (knn: with --weights, on its embeddings)
 _SIGN = {"aul": 1.0, "aum": -1.0, "limit": 1.0, "knn": 1.0}  # orientation: sign that makes higher = more suspicious
 # Neighbours the neighbourhood score asks: √N, within [KNN_MIN, KNN_MAX] (k ∝ √N is the classical rate
 # for a k-NN vote's bias and variance). On the frozen embeddings benchmarks/backbones.py caches, this

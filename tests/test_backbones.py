@@ -171,11 +171,34 @@ def test_freeze_trains_a_head_on_cached_embeddings_and_a_rescan_computes_none(co
     pd.testing.assert_frame_equal(first.samples, again.samples)
 
 
+def test_fine_tuning_fuses_the_neighbourhood_score_of_the_weights_before_training(color_folder, tmp_path):
+    """With --weights and no --freeze the whole network trains, and the neighbourhood score reads the
+    backbone's embeddings as its weights left them: the very column a frozen scan writes. ``--scores aum``
+    computes no embedding."""
+    torch.manual_seed(1)
+    torch.save(build_model("small", 3).state_dict(), tmp_path / "small.pt")
+    root, _ = color_folder
+    options = {**FAST, "model": "small", "weights": str(tmp_path / "small.pt"), "cache_dir": str(tmp_path / "cache")}
+    tuned = scan(root, out=None, **options)
+    frozen = scan(root, out=None, **options, freeze=True)
+    assert tuned.run["scores"]["ran"] == ["aum", "knn"]
+    info = tuned.run["backbone"]
+    assert not info["frozen"] and info["embedding_dim"] == 192 and info["embeddings"] == "computed"
+    assert frozen.run["backbone"]["embeddings"] == "cached"  # the same backbone, the same embeddings
+    assert frozen.run["backbone"]["embeddings_key"] == info["embeddings_key"]
+    pd.testing.assert_series_equal(tuned.samples["knn"], frozen.samples["knn"])
+    assert not tuned.samples["aum"].equals(frozen.samples["aum"])  # the network trained, not a head
+    alone = scan(root, out=None, **options, scores="aum")
+    assert "knn" not in alone.samples.columns and "embedding_dim" not in alone.run["backbone"]
+    pd.testing.assert_series_equal(alone.samples["aum"], tuned.samples["aum"])  # the fusion leaves training alone
+
+
 def test_freeze_settings_that_cannot_work_are_one_line(color_folder):
     root, _ = color_folder
     with pytest.raises(UsageError, match="--freeze: a frozen network needs its weights"):
         scan(root, out=None, freeze=True)
-    with pytest.raises(UsageError, match="--scores knn: the neighbourhood score reads a backbone's embeddings"):
+    with pytest.raises(UsageError, match="--scores knn: the neighbourhood score reads a pretrained backbone's "
+                                         "embeddings; add --weights"):
         scan(root, out=None, scores="aum,knn")
     with pytest.raises(UsageError, match="--scores limit with --freeze"):
         scan(root, out=None, freeze=True, weights="x.pt", scores="aum,limit")
