@@ -171,6 +171,7 @@ def test_freeze_trains_a_head_on_cached_embeddings_and_a_rescan_computes_none(co
     pd.testing.assert_frame_equal(first.samples, again.samples)
 
 
+@pytest.mark.slow
 def test_fine_tuning_fuses_the_neighbourhood_score_of_the_weights_before_training(color_folder, tmp_path):
     """With --weights and no --freeze the whole network trains, and the neighbourhood score reads the
     backbone's embeddings as its weights left them: the very column a frozen scan writes. ``--scores aum``
