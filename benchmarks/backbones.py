@@ -69,9 +69,9 @@ def cifar_backbone() -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     pretrain.iloc[PRETRAIN_HELD_OUT:].to_csv(folder / "cifar_pretrain_fit.csv", index=False)
     pretrain.iloc[:PRETRAIN_HELD_OUT].to_csv(folder / "cifar_pretrain_held_out.csv", index=False)
-    train(manifest=folder / "cifar_pretrain_fit.csv", root=full / "images", eval_manifest=folder / "cifar_pretrain_held_out.csv",
-          eval_root=full / "images", out=out, model="small", epochs=PRETRAIN_EPOCHS["cifar"], image_size=32,
-          cache_dir=str(WORK / "cache"))
+    train(manifest=folder / "cifar_pretrain_fit.csv", root=full / "images",
+          eval_manifest=folder / "cifar_pretrain_held_out.csv", eval_root=full / "images", out=out, model="small",
+          epochs=PRETRAIN_EPOCHS["cifar"], image_size=32, cache_dir=str(WORK / "cache"))
     return out / "model.pt"
 
 
@@ -111,7 +111,8 @@ def _row(mode: str, result, truth) -> dict:
     timings = dict(run.timings)
     backbone = run.extra.get("backbone") or {}
     return {"mode": mode, "auroc": float(roc_auc_score(wrong, s["score"])),
-            "auroc_aum": float(roc_auc_score(wrong, -s["aum"])), "scorers": list(run["scores"]["ran"]), "noise_rate": est,
+            "auroc_aum": float(roc_auc_score(wrong, -s["aum"])), "scorers": list(run["scores"]["ran"]),
+            "noise_rate": est,
             "true_rate": float(wrong.mean()), "abs_error": abs(est - float(wrong.mean())),
             "scan_s": float(sum(timings.values())), "embed_s": timings.get("embed_s"), "train_s": timings.get("train_s"),
             "embeddings": backbone.get("embeddings"), "epochs": run.epochs_run}

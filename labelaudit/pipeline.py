@@ -46,7 +46,7 @@ from .training.backbones import Pretrained, resolve_weights
 from .training.device import resolve_device
 from .training.models import DEFAULT_IMAGE_SIZE
 from .training.distributed import World, barrier, decode_shared, join
-from .training.embeddings import Standardise, frozen_embeddings, linear_head
+from .training.embeddings import Standardise, backbone_embeddings, describe_backbone, linear_head
 from .training.loop import Normalise, device_images, device_labels, device_model
 
 
@@ -255,14 +255,14 @@ def _train_proxy(ds: Dataset, config: ScanConfig, device, out, progress: Progres
     pixels = array_digest(ds.images)
     scorers = config.scorers
     embeddings = info = None
-    if config.freeze or (pretrained is not None and "knn" in scorers):
+    if config.freeze or "knn" in scorers:  # either needs --weights (ScanConfig.validate)
         # the backbone as its weights left it: the frozen head's input, and the neighbourhood score's space
         # (before fine-tuning, so the noisy labels have not shaped it)
         with (clock("embed_s", inside="train_s") if clock is not None else contextlib.nullcontext()):
             net = device_model(config.model, len(ds.classes), device, pretrained)
-            embeddings, info = frozen_embeddings(net, config.model, pretrained, images, pixels,
-                                                 Normalise.for_network(images, pretrained, device), cache_dir,
-                                                 config.batch_size, progress)
+            embeddings, info = backbone_embeddings(net, config.model, pretrained, images, pixels,
+                                                   Normalise.for_network(images, pretrained, device), cache_dir,
+                                                   config.batch_size, progress)
             del net  # the training builds its own; a large backbone would hold device memory all along
     if config.freeze:
         images = torch.from_numpy(embeddings).to(device)  # the head's input: (N, D) float32
@@ -289,9 +289,8 @@ def _train_proxy(ds: Dataset, config: ScanConfig, device, out, progress: Progres
                       checkpoint=checkpoint_of(1, settings, limit), stop_rule=memorisation_check,
                       pseudo_k=config.pseudo_k if config.pseudo_labels == "augment" else 0, pretrained=pretrained,
                       network=head, normalise=normalise)
-    backbone = None if pretrained is None else {"model": config.model, "weights": pretrained.source, "frozen": False}
-    if info is not None:
-        backbone = info if config.freeze else {**backbone, **{k: v for k, v in info.items() if k.startswith("embed")}}
+    backbone = None if pretrained is None else {**describe_backbone(config.model, pretrained, config.freeze),
+                                                **(info or {})}
     return _Proxy(dyn, settings, scorers, limit, images, labels, listed, checkpoint_of, pretrained, head, normalise,
                   backbone, embeddings)
 

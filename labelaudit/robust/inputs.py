@@ -20,7 +20,7 @@ from ..training.checkpoint import checkpoint_key
 from ..training.device import resolve_device
 from ..training.distributed import current
 from ..training.backbones import Pretrained, resolve_weights
-from ..training.embeddings import Standardise, frozen_embeddings
+from ..training.embeddings import Standardise, backbone_embeddings, describe_backbone
 from ..training.loop import Normalise, device_images, device_labels, device_model
 from ..training.models import DEFAULT_IMAGE_SIZE
 from .config import TrainConfig
@@ -124,7 +124,7 @@ def prepare(data, config: TrainConfig, *, audit=None, manifest=None, root=None, 
                          pixels, None if t_matrix is None else torch.from_numpy(t_matrix).to(device),
                          pretrained=pretrained, pixels=pixels)
     if pretrained is not None:
-        inputs.backbone = {"model": config.model, "weights": pretrained.source, "frozen": config.freeze}
+        inputs.backbone = describe_backbone(config.model, pretrained, config.freeze)
     if eval_ds is not None:
         inputs.eval_images = device_images(eval_ds.images, device)
         inputs.eval_labels = device_labels(
@@ -146,8 +146,8 @@ def _to_embeddings(inputs: TrainInputs, config: TrainConfig, decoded: np.ndarray
     net = device_model(config.model, len(inputs.ds.classes), inputs.device, inputs.pretrained)
 
     def embeddings_of(images: torch.Tensor, pixels: np.ndarray, stage_progress) -> tuple[torch.Tensor, dict]:
-        arr, info = frozen_embeddings(net, config.model, inputs.pretrained, images, array_digest(pixels),
-                                      inputs.pixels, cache_dir, config.batch_size, stage_progress)
+        arr, info = backbone_embeddings(net, config.model, inputs.pretrained, images, array_digest(pixels),
+                                        inputs.pixels, cache_dir, config.batch_size, stage_progress)
         return torch.from_numpy(arr).to(inputs.device), info
 
     inputs.images, info = embeddings_of(inputs.images, decoded, progress)

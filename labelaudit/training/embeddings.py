@@ -7,7 +7,8 @@ embeddings are cached on disk under a key of the decoded pixels (their digest, w
 files' contents), the backbone's name, the digest of its weights and the normalisation, so a re-scan
 with the same backbone computes none. A linear head then trains on them through the one training
 loop with the same recorders as any proxy, so AUL, AUM, the noise model, T and everything downstream
-work unchanged. The embeddings also give the neighbourhood score (scores.py ``knn_disagreement``).
+work unchanged. The embeddings also give the neighbourhood score (scores.py ``knn_disagreement``), with
+``--freeze`` and, taken before the network trains, when it fine-tunes.
 """
 from __future__ import annotations
 
@@ -93,20 +94,24 @@ def cached_embeddings(key: str, cache_dir: Path | None, compute) -> tuple[np.nda
     return arr, True
 
 
-def frozen_embeddings(net: nn.Module, model: str, pretrained: Pretrained, images: torch.Tensor, pixels: str,
-                      normalise: Normalise, cache_dir: Path | None, batch_size: int,
-                      progress: Progress | None = None) -> tuple[np.ndarray, dict]:
+def describe_backbone(model: str, pretrained: Pretrained, frozen: bool) -> dict:
+    """What run.json and metrics.json say of the backbone (``backbone_embeddings`` adds its embeddings)."""
+    return {"model": model, "weights": pretrained.source, "frozen": frozen, **({"head": "linear"} if frozen else {})}
+
+
+def backbone_embeddings(net: nn.Module, model: str, pretrained: Pretrained, images: torch.Tensor, pixels: str,
+                        normalise: Normalise, cache_dir: Path | None, batch_size: int,
+                        progress: Progress | None = None) -> tuple[np.ndarray, dict]:
     """The embeddings of every image (``images`` (N, 3, S, S) uint8, ``pixels`` their digest) by ``net``
     without its head (``model`` started from ``pretrained``, inputs through ``normalise``), from the
-    cache or computed once and cached. Returns (embeddings (N, D) float32, what run.json and
-    metrics.json say of the backbone)."""
+    cache or computed once and cached: a frozen head's input, and the neighbourhood score's space.
+    Returns (embeddings (N, D) float32, the facts of them that ``describe_backbone``'s block gains)."""
     key = embedding_key(pixels, model, pretrained, normalise.mean.cpu(), normalise.std.cpu())
     t = time.perf_counter()
     embeddings, computed = cached_embeddings(key, cache_dir, lambda: embed(
         without_head(net), images, normalise, max(batch_size, 256), autocast_for(model_device(net)),
         progress).cpu().numpy())
-    info = {"model": model, "weights": pretrained.source, "frozen": True, "head": "linear",
-            "embedding_dim": int(embeddings.shape[1]), "embeddings": "computed" if computed else "cached",
+    info = {"embedding_dim": int(embeddings.shape[1]), "embeddings": "computed" if computed else "cached",
             "embeddings_key": key, "embed_s": time.perf_counter() - t}
     return embeddings, info
 
