@@ -115,6 +115,7 @@ def _row(mode: str, result, truth) -> dict:
             "noise_rate": est,
             "true_rate": float(wrong.mean()), "abs_error": abs(est - float(wrong.mean())),
             "scan_s": float(sum(timings.values())), "embed_s": timings.get("embed_s"), "train_s": timings.get("train_s"),
+            "rate_heads_s": timings.get("rate_heads_s"),
             "embeddings": backbone.get("embeddings"), "epochs": run.epochs_run}
 
 
@@ -147,14 +148,18 @@ def markdown(results: list[dict]) -> str:
     lines = ["Backbones pretrained here on data disjoint from the audit (benchmarks/backbones.py): CIFAR — `small` "
              "on ~38,000 other CIFAR-10 training images, clean labels; digits — `small` on MNIST train."
              + (f" Accuracy on the backbone's own held-out images: {held}." if held else ""), "",
+             "With weights the rate is read from linear heads on the pretrained embeddings (the confident joint, "
+             "docs/scores.md), the same for fine-tuned and frozen; their training is timed apart (rate heads).", "",
              "| case | proxy | scores | AUROC | AUROC, AUM alone | noise rate (true) | abs. error | scan s | "
-             "backbone pass s | head / proxy training s | epochs |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "backbone pass s | head / proxy training s | rate heads s | epochs |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         for row in r["rows"]:
             lines.append(f"| {r['case']} | {row['mode']} | {'+'.join(row['scorers'])} | {row['auroc']:.4f} | "
                          f"{row['auroc_aum']:.4f} | {row['noise_rate']:.4f} "
                          f"({row['true_rate']:.4f}) | {row['abs_error']:.4f} | {row['scan_s']:.0f} | "
-                         f"{_num(row['embed_s'])} | {_num(row['train_s'])} | {row['epochs']} |")
+                         f"{_num(row['embed_s'])} | {_num(row['train_s'])} | {_num(row.get('rate_heads_s'))} | "
+                         f"{row['epochs']} |")
     return "\n".join(lines) + "\n"
 
 

@@ -1,6 +1,9 @@
 #!/usr/bin/env python3
 """The GPU check: CIFAR-10N's worst human labels on all 50,000 CIFAR-10 training images (40.2% wrong),
-scanned with the default settings and with ``--model resnet18`` on the device the machine has.
+scanned with the default settings, with ``--model resnet18``, and from weights (a ``small`` network's
+state dict saved here, seeded, so nothing is downloaded) frozen and fine-tuned, on the device the
+machine has. The weights rows check the device path of the backbone pass, the heads and the
+neighbourhood score, not detection: the weights are untrained.
 
     python benchmarks/gpu_check.py                             # on a machine with one GPU, unattended
     python benchmarks/gpu_check.py --limit 2000 --epochs 3     # the same end to end on a CPU, in minutes
@@ -34,7 +37,20 @@ from _cases import LARGE_CASES, WORK, build, machine_meta, read_truth, save_resu
 from labelaudit import scan
 
 CASE = LARGE_CASES["cifar10n_worst_50k"]
-MODELS = ("small", "resnet18")  # small: the default proxy
+MODELS = ("small", "resnet18", "small:frozen", "small:fine-tuned")  # small: the default proxy; :…: from weights
+
+
+def weights_file() -> Path:
+    """A seeded, untrained ``small`` network's state dict: weights to start from without a download."""
+    import torch
+
+    from labelaudit.training.models import build_model
+
+    path = WORK / "gpu_check_small_weights.pt"
+    if not path.exists():
+        torch.manual_seed(0)
+        torch.save(build_model("small", 10).state_dict(), path)
+    return path
 
 
 def subset(folder: Path, limit: int | None) -> tuple[Path, Path]:
@@ -59,11 +75,14 @@ def peak_memory(device: str) -> dict:
 def run_one(model: str, manifest: Path, root: Path, truth, options: dict) -> dict:
     import torch
 
-    out = WORK / f"gpu_check_{model}.audit"
+    network, _, mode = model.partition(":")
+    out = WORK / f"gpu_check_{model.replace(':', '-')}.audit"
+    if mode:
+        options = {**options, "weights": str(weights_file()), "freeze": mode == "frozen"}
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
-    result = scan(manifest=manifest, root=root, out=out, model=model, cache_dir=str(WORK / "cache"), **options)
+    result = scan(manifest=manifest, root=root, out=out, model=network, cache_dir=str(WORK / "cache"), **options)
     wall = time.perf_counter() - t0
     run = result.run
     s = result.samples.set_index("path")
@@ -102,7 +121,8 @@ def markdown(rows: list[dict]) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--limit", type=int, default=None, help="scan only the first N images (a smoke run on a CPU)")
-    ap.add_argument("--models", nargs="+", default=list(MODELS), help="proxies to run, in order")
+    ap.add_argument("--models", nargs="+", default=list(MODELS),
+                    help="proxies to run, in order; NAME:frozen and NAME:fine-tuned start from untrained weights")
     ap.add_argument("--epochs", default=None, help="override the default epochs (auto)")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--budget-s", type=float, default=480.0, help="start no run after this many seconds")

@@ -28,11 +28,11 @@ from .data.sources import list_data
 from .data.trusted import TrustedSet, load_trusted
 from .decisions import apply_verified, build_samples, decide
 from .dynamics.limit import LimitSettings
-from .dynamics.proxy import ProxySettings, train_proxy
+from .dynamics.proxy import ProxySettings, held_out_probs, train_proxy
 from .dynamics.recorders import Dynamics
 from .errors import DataError, UsageError
 from .noise.calibration import calibrated, with_trusted
-from .noise.interval import settle_undecided, stated_interval
+from .noise.interval import settle_by_head, settle_undecided, stated_interval
 from .noise.outliers import with_outliers
 from .noise.sampling import answers_needed, strata
 from .noise.mixture import BOOTSTRAP_LEVEL, NoiseFit, early_agreement, fit_noise, noise_table, percentile_interval
@@ -133,12 +133,16 @@ def scan(data: str | Path | None = None, *, out: str | Path | None = "labelaudit
         # --- 5. noise model: p(mislabeled), the rate and its interval (more proxy runs widen it)
         fit = fit_noise(config.noise_model, aul_scores=aul_s, aum_scores=aum_s, random_state=config.seed,
                         given=np.asarray(ds.labels), early=early_agreement(dyn.margin))
+        head_rate = settled = None
+        if proxy.readings is not None:  # a linear head on the pretrained embeddings models p(ỹ | x): the rate
+            fit, head_rate = settle_by_head(fit, *proxy.readings, given=np.asarray(ds.labels), random_state=config.seed)
         runs = None
         if config.proxy_runs > 1:
             with clock("more_runs_s", inside="score_s"):
                 fit, runs = _more_proxy_runs(fit, proxy, config, ds, progress)
         predicted = dyn.mean_probs.argmax(axis=1)
-        fit, settled = settle_undecided(fit, predicted, np.asarray(ds.labels))
+        if head_rate is None:
+            fit, settled = settle_undecided(fit, predicted, np.asarray(ds.labels))
         fit, outliers = with_outliers(fit, score, config.threshold, config.fdr)
         p_audit, audit_flags = decide(fit.p_mislabeled, config.threshold)  # the unsupervised audit's own
         fit, stated = stated_interval(fit, predicted, np.asarray(ds.labels))
@@ -167,7 +171,7 @@ def scan(data: str | Path | None = None, *, out: str | Path | None = "labelaudit
                      timings=dict(clock.timings), dyn=dyn, listing=listing, ds=ds, listing_fingerprint=proxy.fingerprint,
                      fit=fit, calibration=calibration, runs=runs, scorers=proxy.scorers, limit=proxy.limit,
                      t_source=t_source, trusted_info=trusted_info, samples=samples, t_matrix=t_matrix,
-                     stated=stated, outliers=outliers, settled=settled, world=world.as_dict(), backbone=proxy.backbone, answers_for_2_points=answers_needed(
+                     stated=stated, outliers=outliers, settled=settled, head_rate=head_rate, world=world.as_dict(), backbone=proxy.backbone, answers_for_2_points=answers_needed(
                          strata(samples["rank"].to_numpy(), samples["p_mislabeled"].to_numpy(),
                                 samples["is_label_issue"].to_numpy(dtype=bool))))
     result = ScanResult(Path(out) if out is not None else None, samples, noise, run, ds.errors, transition,
@@ -238,6 +242,27 @@ class _Proxy:
     normalise: Callable | None = None  # --freeze: the embeddings' standardisation
     backbone: dict | None = None  # run.json's backbone block
     embeddings: np.ndarray | None = None  # (N, D) the pretrained backbone's: with --freeze, or knn among the scores
+    readings: tuple[np.ndarray, np.ndarray] | None = None  # with embeddings: the rate's heads' (own, held-out) probabilities
+
+    def head_readings(self, seed: int, own: np.ndarray | None = None,
+                      progress: Progress | None = None) -> tuple[np.ndarray, np.ndarray] | None:
+        """(own, held-out) probabilities of linear heads on the pretrained embeddings, trained with
+        ``seed`` (noise/confident.py reads the rate from them); ``own`` when the audit's head gave
+        them (--freeze). None without embeddings."""
+        if self.embeddings is None:
+            return None
+        features = self.images if self.settings.frozen else torch.from_numpy(self.embeddings).to(self.labels.device)
+        k, device = int(self.dyn.mean_probs.shape[1]), self.labels.device
+        settings = dataclasses.replace(self.settings, seed=seed, frozen=True, augment="none", lr=ProxySettings.lr)
+        network, normalise = (lambda: linear_head(features.shape[1], k, device)), Standardise(features)
+        if own is None:
+            own = train_proxy(features, self.labels, k, settings, device=device, network=network, normalise=normalise,
+                              stop_rule=memorisation_check,
+                              progress=None if progress is None else
+                              (lambda _stage, done, total, info: progress("rate head", done, total, info))).mean_probs
+        held = held_out_probs(features, self.labels, k, settings, device=device, network=network, normalise=normalise,
+                              stop_rule=memorisation_check, progress=progress)
+        return own, held
 
 
 def _train_proxy(ds: Dataset, config: ScanConfig, device, out, progress: Progress | None,
@@ -291,14 +316,20 @@ def _train_proxy(ds: Dataset, config: ScanConfig, device, out, progress: Progres
                       network=head, normalise=normalise)
     backbone = None if pretrained is None else {**describe_backbone(config.model, pretrained, config.freeze),
                                                 **(info or {})}
-    return _Proxy(dyn, settings, scorers, limit, images, labels, listed, checkpoint_of, pretrained, head, normalise,
-                  backbone, embeddings)
+    proxy = _Proxy(dyn, settings, scorers, limit, images, labels, listed, checkpoint_of, pretrained, head, normalise,
+                   backbone, embeddings)
+    # the rate's readings (noise/confident.py): the frozen head's own, or one more head's when fine-tuning
+    with (clock("rate_heads_s", inside="train_s") if clock is not None else contextlib.nullcontext()):
+        proxy.readings = proxy.head_readings(config.seed, dyn.mean_probs if config.freeze else None, progress)
+    return proxy
 
 
 def _more_proxy_runs(fit: NoiseFit, proxy: _Proxy, config: ScanConfig, ds: Dataset,
                      progress: Progress | None) -> tuple[NoiseFit, dict]:
     """``--proxy-runs K``: train K − 1 more proxies with seeds seed+1 … seed+K−1 on the same data and
-    settings, fit the same noise model to each, and pool every run's bootstrap rounds into the interval.
+    settings, fit the same noise model to each (with embeddings, the same confident joint of heads trained
+    with the run's seed), and pool every
+    run's bootstrap rounds into the interval.
     The scan's outputs stay those of the first run (``--seed``); only the interval (and run.json's
     ``runs``) changes; ``fit`` and ``proxy`` are the first run's. The interval then holds two sources
     of noise in the estimate: the draw of the samples (the bootstrap) and the proxy's own randomness
@@ -323,6 +354,9 @@ def _more_proxy_runs(fit: NoiseFit, proxy: _Proxy, config: ScanConfig, ds: Datas
         other = fit_noise(config.noise_model, aul_scores=aul(more.loss), aum_scores=aum(more.margin),
                           random_state=settings.seed + r, given=given,
                           early=early_agreement(more.margin))  # = what scan --seed seed+r estimates
+        readings = proxy.head_readings(settings.seed + r, more.mean_probs if config.freeze else None)
+        if readings is not None:
+            other, _ = settle_by_head(other, *readings, given=given, random_state=settings.seed + r)
         seeds.append(settings.seed + r)
         epochs.append(int(more.loss.shape[0]))
         rates.append(other.noise_rate)

@@ -35,6 +35,7 @@ def test_same_seed_same_outputs_and_warm_rescan(color_folder, tmp_path):
     assert not (c.samples["aul"].to_numpy() == a.samples["aul"].to_numpy()).all()
 
 
+@pytest.mark.slow
 def test_config_and_overrides(color_folder):
     root, _ = color_folder
     with pytest.raises(UsageError, match="unknown scan option"):

@@ -160,7 +160,21 @@ def test_freeze_trains_a_head_on_cached_embeddings_and_a_rescan_computes_none(co
     assert first.run["config"]["freeze"] and "knn" in first.samples.columns
     assert first.run["scores"]["ran"] == ["aum", "knn"]  # with --freeze the neighbourhood score is fused by default
     flipped = {p for p, c in truth.items() if not p.startswith(c)}
-    assert set(first.samples.loc[first.samples["is_label_issue"], "path"]) == flipped
+    ranked = first.samples.sort_values("rank")
+    assert set(ranked["path"][:len(flipped)]) == flipped
+    assert set(ranked.loc[ranked["is_label_issue"], "path"]) <= flipped
+    # the rate is the confident joint's of the head (noise/confident.py): the mean of its readings on the
+    # head's own probabilities (72 samples, 192 dimensions: the head fits every label, 0) and on held-out
+    # ones (6 of 72 = 0.083 wrong), and every p(mislabeled) follows it
+    confident = first.run["noise_model"]["confident_joint"]
+    assert confident["own"] == 0.0 and confident["held_out"] == pytest.approx(len(flipped) / len(truth), abs=0.03)
+    assert confident["rate"] == pytest.approx((confident["own"] + confident["held_out"]) / 2)
+    assert first.summary.noise_rate == pytest.approx(confident["rate"], abs=1e-6)
+    assert first.samples["p_mislabeled"].mean() == pytest.approx(confident["rate"], abs=1e-6)
+    low, high = first.summary.noise_rate_interval
+    assert low <= confident["own"] and confident["held_out"] <= confident["interval"][1] <= high
+    assert "confident joint" in first.run["noise_model"]["interval"]["bootstrap_method"]
+    assert first.run["timings"]["rate_heads_s"] > 0
 
     def no_embedding(*args, **kwargs):
         raise AssertionError("a re-scan with the same backbone computed embeddings")
@@ -189,8 +203,15 @@ def test_fine_tuning_fuses_the_neighbourhood_score_of_the_weights_before_trainin
     assert frozen.run["backbone"]["embeddings_key"] == info["embeddings_key"]
     pd.testing.assert_series_equal(tuned.samples["knn"], frozen.samples["knn"])
     assert not tuned.samples["aum"].equals(frozen.samples["aum"])  # the network trained, not a head
+    # the rate comes from a linear head on the same embeddings: the very readings the frozen scan makes
+    readings = {k: tuned.run["noise_model"]["confident_joint"][k] for k in ("own", "held_out", "rate")}
+    assert readings == {k: frozen.run["noise_model"]["confident_joint"][k] for k in readings}
+    mixtures = (tuned.run["noise_model"]["confident_joint"]["rate_before"],
+                frozen.run["noise_model"]["confident_joint"]["rate_before"])
+    assert mixtures[0] != mixtures[1]  # what it replaced: each scan's own mixture
     alone = scan(root, out=None, **options, scores="aum")
     assert "knn" not in alone.samples.columns and "embedding_dim" not in alone.run["backbone"]
+    assert "confident_joint" not in alone.run["noise_model"]  # no embeddings, no head: the mixture's rate
     pd.testing.assert_series_equal(alone.samples["aum"], tuned.samples["aum"])  # the fusion leaves training alone
 
 

@@ -141,6 +141,7 @@ def test_answers_rewrite_the_audit_in_place_and_reach_export(reviewed, tmp_path)
         assert (m["label"] == m_rel.map(truth)).all() and (m["weight"] == 1.0).all()
 
 
+@pytest.mark.slow
 def test_more_answers_start_again_from_the_scan_and_a_rescan_drops_them(reviewed, scanned, tmp_path):
     audit, images, truth = reviewed
     fresh = tmp_path / "fresh"

@@ -162,13 +162,15 @@ class RunRecord(_JsonView):
         return dataclasses.replace(self, summary=dataclasses.replace(self.summary, **changes))
 
 
-def interval_info(calibration: Calibration | None, runs: dict | None, stated: dict | None = None) -> dict:
+def interval_info(calibration: Calibration | None, runs: dict | None, stated: dict | None = None,
+                  head: bool = False) -> dict:
     """run.json ``noise_model.interval``: how ``summary.noise_rate_interval`` was made."""
     if calibration is not None:
         return {"level": BOOTSTRAP_LEVEL, "method": "the calibration shift ± 1.96 standard errors "
                                                     "(its uncertainty dominates the mixture's)"}
+    redone = "the confident joint recomputed" if head else "mixture refit"
     info = {"level": BOOTSTRAP_LEVEL, "rounds": BOOTSTRAP_ROUNDS,
-            "method": "percentile bootstrap over samples, mixture refit each round"}
+            "method": f"percentile bootstrap over samples, {redone} each round"}
     if runs is not None:
         k = len(runs["seeds"])
         info.update(rounds=BOOTSTRAP_ROUNDS * k, runs=runs,
@@ -182,7 +184,7 @@ def run_record(*, config, workers: int, cache_dir: Path | None, device, timings:
                listing_fingerprint: str, fit: NoiseFit, calibration: Calibration | None, runs: dict | None,
                scorers: tuple[str, ...], limit, t_source: str, trusted_info: dict | None, samples: pd.DataFrame,
                t_matrix: np.ndarray, stated: dict | None = None, outliers: dict | None = None,
-               settled: dict | None = None,
+               settled: dict | None = None, head_rate: dict | None = None,
                answers_for_2_points: int | None = None, world: dict | None = None,
                backbone: dict | None = None) -> RunRecord:
     """run.json of a scan: its settings as run (defaults resolved), versions, device, timings, data
@@ -210,7 +212,8 @@ def run_record(*, config, workers: int, cache_dir: Path | None, device, timings:
                  "fingerprint": listing_fingerprint, **ds.stats},
         "noise_model": {"method": fit.method, **fit.details, **({"outlier_test": outliers} if outliers else {}),
                         **({"undecided": settled} if settled else {}),
-                        "interval": interval_info(calibration, runs, stated)},
+                        **({"confident_joint": head_rate} if head_rate else {}),
+                        "interval": interval_info(calibration, runs, stated, head=head_rate is not None)},
         "scores": {"ran": list(scorers), "fusion": config.fusion if len(scorers) > 1 else None,
                    "score": (f"{config.fusion} of {', '.join(scorers)}" if len(scorers) > 1 else
                              f"{scorers[0]} alone") + " (higher = more likely mislabeled)",

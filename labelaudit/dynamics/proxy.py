@@ -133,6 +133,65 @@ def train_proxy(images: torch.Tensor, labels: torch.Tensor, num_classes: int, se
     return dyn
 
 
+HELD_OUT_FOLDS = 5  # --freeze: heads trained without the fifth of the samples each predicts (held_out_probs)
+
+
+def held_out_probs(features: torch.Tensor, labels: torch.Tensor, num_classes: int, settings: ProxySettings, *,
+                   device: torch.device, network: Callable[[], torch.nn.Module], normalise: Callable,
+                   folds: int = HELD_OUT_FOLDS, stop_rule: StopRule | None = None,
+                   progress: Progress | None = None) -> np.ndarray:
+    """``--freeze``: every sample's probabilities from a head that never saw its label, (N, K).
+
+    The samples are dealt into ``folds`` folds by a permutation drawn from ``settings.seed``; for each
+    fold a fresh head trains on the others with the same settings as the audit's own head, and the
+    fold's softmax, taken after every epoch, is averaged over the epochs as the recorded one is
+    (``Dynamics.mean_probs``). These are the out-of-sample probabilities the confident joint asks for
+    (noise/confident.py): a head can fit the wrong labels it trains on, most where the samples are
+    few for the embedding's size. A fold with no samples (N < folds) is skipped.
+    """
+    n = features.shape[0]
+    fold = np.random.default_rng(settings.seed).permutation(n) % folds
+    out = np.zeros((n, num_classes), dtype=np.float64)
+    for f in range(folds):
+        test = np.flatnonzero(fold == f)
+        train = np.flatnonzero(fold != f)
+        if len(test) == 0 or len(train) == 0:
+            continue
+        take, keep = torch.from_numpy(test).to(features.device), torch.from_numpy(train).to(features.device)
+        held = _HeldOutHook(features[take], normalise)
+        stage = f"held-out head {f + 1}/{folds}"
+        train_proxy(features[keep], labels[keep.to(labels.device)], num_classes, settings, device=device,
+                    stop_rule=stop_rule, hooks=[held], network=network, normalise=normalise,
+                    progress=None if progress is None else
+                    (lambda _stage, done, total, info, _s=stage: progress(_s, done, total, info)))
+        out[test] = held.mean()
+    return out
+
+
+class _HeldOutHook(Hook):
+    """After every epoch, the network's softmax on samples it does not train on, summed over epochs."""
+
+    def __init__(self, features: torch.Tensor, normalise: Callable):
+        self.features, self.normalise = features, normalise
+        self.total, self.epochs = None, 0
+
+    def start(self, model: torch.nn.Module, batches: Batches) -> None:
+        self.model = model
+
+    @torch.no_grad()
+    def end_epoch(self, epoch: int, mean_loss: float) -> None:
+        was = self.model.training
+        self.model.eval()
+        probs = np.concatenate([torch.softmax(self.model(self.normalise(chunk)).float(), dim=1).cpu().numpy()
+                                for chunk in self.features.split(8192)])
+        self.model.train(was)
+        self.total = probs.astype(np.float64) if self.total is None else self.total + probs
+        self.epochs += 1
+
+    def mean(self) -> np.ndarray:
+        return self.total / max(self.epochs, 1)
+
+
 class _LimitHook(Hook):
     """The LIMIT pair's own forward and backward passes on each step's batch, its distances recorded."""
 

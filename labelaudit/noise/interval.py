@@ -28,6 +28,7 @@ import dataclasses
 import numpy as np
 
 from .calibration import clipped_logit, offset_for_sum, shift_posteriors
+from .confident import confident_rate
 from .mixture import NoiseFit
 
 LEVEL = 0.95
@@ -76,6 +77,14 @@ def stated_interval(fit: NoiseFit, predicted: np.ndarray, given: np.ndarray) -> 
     return dataclasses.replace(fit, interval=(low, high)), parts
 
 
+def _shifted_to(fit: NoiseFit, target: float) -> tuple[np.ndarray, float]:
+    """Every p(mislabeled) moved by one shift of its log-odds so that their mean is ``target`` (the
+    ranking and the order of the p's kept): (the new p's, the shift)."""
+    p = np.asarray(fit.p_mislabeled, dtype=np.float64)
+    shift = offset_for_sum(clipped_logit(p), float(np.clip(target, 1e-6, 1.0 - 1e-6)) * len(p)) or 0.0
+    return shift_posteriors(p, shift), shift
+
+
 def settle_undecided(fit: NoiseFit, predicted: np.ndarray, given: np.ndarray) -> tuple[NoiseFit, dict | None]:
     """Where a mixture component is undecided (a model range), the rate the range leaves open is set
     by the second estimate: the proxy's disagreement with the given labels, held within the model
@@ -89,12 +98,36 @@ def settle_undecided(fit: NoiseFit, predicted: np.ndarray, given: np.ndarray) ->
     d = disagreement(predicted, given)[0]
     low, high = (float(v) for v in fit.model_range)
     target = float(np.clip(d, low, high))
-    p = np.asarray(fit.p_mislabeled, dtype=np.float64)
-    shift = offset_for_sum(clipped_logit(p), float(np.clip(target, 1e-6, 1.0 - 1e-6)) * len(p)) or 0.0
-    p = shift_posteriors(p, shift)
+    p, shift = _shifted_to(fit, target)
     info = {"method": "the proxy's disagreement with the given labels, held within the model range; p(mislabeled) "
                       "shifted on the log-odds scale to that mean", "disagreement": d, "model_range": [low, high],
             "rate_before": float(fit.noise_rate), "shift": shift}
     method = (f"{fit.method}; a component is undecided (the rate could be {low:.1%}–{high:.1%}): the rate is set "
               f"by the proxy's disagreement with the given labels, {target:.1%}")
     return dataclasses.replace(fit, p_mislabeled=p, noise_rate=float(p.mean()), method=method), info
+
+
+def settle_by_head(fit: NoiseFit, probs: np.ndarray, held_out: np.ndarray | None = None, *, given: np.ndarray,
+                   random_state: int = 0) -> tuple[NoiseFit, dict]:
+    """With a pretrained backbone (``--weights``, frozen or fine-tuned): the rate is the confident
+    joint's (confident.py) of a linear head on the backbone's embeddings: of its own probabilities and,
+    when given, of held-out ones (their mean). It replaces the mixture's rate and the head's
+    disagreement, both of which count the hard clean images the head gets wrong, and a fine-tuned
+    network's mixture, which misses the wrong labels it has learnt. Every p(mislabeled) is moved by one
+    shift of its log-odds so that their mean is that rate (the ranking is kept), the interval is the
+    confident joint's, and the mixture's model range, which no longer bounds the rate, is dropped
+    (run.json keeps it as ``model_range_before``). Returns (fit, run.json's account)."""
+    estimate = confident_rate(probs, given, held_out=held_out, random_state=random_state)
+    p, shift = _shifted_to(fit, estimate.rate)
+    read = "the mean of its readings on the head's own and on held-out probabilities" if held_out is not None \
+        else "its reading on the head's own probabilities"
+    info = {"method": f"the confident joint (Northcutt et al. 2021, Sec. 3.1), {read}; p(mislabeled) shifted "
+                      "on the log-odds scale to that rate",
+            **estimate.as_dict(), "rate_before": float(fit.noise_rate),
+            "interval_before": None if fit.interval is None else [float(v) for v in fit.interval],
+            "model_range_before": None if fit.model_range is None else [float(v) for v in fit.model_range],
+            "shift": shift}
+    method = (f"{fit.method}; the rate is the confident joint's of a linear head on the pretrained embeddings, "
+              f"{estimate.rate:.1%} (the mixture read {fit.noise_rate:.1%})")
+    return dataclasses.replace(fit, p_mislabeled=p, noise_rate=float(p.mean()), method=method,
+                               interval=estimate.interval, draws=estimate.draws, model_range=None), info

@@ -1,0 +1,123 @@
+"""The noise rate from the confident joint of a head that models p(ỹ | x): ``--freeze``'s estimate.
+
+Northcutt, Jiang and Chuang, "Confident learning: estimating uncertainty in dataset labels" (JAIR
+2021), Sec. 3.1: with p̂(ỹ = j | x) the head's probabilities,
+
+- the per-class threshold t_j is the mean self-confidence of the samples given label j,
+  ``t_j = mean of p̂(ỹ = j | x) over {x : ỹ = j}``;
+- the confident joint counts each sample given label j under the class i it is confidently in: among
+  the classes whose probability reaches their threshold, the most probable; a sample that reaches no
+  threshold is not counted;
+- the joint is calibrated so that each given label's counts sum to that label's size in the data,
+  and the noise rate is its off-diagonal share.
+
+The confident joint needs probabilities of the noisy labels from a model that has not fit them. With
+a pretrained backbone (``--weights``) that model is a linear head on the backbone's embeddings (the
+audit's own head with ``--freeze``; one more, trained on the embeddings taken before fine-tuning,
+without it), read twice:
+
+- on the head's own probabilities (trained on every sample). A linear head fits few wrong labels
+  where the samples are many for the embedding's size, but more where they are few, and each one it
+  fits is counted as clean: this reading is low, the more so the fewer the samples;
+- on held-out probabilities (five heads, each trained without the fifth of the samples it predicts:
+  the out-of-sample probabilities the paper asks for). Each has seen a fifth less data and none has
+  fit the sample it predicts, so the hard clean images it gets wrong are counted as errors: this
+  reading is high.
+
+The rate is the mean of the two readings, and its interval holds both. In ``benchmarks/frozen_rate.py``
+(14 development cases, 500 to 10,000 images) the mean is off by 0.022 on average (0.060 at most), the
+own reading alone by 0.030 (0.130, on 1,000 images) and the held-out one by 0.042 (0.081);
+docs/scores.md has the table. A network trained from scratch, or the fine-tuned network itself, fits
+the wrong labels as it trains, so without a pretrained backbone the mixture's rate stands.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .mixture import BOOTSTRAP_LEVEL, BOOTSTRAP_ROUNDS, SELECT_SAMPLES, percentile_interval
+
+
+@dataclass(frozen=True)
+class ConfidentEstimate:
+    """The confident joint's noise rate, its interval and the calibrated joint of the head's own
+    probabilities. With held-out probabilities the rate is the mean of the two readings (module
+    docstring) and the interval holds both readings and the bootstrap interval of their mean."""
+
+    rate: float
+    interval: tuple[float, float]
+    joint: np.ndarray  # (K, K) C[true, given] of the head's own probabilities, calibrated: column j sums to #(given j)
+    counted: float  # the share of samples that reached a threshold (only those are counted)
+    draws: np.ndarray | None = None  # the bootstrap rounds' rates
+    own: float | None = None  # the reading on the head's own probabilities
+    held_out: float | None = None  # the reading on the held-out probabilities
+
+    def as_dict(self) -> dict:
+        return {"rate": self.rate, "interval": [float(v) for v in self.interval], "own": self.own,
+                "held_out": self.held_out, "counted": self.counted}
+
+
+def confident_joint(probs: np.ndarray, given: np.ndarray) -> tuple[np.ndarray, int]:
+    """Northcutt et al., Sec. 3.1: the calibrated confident joint ``C[true, given]`` of (N, K)
+    probabilities and (N,) given labels, and the number of samples counted in it.
+
+    A given label that no counted sample carries keeps its count on the diagonal: nothing says those
+    labels are wrong.
+    """
+    probs = np.asarray(probs, dtype=np.float64)
+    given = np.asarray(given, dtype=np.int64)
+    n, k = probs.shape
+    counts = np.bincount(given, minlength=k).astype(np.float64)
+    own = probs[np.arange(n), given]
+    thresholds = np.full(k, np.inf)  # a class nobody is given can never be confidently chosen
+    present = counts > 0
+    thresholds[present] = np.bincount(given, weights=own, minlength=k)[present] / counts[present]
+    above = probs >= thresholds[None, :]
+    counted = above.any(axis=1)
+    confident = np.where(above, probs, -np.inf).argmax(axis=1)
+    joint = np.zeros((k, k))
+    np.add.at(joint, (confident[counted], given[counted]), 1.0)
+    column = joint.sum(axis=0)
+    scale = np.divide(counts, column, out=np.zeros(k), where=column > 0)
+    joint *= scale[None, :]
+    empty = (column == 0) & present
+    joint[empty, empty] = counts[empty]
+    return joint, int(counted.sum())
+
+
+def joint_rate(joint: np.ndarray) -> float:
+    """The off-diagonal share of a joint: the dataset's noise rate."""
+    total = float(joint.sum())
+    return 0.0 if total <= 0 else float(1.0 - np.trace(joint) / total)
+
+
+def confident_rate(probs: np.ndarray, given: np.ndarray, *, held_out: np.ndarray | None = None,
+                   rounds: int = BOOTSTRAP_ROUNDS, level: float = BOOTSTRAP_LEVEL,
+                   random_state: int = 0) -> ConfidentEstimate:
+    """The confident joint's noise rate of ``probs`` (N, K), or with ``held_out`` (N, K) the mean of
+    the two readings, with a percentile bootstrap over the samples (the same rows for both readings;
+    the thresholds and the joints recomputed each round). Above ``SELECT_SAMPLES`` samples each round
+    draws that many (m-out-of-n, as the mixture's bootstrap does), which widens the interval."""
+    given = np.asarray(given, dtype=np.int64)
+    sets = [np.asarray(probs, dtype=np.float64)]
+    if held_out is not None:
+        sets.append(np.asarray(held_out, dtype=np.float64))
+    if any(p.ndim != 2 or len(p) != len(given) or p.shape[1] != sets[0].shape[1] for p in sets):
+        raise ValueError(f"probabilities {[p.shape for p in sets]} and given {given.shape}: expected (N, K) and (N,)")
+    joint, counted = confident_joint(sets[0], given)
+    readings = [joint_rate(joint)] + [joint_rate(confident_joint(p, given)[0]) for p in sets[1:]]
+    rate = float(np.mean(readings))
+    n = len(given)
+    held = readings[1] if len(readings) > 1 else None
+    if n == 0:
+        return ConfidentEstimate(0.0, (0.0, 0.0), joint, 0.0, np.zeros(0), readings[0], held)
+    rng = np.random.default_rng(random_state)
+    size = min(n, SELECT_SAMPLES)
+    draws = np.empty(rounds)
+    for r in range(rounds):
+        rows = rng.integers(0, n, size)
+        draws[r] = np.mean([joint_rate(confident_joint(p[rows], given[rows])[0]) for p in sets])
+    low, high = percentile_interval(draws, level)
+    interval = (min(low, *readings), max(high, *readings))
+    return ConfidentEstimate(rate, interval, joint, counted / n, draws, readings[0], held)
