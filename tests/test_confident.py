@@ -91,12 +91,24 @@ def test_held_out_probabilities_come_from_heads_that_never_saw_the_sample():
     rng = np.random.default_rng(0)
     features = torch.from_numpy(rng.normal(size=(40, 8)).astype(np.float32))
     labels = torch.from_numpy(np.r_[2, rng.integers(0, 2, 39)]).long()
-    settings = ProxySettings(epochs=30, stop_from=None, batch_size=8, lr=0.2, augment="none", frozen=True)
+    settings = ProxySettings(epochs=15, stop_from=None, batch_size=20, lr=0.5, augment="none", frozen=True)
     cpu = torch.device("cpu")
     head, normalise = (lambda: linear_head(8, 3, cpu)), Standardise(features)
     own = train_proxy(features, labels, 3, settings, device=cpu, network=head, normalise=normalise).mean_probs
     held = held_out_probs(features, labels, 3, settings, device=cpu, network=head, normalise=normalise)
     assert held.shape == (40, 3) and np.allclose(held.sum(axis=1), 1.0)
-    assert own[0, 2] > 0.25 and held[0, 2] < 0.02
+    assert own[0, 2] > 0.15 and held[0, 2] < 0.03
     again = held_out_probs(features, labels, 3, settings, device=cpu, network=head, normalise=normalise)
     assert np.array_equal(held, again)  # the same seed, the same folds and heads
+
+
+def test_rows_and_chunks_give_the_joint_of_the_rows_themselves(monkeypatch):
+    import labelaudit.noise.confident as confident
+
+    probs, given, _ = _simulated(500, 0.2, seed=7)
+    rows = np.random.default_rng(1).integers(0, 500, 700)  # a bootstrap draw: repeats
+    whole = confident_joint(probs[rows], given[rows])
+    monkeypatch.setattr(confident, "CHUNK", 64)  # many chunks, the last one short
+    in_place = confident_joint(probs.astype(np.float32), given, rows)
+    np.testing.assert_allclose(in_place[0], whole[0], rtol=1e-6)
+    assert in_place[1] == whole[1]

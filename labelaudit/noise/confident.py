@@ -58,32 +58,42 @@ class ConfidentEstimate:
                 "held_out": self.held_out, "counted": self.counted}
 
 
-def confident_joint(probs: np.ndarray, given: np.ndarray) -> tuple[np.ndarray, int]:
+CHUNK = 8192  # rows compared with the thresholds at a time: (CHUNK, K) at most in memory beside the input
+BOOTSTRAP_CELLS = 20_000_000  # a bootstrap round reads at most this many probabilities (rows × classes)
+
+
+def confident_joint(probs: np.ndarray, given: np.ndarray, rows: np.ndarray | None = None) -> tuple[np.ndarray, int]:
     """Northcutt et al., Sec. 3.1: the calibrated confident joint ``C[true, given]`` of (N, K)
-    probabilities and (N,) given labels, and the number of samples counted in it.
+    probabilities and (N,) given labels (of the samples ``rows``, repeats allowed, when given), and
+    the number of samples counted in it.
 
     A given label that no counted sample carries keeps its count on the diagonal: nothing says those
-    labels are wrong.
+    labels are wrong. The probabilities are read a chunk of rows at a time, never copied whole.
     """
-    probs = np.asarray(probs, dtype=np.float64)
     given = np.asarray(given, dtype=np.int64)
-    n, k = probs.shape
-    counts = np.bincount(given, minlength=k).astype(np.float64)
-    own = probs[np.arange(n), given]
+    rows = np.arange(len(given)) if rows is None else np.asarray(rows, dtype=np.int64)
+    k = probs.shape[1]
+    labels = given[rows]
+    counts = np.bincount(labels, minlength=k).astype(np.float64)
+    own = np.asarray(probs[rows, labels], dtype=np.float64)
     thresholds = np.full(k, np.inf)  # a class nobody is given can never be confidently chosen
     present = counts > 0
-    thresholds[present] = np.bincount(given, weights=own, minlength=k)[present] / counts[present]
-    above = probs >= thresholds[None, :]
-    counted = above.any(axis=1)
-    confident = np.where(above, probs, -np.inf).argmax(axis=1)
+    thresholds[present] = np.bincount(labels, weights=own, minlength=k)[present] / counts[present]
     joint = np.zeros((k, k))
-    np.add.at(joint, (confident[counted], given[counted]), 1.0)
+    counted = 0
+    for start in range(0, len(rows), CHUNK):
+        block = np.asarray(probs[rows[start:start + CHUNK]], dtype=np.float64)  # a chunk at a time
+        above = block >= thresholds[None, :]
+        hit = above.any(axis=1)
+        confident = np.where(above, block, -1).argmax(axis=1)  # probabilities are ≥ 0: -1 is never chosen
+        np.add.at(joint, (confident[hit], labels[start:start + CHUNK][hit]), 1.0)
+        counted += int(hit.sum())
     column = joint.sum(axis=0)
     scale = np.divide(counts, column, out=np.zeros(k), where=column > 0)
     joint *= scale[None, :]
     empty = (column == 0) & present
     joint[empty, empty] = counts[empty]
-    return joint, int(counted.sum())
+    return joint, counted
 
 
 def joint_rate(joint: np.ndarray) -> float:
@@ -97,27 +107,27 @@ def confident_rate(probs: np.ndarray, given: np.ndarray, *, held_out: np.ndarray
                    random_state: int = 0) -> ConfidentEstimate:
     """The confident joint's noise rate of ``probs`` (N, K), or with ``held_out`` (N, K) the mean of
     the two readings, with a percentile bootstrap over the samples (the same rows for both readings;
-    the thresholds and the joints recomputed each round). Above ``SELECT_SAMPLES`` samples each round
-    draws that many (m-out-of-n, as the mixture's bootstrap does), which widens the interval."""
+    the thresholds and the joints recomputed each round). A round draws at most ``SELECT_SAMPLES``
+    rows, and at most ``BOOTSTRAP_CELLS`` probabilities (1,000 classes: 20,000 rows): m-out-of-n, as
+    the mixture's bootstrap does above SELECT_SAMPLES, which widens the interval."""
     given = np.asarray(given, dtype=np.int64)
-    sets = [np.asarray(probs, dtype=np.float64)]
-    if held_out is not None:
-        sets.append(np.asarray(held_out, dtype=np.float64))
-    if any(p.ndim != 2 or len(p) != len(given) or p.shape[1] != sets[0].shape[1] for p in sets):
-        raise ValueError(f"probabilities {[p.shape for p in sets]} and given {given.shape}: expected (N, K) and (N,)")
+    sets = [probs] + ([] if held_out is None else [held_out])
+    if any(np.ndim(p) != 2 or len(p) != len(given) or p.shape[1] != sets[0].shape[1] for p in sets):
+        raise ValueError(f"probabilities {[np.shape(p) for p in sets]} and given {given.shape}: "
+                         "expected (N, K) and (N,)")
     joint, counted = confident_joint(sets[0], given)
     readings = [joint_rate(joint)] + [joint_rate(confident_joint(p, given)[0]) for p in sets[1:]]
     rate = float(np.mean(readings))
-    n = len(given)
+    n, k = len(given), sets[0].shape[1]
     held = readings[1] if len(readings) > 1 else None
     if n == 0:
         return ConfidentEstimate(0.0, (0.0, 0.0), joint, 0.0, np.zeros(0), readings[0], held)
     rng = np.random.default_rng(random_state)
-    size = min(n, SELECT_SAMPLES)
+    size = min(n, SELECT_SAMPLES, max(1000, BOOTSTRAP_CELLS // k))
     draws = np.empty(rounds)
     for r in range(rounds):
         rows = rng.integers(0, n, size)
-        draws[r] = np.mean([joint_rate(confident_joint(p[rows], given[rows])[0]) for p in sets])
+        draws[r] = np.mean([joint_rate(confident_joint(p, given, rows)[0]) for p in sets])
     low, high = percentile_interval(draws, level)
     interval = (min(low, *readings), max(high, *readings))
     return ConfidentEstimate(rate, interval, joint, counted / n, draws, readings[0], held)
