@@ -109,6 +109,7 @@ def test_failed_scan_never_touches_an_earlier_audit(bad_folder, tmp_path):
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
 
+@pytest.mark.slow
 def test_manifest_duplicates_error_or_dedupe(tmp_path):
     make_color_folder(tmp_path / "images")
     rows = [(f"images/{p.parent.name}/{p.name}", p.parent.name) for p in sorted((tmp_path / "images").rglob("*.png"))]
@@ -202,6 +203,7 @@ def test_symlink_loops_end_and_linked_class_folders_are_listed(tmp_path):
                                       "listed twice and link loops end"}]
 
 
+@pytest.mark.slow
 def test_non_utf8_file_name_goes_to_errors_with_the_fix(tmp_path):
     root = tmp_path / "images"
     make_color_folder(root)

@@ -360,6 +360,7 @@ def _trusted_csv(folder, truth, picks, path):
     return rows
 
 
+@pytest.mark.slow
 def test_scan_with_a_trusted_set_checks_the_audit_and_reports_both_transition_estimates(tmp_path):
     truth = make_color_folder(tmp_path / "images")
     # the first two images of every colour are filed under the next class: pick them and two right ones
