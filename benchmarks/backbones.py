@@ -23,7 +23,8 @@ the from-scratch 0.05, and frozen (``--weights FILE --freeze``). Each row gives 
 default ranking (with ``--weights`` the neighbourhood score on the backbone's embeddings, computed
 before any fine-tuning, fused with AUM) and of AUM alone (the ``aum`` column of the same audit: the
 fusion changes the ranking, not the training), the noise-rate estimate and its error, the wall time of
-the scan, and the backbone pass (``embed_s``) and the training (``train_s``) apart. Writes
+the scan, and the backbone pass (``embed_s``), the training (``train_s``) and the heads the rate is read
+from (``rate_heads_s``, docs/scores.md) apart. Writes
 benchmarks/results/<tag>.json and .md.
 """
 from __future__ import annotations

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -244,6 +245,17 @@ class _Proxy:
     embeddings: np.ndarray | None = None  # (N, D) the pretrained backbone's: with --freeze, or knn among the scores
     readings: tuple[np.ndarray, np.ndarray] | None = None  # with embeddings: the rate's heads' (own, held-out) probabilities
 
+    @functools.cached_property
+    def rate_heads(self) -> tuple[torch.Tensor, Callable[[], torch.nn.Module], Callable, ProxySettings]:
+        """The rate's heads' input, builder, standardisation and settings: with --freeze the audit's
+        own head's; fine-tuning, a linear head's on the embeddings taken before it (on the device once)."""
+        if self.settings.frozen:
+            return self.images, self.head, self.normalise, self.settings
+        features = torch.from_numpy(self.embeddings).to(self.labels.device)
+        k, device = int(self.dyn.mean_probs.shape[1]), self.labels.device
+        settings = dataclasses.replace(self.settings, frozen=True, augment="none", lr=ProxySettings.lr)
+        return features, (lambda: linear_head(features.shape[1], k, device)), Standardise(features), settings
+
     def head_readings(self, seed: int, own: np.ndarray | None = None,
                       progress: Progress | None = None) -> tuple[np.ndarray, np.ndarray] | None:
         """(own, held-out) probabilities of linear heads on the pretrained embeddings, trained with
@@ -251,10 +263,9 @@ class _Proxy:
         them (--freeze). None without embeddings."""
         if self.embeddings is None:
             return None
-        features = self.images if self.settings.frozen else torch.from_numpy(self.embeddings).to(self.labels.device)
+        features, network, normalise, settings = self.rate_heads
+        settings = dataclasses.replace(settings, seed=seed)
         k, device = int(self.dyn.mean_probs.shape[1]), self.labels.device
-        settings = dataclasses.replace(self.settings, seed=seed, frozen=True, augment="none", lr=ProxySettings.lr)
-        network, normalise = (lambda: linear_head(features.shape[1], k, device)), Standardise(features)
         if own is None:
             own = train_proxy(features, self.labels, k, settings, device=device, network=network, normalise=normalise,
                               stop_rule=memorisation_check,
@@ -328,8 +339,7 @@ def _more_proxy_runs(fit: NoiseFit, proxy: _Proxy, config: ScanConfig, ds: Datas
                      progress: Progress | None) -> tuple[NoiseFit, dict]:
     """``--proxy-runs K``: train K − 1 more proxies with seeds seed+1 … seed+K−1 on the same data and
     settings, fit the same noise model to each (with embeddings, the same confident joint of heads trained
-    with the run's seed), and pool every
-    run's bootstrap rounds into the interval.
+    with the run's seed), and pool every run's bootstrap rounds into the interval.
     The scan's outputs stay those of the first run (``--seed``); only the interval (and run.json's
     ``runs``) changes; ``fit`` and ``proxy`` are the first run's. The interval then holds two sources
     of noise in the estimate: the draw of the samples (the bootstrap) and the proxy's own randomness

@@ -133,14 +133,14 @@ def train_proxy(images: torch.Tensor, labels: torch.Tensor, num_classes: int, se
     return dyn
 
 
-HELD_OUT_FOLDS = 5  # --freeze: heads trained without the fifth of the samples each predicts (held_out_probs)
+HELD_OUT_FOLDS = 5  # the rate's held-out heads (--weights): each trained without the fifth it predicts
 
 
 def held_out_probs(features: torch.Tensor, labels: torch.Tensor, num_classes: int, settings: ProxySettings, *,
                    device: torch.device, network: Callable[[], torch.nn.Module], normalise: Callable,
                    folds: int = HELD_OUT_FOLDS, stop_rule: StopRule | None = None,
                    progress: Progress | None = None) -> np.ndarray:
-    """``--freeze``: every sample's probabilities from a head that never saw its label, (N, K).
+    """With a pretrained backbone: every sample's probabilities from a head that never saw its label, (N, K).
 
     The samples are dealt into ``folds`` folds by a permutation drawn from ``settings.seed``; for each
     fold a fresh head trains on the others with the same settings as the audit's own head, and the

@@ -1,4 +1,4 @@
-"""The noise rate from the confident joint of a head that models p(ỹ | x): ``--freeze``'s estimate.
+"""The noise rate from the confident joint of a head that models p(ỹ | x): the estimate with ``--weights``.
 
 Northcutt, Jiang and Chuang, "Confident learning: estimating uncertainty in dataset labels" (JAIR
 2021), Sec. 3.1: with p̂(ỹ = j | x) the head's probabilities,
@@ -41,13 +41,12 @@ from .mixture import BOOTSTRAP_LEVEL, BOOTSTRAP_ROUNDS, SELECT_SAMPLES, percenti
 
 @dataclass(frozen=True)
 class ConfidentEstimate:
-    """The confident joint's noise rate, its interval and the calibrated joint of the head's own
-    probabilities. With held-out probabilities the rate is the mean of the two readings (module
-    docstring) and the interval holds both readings and the bootstrap interval of their mean."""
+    """The confident joint's noise rate and its interval. With held-out probabilities the rate is the
+    mean of the two readings (module docstring) and the interval holds both readings and the bootstrap
+    interval of their mean."""
 
     rate: float
     interval: tuple[float, float]
-    joint: np.ndarray  # (K, K) C[true, given] of the head's own probabilities, calibrated: column j sums to #(given j)
     counted: float  # the share of samples that reached a threshold (only those are counted)
     draws: np.ndarray | None = None  # the bootstrap rounds' rates
     own: float | None = None  # the reading on the head's own probabilities
@@ -121,7 +120,7 @@ def confident_rate(probs: np.ndarray, given: np.ndarray, *, held_out: np.ndarray
     n, k = len(given), sets[0].shape[1]
     held = readings[1] if len(readings) > 1 else None
     if n == 0:
-        return ConfidentEstimate(0.0, (0.0, 0.0), joint, 0.0, np.zeros(0), readings[0], held)
+        return ConfidentEstimate(0.0, (0.0, 0.0), 0.0, np.zeros(0), readings[0], held)
     rng = np.random.default_rng(random_state)
     size = min(n, SELECT_SAMPLES, max(1000, BOOTSTRAP_CELLS // k))
     draws = np.empty(rounds)
@@ -130,4 +129,4 @@ def confident_rate(probs: np.ndarray, given: np.ndarray, *, held_out: np.ndarray
         draws[r] = np.mean([joint_rate(confident_joint(p, given, rows)[0]) for p in sets])
     low, high = percentile_interval(draws, level)
     interval = (min(low, *readings), max(high, *readings))
-    return ConfidentEstimate(rate, interval, joint, counted / n, draws, readings[0], held)
+    return ConfidentEstimate(rate, interval, counted / n, draws, readings[0], held)
