@@ -1,0 +1,89 @@
+#!/usr/bin/env python3
+"""Where a from-scratch scan's noise rate goes wrong: its two error terms, epoch by epoch, against the truth.
+
+    python benchmarks/noise_rate.py --cases cifar10n_random1_10k      # the audit this reads
+    python benchmarks/rate_terms.py --cases cifar10n_random1_10k cifar10n_random1_50k
+
+A proxy network trained on the given labels disagrees with a sample's label where its margin is
+negative. That share is the true rate plus the clean images the proxy still gets wrong (*hard clean*)
+minus the mislabeled ones it has already learnt with their wrong label (*memorised*); the margin
+mixture's sign rule (labelaudit/noise/mixture.py) reads the same two terms on the mean margin (AUM)
+so far. For every ``--every``-th epoch of a finished audit (benchmarks/noise_rate.py leaves them in
+benchmarks/work/<case>.noise-audit, trajectories included) this prints both terms as shares of all
+samples, the last epoch's disagreement and the margin mixture's rate from the epochs so far (its
+sign rule, before the undecided-component rule of noise/interval.py), next to the true rate. It
+reads saved trajectories only: nothing is trained. Development cases only; the held-out sets are
+not read. Writes benchmarks/results/<tag>.json and .md.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from _cases import LARGE_CASES, NOISE_RATE_CASES, WORK, build, chosen_cases, read_truth, run_and_save
+from labelaudit.audit.read import load_audit
+from labelaudit.noise.mixture import early_agreement, fit_margin_mixture
+
+DEV = {n: c for n, c in NOISE_RATE_CASES.items() if not c.held_out}
+LARGE_DEV = {n: c for n, c in LARGE_CASES.items() if not c.held_out}
+DEFAULT = ("cifar10n_uniform_0.05_10k", "cifar10n_uniform_0.1_10k", "cifar10n_random1_10k",
+           "cifar10n_uniform_0.05_50k", "cifar10n_uniform_0.1_50k", "cifar10n_random1_50k")
+
+
+def _terms(margin: np.ndarray, noisy: np.ndarray) -> dict:
+    """Shares of all samples: negative margin, clean with a negative margin, mislabeled with a positive one."""
+    negative = margin < 0
+    n = len(margin)
+    return {"negative": float(negative.mean()), "hard_clean": float((negative & ~noisy).sum() / n),
+            "memorised": float((~negative & noisy).sum() / n)}
+
+
+def run_case(name: str, every: int = 5) -> dict:
+    folder = build({**DEV, **LARGE_DEV}[name])
+    audit_dir = WORK / f"{name}.noise-audit"
+    if not (audit_dir / "trajectories.parquet").is_file():
+        raise SystemExit(f"{audit_dir}: no audit with trajectories; run benchmarks/noise_rate.py --cases {name} first")
+    audit = load_audit(audit_dir)
+    samples = audit.samples
+    t = pd.read_parquet(audit_dir / "trajectories.parquet", columns=["sample_id", "epoch", "margin"])
+    margin = t.pivot(index="epoch", columns="sample_id", values="margin").sort_index()
+    margin = margin.reindex(columns=samples["sample_id"]).to_numpy()  # (E, N) in samples.parquet's order
+    truth = read_truth(folder)
+    noisy = truth.loc[samples["path"].astype(str), "is_noisy"].to_numpy(dtype=bool)
+    classes = audit.run.data.classes
+    given = samples["given_label"].map({c: k for k, c in enumerate(classes)}).to_numpy(dtype=np.int64)
+    epochs = margin.shape[0]
+    rows = []
+    for e in sorted({*range(every, epochs + 1, every), 1, epochs}):
+        so_far = margin[:e]
+        fit = fit_margin_mixture(so_far.mean(axis=0), given=given, early=early_agreement(so_far), interval=False)
+        rows.append({"epoch": e, "epoch_terms": _terms(margin[e - 1], noisy), "aum_terms": _terms(so_far.mean(axis=0), noisy),
+                     "mixture_rate": fit.noise_rate, "undecided": int(fit.details.get("undecided_components", 0))})
+    return {"case": name, "held_out": False, "n": int(len(noisy)), "true_rate": float(noisy.mean()),
+            "audit_rate": float(audit.run.summary["noise_rate"]), "epochs": epochs, "rows": rows}
+
+
+def markdown(results: list[dict]) -> str:
+    lines = ["| case | epoch | true rate | disagreement (epoch) | hard clean | memorised | AUM < 0 | hard clean (AUM) "
+             "| memorised (AUM) | mixture so far | undecided |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        for row in r["rows"]:
+            ep, am = row["epoch_terms"], row["aum_terms"]
+            lines.append(f"| {r['case']} | {row['epoch']} | {r['true_rate']:.3f} | {ep['negative']:.3f} | "
+                         f"{ep['hard_clean']:.3f} | {ep['memorised']:.3f} | {am['negative']:.3f} | {am['hard_clean']:.3f} | "
+                         f"{am['memorised']:.3f} | {row['mixture_rate']:.3f} | {row['undecided']} |")
+    lines.append("")
+    lines.append("Shares of all samples. Disagreement = true rate + hard clean − memorised; the audit's final rates: "
+                 + "; ".join(f"{r['case']} {r['audit_rate']:.3f} for {r['true_rate']:.3f}" for r in results) + ".")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    chosen = chosen_cases(__doc__, {n: c for n, c in {**DEV, **LARGE_DEV}.items() if n in DEFAULT}, "rate_terms",
+                          extra={**DEV, **LARGE_DEV}, options={"--every": {"type": int, "default": 5}})
+    every = chosen.options["every"]
+    run_and_save(chosen, lambda name: run_case(name, every), markdown)
+
+
+if __name__ == "__main__":
+    main()
