@@ -97,6 +97,7 @@ def test_held_out_probabilities_come_from_heads_that_never_saw_the_sample():
     own = train_proxy(features, labels, 3, settings, device=cpu, network=head, normalise=normalise).mean_probs
     held = held_out_probs(features, labels, 3, settings, device=cpu, network=head, normalise=normalise)
     assert held.shape == (40, 3) and np.allclose(held.sum(axis=1), 1.0)
+    assert held.dtype == own.dtype == np.float32  # N × K float32, as the recorder's: half of float64 at scale
     assert own[0, 2] > 0.15 and held[0, 2] < 0.03
     again = held_out_probs(features, labels, 3, settings, device=cpu, network=head, normalise=normalise)
     assert np.array_equal(held, again)  # the same seed, the same folds and heads
