@@ -18,7 +18,6 @@ not read. Writes benchmarks/results/<tag>.json and .md.
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 
 from _cases import LARGE_CASES, NOISE_RATE_CASES, WORK, build, chosen_cases, read_truth, run_and_save
 from labelaudit.audit.read import load_audit
@@ -41,13 +40,11 @@ def _terms(margin: np.ndarray, noisy: np.ndarray) -> dict:
 def run_case(name: str, every: int = 5) -> dict:
     folder = build({**DEV, **LARGE_DEV}[name])
     audit_dir = WORK / f"{name}.noise-audit"
-    if not (audit_dir / "trajectories.parquet").is_file():
-        raise SystemExit(f"{audit_dir}: no audit with trajectories; run benchmarks/noise_rate.py --cases {name} first")
     audit = load_audit(audit_dir)
     samples = audit.samples
-    t = pd.read_parquet(audit_dir / "trajectories.parquet", columns=["sample_id", "epoch", "margin"])
-    margin = t.pivot(index="epoch", columns="sample_id", values="margin").sort_index()
-    margin = margin.reindex(columns=samples["sample_id"]).to_numpy()  # (E, N) in samples.parquet's order
+    margin = audit.margins()  # (E, N) in samples.parquet's order
+    if margin is None:
+        raise SystemExit(f"{audit_dir}: no trajectories; run benchmarks/noise_rate.py --cases {name} first")
     truth = read_truth(folder)
     noisy = truth.loc[samples["path"].astype(str), "is_noisy"].to_numpy(dtype=bool)
     classes = audit.run.data.classes

@@ -39,7 +39,7 @@ from .noise.sampling import answers_needed, strata
 from .noise.mixture import BOOTSTRAP_LEVEL, NoiseFit, early_agreement, fit_noise, noise_table, percentile_interval
 from .noise.stopping import memorisation_check
 from .noise.transition import count_joint, estimate_transition, transition_frame, transition_rates
-from .progress import Progress
+from .progress import Progress, as_stage
 from .report import render_report
 from .scores import aul, aum, fuse, knn_disagreement
 from .training.checkpoint import Checkpointer, checkpoint_files, checkpoint_key, run_checkpoint_file
@@ -268,9 +268,7 @@ class _Proxy:
         k, device = int(self.dyn.mean_probs.shape[1]), self.labels.device
         if own is None:
             own = train_proxy(features, self.labels, k, settings, device=device, network=network, normalise=normalise,
-                              stop_rule=memorisation_check,
-                              progress=None if progress is None else
-                              (lambda _stage, done, total, info: progress("rate head", done, total, info))).mean_probs
+                              stop_rule=memorisation_check, progress=as_stage(progress, "rate head")).mean_probs
         held = held_out_probs(features, self.labels, k, settings, device=device, network=network, normalise=normalise,
                               stop_rule=memorisation_check, progress=progress)
         return own, held
@@ -352,14 +350,12 @@ def _more_proxy_runs(fit: NoiseFit, proxy: _Proxy, config: ScanConfig, ds: Datas
     seeds, epochs, rates = [settings.seed], [int(proxy.dyn.loss.shape[0])], [fit.noise_rate]
     draws, resumed = [fit.draws], []
     for r in range(1, config.proxy_runs):
-        stage = f"train run {r + 1}/{config.proxy_runs}"
         run_settings = dataclasses.replace(settings, seed=settings.seed + r)
         more = train_proxy(proxy.images, proxy.labels, len(ds.classes), run_settings, device=proxy.labels.device,
                            network=proxy.head, normalise=proxy.normalise,
                            checkpoint=proxy.checkpoint_of(r + 1, run_settings), stop_rule=memorisation_check,
                            pretrained=proxy.pretrained,
-                           progress=None if progress is None else
-                           (lambda _stage, done, total, info, _s=stage: progress(_s, done, total, info)))
+                           progress=as_stage(progress, f"train run {r + 1}/{config.proxy_runs}"))
         resumed.append(more.resumed_from_epoch)
         other = fit_noise(config.noise_model, aul_scores=aul(more.loss), aum_scores=aum(more.margin),
                           random_state=settings.seed + r, given=given,

@@ -99,8 +99,11 @@ def test_held_out_probabilities_come_from_heads_that_never_saw_the_sample():
     assert held.shape == (40, 3) and np.allclose(held.sum(axis=1), 1.0)
     assert held.dtype == own.dtype == np.float32  # N × K float32, as the recorder's: half of float64 at scale
     assert own[0, 2] > 0.15 and held[0, 2] < 0.03
-    again = held_out_probs(features, labels, 3, settings, device=cpu, network=head, normalise=normalise)
+    stages = []
+    again = held_out_probs(features, labels, 3, settings, device=cpu, network=head, normalise=normalise,
+                           progress=lambda stage, done, total, info: stages.append(stage))
     assert np.array_equal(held, again)  # the same seed, the same folds and heads
+    assert sorted(set(stages)) == [f"held-out head {f}/5" for f in range(1, 6)]  # each head under its own stage
 
 
 def test_rows_and_chunks_give_the_joint_of_the_rows_themselves(monkeypatch):

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..progress import Progress
+from ..progress import Progress, as_stage
 from ..training.backbones import Pretrained, resolve_weights
 from ..training.checkpoint import Checkpointer
 from ..training.distributed import current, from_main, parallel
@@ -159,11 +159,9 @@ def held_out_probs(features: torch.Tensor, labels: torch.Tensor, num_classes: in
             continue
         take, keep = torch.from_numpy(test).to(features.device), torch.from_numpy(train).to(features.device)
         held = _HeldOutHook(features[take], normalise)
-        stage = f"held-out head {f + 1}/{folds}"
         train_proxy(features[keep], labels[keep.to(labels.device)], num_classes, settings, device=device,
                     stop_rule=stop_rule, hooks=[held], network=network, normalise=normalise,
-                    progress=None if progress is None else
-                    (lambda _stage, done, total, info, _s=stage: progress(_s, done, total, info)))
+                    progress=as_stage(progress, f"held-out head {f + 1}/{folds}"))
         out[test] = held.mean()
     return out
 
@@ -185,10 +183,7 @@ class _HeldOutHook(Hook):
         probs = np.concatenate([torch.softmax(self.model(self.normalise(chunk)).float(), dim=1).cpu().numpy()
                                 for chunk in self.features.split(8192)])
         self.model.train(was)
-        if self.total is None:
-            self.total = probs.astype(np.float32)
-        else:
-            self.total += probs
+        self.total = probs if self.total is None else self.total + probs  # float32, as the softmax
         self.epochs += 1
 
     def mean(self) -> np.ndarray:
