@@ -33,7 +33,7 @@ from .dynamics.proxy import ProxySettings, held_out_probs, train_proxy
 from .dynamics.recorders import Dynamics
 from .errors import DataError, UsageError
 from .noise.calibration import calibrated, with_trusted
-from .noise.interval import settle_by_head, settle_undecided, stated_interval
+from .noise.interval import settle_by_head, settle_by_trajectory, settle_undecided, stated_interval
 from .noise.outliers import with_outliers
 from .noise.sampling import answers_needed, strata
 from .noise.mixture import BOOTSTRAP_LEVEL, NoiseFit, early_agreement, fit_noise, noise_table, percentile_interval
@@ -134,15 +134,18 @@ def scan(data: str | Path | None = None, *, out: str | Path | None = "labelaudit
         # --- 5. noise model: p(mislabeled), the rate and its interval (more proxy runs widen it)
         fit = fit_noise(config.noise_model, aul_scores=aul_s, aum_scores=aum_s, random_state=config.seed,
                         given=np.asarray(ds.labels), early=early_agreement(dyn.margin))
-        head_rate = settled = None
+        head_rate = settled = trajectory = None
+        predicted = dyn.mean_probs.argmax(axis=1)
         if proxy.readings is not None:  # a linear head on the pretrained embeddings models p(ỹ | x): the rate
             fit, head_rate = settle_by_head(fit, *proxy.readings, given=np.asarray(ds.labels), random_state=config.seed)
+        elif config.noise_model == "margin":  # from scratch (aul-gmm stays the AUL paper's recipe): interval.py
+            fit, trajectory = settle_by_trajectory(fit, dyn.loss, dyn.margin, predicted, np.asarray(ds.labels),
+                                                   len(ds.classes), random_state=config.seed)
         runs = None
         if config.proxy_runs > 1:
             with clock("more_runs_s", inside="score_s"):
                 fit, runs = _more_proxy_runs(fit, proxy, config, ds, progress)
-        predicted = dyn.mean_probs.argmax(axis=1)
-        if head_rate is None:
+        if head_rate is None and not (trajectory or {}).get("used"):
             fit, settled = settle_undecided(fit, predicted, np.asarray(ds.labels))
         fit, outliers = with_outliers(fit, score, config.threshold, config.fdr)
         p_audit, audit_flags = decide(fit.p_mislabeled, config.threshold)  # the unsupervised audit's own
@@ -172,7 +175,7 @@ def scan(data: str | Path | None = None, *, out: str | Path | None = "labelaudit
                      timings=dict(clock.timings), dyn=dyn, listing=listing, ds=ds, listing_fingerprint=proxy.fingerprint,
                      fit=fit, calibration=calibration, runs=runs, scorers=proxy.scorers, limit=proxy.limit,
                      t_source=t_source, trusted_info=trusted_info, samples=samples, t_matrix=t_matrix,
-                     stated=stated, outliers=outliers, settled=settled, head_rate=head_rate, world=world.as_dict(), backbone=proxy.backbone, answers_for_2_points=answers_needed(
+                     stated=stated, outliers=outliers, settled=settled, head_rate=head_rate, trajectory=trajectory, world=world.as_dict(), backbone=proxy.backbone, answers_for_2_points=answers_needed(
                          strata(samples["rank"].to_numpy(), samples["p_mislabeled"].to_numpy(),
                                 samples["is_label_issue"].to_numpy(dtype=bool))))
     result = ScanResult(Path(out) if out is not None else None, samples, noise, run, ds.errors, transition,
@@ -336,15 +339,15 @@ def _train_proxy(ds: Dataset, config: ScanConfig, device, out, progress: Progres
 def _more_proxy_runs(fit: NoiseFit, proxy: _Proxy, config: ScanConfig, ds: Dataset,
                      progress: Progress | None) -> tuple[NoiseFit, dict]:
     """``--proxy-runs K``: train K − 1 more proxies with seeds seed+1 … seed+K−1 on the same data and
-    settings, fit the same noise model to each (with embeddings, the same confident joint of heads trained
-    with the run's seed), and pool every run's bootstrap rounds into the interval.
-    The scan's outputs stay those of the first run (``--seed``); only the interval (and run.json's
-    ``runs``) changes; ``fit`` and ``proxy`` are the first run's. The interval then holds two sources
-    of noise in the estimate: the draw of the samples (the bootstrap) and the proxy's own randomness
-    (its start, batch order and augmentations, which a re-scan after any change in the data draws
-    anew). Each run keeps its own per-epoch checkpoint (``proxy.checkpoint_of(run, settings)``), so
-    ``--resume`` goes on from the run and epoch an interruption left. Returns (the fit with the pooled interval, the runs' seeds, epochs, rates and
-    the epochs each run resumed from)."""
+    settings, fit the same noise model to each and settle its rate as the first run's (with embeddings,
+    the confident joint of heads trained with the run's seed; from scratch, of its last epochs), and pool
+    every run's bootstrap rounds into the interval. The scan's outputs stay those of the first run
+    (``--seed``); only the interval (and run.json's ``runs``) changes. The interval then holds two
+    sources of noise in the estimate: the draw of the samples (the bootstrap) and the proxy's own
+    randomness (its start, batch order and augmentations, which a re-scan after any change in the data
+    draws anew). Each run keeps its own per-epoch checkpoint (``proxy.checkpoint_of(run, settings)``),
+    so ``--resume`` goes on from the run and epoch an interruption left. Returns (the fit with the
+    pooled interval; the runs' seeds, epochs, rates and the epochs each run resumed from)."""
     settings = proxy.settings
     given = np.asarray(ds.labels)
     seeds, epochs, rates = [settings.seed], [int(proxy.dyn.loss.shape[0])], [fit.noise_rate]
@@ -363,6 +366,8 @@ def _more_proxy_runs(fit: NoiseFit, proxy: _Proxy, config: ScanConfig, ds: Datas
         readings = proxy.head_readings(settings.seed + r, more.mean_probs if config.freeze else None)
         if readings is not None:
             other, _ = settle_by_head(other, *readings, given=given, random_state=settings.seed + r)
+        elif config.noise_model == "margin":
+            other, _ = settle_by_trajectory(other, more.loss, more.margin, more.mean_probs.argmax(1), given, len(ds.classes))
         seeds.append(settings.seed + r)
         epochs.append(int(more.loss.shape[0]))
         rates.append(other.noise_rate)

@@ -127,6 +127,25 @@ def test_scan_gives_the_noise_model_the_given_labels(color_folder, monkeypatch):
     assert np.array_equal(np.asarray(seen[0]), expected)
 
 
+def test_scan_reads_the_confident_joint_of_its_last_epochs(color_folder):
+    """From scratch, with two windows of epochs run, scan() reads the confident joint of the last five
+    from its own records (loss, margin, the classes the run predicts) and says in run.json whether the
+    rate is that reading (noise/interval.py settle_by_trajectory)."""
+    from labelaudit.noise.confident import trajectory_rate
+
+    root, _ = color_folder
+    result = scan(root, out=None, **{**FAST, "epochs": 12})
+    samples = result.samples.sort_values("sample_id")  # the records' order
+    index = {c: i for i, c in enumerate(result.classes)}
+    reading = trajectory_rate(result.records.loss, result.records.margin, samples["given_label"].map(index).to_numpy(),
+                              samples["predicted_label"].map(index).to_numpy(), len(index), random_state=result.run["seed"])
+    info = result.run["noise_model"]["trajectory_reading"]
+    assert info["epochs"] == [8, 12] and info["used"] == reading.settled
+    assert info["rate"] == pytest.approx(reading.rate) and info["previous"] == pytest.approx(reading.previous)
+    assert ("confident joint" in result.run["noise_model"]["interval"]["bootstrap_method"]) == reading.settled
+    assert "trajectory_reading" not in scan(root, out=None, **FAST).run["noise_model"]  # 8 epochs: too few
+
+
 @pytest.mark.slow
 def test_proxy_runs_pool_each_seeds_bootstrap_and_leave_the_outputs_alone(color_folder):
     """--proxy-runs 2: the outputs are the --seed run's; run 2 is what --seed + 1 estimates; the interval

@@ -37,22 +37,22 @@ class Audit(AuditTables):
         """noise.parquet's class rows: label, n_samples, noise_rate, n_mislabeled (given-label view)."""
         return self.noise[self.noise["scope"] == "class"].reset_index(drop=True)
 
-    def margins(self, epochs: int | None = None) -> np.ndarray | None:
-        """(E, N) every epoch's training-pass margins (the first ``epochs`` only, when given), in
-        samples.parquet's order, from trajectories.parquet; None when the folder has no trajectories."""
+    def trajectory(self, column: str, epochs: int | None = None) -> np.ndarray | None:
+        """(E, N) one column of trajectories.parquet (``loss`` or ``margin``) for every epoch (the first
+        ``epochs`` only, when given), in samples.parquet's order; None when the folder has no trajectories."""
         path = self.path / "trajectories.parquet"
         if not path.is_file():
             return None
-        t = pd.read_parquet(path, columns=["sample_id", "epoch", "margin"],
+        t = pd.read_parquet(path, columns=["sample_id", "epoch", column],
                             filters=None if epochs is None else [("epoch", "<=", epochs)])
-        margin = t.pivot(index="epoch", columns="sample_id", values="margin").sort_index()
-        return margin.reindex(columns=self.samples["sample_id"]).to_numpy()
+        wide = t.pivot(index="epoch", columns="sample_id", values=column).sort_index()
+        return wide.reindex(columns=self.samples["sample_id"]).to_numpy()
 
     def early_agreement(self) -> np.ndarray | None:
         """(N,) each sample's early agreement (noise.mixture.early_agreement: positive margins in the first
         epochs), in samples.parquet's order: what the scan's noise model read, so a refit of it gives the
         scan's fit. None when the folder has no trajectories."""
-        margin = self.margins(EARLY_EPOCHS)
+        margin = self.trajectory("margin", EARLY_EPOCHS)
         return None if margin is None else early_agreement(margin)
 
     def file_of(self, path: str) -> Path:

@@ -184,7 +184,7 @@ def run_record(*, config, workers: int, cache_dir: Path | None, device, timings:
                listing_fingerprint: str, fit: NoiseFit, calibration: Calibration | None, runs: dict | None,
                scorers: tuple[str, ...], limit, t_source: str, trusted_info: dict | None, samples: pd.DataFrame,
                t_matrix: np.ndarray, stated: dict | None = None, outliers: dict | None = None,
-               settled: dict | None = None, head_rate: dict | None = None,
+               settled: dict | None = None, head_rate: dict | None = None, trajectory: dict | None = None,
                answers_for_2_points: int | None = None, world: dict | None = None,
                backbone: dict | None = None) -> RunRecord:
     """run.json of a scan: its settings as run (defaults resolved), versions, device, timings, data
@@ -213,7 +213,9 @@ def run_record(*, config, workers: int, cache_dir: Path | None, device, timings:
         "noise_model": {"method": fit.method, **fit.details, **({"outlier_test": outliers} if outliers else {}),
                         **({"undecided": settled} if settled else {}),
                         **({"confident_joint": head_rate} if head_rate else {}),
-                        "interval": interval_info(calibration, runs, stated, head=head_rate is not None)},
+                        **({"trajectory_reading": trajectory} if trajectory else {}),
+                        "interval": interval_info(calibration, runs, stated,
+                                                  head=head_rate is not None or bool(trajectory and trajectory["used"]))},
         "scores": {"ran": list(scorers), "fusion": config.fusion if len(scorers) > 1 else None,
                    "score": (f"{config.fusion} of {', '.join(scorers)}" if len(scorers) > 1 else
                              f"{scorers[0]} alone") + " (higher = more likely mislabeled)",

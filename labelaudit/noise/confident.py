@@ -28,11 +28,12 @@ The rate is the mean of the two readings, and its interval holds both. In ``benc
 (14 development cases, 500 to 10,000 images) the mean is off by 0.022 on average (0.060 at most), the
 own reading alone by 0.030 (0.130, on 1,000 images) and the held-out one by 0.042 (0.081);
 docs/scores.md has the table. A network trained from scratch, or the fine-tuned network itself, fits
-the wrong labels as it trains, so without a pretrained backbone the mixture's rate stands.
+the wrong labels as it trains, so its probabilities are read only once its training has stopped
+fitting them (:func:`trajectory_rate`); otherwise the mixture's rate stands.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -130,3 +131,106 @@ def confident_rate(probs: np.ndarray, given: np.ndarray, *, held_out: np.ndarray
     low, high = percentile_interval(draws, level)
     interval = (min(low, *readings), max(high, *readings))
     return ConfidentEstimate(rate, interval, counted / n, draws, readings[0], held)
+
+
+# A from-scratch proxy's reading (trajectory_rate): the confident joint of the probabilities of the
+# run's last WINDOW epochs, used when it fell by less than STILL_FALLING of itself and by less than
+# STILL_MOVING (one point of the rate; the review's target is two) from the reading of the WINDOW
+# epochs before. Falls at the last epoch of every development case (benchmarks/results/
+# rate_terms_last.md): 6-9% and 0.005-0.008 where the proxy had stopped fitting the wrong labels
+# (CIFAR, 50k images); where it was fitting them, 25-92% (CIFAR, 3k and 10k images) and on the digits
+# 19% or more, or by 0.021 (60% noise; a two-process scan of 40% noisy digits fell 12%, by 0.043).
+WINDOW = 5
+STILL_FALLING = 0.15
+STILL_MOVING = 0.01
+
+
+@dataclass(frozen=True)
+class TrajectoryReading:
+    """The confident joint read from a from-scratch proxy's last epochs (:func:`trajectory_rate`)."""
+
+    rate: float  # the reading of the last `window` epochs
+    previous: float  # the reading of the `window` epochs before them
+    interval: tuple[float, float]
+    draws: np.ndarray = field(compare=False)  # the bootstrap rounds' readings of the last window
+    epochs: tuple[int, int]  # the last window, 1-based and inclusive
+    window: int
+
+    @property
+    def fall(self) -> float:
+        """How much the reading fell over the last window, as a share of the one before (0 when that was 0)."""
+        return 0.0 if self.previous <= 0 else (self.previous - self.rate) / self.previous
+
+    @property
+    def settled(self) -> bool:
+        """The reading has stopped falling (by less than STILL_FALLING of itself and less than STILL_MOVING):
+        the proxy no longer fits the wrong labels into its probabilities."""
+        return self.previous > 0 and self.fall < STILL_FALLING and self.previous - self.rate < STILL_MOVING
+
+    def as_dict(self) -> dict:
+        return {"rate": self.rate, "interval": [float(v) for v in self.interval], "previous": self.previous,
+                "fall": self.fall, "limits": {"share": STILL_FALLING, "points": STILL_MOVING}, "epochs": list(self.epochs),
+                "used": self.settled}
+
+
+def window_probabilities(loss: np.ndarray, margin: np.ndarray, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mean over epochs ``start:stop`` of each sample's probability of its given label, exp(−loss), and of
+    its most probable other class, exp(−loss − margin) (the margin is a difference of logits): (N,), (N,)."""
+    lo = np.asarray(loss[start:stop], dtype=np.float64)
+    return np.exp(-lo).mean(axis=0), np.exp(-lo - np.asarray(margin[start:stop], dtype=np.float64)).mean(axis=0)
+
+
+def window_joint_rate(p_given: np.ndarray, p_other: np.ndarray, given: np.ndarray, predicted: np.ndarray,
+                      k: int, rows: np.ndarray | None = None) -> float:
+    """The confident joint's rate (Northcutt et al., Sec. 3.1, as :func:`confident_joint`) from two
+    probabilities per sample: of its given label and of the most probable other class, which is taken
+    to be ``predicted``, the class the whole run predicts. A sample counts under ``predicted`` ≠ its
+    given label where that probability exceeds the given label's and reaches the class's threshold (its
+    samples' mean self-confidence), else under its given label where that reaches its threshold; the
+    joint is calibrated to the given labels' counts (the rate is Σ_j n_j/N · off_j / counted_j).
+    ``rows`` (repeats allowed): the samples read, for the bootstrap."""
+    rows = np.arange(len(given)) if rows is None else rows
+    g, pr, pg, po = given[rows], predicted[rows], p_given[rows], p_other[rows]
+    counts = np.bincount(g, minlength=k).astype(np.float64)
+    present = counts > 0
+    thresholds = np.full(k, np.inf)
+    thresholds[present] = np.bincount(g, weights=pg, minlength=k)[present] / counts[present]
+    off = (pr != g) & (po > pg) & (po >= thresholds[pr])
+    diagonal = ~off & (pg >= thresholds[g])
+    n_off = np.bincount(g, weights=off, minlength=k)
+    n_counted = n_off + np.bincount(g, weights=diagonal, minlength=k)
+    share = np.divide(n_off, n_counted, out=np.zeros(k), where=n_counted > 0)
+    return float((counts * share).sum() / max(counts.sum(), 1.0))
+
+
+def trajectory_rate(loss: np.ndarray, margin: np.ndarray, given: np.ndarray, predicted: np.ndarray, k: int, *,
+                    window: int = WINDOW, rounds: int = BOOTSTRAP_ROUNDS, level: float = BOOTSTRAP_LEVEL,
+                    random_state: int = 0) -> TrajectoryReading | None:
+    """The confident joint of a from-scratch proxy's probabilities in its last ``window`` epochs, and in
+    the ``window`` before, from the recorded (E, N) ``loss`` and ``margin`` (:func:`window_probabilities`,
+    :func:`window_joint_rate`); None with fewer than 2·window epochs.
+
+    A network trained on noisy labels fits the clean ones first and the wrong ones later (Arpit et al.
+    2017); every wrong label it fits leaves the joint's off-diagonal, so while it is fitting them the
+    reading falls epoch after epoch and is too low (CIFAR-10 10k images, 10% noise: 0.035 then 0.009
+    for 0.101). Where it has stopped falling (:attr:`TrajectoryReading.settled`), the proxy no longer
+    moves wrong labels into its probabilities, which then read as held-out ones do (CIFAR-10 50k, 10%:
+    0.112 then 0.105 for 0.100). The interval holds the percentile bootstrap of the last reading (rows
+    redrawn, thresholds recomputed), the reading before it, and the last reading less one more
+    window's fall (where the reading would be were it still falling as fast); ``rounds=0`` skips the
+    bootstrap."""
+    loss, margin = np.asarray(loss), np.asarray(margin)
+    e = loss.shape[0]
+    if e < 2 * window or loss.shape[1] == 0:
+        return None
+    given, predicted = np.asarray(given, dtype=np.int64), np.asarray(predicted, dtype=np.int64)
+    last = window_probabilities(loss, margin, e - window, e)
+    rate = window_joint_rate(*last, given, predicted, k)
+    previous = window_joint_rate(*window_probabilities(loss, margin, e - 2 * window, e - window), given, predicted, k)
+    rng = np.random.default_rng(random_state)
+    n = len(given)
+    size = min(n, SELECT_SAMPLES)
+    draws = np.array([window_joint_rate(*last, given, predicted, k, rng.integers(0, n, size)) for _ in range(rounds)])
+    low, high = percentile_interval(draws, level) if rounds else (rate, rate)
+    low = max(0.0, min(low, rate - max(previous - rate, 0.0)))
+    return TrajectoryReading(rate, previous, (low, max(high, previous, rate)), draws, (e - window + 1, e), window)
