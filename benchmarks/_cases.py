@@ -296,8 +296,9 @@ LARGE_CASES = {c.name: c for c in [
     Case("cifar10n_uniform_0.05_50k", CIFAR_50K + ("--noise", "uniform:0.05")),
     Case("cifar10n_uniform_0.1_50k", CIFAR_50K + ("--noise", "uniform:0.1")),
     Case("cifar10n_random1_50k", CIFAR_50K + ("--noise", "column:random_label1")),
-    # 40% uniform noise: a development case where the stopping rule can fire at 50k, as it does on worse_label
+    # high and class-dependent noise: development cases where the stopping rule may fire at 50k, as on worse_label
     Case("cifar10n_uniform_0.4_50k", CIFAR_50K + ("--noise", "uniform:0.4")),
+    Case("cifar10n_pair_0.3_50k", CIFAR_50K + ("--noise", "pair:0.3")),  # class-dependent: each class to the next
     Case("cifar10n_worst_50k", CIFAR_50K + ("--noise", "column:worse_label"), {}, held_out=True),
 ]}
 
