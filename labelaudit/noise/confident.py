@@ -62,6 +62,17 @@ CHUNK = 8192  # rows compared with the thresholds at a time: (CHUNK, K) at most 
 BOOTSTRAP_CELLS = 20_000_000  # a bootstrap round reads at most this many probabilities (rows × classes)
 
 
+def class_thresholds(labels: np.ndarray, self_confidence: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Northcutt et al., Sec. 3.1: (each class's count among ``labels``, its threshold t_j = the mean
+    ``self_confidence``, the probability of the given label, of the samples given j), both (k,); a class
+    nobody is given has t = inf, so it can never be confidently chosen."""
+    counts = np.bincount(labels, minlength=k).astype(np.float64)
+    thresholds = np.full(k, np.inf)
+    present = counts > 0
+    thresholds[present] = np.bincount(labels, weights=self_confidence, minlength=k)[present] / counts[present]
+    return counts, thresholds
+
+
 def confident_joint(probs: np.ndarray, given: np.ndarray, rows: np.ndarray | None = None) -> tuple[np.ndarray, int]:
     """Northcutt et al., Sec. 3.1: the calibrated confident joint ``C[true, given]`` of (N, K)
     probabilities and (N,) given labels (of the samples ``rows``, repeats allowed, when given), and
@@ -74,11 +85,8 @@ def confident_joint(probs: np.ndarray, given: np.ndarray, rows: np.ndarray | Non
     rows = np.arange(len(given)) if rows is None else np.asarray(rows, dtype=np.int64)
     k = probs.shape[1]
     labels = given[rows]
-    counts = np.bincount(labels, minlength=k).astype(np.float64)
-    own = np.asarray(probs[rows, labels], dtype=np.float64)
-    thresholds = np.full(k, np.inf)  # a class nobody is given can never be confidently chosen
+    counts, thresholds = class_thresholds(labels, np.asarray(probs[rows, labels], dtype=np.float64), k)
     present = counts > 0
-    thresholds[present] = np.bincount(labels, weights=own, minlength=k)[present] / counts[present]
     joint = np.zeros((k, k))
     counted = 0
     for start in range(0, len(rows), CHUNK):
@@ -185,16 +193,13 @@ def window_joint_rate(p_given: np.ndarray, p_other: np.ndarray, given: np.ndarra
     """The confident joint's rate (Northcutt et al., Sec. 3.1, as :func:`confident_joint`) from two
     probabilities per sample: of its given label and of the most probable other class, which is taken
     to be ``predicted``, the class the whole run predicts. A sample counts under ``predicted`` ≠ its
-    given label where that probability exceeds the given label's and reaches the class's threshold (its
-    samples' mean self-confidence), else under its given label where that reaches its threshold; the
+    given label where that probability exceeds the given label's and reaches the class's threshold
+    (:func:`class_thresholds`), else under its given label where that reaches its threshold; the
     joint is calibrated to the given labels' counts (the rate is Σ_j n_j/N · off_j / counted_j).
     ``rows`` (repeats allowed): the samples read, for the bootstrap."""
     rows = np.arange(len(given)) if rows is None else rows
     g, pr, pg, po = given[rows], predicted[rows], p_given[rows], p_other[rows]
-    counts = np.bincount(g, minlength=k).astype(np.float64)
-    present = counts > 0
-    thresholds = np.full(k, np.inf)
-    thresholds[present] = np.bincount(g, weights=pg, minlength=k)[present] / counts[present]
+    counts, thresholds = class_thresholds(g, pg, k)
     off = (pr != g) & (po > pg) & (po >= thresholds[pr])
     diagonal = ~off & (pg >= thresholds[g])
     n_off = np.bincount(g, weights=off, minlength=k)

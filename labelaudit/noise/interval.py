@@ -118,19 +118,28 @@ def settle_by_head(fit: NoiseFit, probs: np.ndarray, held_out: np.ndarray | None
     confident joint's, and the mixture's model range, which no longer bounds the rate, is dropped
     (run.json keeps it as ``model_range_before``). Returns (fit, run.json's account)."""
     estimate = confident_rate(probs, given, held_out=held_out, random_state=random_state)
-    p, shift = _shifted_to(fit, estimate.rate)
     read = "the mean of its readings on the head's own and on held-out probabilities" if held_out is not None \
         else "its reading on the head's own probabilities"
     info = {"method": f"the confident joint (Northcutt et al. 2021, Sec. 3.1), {read}; p(mislabeled) shifted "
-                      "on the log-odds scale to that rate",
-            **estimate.as_dict(), "rate_before": float(fit.noise_rate),
+                      "on the log-odds scale to that rate", **estimate.as_dict()}
+    return _replaced_by(fit, estimate.rate, estimate.interval, estimate.draws, info,
+                        f"the rate is the confident joint's of a linear head on the pretrained embeddings, "
+                        f"{estimate.rate:.1%} (the mixture read {fit.noise_rate:.1%})")
+
+
+def _replaced_by(fit: NoiseFit, rate: float, interval: tuple[float, float], draws: np.ndarray | None, info: dict,
+                 why: str) -> tuple[NoiseFit, dict]:
+    """The fit with its rate replaced by another estimator's ``rate``: every p(mislabeled) shifted on the
+    log-odds scale to that mean (:func:`_shifted_to`), that estimator's ``interval`` and bootstrap ``draws``,
+    and no model range (the mixture's no longer bounds the rate); ``why`` is added to the method.
+    ``info`` (run.json's account) gains the mixture's rate, interval and model range before, and the shift."""
+    p, shift = _shifted_to(fit, rate)
+    info = {**info, "rate_before": float(fit.noise_rate),
             "interval_before": None if fit.interval is None else [float(v) for v in fit.interval],
             "model_range_before": None if fit.model_range is None else [float(v) for v in fit.model_range],
             "shift": shift}
-    method = (f"{fit.method}; the rate is the confident joint's of a linear head on the pretrained embeddings, "
-              f"{estimate.rate:.1%} (the mixture read {fit.noise_rate:.1%})")
-    return dataclasses.replace(fit, p_mislabeled=p, noise_rate=float(p.mean()), method=method,
-                               interval=estimate.interval, draws=estimate.draws, model_range=None), info
+    return dataclasses.replace(fit, p_mislabeled=p, noise_rate=float(p.mean()), method=f"{fit.method}; {why}",
+                               interval=interval, draws=draws, model_range=None), info
 
 
 def settle_by_trajectory(fit: NoiseFit, loss: np.ndarray, margin: np.ndarray, predicted: np.ndarray,
@@ -159,13 +168,9 @@ def settle_by_trajectory(fit: NoiseFit, loss: np.ndarray, margin: np.ndarray, pr
         return fit, info
     if not reading.settled:
         return fit, info
-    p, shift = _shifted_to(fit, reading.rate)
-    info.update(rate_before=float(fit.noise_rate), shift=shift,
-                interval_before=None if fit.interval is None else [float(v) for v in fit.interval],
-                model_range_before=None if fit.model_range is None else [float(v) for v in fit.model_range])
     first, last = reading.epochs
-    method = (f"{fit.method}; the proxy had stopped fitting the wrong labels (the confident joint of its probabilities "
-              f"read {reading.previous:.1%} in epochs {first - reading.window}-{first - 1} and {reading.rate:.1%} in "
-              f"{first}-{last}), so the rate is {reading.rate:.1%} (the mixture read {fit.noise_rate:.1%})")
-    return dataclasses.replace(fit, p_mislabeled=p, noise_rate=float(p.mean()), method=method,
-                               interval=reading.interval, draws=reading.draws, model_range=None), info
+    return _replaced_by(fit, reading.rate, reading.interval, reading.draws, info,
+                        f"the proxy had stopped fitting the wrong labels (the confident joint of its probabilities "
+                        f"read {reading.previous:.1%} in epochs {first - reading.window}-{first - 1} and "
+                        f"{reading.rate:.1%} in {first}-{last}), so the rate is {reading.rate:.1%} (the mixture read "
+                        f"{fit.noise_rate:.1%})")
