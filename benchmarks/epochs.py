@@ -6,7 +6,8 @@ onset of memorisation, noise/stopping.py's memorisation_check).
     python benchmarks/epochs.py --no-held-out
 
 Each case trains the proxy once for 30 epochs at a constant learning rate and keeps every epoch's
-margins (in benchmarks/work/<case>.margin30.npz: a second run replays them without training). A run
+margins, losses and predicted classes (in benchmarks/work/<case>.run30.npz: a second run replays
+them without training). A run
 of E epochs is the first E epochs of that run (same seed, same batches, same augmentation: the
 learning rate never changes), and ``--epochs auto`` stops before epoch E + 1 when
 ``memorisation_check`` on the first E epochs says so — so all three settings are read from one run.
@@ -56,23 +57,38 @@ def at(margin: np.ndarray, is_noisy: np.ndarray, epochs: int, given: np.ndarray 
             "noisy_above_zero": float((aum[noisy] > 0).mean()) if noisy.any() else None}
 
 
-def fixed_run(name: str) -> tuple[np.ndarray, np.ndarray, float]:
-    """The case's 30-epoch margins (E, N), its is_noisy (N,) and the training seconds. Kept in
-    benchmarks/work/<case>.margin30.npz, so a stopping rule can be replayed without training again
-    (delete the file to retrain)."""
+def fixed_run(name: str) -> tuple[dict, np.ndarray, float]:
+    """The case's 30-epoch run: its margins and losses (E, N) and the class it predicted after each
+    epoch, the argmax of its summed probabilities (E, N; row e − 1 after e epochs, row 0 unused),
+    which ``memorisation_check`` reads; its is_noisy (N,) and the training seconds. Kept in
+    benchmarks/work/<case>.run30.npz, so a stopping rule can be replayed without training again
+    (delete the file to retrain). The run asks a rule that never stops, to read what the check sees."""
     def train() -> dict:
         loaded = load_case(ALL[name])
-        dyn, train_s = timed(loaded.train, ProxySettings(epochs=HIGH, stop_from=None))
-        return {"margin": dyn.margin, "is_noisy": loaded.is_noisy, "train_s": train_s}
+        predicted = {}
 
-    saved = cached_arrays(WORK / f"{name}.margin30.npz", train)
-    return saved["margin"], saved["is_noisy"], float(saved["train_s"])
+        def keep(margin, given, loss, so_far):  # noqa: ARG001 - the check's inputs, recorded, never stopping
+            predicted[margin.shape[0]] = so_far
+            return {"memorising": False}
+
+        dyn, train_s = timed(loaded.train, ProxySettings(epochs=HIGH, stop_from=2), stop_rule=keep)
+        predicted[HIGH] = dyn.mean_probs.argmax(axis=1)
+        rows = np.full(dyn.margin.shape, -1, dtype=np.int16)
+        for e, p in predicted.items():
+            rows[e - 1] = p
+        return {"margin": dyn.margin, "loss": dyn.loss, "predicted": rows, "is_noisy": loaded.is_noisy,
+                "train_s": train_s}
+
+    saved = cached_arrays(WORK / f"{name}.run30.npz", train)
+    return saved, saved["is_noisy"], float(saved["train_s"])
 
 
 def run_case(name: str) -> dict:
-    margin, y, train_s = fixed_run(name)
+    run, y, train_s = fixed_run(name)
+    margin = run["margin"]
     given = np.asarray(load_case(ALL[name]).ds.labels)  # decoded from the cache: the noise model reads them
-    checks = {e: memorisation_check(margin[:e], given) for e in range(2, HIGH + 1)}
+    checks = {e: memorisation_check(margin[:e], given, run["loss"][:e], run["predicted"][e - 1].astype(np.int64))
+              for e in range(2, HIGH + 1)}
     return {"case": name, "held_out": ALL[name].held_out, "true_rate": float(y.mean()), "train_s_30": train_s,
             "fixed_15": at(margin, y, LOW, given), "auto": at(margin, y, auto_stop(checks), given),
             "fixed_30": at(margin, y, HIGH, given),
@@ -81,6 +97,12 @@ def run_case(name: str) -> dict:
 
 def _share(v: float | None) -> str:
     return "–" if v is None else f"{v:.3f}"
+
+
+def _by_epoch_cell(check: dict) -> str:
+    mixture = check.get("mixture_rate", check["noise_rate"])  # rows run before the reading existed lack it
+    return (f"{mixture:.3f}{'*' if check['undecided'] else ''}"
+            f"{'†' if check['noise_rate'] != mixture else ''}")
 
 
 def markdown(rows: list[dict]) -> str:
@@ -94,14 +116,15 @@ def markdown(rows: list[dict]) -> str:
         lines.append(f"| {case_label(r)} | {r['true_rate']:.3f} | {cell(r['fixed_15'])} | {r['auto']['epochs']} | "
                      f"{cell(r['auto'])} | {cell(r['fixed_30'])} |")
     shown = [e for e in SHOWN_EPOCHS if e <= HIGH]
-    lines += ["", "The margin mixture's rate on the AUM of the first e epochs (* = a component is undecided):", "",
+    lines += ["", "The margin mixture's rate on the AUM of the first e epochs (* = a component is undecided; † = the "
+              "check compared the last epochs' steady confident-joint reading instead):", "",
               "| case | true rate | " + " | ".join(f"e={e}" for e in shown) + " |", "|" + "---|" * (2 + len(shown))]
     for r in rows:
         if "by_epoch" not in r:  # rows run before the column existed
             continue
         at_e = {c["epoch"]: c for c in r["by_epoch"]}
         lines.append(f"| {case_label(r)} | {r['true_rate']:.3f} | " + " | ".join(
-            f"{at_e[e]['noise_rate']:.3f}{'*' if at_e[e]['undecided'] else ''}" for e in shown) + " |")
+            _by_epoch_cell(at_e[e]) for e in shown) + " |")
     decomposed = [r for r in rows if "false_mass" in r["auto"]]  # rows run before the columns existed lack them
     if decomposed:
         lines += ["", "Where the estimate's error comes from, at the epoch `--epochs auto` stops: error = posterior mass "

@@ -360,22 +360,21 @@ def _more_proxy_runs(fit: NoiseFit, proxy: _Proxy, config: ScanConfig, ds: Datas
                            pretrained=proxy.pretrained,
                            progress=as_stage(progress, f"train run {r + 1}/{config.proxy_runs}"))
         resumed.append(more.resumed_from_epoch)
-        other = fit_noise(config.noise_model, aul_scores=aul(more.loss), aum_scores=aum(more.margin),
-                          random_state=settings.seed + r, given=given,
-                          early=early_agreement(more.margin))  # = what scan --seed seed+r estimates
-        readings = proxy.head_readings(settings.seed + r, more.mean_probs if config.freeze else None)
+        seed = run_settings.seed  # every estimate below = what scan --seed seed+r makes
+        other = fit_noise(config.noise_model, aul_scores=aul(more.loss), aum_scores=aum(more.margin), random_state=seed,
+                          given=given, early=early_agreement(more.margin))
+        readings = proxy.head_readings(seed, more.mean_probs if config.freeze else None)
         if readings is not None:
-            other, _ = settle_by_head(other, *readings, given=given, random_state=settings.seed + r)
+            other, _ = settle_by_head(other, *readings, given=given, random_state=seed)
         elif config.noise_model == "margin":
-            other, _ = settle_by_trajectory(other, more.loss, more.margin, more.mean_probs.argmax(1), given, len(ds.classes))
-        seeds.append(settings.seed + r)
+            other, _ = settle_by_trajectory(other, more.loss, more.margin, more.mean_probs.argmax(1), given,
+                                            len(ds.classes), random_state=seed)
+        seeds.append(seed)
         epochs.append(int(more.loss.shape[0]))
         rates.append(other.noise_rate)
         draws.append(other.draws)
-    if any(d is None for d in draws):  # a fit with no bootstrap (too few samples): the runs' own spread
-        pooled = np.asarray(rates, dtype=np.float64)
-    else:
-        pooled = np.concatenate(draws)
+    # a fit with no bootstrap (too few samples): the runs' own spread
+    pooled = np.asarray(rates, dtype=np.float64) if any(d is None for d in draws) else np.concatenate(draws)
     interval = percentile_interval(pooled, BOOTSTRAP_LEVEL)
     runs = {"seeds": seeds, "epochs_run": epochs, "noise_rates": rates, "resumed_from_epoch": resumed}
     return dataclasses.replace(fit, interval=interval, draws=pooled), runs

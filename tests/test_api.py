@@ -174,6 +174,34 @@ def test_proxy_runs_pool_each_seeds_bootstrap_and_leave_the_outputs_alone(color_
     assert first.summary["noise_rate_runs"] is None
 
 
+@pytest.mark.slow
+def test_proxy_runs_settle_each_run_by_its_last_epochs_as_its_seed_would(color_folder):
+    """--proxy-runs 2 with 12 epochs: each run's rate is settled by the confident joint of its last
+    epochs as scan --seed seed+r settles it, bootstrap included: the pooled interval is that of both
+    seeds' trajectory draws."""
+    import numpy as np
+
+    from labelaudit.noise.confident import trajectory_rate
+    from labelaudit.noise.mixture import percentile_interval
+
+    root, _ = color_folder
+    options = {**FAST, "epochs": 12}
+    first, second = scan(root, out=None, seed=1, **options), scan(root, out=None, seed=2, **options)
+    both = scan(root, out=None, seed=1, proxy_runs=2, **options)
+    readings = [r.run["noise_model"]["trajectory_reading"]["rate"] for r in (first, second)]
+    assert both.summary["noise_rate_runs"] == pytest.approx(readings)  # each run's rate, settled by its reading
+    draws = []
+    for r, seed in ((first, 1), (second, 2)):
+        samples = r.samples.sort_values("sample_id")
+        index = {c: i for i, c in enumerate(r.classes)}
+        reading = trajectory_rate(r.records.loss, r.records.margin, samples["given_label"].map(index).to_numpy(),
+                                  samples["predicted_label"].map(index).to_numpy(), len(index), random_state=seed)
+        assert reading.settled and r.run["noise_model"]["trajectory_reading"]["used"]  # else this tests nothing
+        draws.append(reading.draws)
+    pooled = list(percentile_interval(np.concatenate(draws)))
+    assert both.run["noise_model"]["interval"]["bootstrap"] == pytest.approx(pooled)
+
+
 def test_proxy_runs_are_checked(color_folder, tmp_path):
     root, _ = color_folder
     with pytest.raises(UsageError, match="--proxy-runs 0"):

@@ -57,6 +57,52 @@ def test_check_waits_while_a_component_straddles_zero():
     assert settled["undecided"] == 0  # once the group has moved off zero the check is free to fire
 
 
+def _probabilities(epochs: int = 15, n: int = 3000, memorised_from: int | None = None, seed: int = 0):
+    """(margin, given, loss, predicted, kind) of 3 classes over ``epochs``: 60% easy clean samples
+    (p(given) ≈ 0.95), 15% hard clean ones the proxy gets wrong but not confidently (0.2 given, 0.55 the
+    next class) and 25% mislabeled ones confidently in the next class (0.04, 0.92); from epoch
+    ``memorised_from`` half the mislabeled ones fit their given label (0.9)."""
+    rng = np.random.default_rng(seed)
+    given, kind = np.arange(n) % 3, np.zeros(n, int)
+    kind[: n // 4], kind[n // 4: n // 4 + 3 * n // 20] = 2, 1  # 2: mislabeled, 1: hard clean, 0: easy clean
+    jitter = lambda: np.exp(rng.normal(0.0, 0.05, (epochs, n)))  # noqa: E731
+    p_given = np.array([0.95, 0.2, 0.04])[kind] * jitter()
+    p_other = np.array([0.03, 0.55, 0.92])[kind] * jitter()
+    if memorised_from is not None:
+        learnt = (kind == 2) & (np.arange(n) % 2 == 0)
+        p_given[memorised_from:, learnt], p_other[memorised_from:, learnt] = 0.9, 0.05
+    p_given = np.minimum(p_given, 0.96)
+    p_other = np.minimum(p_other, 0.99 - p_given)
+    predicted = np.where(kind == 0, given, (given + 1) % 3)
+    return np.log(p_given / p_other), given, -np.log(p_given), predicted, kind
+
+
+def test_a_steady_reading_of_the_last_epochs_keeps_an_underfit_proxy_training():
+    """The mixture counts the 15% hard clean samples mislabeled (η̂ 0.40), so 60% agreement would stop
+    the run; the confident joint of the last epochs, steady, counts only the confident ones
+    (0.25 / 0.85 = 0.294, Σ_j n_j/N · off_j / counted_j) and says 70.6% are right: train on."""
+    margin, given, loss, predicted, _ = _probabilities()
+    mixture_only = memorisation_check(margin, given)
+    assert mixture_only["memorising"] and mixture_only["reading"] is None
+    assert mixture_only["noise_rate"] == pytest.approx(0.40, abs=0.01) and mixture_only["agreement"] == 0.6
+    check = memorisation_check(margin, given, loss, predicted)
+    assert check["reading"]["rate"] == pytest.approx(0.25 / 0.85, abs=1e-9) and check["reading"]["fall"] == 0.0
+    assert check["noise_rate"] == check["reading"]["rate"] and check["mixture_rate"] == mixture_only["noise_rate"]
+    assert check["undecided"] == 0 and not check["memorising"]
+
+
+def test_a_falling_reading_is_a_proxy_fitting_wrong_labels_and_the_mixture_decides():
+    """From epoch 11 half the mislabeled samples fit their labels: the reading halves (0.294 → 0.147:
+    a fall of 50%, above STILL_FALLING) and the mixture's η̂ (their AUM is still negative) stops the run."""
+    margin, given, loss, predicted, _ = _probabilities(memorised_from=10)
+    check = memorisation_check(margin, given, loss, predicted)
+    assert check["reading"]["fall"] == pytest.approx(0.5, abs=0.01) and stopping.STILL_FALLING < 0.5
+    assert check["noise_rate"] == check["mixture_rate"] == pytest.approx(0.40, abs=0.01)
+    assert check["agreement"] == pytest.approx(0.725) and check["memorising"]
+    few = memorisation_check(margin[:9], given, loss[:9], predicted)  # under two windows: no reading
+    assert few["reading"] is None and few["noise_rate"] == few["mixture_rate"]
+
+
 def test_parse_epochs():
     assert parse_epochs("auto") == (30, 15) == (proxy.AUTO_EPOCHS[1], proxy.AUTO_EPOCHS[0])
     assert parse_epochs("AUTO") == (30, 15)
@@ -75,9 +121,10 @@ def _tiny(n: int = 24, k: int = 2):
 def test_training_stops_where_the_check_says_and_reports_it():
     seen = []
 
-    def fake_check(margin, given=None):
+    def fake_check(margin, given, loss, predicted):
         seen.append(margin.shape[0])
-        assert not np.isnan(margin).any()  # only finished epochs are handed over
+        assert loss.shape == margin.shape and predicted.shape == given.shape == (24,)
+        assert not np.isnan(margin).any() and not np.isnan(loss).any()  # only finished epochs are handed over
         return {"epoch": margin.shape[0], "agreement": 1.0, "noise_rate": 0.0, "memorising": margin.shape[0] >= 4}
 
     images, labels = _tiny()
@@ -94,7 +141,7 @@ def test_training_stops_where_the_check_says_and_reports_it():
 def test_fixed_epochs_never_check():
     images, labels = _tiny()
     dyn = train_proxy(images, labels, 2, ProxySettings(model="tiny", epochs=3, stop_from=None, batch_size=8),
-                      device=torch.device("cpu"), stop_rule=lambda m, g: pytest.fail("checked with a fixed --epochs"))
+                      device=torch.device("cpu"), stop_rule=lambda *a: pytest.fail("checked with a fixed --epochs"))
     assert dyn.margin.shape == (3, 24) and dyn.stopped is None
 
 
@@ -118,8 +165,8 @@ def test_auto_scan_records_its_stop_and_the_summary_says_it(color_folder, monkey
     stop_at = 3
     real = stopping.memorisation_check
 
-    def check(margin, given=None):  # the real check, forced to say yes from epoch 3 on (a tiny set never memorises)
-        return {**real(margin, given), "memorising": margin.shape[0] >= stop_at}
+    def check(*args):  # the real check, forced to say yes from epoch 3 on (a tiny set never memorises)
+        return {**real(*args), "memorising": args[0].shape[0] >= stop_at}
 
     monkeypatch.setattr("labelaudit.pipeline.memorisation_check", check)
     monkeypatch.setattr(proxy, "AUTO_EPOCHS", (2, 6))
@@ -133,7 +180,13 @@ def test_auto_scan_records_its_stop_and_the_summary_says_it(color_folder, monkey
     assert result.trajectories["epoch"].max() == stop_at
     console = Console(record=True, width=200)
     render_overview(console, run)
-    assert f"Proxy stopped after epoch {stop_at}: it agreed with" in console.export_text()
+    text = console.export_text()
+    assert f"Proxy stopped after epoch {stop_at}: it agreed with" in text
+    assert "the share the noise model believes right" in text  # under 10 epochs: no reading
+    by_reading = {**run, "early_stop": {**run["early_stop"], "reading": {"rate": run["early_stop"]["noise_rate"], "fall": 0.05}}}
+    console = Console(record=True, width=200)
+    render_overview(console, by_reading)
+    assert "the share the confident joint of its last epochs believes right" in console.export_text()
     fixed = scan(root, out=None, **FAST)
     assert fixed.run["epochs_run"] == FAST["epochs"] and fixed.run["early_stop"] is None
 

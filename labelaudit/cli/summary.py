@@ -65,8 +65,11 @@ def render_overview(console: Console, run: RunRecord | dict) -> None:
                           f"of {runs['epochs_run'][k - 1]}[/dim]")
     stop = run.early_stop
     if stop:
+        reading = stop.get("reading") or {}
+        source = ("the confident joint of its last epochs" if reading.get("rate") == stop["noise_rate"]
+                  else "the noise model")
         console.print(f"[dim]Proxy stopped after epoch {stop['epoch']}: it agreed with {stop['agreement']:.1%} of "
-                      f"the given labels, the share the noise model believes right "
+                      f"the given labels, the share {source} believes right "
                       f"({1 - stop['noise_rate']:.1%}); more epochs would memorise the rest[/dim]", soft_wrap=True)
     if s.top_flows:
         console.print("[bold]Largest label flows[/bold] (share of a true class filed under another label):")

@@ -13,9 +13,10 @@ Speed choices, one line each:
 How long: ``--epochs auto`` (the default) trains at least 15 and at most 30 epochs and stops at the
 onset of memorisation (noise/stopping.py): a network fits the correctly labelled samples
 first and the mislabeled ones later (Arpit et al. 2017; the AUL paper's premise, Sec. 3), so once
-it agrees with more given labels than the noise model believes correct, further epochs only teach it
-the wrong labels and blur the scores. Measured in benchmarks/epochs.py: the digits sets stop at 15,
-where their AUROC is at its best, the CIFAR-10 sets run 25–30 epochs and gain 0.005–0.03 AUROC.
+it agrees with more given labels than are correct (the noise model's count, or the last epochs'
+steady confident joint), further epochs only teach it the wrong labels and blur the scores. Measured
+in benchmarks/epochs.py: the digits sets stop at 15 or 16, where their AUROC is at its best, the
+CIFAR-10 sets run 30 epochs and gain 0.005–0.05 AUROC.
 """
 from __future__ import annotations
 
@@ -37,7 +38,8 @@ from .pseudo import augmented_pseudo_labels
 from .recorders import Dynamics, Recorder
 
 
-StopRule = Callable[[np.ndarray, np.ndarray], dict]  # (margins (e, N), given (N,)) → {"memorising": bool, ...}
+# (margins (e, N), given (N,), losses (e, N), the class predicted so far (N,)) → {"memorising": bool, ...}
+StopRule = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], dict]
 AUTO_EPOCHS = (15, 30)  # --epochs auto: the fewest and the most epochs (benchmarks/epochs.py)
 
 
@@ -69,7 +71,7 @@ def train_proxy(images: torch.Tensor, labels: torch.Tensor, num_classes: int, se
     carry its distances. With ``checkpoint``, the whole state is saved after every epoch, and a saved
     state is resumed from when ``checkpoint.resume``. With ``pseudo_k``, the trained proxy's pseudo
     labels by IEG Eq. 3 (pseudo.py) are added. With ``settings.stop_from``, ``stop_rule(margins so far
-    (e, N), given labels (N,))`` is asked before every epoch from then on and ends training when its
+    (e, N), given labels (N,), losses so far (e, N), the class predicted so far (N,))`` is asked before every epoch from then on and ends training when its
     answer's ``"memorising"`` is true (noise/stopping.py's ``memorisation_check``; ``Dynamics.stopped``
     holds the answer). ``hooks``: more of the loop's hooks, after the recorders (benchmarks read the
     run through them). ``pretrained``: ``settings.weights`` as read (backbones.resolve_weights; read
@@ -208,7 +210,8 @@ class _LimitHook(Hook):
 
 
 class _StopHook(Hook):
-    """``--epochs auto``: from epoch ``stop_from`` on, the stopping rule reads the margins so far."""
+    """``--epochs auto``: from epoch ``stop_from`` on, the stopping rule reads the margins and losses so
+    far and the class the run predicts so far (its summed probabilities' argmax)."""
 
     def __init__(self, stop_from: int, rec: Recorder, given: np.ndarray, rule: StopRule):
         self.stop_from, self.rec, self.given, self.rule = stop_from, rec, given, rule
@@ -216,5 +219,7 @@ class _StopHook(Hook):
     def before_epoch(self, epoch: int) -> dict | None:
         if epoch < self.stop_from:
             return None
-        check = self.rule(self.rec.margin[:epoch].cpu().numpy(), self.given)
+        rec = self.rec
+        check = self.rule(rec.margin[:epoch].cpu().numpy(), self.given, rec.loss[:epoch].cpu().numpy(),
+                          rec.prob_sum.argmax(dim=1).cpu().numpy())
         return check if check["memorising"] else None
