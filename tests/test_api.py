@@ -127,6 +127,7 @@ def test_scan_gives_the_noise_model_the_given_labels(color_folder, monkeypatch):
     assert np.array_equal(np.asarray(seen[0]), expected)
 
 
+@pytest.mark.slow
 def test_scan_reads_the_confident_joint_of_its_last_epochs(color_folder):
     """From scratch, with two windows of epochs run, scan() reads the confident joint of the last five
     from its own records (loss, margin, the classes the run predicts) and says in run.json whether the
