@@ -33,7 +33,7 @@ from .dynamics.proxy import ProxySettings, held_out_probs, train_proxy
 from .dynamics.recorders import Dynamics
 from .errors import DataError, UsageError
 from .noise.calibration import calibrated, with_trusted
-from .noise.interval import settle_by_head, settle_by_trajectory, settle_undecided, stated_interval
+from .noise.interval import settle_rate, settle_undecided, stated_interval
 from .noise.outliers import with_outliers
 from .noise.sampling import answers_needed, strata
 from .noise.mixture import BOOTSTRAP_LEVEL, NoiseFit, early_agreement, fit_noise, noise_table, percentile_interval
@@ -134,13 +134,10 @@ def scan(data: str | Path | None = None, *, out: str | Path | None = "labelaudit
         # --- 5. noise model: p(mislabeled), the rate and its interval (more proxy runs widen it)
         fit = fit_noise(config.noise_model, aul_scores=aul_s, aum_scores=aum_s, random_state=config.seed,
                         given=np.asarray(ds.labels), early=early_agreement(dyn.margin))
-        head_rate = settled = trajectory = None
-        predicted = dyn.mean_probs.argmax(axis=1)
-        if proxy.readings is not None:  # a linear head on the pretrained embeddings models p(ỹ | x): the rate
-            fit, head_rate = settle_by_head(fit, *proxy.readings, given=np.asarray(ds.labels), random_state=config.seed)
-        elif config.noise_model == "margin":  # from scratch (aul-gmm stays the AUL paper's recipe): interval.py
-            fit, trajectory = settle_by_trajectory(fit, dyn.loss, dyn.margin, predicted, np.asarray(ds.labels),
-                                                   len(ds.classes), random_state=config.seed)
+        settled, predicted = None, dyn.mean_probs.argmax(axis=1)
+        fit, head_rate, trajectory = settle_rate(fit, config.noise_model, proxy.readings, dyn.loss, dyn.margin,
+                                                 predicted, np.asarray(ds.labels), len(ds.classes),
+                                                 random_state=config.seed)
         runs = None
         if config.proxy_runs > 1:
             with clock("more_runs_s", inside="score_s"):
@@ -363,12 +360,9 @@ def _more_proxy_runs(fit: NoiseFit, proxy: _Proxy, config: ScanConfig, ds: Datas
         seed = run_settings.seed  # every estimate below = what scan --seed seed+r makes
         other = fit_noise(config.noise_model, aul_scores=aul(more.loss), aum_scores=aum(more.margin), random_state=seed,
                           given=given, early=early_agreement(more.margin))
-        readings = proxy.head_readings(seed, more.mean_probs if config.freeze else None)
-        if readings is not None:
-            other, _ = settle_by_head(other, *readings, given=given, random_state=seed)
-        elif config.noise_model == "margin":
-            other, _ = settle_by_trajectory(other, more.loss, more.margin, more.mean_probs.argmax(1), given,
-                                            len(ds.classes), random_state=seed)
+        other = settle_rate(other, config.noise_model, proxy.head_readings(seed, more.mean_probs if config.freeze else None),
+                            more.loss, more.margin, more.mean_probs.argmax(axis=1), given, len(ds.classes),
+                            random_state=seed)[0]
         seeds.append(seed)
         epochs.append(int(more.loss.shape[0]))
         rates.append(other.noise_rate)

@@ -10,6 +10,7 @@ from labelaudit.noise import stopping
 from labelaudit.errors import UsageError
 from labelaudit.config import parse_epochs
 from labelaudit.dynamics.proxy import ProxySettings, train_proxy
+from labelaudit.noise.confident import STILL_FALLING
 from labelaudit.noise.stopping import memorisation_check
 
 
@@ -96,7 +97,7 @@ def test_a_falling_reading_is_a_proxy_fitting_wrong_labels_and_the_mixture_decid
     a fall of 50%, above STILL_FALLING) and the mixture's η̂ (their AUM is still negative) stops the run."""
     margin, given, loss, predicted, _ = _probabilities(memorised_from=10)
     check = memorisation_check(margin, given, loss, predicted)
-    assert check["reading"]["fall"] == pytest.approx(0.5, abs=0.01) and stopping.STILL_FALLING < 0.5
+    assert check["reading"]["fall"] == pytest.approx(0.5, abs=0.01) and STILL_FALLING < 0.5
     assert check["noise_rate"] == check["mixture_rate"] == pytest.approx(0.40, abs=0.01)
     assert check["agreement"] == pytest.approx(0.725) and check["memorising"]
     few = memorisation_check(margin[:9], given, loss[:9], predicted)  # under two windows: no reading
@@ -183,10 +184,16 @@ def test_auto_scan_records_its_stop_and_the_summary_says_it(color_folder, monkey
     text = console.export_text()
     assert f"Proxy stopped after epoch {stop_at}: it agreed with" in text
     assert "the share the noise model believes right" in text  # under 10 epochs: no reading
-    by_reading = {**run, "early_stop": {**run["early_stop"], "reading": {"rate": run["early_stop"]["noise_rate"], "fall": 0.05}}}
-    console = Console(record=True, width=200)
-    render_overview(console, by_reading)
-    assert "the share the confident joint of its last epochs believes right" in console.export_text()
+    def summary_with(reading: dict) -> str:
+        console = Console(record=True, width=200)
+        render_overview(console, {**run, "early_stop": {**run["early_stop"], "reading": reading}})
+        return console.export_text()
+
+    rate = run["early_stop"]["noise_rate"]
+    assert "the share the confident joint of its last epochs believes right" in summary_with(
+        {"rate": rate, "fall": 0.05, "used": True})
+    # a reading equal to the mixture's rate but not used (clean digits: both 0, the reading not steady)
+    assert "the share the noise model believes right" in summary_with({"rate": rate, "fall": 1.0, "used": False})
     fixed = scan(root, out=None, **FAST)
     assert fixed.run["epochs_run"] == FAST["epochs"] and fixed.run["early_stop"] is None
 

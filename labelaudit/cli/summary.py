@@ -65,8 +65,7 @@ def render_overview(console: Console, run: RunRecord | dict) -> None:
                           f"of {runs['epochs_run'][k - 1]}[/dim]")
     stop = run.early_stop
     if stop:
-        reading = stop.get("reading") or {}
-        source = ("the confident joint of its last epochs" if reading.get("rate") == stop["noise_rate"]
+        source = ("the confident joint of its last epochs" if (stop.get("reading") or {}).get("used")
                   else "the noise model")
         console.print(f"[dim]Proxy stopped after epoch {stop['epoch']}: it agreed with {stop['agreement']:.1%} of "
                       f"the given labels, the share {source} believes right "

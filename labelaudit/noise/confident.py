@@ -170,10 +170,16 @@ class TrajectoryReading:
         return 0.0 if self.previous <= 0 else (self.previous - self.rate) / self.previous
 
     @property
+    def steady(self) -> bool:
+        """The reading fell by less than STILL_FALLING of itself (and was above 0): the proxy is not fitting
+        wrong labels into its probabilities fast. The stopping rule (stopping.py) reads it."""
+        return self.previous > 0 and self.fall < STILL_FALLING
+
+    @property
     def settled(self) -> bool:
-        """The reading has stopped falling (by less than STILL_FALLING of itself and less than STILL_MOVING):
-        the proxy no longer fits the wrong labels into its probabilities."""
-        return self.previous > 0 and self.fall < STILL_FALLING and self.previous - self.rate < STILL_MOVING
+        """The reading has stopped falling (:attr:`steady`, and by less than STILL_MOVING): the proxy no
+        longer fits the wrong labels into its probabilities, and the scan takes the reading for the rate."""
+        return self.steady and self.previous - self.rate < STILL_MOVING
 
     def as_dict(self) -> dict:
         return {"rate": self.rate, "interval": [float(v) for v in self.interval], "previous": self.previous,

@@ -107,6 +107,25 @@ def settle_undecided(fit: NoiseFit, predicted: np.ndarray, given: np.ndarray) ->
     return dataclasses.replace(fit, p_mislabeled=p, noise_rate=float(p.mean()), method=method), info
 
 
+def settle_rate(fit: NoiseFit, noise_model: str, readings: tuple | None, loss: np.ndarray, margin: np.ndarray,
+                predicted: np.ndarray, given: np.ndarray, k: int, *, random_state: int = 0
+                ) -> tuple[NoiseFit, dict | None, dict | None]:
+    """The rate from another estimator than the mixture, where one applies: with a pretrained backbone,
+    the confident joint of its linear heads' ``readings`` (``(probs, held_out)``: they model p(ỹ | x),
+    :func:`settle_by_head`); from scratch under the margin mixture (``aul-gmm`` stays the AUL paper's
+    recipe), that of the proxy's last epochs where it has settled (:func:`settle_by_trajectory`, on the
+    recorded (E, N) ``loss`` and ``margin``, the run's ``predicted`` classes and the ``k`` classes). A run of
+    ``--proxy-runs`` is settled as ``scan --seed random_state`` would settle it. Returns (fit, the head's
+    account, the last epochs' account), None where not read."""
+    given = np.asarray(given)
+    if readings is not None:
+        return (*settle_by_head(fit, *readings, given=given, random_state=random_state), None)
+    if noise_model != "margin":
+        return fit, None, None
+    fit, trajectory = settle_by_trajectory(fit, loss, margin, predicted, given, k, random_state=random_state)
+    return fit, None, trajectory
+
+
 def settle_by_head(fit: NoiseFit, probs: np.ndarray, held_out: np.ndarray | None = None, *, given: np.ndarray,
                    random_state: int = 0) -> tuple[NoiseFit, dict]:
     """With a pretrained backbone (``--weights``, frozen or fine-tuned): the rate is the confident

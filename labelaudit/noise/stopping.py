@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .confident import STILL_FALLING, trajectory_rate
+from .confident import trajectory_rate
 from .mixture import early_agreement, fit_margin_mixture
 
 CHECK_SAMPLES = 50_000  # the check fits its mixture on at most this many samples (a fixed draw)
@@ -29,13 +29,15 @@ def memorisation_check(margin: np.ndarray, given: np.ndarray | None = None, loss
 
     η is the noise model's (the margin mixture on AUM so far, mixture.py), unless the confident joint
     of the last five epochs (confident.trajectory_rate, with ``loss`` and ``predicted``) is steady: it
-    fell by less than confident.STILL_FALLING of itself from the five epochs before. A steady reading
+    fell by less than confident.STILL_FALLING of itself from the five epochs before
+    (:attr:`~labelaudit.noise.confident.TrajectoryReading.steady`). A steady reading
     means the proxy is not fitting wrong labels into its probabilities, which then read as held-out
     ones do, while the mixture still counts every hard clean image the proxy gets wrong (measured:
     CIFAR-10 pair 30% on 50k images, epoch 15: mixture 0.475, reading 0.350 falling 5%, true 0.300;
     the mixture stopped the proxy with 58% agreement where 70% of the labels are right). A reading
     that falls faster (the digits: 19% or more at epoch 15), or of 0, is a proxy fitting wrong labels,
-    and the mixture's η stands. ``reading`` is ``{"rate", "fall"}``, or None with fewer than ten epochs.
+    and the mixture's η stands. ``reading`` is ``{"rate", "fall", "used"}`` (``used``: it was the η
+    compared), or None with fewer than ten epochs.
 
     η̂ comes from the very run the check may stop, so an overestimate would stop it early, and an early
     stop keeps the overestimate (measured: CIFAR-10N worse_label, 50k images, stopped at 15 epochs
@@ -56,9 +58,9 @@ def memorisation_check(margin: np.ndarray, given: np.ndarray | None = None, loss
     if loss is not None and given is not None and predicted is not None:
         k = int(max(np.max(given), np.max(predicted))) + 1
         reading = trajectory_rate(loss, margin, given, predicted, k, rounds=0)
-    steady = reading is not None and reading.previous > 0 and reading.fall < STILL_FALLING
+    steady = reading is not None and reading.steady
     rate = reading.rate if steady else fit.noise_rate
     return {"epoch": int(margin.shape[0]), "agreement": agreement, "noise_rate": rate,
             "mixture_rate": fit.noise_rate,
-            "reading": None if reading is None else {"rate": reading.rate, "fall": reading.fall},
+            "reading": None if reading is None else {"rate": reading.rate, "fall": reading.fall, "used": steady},
             "undecided": undecided, "memorising": undecided == 0 and agreement >= 1.0 - rate}
